@@ -1,0 +1,192 @@
+"""`prep`: the data stages (export, tile, status). Thin commands over the library."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .contract import GlacierError, resolve_workspace
+
+
+def user_errors(fn):
+    """Turn a GlacierError into one 'Error: ...' line and exit status 1; Ctrl-C into 130."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except GlacierError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted; finished work is kept, rerun the same command to resume",
+                       err=True)
+            sys.exit(130)
+    return wrapper
+
+
+workspace_option = click.option(
+    "--workspace", type=click.Path(path_type=Path), default=None,
+    help="Workspace directory holding exports/, tiles/, runs/. "
+         "[default: $GLACIER_WORKSPACE, else ./workspace]")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+def prep():
+    """Prepare data: export the 11-band stack, cut labelled tiles, watch export tasks."""
+
+
+@prep.command()
+@click.option("--region", default=None,
+              help="Built-in region: qilian (the paper's study area) or demo (synthetic, "
+                   "no Earth Engine needed). Not needed with --bbox or --region-file.")
+@click.option("--year", type=int, required=True, help="Year of the summer to composite (>= 2017).")
+@click.option("--bbox", type=float, nargs=4, default=None, metavar="W S E N",
+              help="Any other region as a lon/lat box in degrees.")
+@click.option("--region-file", type=click.Path(path_type=Path), default=None,
+              help="Any other region as a polygon file (GeoJSON, GeoPackage).")
+@click.option("--crs", default=None, help="Grid CRS for --bbox/--region-file. "
+              "[default: the UTM zone of the region's centre]")
+@click.option("--name", default=None, help="Export directory name. [default: REGION-YEAR]")
+@click.option("--outlines", type=click.Path(path_type=Path), default=None,
+              help="Glacier outlines that choose the cells to export and serve the DEM offset "
+                   "and tiling. [default: outlines.gpkg of the source dir; on Earth Engine "
+                   "GLIMS (GLIMS/current)]")
+@click.option("--buffer", "buffer_m", type=float, default=1000.0,
+              help="Margin around outlines within which cells are exported, in metres.")
+@click.option("--cell-size", type=int, default=768,
+              help="Cell side in pixels; one request/task/file per cell (768 px x 11 float32 "
+                   "bands is 26 MB, half the 48 MB computePixels limit).")
+@click.option("--source-dir", type=click.Path(path_type=Path), default=None,
+              help="Run the recipe locally on rasters in this directory instead of Earth "
+                   "Engine (see README, 'Local sources').")
+@click.option("--s1-window", nargs=2, default=None, metavar="MM-DD MM-DD",
+              help="Sentinel-1 date window (end exclusive). [default: July; mid-June to "
+                   "mid-August from 2022, after Sentinel-1B failed]")
+@click.option("--s2-window", nargs=2, default=("07-01", "10-01"), metavar="MM-DD MM-DD",
+              help="Sentinel-2 date window, end exclusive (paper: July-September).")
+@click.option("--orbit", type=click.Choice(["both", "ascending", "descending"]), default="both",
+              help="Sentinel-1 orbit direction(s).")
+@click.option("--max-scene-cloud", type=float, default=5.0,
+              help="Scene-level cloud limit for Sentinel-2, in percent (paper: 5).")
+@click.option("--cloud-score-threshold", type=float, default=0.5,
+              help="Cloud Score+ threshold (0-1); lower keeps more pixels (Earth Engine only).")
+@click.option("--cloud-score-band", type=click.Choice(["cs_cdf", "cs"]), default="cs_cdf",
+              help="Cloud Score+ band (Earth Engine only).")
+@click.option("--s2-level", type=click.Choice(["l2a", "l1c"]), default="l2a",
+              help="Sentinel-2 processing level; l1c only where L2A is missing (2017-2018).")
+@click.option("--norm", "norm_mode", type=click.Choice(["fixed", "percentile"]), default="fixed",
+              help="Normalization: fixed physical ranges or 2/98 percentiles over the region.")
+@click.option("--norm-from", type=click.Path(path_type=Path), default=None,
+              help="Reuse the normalization of another export (its export.json or directory).")
+@click.option("--hma-asset", default=None,
+              help="Earth Engine asset id of the HMA 8 m DEM mosaic (ellipsoidal heights).")
+@click.option("--dem-source-map", is_flag=True,
+              help="Also write dem_source/<cell>.tif: 1 where HMA, 2 where SRTM filled.")
+@click.option("--to", "target", type=click.Choice(["download", "gcs", "drive"]),
+              default="download", help="Earth Engine: computePixels download, or batch tasks "
+                                       "to Cloud Storage or Drive.")
+@click.option("--bucket", default=None, help="Cloud Storage bucket for --to gcs.")
+@click.option("--folder", default=None, help="Drive folder for --to drive.")
+@click.option("--project", default=None, help="Google Cloud project for Earth Engine. "
+              "[default: $EE_PROJECT]")
+@click.option("--workers", type=int, default=8,
+              help="Earth Engine requests in flight (default quota allows about 40).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (cells, pixels, bytes, area) and "
+                                              "stop; needs no network or credentials.")
+@click.option("--force", is_flag=True, help="Replace an export made with other parameters.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@workspace_option
+@user_errors
+def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_size, source_dir,
+           s1_window, s2_window, orbit, max_scene_cloud, cloud_score_threshold, cloud_score_band,
+           s2_level, norm_mode, norm_from, hma_asset, dem_source_map, target, bucket, folder,
+           project, workers, dry_run, force, quiet, workspace):
+    """Export the 11-band 10 m stack of a region and year (DESIGN.md section 1-3)."""
+    from .config import RecipeConfig
+    from .export import demo_source_dir, load_norm_from, plan_cells, run_local_export
+    from .grid import resolve_region
+    from .outlines import read_outlines
+
+    ws = resolve_workspace(workspace)
+    if region is None and bbox is None and region_file is None:
+        raise GlacierError("give --region NAME, --bbox W S E N or --region-file FILE")
+    reg = resolve_region(region, bbox, region_file, crs)
+    if cell_size < 64:
+        raise GlacierError(f"--cell-size {cell_size}: use at least 64 pixels")
+    cfg = RecipeConfig(year=year, s1_window=tuple(s1_window) if s1_window else None,
+                       s2_window=tuple(s2_window), s1_orbit=orbit,
+                       s2_max_scene_cloud=max_scene_cloud,
+                       cloud_score_threshold=cloud_score_threshold,
+                       cloud_score_band=cloud_score_band, s2_level=s2_level,
+                       norm_mode=norm_mode, outline_buffer_m=buffer_m)
+    norm = load_norm_from(norm_from) if norm_from else None
+
+    if reg.synthetic and source_dir is None:
+        from .demo import write_demo_sources
+
+        source_dir = demo_source_dir(ws, year)
+        if not dry_run:
+            click.echo(f"generating SYNTHETIC demo sources in {source_dir}")
+            write_demo_sources(source_dir, year, progress=None if quiet else
+                               lambda i, n, what: click.echo(f"  [{i + 1}/{n}] {what}"))
+    if dry_run:
+        outl = None
+        if outlines:
+            outl = read_outlines(outlines, reg.crs)
+        elif source_dir and (Path(source_dir) / "outlines.gpkg").is_file():
+            outl = read_outlines(Path(source_dir) / "outlines.gpkg", reg.crs)
+        plan = plan_cells(reg, outl, buffer_m, cell_size)
+        click.echo(plan.describe())
+        click.echo(json.dumps(plan.summary(), indent=2))
+        return
+    if source_dir is not None:
+        run_local_export(ws, reg, cfg, Path(source_dir), outlines, cell_size, norm, force,
+                         name, dem_source_map, quiet, click.echo)
+        return
+    from .ee_runner import run_ee_export
+
+    run_ee_export(ws, reg, cfg, outlines=outlines, cell_size=cell_size, norm_from=norm,
+                  hma_asset=hma_asset, target=target, bucket=bucket, folder=folder,
+                  project=project or os.environ.get("EE_PROJECT"), workers=workers,
+                  force=force, name=name, quiet=quiet, echo=click.echo)
+
+
+@prep.command()
+@click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
+              help="Export directory. [default: the newest complete export]")
+@click.option("--project", default=None, help="Google Cloud project. [default: $EE_PROJECT]")
+@click.option("--pull-from", type=click.Path(path_type=Path), default=None,
+              help="Directory of finished task files (e.g. gsutil-copied) to import into stack/.")
+@workspace_option
+@user_errors
+def status(export_dir, project, pull_from, workspace):
+    """Show the cells of an export and the state of its Earth Engine tasks."""
+    from .contract import newest_complete
+    from .ee_runner import export_status
+
+    ws = resolve_workspace(workspace)
+    if export_dir is None:
+        export_dir = _newest_any_export(ws)
+    export_status(Path(export_dir), project or os.environ.get("EE_PROJECT"), pull_from,
+                  click.echo)
+
+
+def _newest_any_export(ws: Path) -> Path:
+    from .contract import EXPORT_MANIFEST, EXPORTS_DIR, MAKER
+
+    cands = sorted((ws / EXPORTS_DIR).glob(f"*/{EXPORT_MANIFEST}"), key=lambda p: p.stat().st_mtime)
+    if not cands:
+        raise GlacierError(f"no export in {ws / EXPORTS_DIR}; make one with `{MAKER['export']}`")
+    return cands[-1].parent
+
+
+def _register_tile():
+    from tiling.cli import tile
+
+    prep.add_command(tile)
+
+
+_register_tile()

@@ -1,0 +1,158 @@
+"""The export recipe's parameters, shared by the Earth Engine and the local path.
+
+Defaults follow the paper (Peng et al. 2023, section 2.1) where it states a value, and
+DESIGN.md section 3 otherwise; each non-obvious one says where it comes from.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date
+
+import numpy as np
+
+from .contract import BAND_NAMES, BANDS, GlacierError
+
+# Sentinel-2 L2A (COPERNICUS/S2_SR_HARMONIZED) starts on Earth Engine on 2017-03-28;
+# Sentinel-1 GRD in 2014. The recipe needs both, so 2017 is the first year it can make.
+FIRST_YEAR = 2017
+S2_COLLECTIONS = {
+    "l2a": "COPERNICUS/S2_SR_HARMONIZED",
+    # L1C top-of-atmosphere; only for years where the L2A archive is thin (2017-2018 outside
+    # Europe). Recorded in the manifest; never mix levels in one training set.
+    "l1c": "COPERNICUS/S2_HARMONIZED",
+}
+S1_COLLECTION = "COPERNICUS/S1_GRD"
+CLOUD_SCORE_COLLECTION = "GOOGLE/CLOUD_SCORE_PLUS/V1/S2_HARMONIZED"
+SRTM_ASSET = "USGS/SRTMGL1_003"
+GLIMS_COLLECTION = "GLIMS/current"
+ORBITS = ("both", "ascending", "descending")
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    year: int
+    # Paper: Sentinel-1 of July. Sentinel-1B failed in December 2021, so from 2022 a month has
+    # about half the acquisitions: the default window widens to mid-June to mid-August then.
+    s1_window: tuple[str, str] | None = None
+    s2_window: tuple[str, str] = ("07-01", "10-01")  # paper: July-September (end exclusive)
+    s1_orbit: str = "both"
+    s1_noise_floor_db: float = -30.0  # residual GRD border noise lies below about -30 dB
+    s2_level: str = "l2a"
+    s2_max_scene_cloud: float = 5.0  # paper: scene cloud < 5 %
+    cloud_score_band: str = "cs_cdf"
+    # Low end of Google's recommended 0.50-0.65, to spare bright ice (DESIGN.md 3).
+    cloud_score_threshold: float = 0.5
+    # Snow/ice is never masked: bright in green, dark in SWIR (NDSI high, B11 low), unlike
+    # cloud, which is bright in SWIR. Thresholds after Dozier 1989 (NDSI 0.4) and the
+    # Sentinel-2 snow literature (cloud B11 above about 0.2).
+    snow_ndsi_min: float = 0.4
+    snow_b11_max: float = 0.2
+    boa_offset: float = 0.0  # DN offset to remove before /10000 (0 for harmonized data)
+    norm_mode: str = "fixed"
+    norm_percentiles: tuple[float, float] = (2.0, 98.0)
+    outline_buffer_m: float = 1000.0  # cells within this distance of an outline are exported
+    min_outline_area_km2: float = 0.0
+
+    def __post_init__(self):
+        today = date.today()
+        if not FIRST_YEAR <= self.year <= today.year:
+            raise GlacierError(
+                f"--year {self.year}: outside the Sentinel era this recipe can use, "
+                f"{FIRST_YEAR}-{today.year} (Sentinel-2 surface reflectance on Earth Engine "
+                "starts in March 2017; Sentinel-1 in 2014)")
+        if self.s1_orbit not in ORBITS:
+            raise GlacierError(f"--orbit {self.s1_orbit!r}: use one of {', '.join(ORBITS)}")
+        if self.s2_level not in S2_COLLECTIONS:
+            raise GlacierError(f"--s2-level {self.s2_level!r}: use l2a or l1c")
+        if self.norm_mode not in ("fixed", "percentile"):
+            raise GlacierError(f"--norm {self.norm_mode!r}: use fixed or percentile")
+        for w in (self.s1_dates, self.s2_dates):
+            if w[0] >= w[1]:
+                raise GlacierError(f"date window {w[0]}..{w[1]} is empty")
+
+    @property
+    def s1_dates(self) -> tuple[str, str]:
+        if self.s1_window is not None:
+            a, b = self.s1_window
+        elif self.year >= 2022:
+            a, b = "06-15", "08-16"
+        else:
+            a, b = "07-01", "08-01"
+        return _dated(self.year, a), _dated(self.year, b)
+
+    @property
+    def s2_dates(self) -> tuple[str, str]:
+        return _dated(self.year, self.s2_window[0]), _dated(self.year, self.s2_window[1])
+
+    @property
+    def s2_collection(self) -> str:
+        return S2_COLLECTIONS[self.s2_level]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(s1_dates=list(self.s1_dates), s2_dates=list(self.s2_dates),
+                 s2_collection=self.s2_collection)
+        return d
+
+    def with_(self, **kw) -> "RecipeConfig":
+        return replace(self, **kw)
+
+
+def _dated(year: int, month_day: str) -> str:
+    try:
+        return date.fromisoformat(f"{year}-{month_day}").isoformat()
+    except ValueError:
+        raise GlacierError(f"date {month_day!r}: use MM-DD") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Normalization parameters: one (lo, hi) per band, frozen in the manifest.
+
+
+@dataclass(frozen=True)
+class Normalization:
+    mode: str
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    source: str = "fixed physical ranges (gee_export.contract.BANDS)"
+
+    @classmethod
+    def fixed(cls) -> "Normalization":
+        return cls("fixed", {b.name: b.fixed_range for b in BANDS})
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "source": self.source,
+                "ranges": {k: list(map(float, v)) for k, v in self.ranges.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "manifest") -> "Normalization":
+        try:
+            ranges = {k: (float(v[0]), float(v[1])) for k, v in d["ranges"].items()}
+            norm = cls(d["mode"], ranges, d.get("source", where))
+        except (KeyError, TypeError, IndexError, ValueError):
+            raise GlacierError(f"{where}: normalization block is malformed") from None
+        missing = [b for b in BAND_NAMES if b not in ranges]
+        if missing:
+            raise GlacierError(f"{where}: normalization lacks band(s) {', '.join(missing)}")
+        bad = [b for b, (lo, hi) in ranges.items() if not hi > lo]
+        if bad:
+            raise GlacierError(f"{where}: normalization range is empty for {', '.join(bad)}")
+        return norm
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.array([self.ranges[b][0] for b in BAND_NAMES], np.float32)
+        hi = np.array([self.ranges[b][1] for b in BAND_NAMES], np.float32)
+        return lo, hi
+
+
+def normalize(stack: np.ndarray, norm: Normalization) -> np.ndarray:
+    """Map each band of a (11, ...) physical stack to [0, 1] and clamp; NaN stays NaN."""
+    lo, hi = norm.arrays()
+    shape = (-1,) + (1,) * (stack.ndim - 1)
+    out = (stack - lo.reshape(shape)) / (hi - lo).reshape(shape)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def denormalize(stack: np.ndarray, norm: Normalization) -> np.ndarray:
+    lo, hi = norm.arrays()
+    shape = (-1,) + (1,) * (stack.ndim - 1)
+    return stack * (hi - lo).reshape(shape) + lo.reshape(shape)

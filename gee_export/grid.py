@@ -1,0 +1,204 @@
+"""Export grids and regions: where the pixels of every year fall.
+
+A region fixes a CRS and a 10 m grid whose pixel edges lie on multiples of 10 m, so exports of
+different years (and the tiles cut from them) align pixel for pixel.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from affine import Affine
+
+from .contract import GlacierError
+
+PIXEL_SIZE = 10.0  # metres; the Sentinel-2 10 m bands set the stack's resolution (paper 2.1)
+# 768 x 768 x 11 float32 plus a mask byte per pixel is 26.5 MB, about half of computePixels'
+# 48 MB request limit: room for the mask and a retry without splitting first.
+DEFAULT_CELL_SIZE = 768
+
+
+@dataclass(frozen=True)
+class ExportGrid:
+    crs: str  # "EPSG:32647"
+    x0: float  # west edge, metres, a multiple of the pixel size
+    y0: float  # north edge, metres
+    width: int
+    height: int
+    res: float = PIXEL_SIZE
+
+    def __post_init__(self):
+        for v, what in ((self.x0, "x0"), (self.y0, "y0")):
+            if abs(v / self.res - round(v / self.res)) > 1e-9:
+                raise GlacierError(f"grid {what}={v} is not on a {self.res:g} m multiple")
+
+    @property
+    def transform(self) -> Affine:
+        return Affine(self.res, 0.0, self.x0, 0.0, -self.res, self.y0)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return (self.x0, self.y0 - self.height * self.res, self.x0 + self.width * self.res, self.y0)
+
+    def to_dict(self) -> dict:
+        return {"crs": self.crs, "x0": self.x0, "y0": self.y0, "width": self.width,
+                "height": self.height, "res": self.res}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExportGrid":
+        return cls(d["crs"], float(d["x0"]), float(d["y0"]), int(d["width"]), int(d["height"]),
+                   float(d.get("res", PIXEL_SIZE)))
+
+    @classmethod
+    def covering(cls, crs: str, bounds: tuple[float, float, float, float],
+                 res: float = PIXEL_SIZE) -> "ExportGrid":
+        """The smallest grid with edges on `res` multiples that covers projected bounds."""
+        w, s, e, n = bounds
+        x0, y0 = math.floor(w / res) * res, math.ceil(n / res) * res
+        x1, y1 = math.ceil(e / res) * res, math.floor(s / res) * res
+        return cls(crs, x0, y0, int(round((x1 - x0) / res)), int(round((y0 - y1) / res)), res)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One request or task of an export: a window of the region grid."""
+    row: int
+    col: int
+    row_off: int
+    col_off: int
+    height: int
+    width: int
+
+    @property
+    def id(self) -> str:
+        return f"r{self.row:03d}c{self.col:03d}"
+
+    def transform(self, grid: ExportGrid) -> Affine:
+        return grid.transform * Affine.translation(self.col_off, self.row_off)
+
+    def bounds(self, grid: ExportGrid) -> tuple[float, float, float, float]:
+        x0 = grid.x0 + self.col_off * grid.res
+        y0 = grid.y0 - self.row_off * grid.res
+        return (x0, y0 - self.height * grid.res, x0 + self.width * grid.res, y0)
+
+    def halves(self) -> tuple["Cell", "Cell"]:
+        """Split along the longer side; used when Earth Engine runs out of memory on a cell."""
+        if self.width >= self.height:
+            w = self.width // 2
+            return (Cell(self.row, self.col, self.row_off, self.col_off, self.height, w),
+                    Cell(self.row, self.col, self.row_off, self.col_off + w, self.height,
+                         self.width - w))
+        h = self.height // 2
+        return (Cell(self.row, self.col, self.row_off, self.col_off, h, self.width),
+                Cell(self.row, self.col, self.row_off + h, self.col_off, self.height - h,
+                     self.width))
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "row": self.row, "col": self.col, "row_off": self.row_off,
+                "col_off": self.col_off, "height": self.height, "width": self.width}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Cell":
+        return cls(d["row"], d["col"], d["row_off"], d["col_off"], d["height"], d["width"])
+
+
+def iter_cells(grid: ExportGrid, size: int = DEFAULT_CELL_SIZE) -> Iterator[Cell]:
+    for r, row_off in enumerate(range(0, grid.height, size)):
+        for c, col_off in enumerate(range(0, grid.width, size)):
+            yield Cell(r, c, row_off, col_off, min(size, grid.height - row_off),
+                       min(size, grid.width - col_off))
+
+
+def utm_crs_for(lon: float, lat: float) -> str:
+    zone = min(60, int((lon + 180) // 6) + 1)
+    return f"EPSG:{32600 + zone if lat >= 0 else 32700 + zone}"
+
+
+# --------------------------------------------------------------------------------------------
+# Regions
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str
+    crs: str
+    lonlat_bounds: tuple[float, float, float, float]  # west, south, east, north (degrees)
+    grid: ExportGrid
+    synthetic: bool = False
+    description: str = ""
+    geometry_wkt: str | None = field(default=None, compare=False)  # lon/lat polygon if not a box
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "crs": self.crs, "lonlat_bounds": list(self.lonlat_bounds),
+                "synthetic": self.synthetic, "description": self.description,
+                "geometry_wkt": self.geometry_wkt}
+
+
+def region_from_lonlat(name: str, bounds: tuple[float, float, float, float],
+                       crs: str | None = None, description: str = "",
+                       geometry_wkt: str | None = None) -> Region:
+    from pyproj import CRS, Transformer
+    from pyproj.exceptions import CRSError
+
+    w, s, e, n = bounds
+    if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+        raise GlacierError(f"region {name}: bounds {bounds} are not west<east, south<north in "
+                           "degrees")
+    crs = crs or utm_crs_for((w + e) / 2, (s + n) / 2)
+    try:
+        CRS.from_user_input(crs)
+    except CRSError:
+        raise GlacierError(f"--crs {crs!r} is not a CRS pyproj knows") from None
+    t = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    proj = t.transform_bounds(w, s, e, n, densify_pts=51)
+    return Region(name, crs, tuple(bounds), ExportGrid.covering(crs, proj), False, description,
+                  geometry_wkt)
+
+
+# The paper's study area (section 2.1): the Qilian Mountains, 37.3-39.7 N, 93.4-102.8 E.
+QILIAN = region_from_lonlat("qilian", (93.4, 37.3, 102.8, 39.7), "EPSG:32647",
+                            "Qilian Mountains, the study area of Peng et al. 2023")
+
+
+def builtin_regions() -> dict[str, Region]:
+    from .demo import DEMO_REGION
+
+    return {"qilian": QILIAN, "demo": DEMO_REGION}
+
+
+def region_from_file(path: Path, crs: str | None = None) -> Region:
+    import geopandas as gpd
+
+    path = Path(path)
+    if not path.is_file():
+        raise GlacierError(f"--region-file {path}: no such file")
+    try:
+        df = gpd.read_file(path)
+    except Exception as e:  # pyogrio raises several types for unreadable files
+        raise GlacierError(f"--region-file {path}: cannot be read ({e})") from None
+    df = df[df.geometry.notna() & df.geom_type.isin(["Polygon", "MultiPolygon"])]
+    if df.empty:
+        raise GlacierError(f"--region-file {path}: holds no polygon")
+    if df.crs is None:
+        raise GlacierError(f"--region-file {path}: has no CRS")
+    geom = df.to_crs("EPSG:4326").geometry.union_all()
+    return region_from_lonlat(path.stem, tuple(geom.bounds), crs, f"from {path.name}", geom.wkt)
+
+
+def resolve_region(name: str | None, bbox: tuple[float, ...] | None = None,
+                   region_file: Path | None = None, crs: str | None = None) -> Region:
+    if region_file is not None:
+        return region_from_file(region_file, crs)
+    if bbox is not None:
+        return region_from_lonlat(name or "bbox", tuple(bbox), crs, "from --bbox")
+    regions = builtin_regions()
+    if name not in regions:
+        raise GlacierError(f"unknown region {name!r}; known: {', '.join(sorted(regions))} "
+                           "(or give --bbox W S E N or --region-file)")
+    r = regions[name]
+    if crs and crs != r.crs:
+        raise GlacierError(f"region {name} has the fixed CRS {r.crs}; its grid cannot change, "
+                           "or years would not align")
+    return r
