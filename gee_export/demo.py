@@ -188,12 +188,17 @@ class DemoScene:
         import shapely
         from shapely.geometry import Point
 
-        polys = []
+        polys, taken = [], None
         for g in self.glaciers:
             shape = shapely.union_all([Point(x, y).buffer(r, 24) for x, y, r in g.discs])
             if g.hole:
                 shape = shape.difference(Point(g.hole[0], g.hole[1]).buffer(g.hole[2], 24))
-            polys.append(shapely.simplify(shape, 2.0))
+            shape = shapely.simplify(shape, 2.0)
+            # An inventory's glaciers do not overlap: where two meet, the first keeps the ice.
+            if taken is not None:
+                shape = shape.difference(taken)
+            taken = shape if taken is None else shapely.union(taken, shape)
+            polys.append(shape)
         return polys
 
     @cached_property
@@ -543,13 +548,13 @@ def write_demo_sources(out_dir: Path, year: int, seed: int = DEMO_SEED, size: in
 def demo_outlines_frame(scene: DemoScene):
     import geopandas as gpd
 
-    df = gpd.GeoDataFrame(
-        {"glac_id": [g.gid for g in scene.glaciers],
-         "area_km2": [p.area / 1e6 for p in scene.glacier_polygons],
-         "debris": [g.debris_from is not None for g in scene.glaciers],
+    pairs = [(g, p) for g, p in zip(scene.glaciers, scene.glacier_polygons) if p.area > 1.0]
+    return gpd.GeoDataFrame(
+        {"glac_id": [g.gid for g, _ in pairs],
+         "area_km2": [p.area / 1e6 for _, p in pairs],
+         "debris": [g.debris_from is not None for g, _ in pairs],
          "synthetic": True},
-        geometry=list(scene.glacier_polygons), crs=DEMO_CRS)
-    return df
+        geometry=[p for _, p in pairs], crs=DEMO_CRS)
 
 
 def write_demo_outlines(scene: DemoScene, path: Path):
