@@ -26,6 +26,7 @@ from .split import GUARD, TRAIN, VAL, check_val_fraction, min_distance, random_s
 
 STAT_BINS = 1000  # histogram bins on [0, 1] for the training-split percentiles
 PERCENTILES = (1, 2, 50, 98, 99)
+SPLIT_ALGORITHM = 2  # bump when the split changes, so old tiles are not taken as current
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,8 @@ def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig()
     params = json_params({"export": str(Path(export_dir).resolve()),
                           "export_completed_at": exp.get("completed_at"),
                           "outlines": str(outlines_path), "outlines_sha256":
-                          file_sha256(outlines_path), "config": asdict(cfg)})
+                          file_sha256(outlines_path), "config": asdict(cfg),
+                          "split_algorithm": SPLIT_ALGORITHM})
     mf = out / TILES_MANIFEST
     if mf.is_file():
         old = read_manifest(mf, "tiles")
@@ -240,7 +242,7 @@ def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig()
         split = random_split(len(kept), cfg.val_fraction, cfg.seed)
     else:
         split = spatial_split(rows, cols, cfg.val_fraction, cfg.seed, cfg.block_tiles,
-                              cfg.guard_positions)
+                              cfg.guard_positions, [s[0] * s[1] for _, s in kept])
 
     jobs = [(tile_id(r, c), ro, co, cfg.size, sp == TRAIN)
             for ((r, c, ro, co), _), sp in zip(kept, split) if sp != GUARD]

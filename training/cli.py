@@ -1,0 +1,57 @@
+"""`train`: thin commands over the trainer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from gee_export.cli import user_errors, workspace_option
+from gee_export.contract import newest_complete, resolve_workspace
+
+from .trainer import TrainConfig
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+def train():
+    """Train and apply glacier segmentation models."""
+
+
+@train.command()
+@click.option("--tiles", type=click.Path(path_type=Path), default=None,
+              help="Tile directory. [default: the newest complete tiles in the workspace]")
+@click.option("--model", default="lgt-unet", help="Model name (lgt-unet).")
+@click.option("--preset", default="paper", help="Model size: paper (text widths 64-512, "
+              "24.1 M), paper-l (105.7 M, near the paper's 107.5 M), tiny (2.6 M, CPU).")
+@click.option("--bands", default="ABCD", help="Band groups: A radar, B optical, C indices, "
+              "D elevation; any subset such as AB or ACD.")
+@click.option("--epochs", type=int, default=100, help="Training epochs.")
+@click.option("--batch-size", type=int, default=4, help="Tiles per batch (paper: 4).")
+@click.option("--lr", type=float, default=1e-4, help="AdamW learning rate (paper: 1e-4), "
+              "decayed by a cosine schedule to 0.")
+@click.option("--weight-decay", type=float, default=0.01, help="AdamW weight decay.")
+@click.option("--seed", type=int, default=0, help="Seed of weights, order and augmentation.")
+@click.option("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N.")
+@click.option("--no-amp", is_flag=True, help="Disable bf16/fp16 autocast on GPU.")
+@click.option("--no-augment", is_flag=True, help="Disable the 8 rotations/flips.")
+@click.option("--workers", type=int, default=0, help="Data loader worker processes.")
+@click.option("--name", default=None, help="Run name. [default: TILES-MODEL-PRESET-BANDS]")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from last.pt.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@workspace_option
+@user_errors
+def run(tiles, model, preset, bands, epochs, batch_size, lr, weight_decay, seed, device, no_amp,
+        no_augment, workers, name, resume, quiet, workspace):
+    """Train a model on tiles; writes config.json, metrics.csv, curves.png, best.pt, last.pt."""
+    from gee_export.contract import GlacierError, parse_bands
+
+    from .trainer import train as run_training
+
+    ws = resolve_workspace(workspace)
+    parse_bands(bands)
+    if epochs < 1 or batch_size < 1:
+        raise GlacierError("--epochs and --batch-size must be at least 1")
+    tiles = Path(tiles) if tiles else newest_complete(ws, "tiles")
+    cfg = TrainConfig(model=model, preset=preset, bands=bands.upper(), epochs=epochs,
+                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                      device=device, amp=not no_amp, workers=workers, augment=not no_augment)
+    run_training(tiles, ws, cfg, name, resume, quiet=quiet, echo=click.echo)

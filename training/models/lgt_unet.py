@@ -1,0 +1,339 @@
+"""LGT-UNet: the paper's Transformer U-Net (Peng et al. 2023, section 2.3), in plain PyTorch.
+
+Encoder: Twins-SVT-style Local-Global Transformer (Chu et al. 2021): four stages with patch
+embeddings of stride 4, 8, 16, 32; in each stage locally-grouped self-attention (LSA) and global
+sub-sampled attention (GSA) alternate; a conditional position encoding (PEG, a depth-wise 3x3
+convolution) follows the first block of each stage (CPVT). Decoder: UNetFormer-style (Wang et
+al. 2022) Local-Global CNN blocks with weighted skip fusion and the Feature Refinement Head.
+See ../shared/MODEL.md for the shapes this follows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LGTConfig:
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    depths: tuple[int, ...] = (2, 2, 10, 4)
+    heads: tuple[int, ...] = (2, 4, 8, 16)
+    mlp_ratio: float = 4.0
+    window: int = 8  # LSA window; Twins uses 7, 8 divides the token maps of 512 inputs
+    sr_ratios: tuple[int, ...] = (8, 4, 2, 1)  # GSA sub-sampling per stage
+    patterns: tuple[str, ...] = ("LG", "LG", "LG", "LG")  # Table 3 ablation: LL, LG, GG
+    position: str = "cpe"  # "cpe" (paper) or "ape" (learned absolute embedding, ablation)
+    decode_dim: int = 64  # UNetFormer's decoder width
+    decoder_window: int = 8
+    dropout: float = 0.1
+
+
+PRESETS = {
+    # Widths and strides as the paper's text states them (C1 = 64 ... 512): Twins-SVT-S depths.
+    "paper": LGTConfig(),
+    # Twins-SVT-L widths: the size whose total matches the paper's Table 3 (107.5 M).
+    "paper-l": LGTConfig(widths=(128, 256, 512, 1024), depths=(2, 2, 18, 2),
+                         heads=(4, 8, 16, 32), decode_dim=256),
+    # A CPU-sized model for the demo and CI: same blocks, fewer and narrower.
+    "tiny": LGTConfig(widths=(32, 64, 128, 256), depths=(2, 2, 2, 2), heads=(1, 2, 4, 8),
+                      decode_dim=32),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Encoder
+
+
+def _to_map(x, h, w):
+    return x.transpose(1, 2).reshape(x.shape[0], -1, h, w)
+
+
+def _to_tokens(x):
+    return x.flatten(2).transpose(1, 2)
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, cin, cout, patch):
+        super().__init__()
+        self.proj = nn.Conv2d(cin, cout, patch, patch)
+        self.norm = nn.LayerNorm(cout)
+
+    def forward(self, x):
+        x = self.proj(x)
+        h, w = x.shape[-2:]
+        return self.norm(_to_tokens(x)), h, w
+
+
+class LocallyGroupedAttention(nn.Module):
+    """LSA: multi-head self-attention inside non-overlapping k x k windows only."""
+
+    def __init__(self, dim, heads, window):
+        super().__init__()
+        self.heads, self.k = heads, window
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, h, w):
+        b, n, c = x.shape
+        k = self.k
+        m = x.reshape(b, h, w, c)
+        ph, pw = (-h) % k, (-w) % k
+        if ph or pw:
+            m = F.pad(m, (0, 0, 0, pw, 0, ph))
+        hh, ww = (h + ph) // k, (w + pw) // k
+        win = m.reshape(b, hh, k, ww, k, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, k * k, c)
+        qkv = self.qkv(win).reshape(win.shape[0], k * k, 3, self.heads, c // self.heads)
+        q, kk, v = qkv.permute(2, 0, 3, 1, 4)
+        if ph or pw:  # padded tokens must not be attended to
+            valid = torch.zeros(hh * k, ww * k, dtype=torch.bool, device=x.device)
+            valid[:h, :w] = True
+            valid = valid.reshape(hh, k, ww, k).permute(0, 2, 1, 3).reshape(hh * ww, 1, 1, k * k)
+            mask = valid.repeat(b, 1, 1, 1)
+            out = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask)
+        else:
+            out = F.scaled_dot_product_attention(q, kk, v)
+        out = out.transpose(1, 2).reshape(-1, k, k, c)
+        out = out.reshape(b, hh, ww, k, k, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hh * k, ww * k, c)
+        return self.proj(out[:, :h, :w].reshape(b, n, c))
+
+
+class GlobalSubsampledAttention(nn.Module):
+    """GSA: every token queries keys/values from one representative per r x r window."""
+
+    def __init__(self, dim, heads, sr):
+        super().__init__()
+        self.heads, self.sr = heads, sr
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        if sr > 1:
+            self.reduce = nn.Conv2d(dim, dim, sr, sr)
+            self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x, h, w):
+        b, n, c = x.shape
+        d = c // self.heads
+        q = self.q(x).reshape(b, n, self.heads, d).transpose(1, 2)
+        if self.sr > 1:
+            m = _to_map(x, h, w)
+            ph, pw = (-h) % self.sr, (-w) % self.sr
+            if ph or pw:
+                m = F.pad(m, (0, pw, 0, ph), mode="replicate")
+            src = self.norm(_to_tokens(self.reduce(m)))
+        else:
+            src = x
+        kv = self.kv(src).reshape(b, -1, 2, self.heads, d).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, kv[0], kv[1])
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class Mlp(nn.Sequential):
+    def __init__(self, dim, ratio):
+        super().__init__(nn.Linear(dim, int(dim * ratio)), nn.GELU(), nn.Linear(int(dim * ratio), dim))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, dim, heads, kind, cfg: LGTConfig, sr):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = (LocallyGroupedAttention(dim, heads, cfg.window) if kind == "L"
+                     else GlobalSubsampledAttention(dim, heads, sr))
+        self.mlp = Mlp(dim, cfg.mlp_ratio)
+
+    def forward(self, x, h, w):
+        x = x + self.attn(self.norm1(x), h, w)
+        return x + self.mlp(self.norm2(x))
+
+
+class PosConv(nn.Module):
+    """PEG: x + DWConv3x3(x) on the token map; lets the model take any input size."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
+
+    def forward(self, x, h, w):
+        m = _to_map(x, h, w)
+        return _to_tokens(m + self.conv(m))
+
+
+class AbsPosEmbed(nn.Module):
+    """Learned absolute position embedding (Table 3's 'PE' ablation), resized to the map."""
+
+    def __init__(self, dim, ref=16):
+        super().__init__()
+        self.pos = nn.Parameter(torch.zeros(1, dim, ref, ref))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+
+    def forward(self, x, h, w):
+        p = F.interpolate(self.pos, size=(h, w), mode="bilinear", align_corners=False)
+        return x + _to_tokens(p)
+
+
+class LGTEncoder(nn.Module):
+    def __init__(self, in_channels: int, cfg: LGTConfig):
+        super().__init__()
+        self.embeds, self.stages, self.pos, self.norms = (nn.ModuleList() for _ in range(4))
+        cin = in_channels
+        for s, (dim, depth, heads, sr, pattern) in enumerate(zip(
+                cfg.widths, cfg.depths, cfg.heads, cfg.sr_ratios, cfg.patterns)):
+            self.embeds.append(PatchEmbed(cin, dim, 4 if s == 0 else 2))
+            kinds = [pattern[i % len(pattern)] for i in range(depth)]
+            self.stages.append(nn.ModuleList(TransformerBlock(dim, heads, k, cfg, sr)
+                                             for k in kinds))
+            self.pos.append(PosConv(dim) if cfg.position == "cpe" else AbsPosEmbed(dim))
+            self.norms.append(nn.LayerNorm(dim))
+            cin = dim
+
+    def forward(self, x):
+        feats = []
+        for embed, blocks, pos, norm in zip(self.embeds, self.stages, self.pos, self.norms):
+            x, h, w = embed(x)
+            for i, blk in enumerate(blocks):
+                x = blk(x, h, w)
+                if i == 0:
+                    x = pos(x, h, w)
+            x = _to_map(norm(x), h, w)
+            feats.append(x)
+        return feats
+
+
+# --------------------------------------------------------------------------------------------
+# Decoder (UNetFormer)
+
+
+def conv_bn(cin, cout, k=1, groups=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, 1, k // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(cout))
+
+
+def conv_bn_relu(cin, cout, k=3):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, 1, k // 2, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU6())
+
+
+def separable_conv_bn(cin, cout, k):
+    return nn.Sequential(nn.Conv2d(cin, cin, k, 1, k // 2, groups=cin, bias=False),
+                         nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 1, bias=False))
+
+
+class GlobalLocalAttention(nn.Module):
+    """UNetFormer's GLA: window attention with relative position bias and cross-shaped
+    context by row and column average pooling, plus a local convolution branch."""
+
+    def __init__(self, dim, heads, window):
+        super().__init__()
+        self.heads, self.ws = heads, window
+        self.local = nn.ModuleList([conv_bn(dim, dim, 3), conv_bn(dim, dim, 1)])
+        self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=False)
+        k = window
+        self.rel_bias = nn.Parameter(torch.zeros((2 * k - 1) ** 2, heads))
+        nn.init.trunc_normal_(self.rel_bias, std=0.02)
+        coords = torch.stack(torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij")).flatten(1)
+        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (k - 1)
+        self.register_buffer("rel_index", rel[..., 0] * (2 * k - 1) + rel[..., 1], persistent=False)
+        self.pool_rows = nn.AvgPool2d((k + 1, 1), 1, (k // 2, 0), count_include_pad=False)
+        self.pool_cols = nn.AvgPool2d((1, k + 1), 1, (0, k // 2), count_include_pad=False)
+        self.proj = separable_conv_bn(dim, dim, k + 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        local = self.local[0](x) + self.local[1](x)
+        k = self.ws
+        ph, pw = (-h) % k, (-w) % k
+        xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x
+        hp, wp = xp.shape[-2:]
+        d = c // self.heads
+        qkv = self.qkv(xp).reshape(b, 3, self.heads, d, hp // k, k, wp // k, k)
+        qkv = qkv.permute(1, 0, 4, 6, 2, 5, 7, 3).reshape(3, -1, self.heads, k * k, d)
+        bias = self.rel_bias[self.rel_index.reshape(-1)].reshape(k * k, k * k, -1).permute(2, 0, 1)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias.to(qkv.dtype))
+        out = out.reshape(b, hp // k, wp // k, self.heads, k, k, d)
+        out = out.permute(0, 3, 6, 1, 4, 2, 5).reshape(b, c, hp, wp)[:, :, :h, :w]
+        out = self.pool_rows(out) + self.pool_cols(out) + local
+        return self.proj(out)
+
+
+class LGCB(nn.Module):
+    """Local-Global CNN block: x + GLA(BN(x)); x + MLP(BN(x))."""
+
+    def __init__(self, dim, heads, window, mlp_ratio=4.0):
+        super().__init__()
+        self.norm1, self.norm2 = nn.BatchNorm2d(dim), nn.BatchNorm2d(dim)
+        self.attn = GlobalLocalAttention(dim, heads, window)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.ReLU6(), nn.Conv2d(hidden, dim, 1))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class WeightedFusion(nn.Module):
+    """x = w0 * ConvBN1x1(skip) + w1 * up(x), w = ReLU(params) normalized, then ConvBNReLU."""
+
+    def __init__(self, skip_dim, dim):
+        super().__init__()
+        self.pre = conv_bn(skip_dim, dim, 1)
+        self.weights = nn.Parameter(torch.ones(2))
+        self.post = conv_bn_relu(dim, dim, 3)
+
+    def forward(self, x, skip):
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        w = F.relu(self.weights)
+        w = w / (w.sum() + 1e-8)
+        return self.post(w[0] * self.pre(skip) + w[1] * x)
+
+
+class FeatureRefinementHead(nn.Module):
+    """Spatial attention (depth-wise 3x3) + channel attention (reduction 4), a depth-wise
+    separable projection, a 1x1 shortcut, ReLU."""
+
+    def __init__(self, skip_dim, dim):
+        super().__init__()
+        self.fuse = WeightedFusion(skip_dim, dim)
+        self.spatial = nn.Sequential(nn.Conv2d(dim, dim, 3, 1, 1, groups=dim), nn.Sigmoid())
+        self.channel = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, dim // 4, 1),
+                                     nn.ReLU(), nn.Conv2d(dim // 4, dim, 1), nn.Sigmoid())
+        self.shortcut = conv_bn(dim, dim, 1)
+        self.proj = separable_conv_bn(dim, dim, 3)
+
+    def forward(self, x, skip):
+        x = self.fuse(x, skip)
+        out = self.spatial(x) * x + self.channel(x) * x
+        return F.relu(self.proj(out) + self.shortcut(x))
+
+
+class UNetFormerDecoder(nn.Module):
+    def __init__(self, widths, dim, heads, window, num_classes, dropout):
+        super().__init__()
+        self.pre4 = conv_bn(widths[3], dim, 1)
+        self.b4 = LGCB(dim, heads, window)
+        self.fuse3, self.b3 = WeightedFusion(widths[2], dim), LGCB(dim, heads, window)
+        self.fuse2, self.b2 = WeightedFusion(widths[1], dim), LGCB(dim, heads, window)
+        self.frh = FeatureRefinementHead(widths[0], dim)
+        self.head = nn.Sequential(conv_bn_relu(dim, dim, 3), nn.Dropout2d(dropout),
+                                  nn.Conv2d(dim, num_classes, 1))
+
+    def forward(self, feats, size):
+        e1, e2, e3, e4 = feats
+        x = self.b4(self.pre4(e4))
+        x = self.b3(self.fuse3(x, e3))
+        x = self.b2(self.fuse2(x, e2))
+        x = self.head(self.frh(x, e1))
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class LGTUNet(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int = 2, cfg: LGTConfig = LGTConfig()):
+        super().__init__()
+        self.encoder = LGTEncoder(in_channels, cfg)
+        heads = max(1, cfg.decode_dim // 32)
+        self.decoder = UNetFormerDecoder(cfg.widths, cfg.decode_dim, heads, cfg.decoder_window,
+                                         num_classes, cfg.dropout)
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x), x.shape[-2:])
