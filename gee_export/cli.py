@@ -97,13 +97,15 @@ def prep():
 @click.option("--dry-run", is_flag=True, help="Print the plan (cells, pixels, bytes, area) and "
                                               "stop; needs no network or credentials.")
 @click.option("--force", is_flag=True, help="Replace an export made with other parameters.")
+@click.option("--demo-size", type=int, default=2048,
+              help="Side of the synthetic demo scene in pixels (region demo only).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @workspace_option
 @user_errors
 def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_size, source_dir,
            s1_window, s2_window, orbit, max_scene_cloud, cloud_score_threshold, cloud_score_band,
            s2_level, norm_mode, norm_from, hma_asset, dem_source_map, target, bucket, folder,
-           project, workers, dry_run, force, quiet, workspace):
+           project, workers, dry_run, force, demo_size, quiet, workspace):
     """Export the 11-band 10 m stack of a region and year (DESIGN.md section 1-3)."""
     from .config import RecipeConfig
     from .export import demo_source_dir, load_norm_from, plan_cells, run_local_export
@@ -114,6 +116,10 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
     if region is None and bbox is None and region_file is None:
         raise GlacierError("give --region NAME, --bbox W S E N or --region-file FILE")
     reg = resolve_region(region, bbox, region_file, crs)
+    if reg.synthetic and demo_size != reg.grid.width:
+        from .demo import demo_region
+
+        reg = demo_region(demo_size)
     if cell_size < 64:
         raise GlacierError(f"--cell-size {cell_size}: use at least 64 pixels")
     cfg = RecipeConfig(year=year, s1_window=tuple(s1_window) if s1_window else None,
@@ -127,10 +133,10 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
     if reg.synthetic and source_dir is None:
         from .demo import write_demo_sources
 
-        source_dir = demo_source_dir(ws, year)
+        source_dir = demo_source_dir(ws, year, demo_size)
         if not dry_run:
             click.echo(f"generating SYNTHETIC demo sources in {source_dir}")
-            write_demo_sources(source_dir, year, progress=None if quiet else
+            write_demo_sources(source_dir, year, size=demo_size, progress=None if quiet else
                                lambda i, n, what: click.echo(f"  [{i + 1}/{n}] {what}"))
     if dry_run:
         outl = None
@@ -146,41 +152,9 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
         run_local_export(ws, reg, cfg, Path(source_dir), outlines, cell_size, norm, force,
                          name, dem_source_map, quiet, click.echo)
         return
-    from .ee_runner import run_ee_export
-
-    run_ee_export(ws, reg, cfg, outlines=outlines, cell_size=cell_size, norm_from=norm,
-                  hma_asset=hma_asset, target=target, bucket=bucket, folder=folder,
-                  project=project or os.environ.get("EE_PROJECT"), workers=workers,
-                  force=force, name=name, quiet=quiet, echo=click.echo)
-
-
-@prep.command()
-@click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
-              help="Export directory. [default: the newest complete export]")
-@click.option("--project", default=None, help="Google Cloud project. [default: $EE_PROJECT]")
-@click.option("--pull-from", type=click.Path(path_type=Path), default=None,
-              help="Directory of finished task files (e.g. gsutil-copied) to import into stack/.")
-@workspace_option
-@user_errors
-def status(export_dir, project, pull_from, workspace):
-    """Show the cells of an export and the state of its Earth Engine tasks."""
-    from .contract import newest_complete
-    from .ee_runner import export_status
-
-    ws = resolve_workspace(workspace)
-    if export_dir is None:
-        export_dir = _newest_any_export(ws)
-    export_status(Path(export_dir), project or os.environ.get("EE_PROJECT"), pull_from,
-                  click.echo)
-
-
-def _newest_any_export(ws: Path) -> Path:
-    from .contract import EXPORT_MANIFEST, EXPORTS_DIR, MAKER
-
-    cands = sorted((ws / EXPORTS_DIR).glob(f"*/{EXPORT_MANIFEST}"), key=lambda p: p.stat().st_mtime)
-    if not cands:
-        raise GlacierError(f"no export in {ws / EXPORTS_DIR}; make one with `{MAKER['export']}`")
-    return cands[-1].parent
+    raise GlacierError(
+        f"region {reg.name}: the Earth Engine export is not built yet; use --dry-run to see "
+        "the plan, or --source-dir DIR to run the recipe on rasters downloaded elsewhere")
 
 
 def _register_tile():

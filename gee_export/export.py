@@ -173,8 +173,11 @@ def _copy_outlines(outlines, dest: Path) -> None:
     tmp.replace(dest)
 
 
-def demo_source_dir(workspace: Path, year: int) -> Path:
-    return workspace / SOURCES_DIR / f"demo-{year}"
+def demo_source_dir(workspace: Path, year: int, size: int) -> Path:
+    from .demo import DEMO_SIZE
+
+    return workspace / SOURCES_DIR / (f"demo-{year}" if size == DEMO_SIZE else
+                                      f"demo{size}-{year}")
 
 
 def load_norm_from(path: Path) -> Normalization:

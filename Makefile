@@ -1,0 +1,33 @@
+# Two entry points, each works on a fresh machine with only Python 3.10+ installed:
+#   make demo   install into .venv, then export -> tile -> train on the synthetic demo region
+#   make test   install into .venv (with test extras), then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+WS     ?= workspace
+# torch is pinned to the CPU build by constraints.txt; an unpinned torch pulls GBs of CUDA.
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: demo test install install-dev clean-demo
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(PIP) torch==2.13.0
+	$(PIP) -e .
+
+install-dev: $(BIN)/python
+	$(PIP) torch==2.13.0
+	$(PIP) -e ".[dev]"
+
+demo: install
+	$(BIN)/prep export --region demo --year 2018 --workspace $(WS)
+	$(BIN)/prep tile --workspace $(WS) --size 256 --block-tiles 2 --workers 2
+	$(BIN)/train run --workspace $(WS) --preset tiny --epochs 15 --lr 1e-3 --name demo-tiny
+
+test: install-dev
+	$(BIN)/python -m pytest -q -n 2 tests
+
+clean-demo:
+	rm -rf $(WS)

@@ -1,0 +1,43 @@
+"""Shared fixtures: a small demo workspace made once per test session through the CLI."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from click.testing import CliRunner
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+DEMO_TEST_SIZE = 512  # a quarter-width demo scene: seconds, not minutes
+
+
+def invoke(cmd, args, ok=True):
+    res = CliRunner().invoke(cmd, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert res.exit_code == 0, res.output
+    return res
+
+
+@pytest.fixture
+def cli():
+    """Run a click command in-process; fails the test with its output on a non-zero exit."""
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def demo_export(tmp_path_factory):
+    from gee_export.cli import prep
+
+    ws = tmp_path_factory.mktemp("ws")
+    invoke(prep, ["export", "--region", "demo", "--year", 2018, "--demo-size", DEMO_TEST_SIZE,
+                  "--cell-size", 256, "--workspace", ws, "--quiet"])
+    return ws, ws / "exports" / "demo-2018"
+
+
+@pytest.fixture(scope="session")
+def demo_tiles(demo_export):
+    from gee_export.cli import prep
+
+    ws, exp = demo_export
+    invoke(prep, ["tile", "--workspace", ws, "--size", 128, "--block-tiles", 1, "--quiet"])
+    return ws, ws / "tiles" / "demo-2018"

@@ -1,0 +1,87 @@
+import json
+
+import pytest
+
+from gee_export import contract as c
+from gee_export.contract import GlacierError
+
+
+def test_band_table_order_and_groups():
+    assert c.BAND_NAMES == ("VV", "VH", "B2", "B3", "B4", "B8", "B11", "NDVI", "NDSI", "NDWI",
+                            "elevation")
+    assert "".join(b.group for b in c.BANDS) == "AABBBBBCCCD"
+    assert all(b.fixed_range[1] > b.fixed_range[0] for b in c.BANDS)
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ("ABCD", list(c.BAND_NAMES)),
+    ("ad", ["VV", "VH", "elevation"]),
+    ("DA", ["VV", "VH", "elevation"]),  # stack order, whatever the letter order
+    ("C", ["NDVI", "NDSI", "NDWI"]),
+])
+def test_parse_bands(spec, expected):
+    assert c.parse_bands(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["ABE", "", "A1", "xyz"])
+def test_parse_bands_rejects_other_letters(spec):
+    with pytest.raises(GlacierError, match="letters from ABCD"):
+        c.parse_bands(spec)
+
+
+def test_paper_band_sets_are_valid():
+    for s in c.PAPER_BAND_SETS:
+        assert c.parse_bands(s)
+
+
+def test_workspace_resolution(tmp_path, monkeypatch):
+    monkeypatch.delenv(c.WORKSPACE_ENV, raising=False)
+    assert c.resolve_workspace(None).name == "workspace"
+    monkeypatch.setenv(c.WORKSPACE_ENV, str(tmp_path / "env"))
+    assert c.resolve_workspace(None) == tmp_path / "env"
+    assert c.resolve_workspace(tmp_path / "opt") == tmp_path / "opt"  # option beats env
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(GlacierError, match="is a file"):
+        c.resolve_workspace(f)
+
+
+def _manifest(d, kind, complete, when, version=c.FORMAT_VERSION):
+    d.mkdir(parents=True)
+    m = {**c.base_manifest(kind), "complete": complete, "completed_at": when,
+         "format_version": version}
+    (d / c.MANIFEST_OF[kind]).write_text(json.dumps(m))
+
+
+def test_newest_complete_skips_incomplete(tmp_path):
+    ex = tmp_path / c.EXPORTS_DIR
+    _manifest(ex / "a-2018", "export", True, "2026-01-01T00:00:00")
+    _manifest(ex / "b-2019", "export", True, "2026-02-01T00:00:00")
+    _manifest(ex / "c-2020", "export", False, "")
+    assert c.newest_complete(tmp_path, "export").name == "b-2019"
+
+
+def test_newest_complete_names_the_maker(tmp_path):
+    with pytest.raises(GlacierError, match="prep tile"):
+        c.newest_complete(tmp_path, "tiles")
+
+
+def test_read_manifest_rejects_future_and_foreign(tmp_path):
+    _manifest(tmp_path / "x", "export", True, "t", version=c.FORMAT_VERSION + 1)
+    with pytest.raises(GlacierError, match="newer than this toolkit"):
+        c.read_manifest(tmp_path / "x", "export")
+    (tmp_path / "y").mkdir()
+    (tmp_path / "y" / c.EXPORT_MANIFEST).write_text('{"hello": 1}')
+    with pytest.raises(GlacierError, match="not a manifest"):
+        c.read_manifest(tmp_path / "y", "export")
+    _manifest(tmp_path / "z", "tiles", True, "t")
+    (tmp_path / "z" / c.EXPORT_MANIFEST).write_text((tmp_path / "z" / c.TILES_MANIFEST).read_text())
+    with pytest.raises(GlacierError, match="'tiles' manifest where a 'export'"):
+        c.read_manifest(tmp_path / "z", "export")
+
+
+def test_atomic_write_leaves_no_partial(tmp_path):
+    p = tmp_path / "m.json"
+    c.write_json(p, {"a": 1})
+    assert json.loads(p.read_text()) == {"a": 1}
+    assert [f.name for f in tmp_path.iterdir()] == ["m.json"]

@@ -1,0 +1,116 @@
+"""The demo export through the CLI: products, resume, grid alignment, bad input."""
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from gee_export.cli import prep
+from gee_export.contract import BAND_NAMES
+
+
+def test_demo_export_products(demo_export):
+    ws, exp = demo_export
+    m = json.loads((exp / "export.json").read_text())
+    assert m["complete"] and m["synthetic"] and m["format_version"] == 1
+    assert abs(m["dem"]["offset_m"] - (-31.7)) < 0.5  # the generator's geoid undulation
+    assert m["images"]["s2_count"] >= 1 and m["images"]["s1_count"] == 2
+    assert set(m["cells"]) == {p.stem for p in (exp / "stack").glob("*.tif")}
+    with rasterio.open(exp / "stack.vrt") as src:
+        assert src.descriptions == BAND_NAMES and src.crs.to_epsg() == 32647
+        assert src.transform.c % 10 == 0 and src.transform.f % 10 == 0
+        a = src.read(masked=False)
+    valid = np.isfinite(a)
+    assert valid.any(axis=0).mean() > 0.5
+    assert (a[valid] >= 0).all() and (a[valid] <= 1).all()
+    assert (valid.all(axis=0) == valid.any(axis=0)).all()  # nodata in all bands at once
+    assert not list(exp.rglob("*.partial"))
+
+
+def test_rerun_skips_and_resume_finishes(demo_export, tmp_path, cli):
+    ws, exp = demo_export
+    res = cli(prep, ["export", "--region", "demo", "--year", 2018, "--demo-size", 512,
+                        "--cell-size", 256, "--workspace", ws, "--quiet"])
+    assert "nothing to do" in res.output
+    # Simulate a kill midway: one cell lost, manifest says incomplete.
+    ws2 = tmp_path / "ws2"
+    import shutil
+
+    shutil.copytree(ws, ws2, ignore=shutil.ignore_patterns("tiles"))
+    exp2 = ws2 / "exports" / "demo-2018"
+    m = json.loads((exp2 / "export.json").read_text())
+    m["complete"] = False
+    victim = sorted(m["cells"])[0]
+    m["cells"][victim]["state"] = "pending"
+    (exp2 / "export.json").write_text(json.dumps(m))
+    (exp2 / "stack" / f"{victim}.tif").unlink()
+    (exp2 / "stack.vrt").unlink()
+    before = (exp / "stack" / f"{victim}.tif")
+    cli(prep, ["export", "--region", "demo", "--year", 2018, "--demo-size", 512,
+                  "--cell-size", 256, "--workspace", ws2, "--quiet"])
+    m2 = json.loads((exp2 / "export.json").read_text())
+    assert m2["complete"] and (exp2 / "stack.vrt").is_file()
+    with rasterio.open(before) as a, rasterio.open(exp2 / "stack" / f"{victim}.tif") as b:
+        assert np.array_equal(a.read(), b.read(), equal_nan=True)
+
+
+def test_two_years_align_pixel_for_pixel(demo_export, cli):
+    ws, exp = demo_export
+    cli(prep, ["export", "--region", "demo", "--year", 2019, "--demo-size", 512,
+                  "--cell-size", 256, "--workspace", ws, "--quiet"])
+    with rasterio.open(exp / "stack.vrt") as a, \
+            rasterio.open(ws / "exports" / "demo-2019" / "stack.vrt") as b:
+        assert a.transform == b.transform and a.shape == b.shape and a.crs == b.crs
+        # same terrain, different weather: elevation equal, optical not identical
+        ea, eb = a.read(11), b.read(11)
+        both = np.isfinite(ea) & np.isfinite(eb)
+        assert both.mean() > 0.9 and np.allclose(ea[both], eb[both])
+        assert not np.array_equal(a.read(3), b.read(3), equal_nan=True)
+
+
+def test_dry_run_qilian_needs_no_network(tmp_path, cli):
+    res = cli(prep, ["export", "--region", "qilian", "--year", 2018, "--dry-run",
+                        "--workspace", tmp_path])
+    assert "EPSG:32647" in res.output and "cells" in res.output
+    plan = json.loads(res.output[res.output.index("{"):])
+    assert plan["cells"] > 1000 and plan["pixels"] > 2e9
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--region", "atlantis", "--year", 2018], "unknown region 'atlantis'"),
+    (["--region", "demo", "--year", 2015], "2017"),
+    (["--region", "demo", "--year", 2018, "--s2-window", "13-01", "14-01"], "MM-DD"),
+])
+def test_export_bad_input_one_line(tmp_path, args, msg):
+    res = CliRunner().invoke(prep, ["export", *map(str, args), "--workspace", str(tmp_path)])
+    assert res.exit_code != 0
+    assert msg in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_workspace_that_is_a_file(tmp_path):
+    f = tmp_path / "ws"
+    f.write_text("")
+    res = CliRunner().invoke(prep, ["tile", "--workspace", str(f)])
+    assert res.exit_code != 0 and "is a file" in res.output
+
+
+def test_tile_before_export_names_the_command(tmp_path):
+    res = CliRunner().invoke(prep, ["tile", "--workspace", str(tmp_path)])
+    assert res.exit_code != 0 and "prep export" in res.output
+
+
+def test_foreign_manifest(tmp_path):
+    d = tmp_path / "exports" / "x-2018"
+    d.mkdir(parents=True)
+    (d / "export.json").write_text(json.dumps({"format_version": 99, "kind": "export"}))
+    res = CliRunner().invoke(prep, ["tile", "--export", str(d), "--workspace", str(tmp_path)])
+    assert res.exit_code != 0 and "format_version 99" in res.output
+
+
+def test_every_option_documented():
+    for name, cmd in prep.commands.items():
+        for p in cmd.params:
+            if p.name != "help":
+                assert p.help, f"prep {name} {p.name} has no help"
