@@ -1,0 +1,129 @@
+"""Tiling on small generated rasters and polygons."""
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from shapely.geometry import box
+
+from gee_export.contract import BAND_NAMES, GlacierError
+from gee_export.grid import Cell, ExportGrid
+from gee_export.stack import ExportDir, write_cell_tif
+from tiling.split import GUARD, TRAIN, VAL, spatial_split
+from tiling.tiles import TileConfig, make_tiles, tile_windows
+
+CRS = "EPSG:32647"
+GRID = ExportGrid(CRS, 400_000.0, 4_300_000.0, 256, 256)
+
+
+def make_export(tmp_path, polygons, nodata_box=None):
+    """A complete 256 x 256 export of random values with `polygons` as outlines."""
+    import geopandas as gpd
+
+    ws = tmp_path / "ws"
+    exp = ExportDir.open_or_create(ws, "t-2018", {"test": 1}, {"grid": GRID.to_dict()})
+    cell = Cell(0, 0, 0, 0, GRID.height, GRID.width)
+    data = np.random.default_rng(0).random((11, 256, 256), dtype=np.float32)
+    if nodata_box:
+        r0, r1, c0, c1 = nodata_box
+        data[:, r0:r1, c0:c1] = np.nan
+    exp.set_plan([cell])
+    write_cell_tif(exp.cell_file(cell), GRID, cell, data)
+    gpd.GeoDataFrame({"id": range(len(polygons))}, geometry=polygons, crs=CRS).to_file(
+        exp.path / "outlines.gpkg")
+    exp.finish()
+    return ws, exp.path
+
+
+def test_label_edge_area_and_nodata(tmp_path):
+    x0, y0 = GRID.x0, GRID.y0
+    # A glacier whose west edge runs at x0 + 100.4 px * 10 m: pixel column 100's centre
+    # (100.5 px) lies inside, column 99's (99.5) outside.
+    poly = box(x0 + 1004, y0 - 1500, x0 + 1804, y0 - 504)
+    ws, exp = make_export(tmp_path, [poly], nodata_box=(0, 16, 0, 256))
+    out = make_tiles(exp, ws, TileConfig(size=128, split="random", min_area_km2=0.0,
+                                         min_valid=0.0), echo=lambda *a: None)
+    with rasterio.open(out / "labels" / "t0000_0000.tif") as lb, \
+            rasterio.open(out / "images" / "t0000_0000.tif") as im:
+        lbl = lb.read(1)
+        assert lb.transform == im.transform == GRID.transform
+        assert im.descriptions == BAND_NAMES
+    assert (lbl[:16] == 255).all()  # stack nodata -> 255
+    row = 100  # inside the polygon's rows (51 .. 149)
+    assert lbl[row, 99] == 0 and lbl[row, 100] == 1
+    m = json.loads((out / "manifest.json").read_text())
+    la = m["label_area"]
+    # 80 px wide x 99.6 px tall; rasterized 80 x 100 (rows 51..150 centres inside 50.4..150)
+    assert la["polygons_km2"] == pytest.approx(poly.area / 1e6, rel=1e-6)
+    assert abs(la["relative_difference"]) < 0.01
+
+
+def test_tile_windows_aligned_and_transforms(tmp_path):
+    wins = list(tile_windows(GRID, 128, 64))
+    assert [(w[2], w[3]) for w in wins][:3] == [(0, 0), (0, 64), (0, 128)]
+    assert all(w[2] + 128 <= 256 and w[3] + 128 <= 256 for w in wins)
+    ws, exp = make_export(tmp_path, [box(GRID.x0 + 100, GRID.y0 - 2000, GRID.x0 + 2000,
+                                         GRID.y0 - 100)])
+    out = make_tiles(exp, ws, TileConfig(size=64, split="random", min_area_km2=0),
+                     echo=lambda *a: None)
+    with rasterio.open(out / "images" / "t0001_0002.tif") as src:
+        assert src.transform.c == GRID.x0 + 2 * 64 * 10 and src.transform.f == GRID.y0 - 640
+
+
+def test_spatial_split_guard_gap_and_fraction():
+    rows, cols = np.divmod(np.arange(400), 20)
+    labels = spatial_split(rows, cols, 0.3, seed=1, block=4, guard=1,
+                           glacier=np.random.default_rng(0).random(400))
+    lab = np.array(labels)
+    val = set(zip(rows[lab == VAL], cols[lab == VAL]))
+    for r, c in zip(rows[lab == TRAIN], cols[lab == TRAIN]):
+        assert all((r + dr, c + dc) not in val for dr in (-1, 0, 1) for dc in (-1, 0, 1))
+    frac = (lab == VAL).sum() / ((lab == VAL).sum() + (lab == TRAIN).sum())
+    assert 0.25 < frac < 0.4 and (lab == GUARD).any()
+    assert spatial_split(rows, cols, 0.3, 1, 4, 1) == spatial_split(rows, cols, 0.3, 1, 4, 1)
+    assert spatial_split(rows, cols, 0.3, 1, 4, 1) != spatial_split(rows, cols, 0.3, 2, 4, 1)
+
+
+def test_demo_tiles_split_distance_and_index(demo_tiles):
+    import geopandas as gpd
+
+    ws, tiles = demo_tiles
+    m = json.loads((tiles / "manifest.json").read_text())
+    assert m["complete"] and m["split_distance_m"] >= 128 * 10
+    idx = gpd.read_file(tiles / "index.gpkg")
+    assert set(idx["split"]) <= {TRAIN, VAL, GUARD}
+    assert m["splits"]["train"]["tiles"] == (idx["split"] == TRAIN).sum()
+    assert set(m["train_stats"]["bands"]) == set(BAND_NAMES)
+    assert (tiles / "overview.png").stat().st_size > 1000
+
+
+def test_resume_after_interruption(tmp_path):
+    ws, exp = make_export(tmp_path, [box(GRID.x0 + 100, GRID.y0 - 2000, GRID.x0 + 2000,
+                                         GRID.y0 - 100)])
+    cfg = TileConfig(size=64, split="random", min_area_km2=0)
+    out = make_tiles(exp, ws, cfg, echo=lambda *a: None)
+    ref = json.loads((out / "manifest.json").read_text())
+    victim = out / "labels" / "t0000_0001.tif"
+    victim.unlink()
+    m = dict(ref, complete=False)
+    (out / "manifest.json").write_text(json.dumps(m))
+    make_tiles(exp, ws, cfg, echo=lambda *a: None)
+    again = json.loads((out / "manifest.json").read_text())
+    assert victim.is_file() and again["complete"]
+    assert again["splits"] == ref["splits"] and again["train_stats"] == ref["train_stats"]
+
+
+def test_bad_inputs(tmp_path):
+    far = box(0, 0, 1000, 1000)
+    ws, exp = make_export(tmp_path, [far])
+    with pytest.raises(GlacierError, match="do not overlap the stack"):
+        make_tiles(exp, ws, TileConfig(size=64, min_area_km2=0), echo=lambda *a: None)
+    with pytest.raises(GlacierError, match="larger than the scene"):
+        make_tiles(exp, ws, TileConfig(size=512), echo=lambda *a: None)
+    with pytest.raises(GlacierError, match="strictly between 0 and 1"):
+        make_tiles(exp, ws, TileConfig(size=64, val_fraction=1.2), echo=lambda *a: None)
+    bad = tmp_path / "bad.gpkg"
+    bad.write_text("not a geopackage")
+    with pytest.raises(GlacierError, match="cannot be read"):
+        make_tiles(exp, ws, TileConfig(size=64), outlines_path=bad, echo=lambda *a: None)
+    assert not (ws / "tiles").exists() or not list((ws / "tiles").rglob("*.partial"))
