@@ -39,5 +39,6 @@ def demo_tiles(demo_export):
     from gee_export.cli import prep
 
     ws, exp = demo_export
-    invoke(prep, ["tile", "--workspace", ws, "--size", 128, "--block-tiles", 1, "--quiet"])
+    invoke(prep, ["tile", "--export", exp, "--workspace", ws, "--size", 128, "--block-tiles", 1,
+                  "--quiet"])
     return ws, ws / "tiles" / "demo-2018"
