@@ -27,24 +27,30 @@ def cell_profile(grid: ExportGrid, cell: Cell, count: int = len(BAND_NAMES)) -> 
                 predictor=3, interleave="pixel")
 
 
-def write_cell_tif(path: Path, grid: ExportGrid, cell: Cell, data: np.ndarray,
-                   names=BAND_NAMES) -> None:
-    """Write one cell's (bands, h, w) float32 stack atomically, band descriptions set."""
+def write_tif_atomic(path: Path, data: np.ndarray, profile: dict, names) -> None:
+    """Write a GeoTIFF under a temporary name with band descriptions, then rename it."""
     import rasterio
 
-    if data.shape != (len(names), cell.height, cell.width):
-        raise ValueError(f"cell {cell.id}: data shape {data.shape} does not match the cell")
-    tmp = tmp_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path(path)
     try:
-        with rasterio.open(tmp, "w", **cell_profile(grid, cell, len(names))) as dst:
-            dst.write(data.astype(np.float32, copy=False))
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
             for i, n in enumerate(names, 1):
                 dst.set_band_description(i, n)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_cell_tif(path: Path, grid: ExportGrid, cell: Cell, data: np.ndarray,
+                   names=BAND_NAMES) -> None:
+    """Write one cell's (bands, h, w) float32 stack atomically, band descriptions set."""
+    if data.shape != (len(names), cell.height, cell.width):
+        raise ValueError(f"cell {cell.id}: data shape {data.shape} does not match the cell")
+    write_tif_atomic(path, data.astype(np.float32, copy=False),
+                     cell_profile(grid, cell, len(names)), names)
 
 
 def write_vrt(path: Path, grid: ExportGrid, cells: list[tuple[Cell, str]],

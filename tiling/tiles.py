@@ -16,11 +16,11 @@ import numpy as np
 from gee_export.contract import (BAND_NAMES, EXPORT_MANIFEST, IMAGES_DIR, LABEL_BACKGROUND,
                                  LABEL_GLACIER, LABEL_IGNORE, LABELS_DIR, OUTLINES_FILE,
                                  STACK_VRT, TILE_INDEX, TILES_DIR, TILES_MANIFEST, GlacierError,
-                                 base_manifest, file_sha256, now_iso, read_manifest, tmp_path,
+                                 base_manifest, file_sha256, now_iso, read_manifest,
                                  write_json)
 from gee_export.grid import ExportGrid
 from gee_export.outlines import OutlineRasterizer, read_outlines
-from gee_export.stack import check_stack
+from gee_export.stack import check_stack, write_tif_atomic
 
 from .split import GUARD, TRAIN, VAL, check_val_fraction, min_distance, random_split, spatial_split
 
@@ -126,9 +126,9 @@ def _write(args):
         common = dict(driver="GTiff", width=size, height=size, crs=src.crs, transform=t,
                       tiled=True, blockxsize=min(256, size), blockysize=min(256, size),
                       compress="deflate")
-        _atomic_tif(img_path, img, dict(common, count=img.shape[0], dtype="float32",
+        write_tif_atomic(img_path, img, dict(common, count=img.shape[0], dtype="float32",
                                         nodata=np.nan, predictor=3), BAND_NAMES)
-        _atomic_tif(lbl_path, lbl[None], dict(common, count=1, dtype="uint8",
+        write_tif_atomic(lbl_path, lbl[None], dict(common, count=1, dtype="uint8",
                                               nodata=LABEL_IGNORE), ("glacier",))
     valid = lbl != LABEL_IGNORE
     stats = {"glacier_px": int((lbl == LABEL_GLACIER).sum()), "valid_px": int(valid.sum())}
@@ -138,22 +138,6 @@ def _write(args):
         stats["sumsq"] = (v.astype(np.float64) ** 2).sum(axis=1)
         stats["hist"] = np.stack([np.histogram(b, STAT_BINS, (0.0, 1.0))[0] for b in v])
     return tid, stats
-
-
-def _atomic_tif(path: Path, data, profile, names):
-    import rasterio
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(data)
-            for i, n in enumerate(names, 1):
-                dst.set_band_description(i, n)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _pool_map(fn, items, workers, init_args, desc, quiet):
