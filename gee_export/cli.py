@@ -152,9 +152,79 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
         run_local_export(ws, reg, cfg, Path(source_dir), outlines, cell_size, norm, force,
                          name, dem_source_map, quiet, click.echo)
         return
-    raise GlacierError(
-        f"region {reg.name}: the Earth Engine export is not built yet; use --dry-run to see "
-        "the plan, or --source-dir DIR to run the recipe on rasters downloaded elsewhere")
+    from .ee_runner import run_ee_export
+
+    run_ee_export(ws, reg, cfg, project=project, outlines_path=outlines, cell_size=cell_size,
+                  norm_from=norm, hma_asset=hma_asset, target=target, bucket=bucket,
+                  folder=folder, workers=workers, dem_source_map=dem_source_map, force=force,
+                  name=name, quiet=quiet, echo=click.echo)
+
+
+def _export_dir(ws: Path, export: Path | None):
+    """The given export, else the most recently touched one, complete or not (status and pull
+    are about exports still in progress)."""
+    from .contract import EXPORT_MANIFEST, EXPORTS_DIR
+    from .stack import ExportDir
+
+    if export is not None:
+        return ExportDir.open(Path(export))
+    found = sorted((ws / EXPORTS_DIR).glob(f"*/{EXPORT_MANIFEST}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise GlacierError(f"no export in {ws / EXPORTS_DIR}; run `prep export` first")
+    return ExportDir.open(found[-1].parent)
+
+
+export_option = click.option("--export", "export_dir", type=click.Path(path_type=Path),
+                             default=None, help="Export directory. [default: the newest one, "
+                                                "complete or not]")
+
+
+@prep.command()
+@export_option
+@click.option("--project", default=None, help="Google Cloud project. [default: $EE_PROJECT]")
+@workspace_option
+@user_errors
+def status(export_dir, project, workspace):
+    """Show an export's cells by state; for batch exports, ask Earth Engine for task states."""
+    from .ee_runner import EarthEngineClient, refresh_status, state_counts
+
+    exp = _export_dir(resolve_workspace(workspace), export_dir)
+    if exp.manifest.get("batch") and not exp.manifest.get("complete"):
+        counts = refresh_status(exp, EarthEngineClient.connect(project or
+                                                               exp.manifest.get("project")))
+    else:
+        exp.pending()
+        counts = state_counts(exp)
+    total = sum(counts.values())
+    click.echo(f"{exp.path}: {'complete' if exp.manifest.get('complete') else 'incomplete'}, "
+               f"{total} cells")
+    for state, n in counts.items():
+        click.echo(f"  {state:<10} {n}")
+    failed = [(cid, c.get("error", "")) for cid, c in exp.cells.items()
+              if c.get("state") in ("failed", "FAILED")]
+    for cid, err in failed[:10]:
+        click.echo(f"  {cid}: {err}")
+
+
+@prep.command()
+@export_option
+@click.option("--from-dir", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              default=None, help="Take finished cell files (<cell>.tif) from this folder, e.g. "
+                                 "a downloaded Drive folder, instead of Cloud Storage.")
+@click.option("--project", default=None, help="Google Cloud project. [default: $EE_PROJECT]")
+@workspace_option
+@user_errors
+def pull(export_dir, from_dir, project, workspace):
+    """Bring finished batch-export cells into the export's stack/ and complete it."""
+    from .ee_runner import EarthEngineClient, pull_cells
+
+    exp = _export_dir(resolve_workspace(workspace), export_dir)
+    if exp.manifest.get("complete"):
+        click.echo(f"export {exp.path} is complete; nothing to pull")
+        return
+    client = None if from_dir else EarthEngineClient.connect(project or
+                                                             exp.manifest.get("project"))
+    pull_cells(exp, client, from_dir, click.echo)
 
 
 def _register_tile():
