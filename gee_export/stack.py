@@ -24,7 +24,9 @@ def cell_profile(grid: ExportGrid, cell: Cell, count: int = len(BAND_NAMES)) -> 
     return dict(driver="GTiff", width=cell.width, height=cell.height, count=count,
                 dtype="float32", crs=grid.crs, transform=cell.transform(grid), nodata=np.nan,
                 tiled=True, blockxsize=CELL_BLOCK, blockysize=CELL_BLOCK, compress="deflate",
-                predictor=3, interleave="pixel")
+                # Band-interleaved: reading one band (prep tile's validity scan) decodes only
+                # that band's blocks, not all eleven.
+                predictor=3, interleave="band")
 
 
 def write_tif_atomic(path: Path, data: np.ndarray, profile: dict, names) -> None:

@@ -127,3 +127,12 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(GlacierError, match="cannot be read"):
         make_tiles(exp, ws, TileConfig(size=64), outlines_path=bad, echo=lambda *a: None)
     assert not (ws / "tiles").exists() or not list((ws / "tiles").rglob("*.partial"))
+
+
+def test_unit_histograms_match_numpy_histogram():
+    from tiling.tiles import STAT_BINS, unit_histograms
+
+    v = np.random.default_rng(3).random((11, 4000), dtype=np.float32)
+    v[0, :4] = [0.0, 1.0, 0.9999999, 0.5]  # both ends and an exact bin edge
+    want = np.stack([np.histogram(b, STAT_BINS, (0.0, 1.0))[0] for b in v])
+    np.testing.assert_array_equal(unit_histograms(v), want)
