@@ -163,9 +163,7 @@ def train(tile_dir: Path, workspace: Path, cfg: TrainConfig, run_name: str | Non
     train_dl = DataLoader(train_ds, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                           generator=gen, drop_last=False, **loader_kw)
     val_dl = DataLoader(val_ds, cfg.batch_size, shuffle=False, **loader_kw)
-    amp_dtype = None
-    if cfg.amp and device.type == "cuda":
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = amp_dtype_for(device, cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     core = model.module if world > 1 else model
 
@@ -182,18 +180,10 @@ def train(tile_dir: Path, workspace: Path, cfg: TrainConfig, run_name: str | Non
                    disable=quiet or rank != 0, leave=False)
         for i, (x, y) in enumerate(bar):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                                enabled=amp_dtype is not None):
-                logits = model(x)
-            loss = dice_ce_loss(logits, y)
-            if not torch.isfinite(loss):
-                raise GlacierError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
+            loss = train_step(model, x, y, opt, sched, scaler, amp_dtype)
+            if loss is None:
+                raise GlacierError(f"loss is not finite at epoch {epoch + 1}, step {i + 1}; "
                                    "lower --lr or check the tiles for bad values")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
             seen += len(x)
             loss_sum += loss.item() * len(x)
             bar.set_postfix(loss=f"{loss.item():.3f}",
@@ -243,6 +233,31 @@ def train(tile_dir: Path, workspace: Path, cfg: TrainConfig, run_name: str | Non
              f"{int(float(best['epoch']))}; predicting the majority class gives "
              f"{manifest['majority_class_miou']:.4f})")
     return run_dir
+
+
+def amp_dtype_for(device: torch.device, amp: bool):
+    """bf16 where the GPU has it (no loss scaling needed), else fp16; None on CPU or off."""
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def train_step(model, x, y, opt, sched, scaler, amp_dtype) -> torch.Tensor | None:
+    """One optimization step; returns the (detached) loss, or None if it is not finite, in
+    which case the weights are left untouched."""
+    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32,
+                        enabled=amp_dtype is not None):
+        logits = model(x)
+    loss = dice_ce_loss(logits, y)
+    if not torch.isfinite(loss):
+        return None
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    if sched is not None:
+        sched.step()
+    return loss.detach()
 
 
 @torch.no_grad()

@@ -76,3 +76,25 @@ def test_cli_bad_inputs(demo_tiles, tmp_path):
     assert r.exit_code != 0 and "letters from ABCD" in r.output
     r = CliRunner().invoke(train, ["run", "--workspace", str(tmp_path)])
     assert r.exit_code != 0 and "prep tile" in r.output
+
+
+def test_diverging_loss_stops_naming_epoch_and_step(demo_tiles):
+    ws, tiles = demo_tiles
+    cfg = TrainConfig(preset="tiny", epochs=1, lr=1e30, batch_size=1, seed=0, augment=False)
+    with pytest.raises(GlacierError, match=r"loss is not finite at epoch 1, step \d+; lower --lr"):
+        run_train(tiles, ws, cfg, "nan", quiet=True, echo=_quiet)
+
+
+def test_empty_validation_split_is_refused(demo_tiles, tmp_path):
+    import shutil
+
+    import pyogrio
+
+    ws, tiles = demo_tiles
+    copy = tmp_path / "tiles"
+    shutil.copytree(tiles, copy)
+    index = pyogrio.read_dataframe(copy / "index.gpkg")
+    index["split"] = "train"
+    pyogrio.write_dataframe(index, copy / "index.gpkg", layer="tiles")
+    with pytest.raises(GlacierError, match="'val' split is empty"):
+        run_train(copy, ws, CFG, "empty", quiet=True, echo=_quiet)
