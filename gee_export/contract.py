@@ -113,8 +113,12 @@ MAKER = {
     "tiles": "prep tile",
     "run": "train run",
     "sources": "prep export --region demo (generates them)",
+    "prediction": "train predict --checkpoint RUN/best.pt",
 }
-MANIFEST_OF = {"export": EXPORT_MANIFEST, "tiles": TILES_MANIFEST, "run": RUN_CONFIG}
+PREDICTION_MANIFEST = "prediction.json"
+REPORT_JSON = "report.json"
+MANIFEST_OF = {"export": EXPORT_MANIFEST, "tiles": TILES_MANIFEST, "run": RUN_CONFIG,
+               "prediction": PREDICTION_MANIFEST}
 PARENT_OF = {"export": EXPORTS_DIR, "tiles": TILES_DIR, "run": RUNS_DIR}
 
 LABEL_GLACIER, LABEL_BACKGROUND, LABEL_IGNORE = 1, 0, 255

@@ -42,3 +42,14 @@ def demo_tiles(demo_export):
     invoke(prep, ["tile", "--export", exp, "--workspace", ws, "--size", 128, "--block-tiles", 1,
                   "--quiet"])
     return ws, ws / "tiles" / "demo-2018"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(demo_tiles):
+    """A tiny model trained briefly on the demo tiles: a real checkpoint for prediction."""
+    from training.cli import train
+
+    ws, tiles = demo_tiles
+    invoke(train, ["run", "--tiles", tiles, "--workspace", ws, "--preset", "tiny", "--epochs", 2,
+                   "--lr", "2e-3", "--batch-size", 4, "--name", "tiny-fixture", "--quiet"])
+    return ws, ws / "runs" / "tiny-fixture"

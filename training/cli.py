@@ -55,3 +55,64 @@ def run(tiles, model, preset, bands, epochs, batch_size, lr, weight_decay, seed,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                       device=device, amp=not no_amp, workers=workers, augment=not no_augment)
     run_training(tiles, ws, cfg, name, resume, quiet=quiet, echo=click.echo)
+
+
+@train.command()
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+              help="A checkpoint of `train run`, e.g. workspace/runs/NAME/best.pt.")
+@click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
+              help="Export to predict (any year or region with the checkpoint's bands). "
+                   "[default: the newest complete export]")
+@click.option("--window", type=int, default=None,
+              help="Window side in px, a multiple of 32. [default: the training tile size]")
+@click.option("--overlap", type=int, default=None,
+              help="Overlap of neighbouring windows in px. [default: a quarter window]")
+@click.option("--batch-size", type=int, default=4, help="Windows per forward pass.")
+@click.option("--threshold", type=float, default=0.5, help="Glacier probability threshold.")
+@click.option("--min-area", type=float, default=0.05,
+              help="Drop glacier polygons smaller than this, km^2 (paper: 0.05).")
+@click.option("--max-hole", type=float, default=0.01,
+              help="Fill holes in glacier polygons smaller than this, km^2.")
+@click.option("--simplify", type=float, default=0.0,
+              help="Simplify outlines with this tolerance in metres (0: exact pixel edges).")
+@click.option("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N.")
+@click.option("--no-amp", is_flag=True, help="Disable bf16/fp16 autocast on GPU.")
+@click.option("--name", default=None, help="Output name under predictions/RUN/. "
+                                           "[default: the export's name]")
+@click.option("--force", is_flag=True, help="Replace a prediction made with other parameters.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@workspace_option
+@user_errors
+def predict(checkpoint, export_dir, window, overlap, batch_size, threshold, min_area, max_hole,
+            simplify, device, no_amp, name, force, quiet, workspace):
+    """Predict glacier probability over a whole export and write glacier outlines."""
+    from gee_export.contract import GlacierError
+
+    from .predict import PredictConfig, predict as run_predict
+
+    ws = resolve_workspace(workspace)
+    if batch_size < 1 or not 0 < threshold < 1:
+        raise GlacierError("--batch-size must be >= 1 and --threshold in (0, 1)")
+    export_dir = Path(export_dir) if export_dir else newest_complete(ws, "export")
+    cfg = PredictConfig(window=window, overlap=overlap, batch_size=batch_size,
+                        threshold=threshold, min_area_km2=min_area, max_hole_km2=max_hole,
+                        simplify_m=simplify, device=device, amp=not no_amp)
+    run_predict(Path(checkpoint), export_dir, ws, cfg, name, force, quiet, click.echo)
+
+
+@train.command()
+@click.option("--prediction", type=click.Path(path_type=Path), required=True,
+              help="A directory written by `train predict`.")
+@click.option("--reference", type=click.Path(path_type=Path), default=None,
+              help="Reference glacier outlines (any CRS). [default: the outlines the "
+                   "predicted export recorded]")
+@click.option("--min-area", type=float, default=0.0,
+              help="Ignore reference glaciers smaller than this, km^2.")
+@user_errors
+def evaluate(prediction, reference, min_area):
+    """Score a prediction against reference outlines: report.json and agreement.png."""
+    from .evaluation import evaluate_prediction
+    from .predict import reference_default
+
+    evaluate_prediction(Path(prediction), Path(reference) if reference else
+                        reference_default(Path(prediction)), min_area, click.echo)
