@@ -1,5 +1,6 @@
 # Two entry points, each works on a fresh machine with only Python 3.10+ installed:
-#   make demo   install into .venv, then export -> tile -> train on the synthetic demo region
+#   make demo   install into .venv, then export -> tile -> train -> predict -> evaluate on the
+#               synthetic demo region
 #   make test   install into .venv (with test extras), then run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -25,6 +26,8 @@ demo: install
 	$(BIN)/prep export --region demo --year 2018 --workspace $(WS)
 	$(BIN)/prep tile --workspace $(WS) --size 256 --block-tiles 2 --workers 2
 	$(BIN)/train run --workspace $(WS) --preset tiny --epochs 15 --lr 1e-3 --name demo-tiny
+	$(BIN)/train predict --workspace $(WS) --checkpoint $(WS)/runs/demo-tiny/best.pt
+	$(BIN)/train evaluate --prediction $(WS)/predictions/demo-tiny/demo-2018
 
 test: install-dev
 	$(BIN)/python -m pytest -q -n 2 tests

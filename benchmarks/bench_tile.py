@@ -18,7 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import child_main, run_child  # noqa: E402
 
 
-def make_stack(root: Path, size: int) -> tuple[Path, Path]:
+def make_stack(root: Path, size: int, smooth: bool = False) -> tuple[Path, Path]:
+    """A complete export of size x size px with outlines; random values, or smooth fields
+    (for prediction, where noise would make a polygon of every pixel)."""
     import geopandas as gpd
     import numpy as np
     from shapely.geometry import Point
@@ -33,7 +35,12 @@ def make_stack(root: Path, size: int) -> tuple[Path, Path]:
     exp.set_plan(cells)
     rng = np.random.default_rng(0)
     for c in cells:
-        data = rng.random((11, c.height, c.width), dtype=np.float32).round(3)
+        if smooth:
+            y, x = np.mgrid[c.row_off:c.row_off + c.height, c.col_off:c.col_off + c.width]
+            data = np.stack([0.5 + 0.4 * np.sin(x / 150 + k) * np.cos(y / 190 - k)
+                             for k in range(11)]).astype(np.float32)
+        else:
+            data = rng.random((11, c.height, c.width), dtype=np.float32).round(3)
         write_cell_tif(exp.cell_file(c), grid, c, data)
     pts = rng.uniform(0, size * 10, (size // 32, 2))
     polys = [Point(grid.x0 + x, grid.y0 - y).buffer(300) for x, y in pts]

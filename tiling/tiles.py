@@ -381,14 +381,12 @@ def _write_gpkg(df, path: Path):
 
 
 def _overview_png(path: Path, index, outlines, grid: ExportGrid):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    from gee_export.figures import new_figure, save_png
+
     colors = {TRAIN: "#4c9be8", VAL: "#f28e2b", GUARD: "#cccccc"}
-    fig, ax = plt.subplots(figsize=(8, 8 * grid.height / grid.width))
+    fig, ax = new_figure(figsize=(8, 8 * grid.height / grid.width))
     for sp, col in colors.items():
         sub = index[index["split"] == sp]
         if len(sub):
@@ -403,7 +401,4 @@ def _overview_png(path: Path, index, outlines, grid: ExportGrid):
     ax.set_xlabel(f"easting (m, {grid.crs})")
     ax.set_ylabel("northing (m)")
     fig.tight_layout()
-    tmp = path.with_name(f".partial.{path.name}")
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    save_png(fig, path)

@@ -144,15 +144,12 @@ def evaluate_prediction(pred_dir: Path, reference: Path, min_area_km2: float = 0
 def agreement_png(path: Path, prob_tif: Path, ref_geoms, threshold: float, report: dict,
                   max_side: int = 1600) -> None:
     """True/false positives/negatives on a decimated grid (at most max_side px a side)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import rasterio
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
     from rasterio.enums import Resampling
 
+    from gee_export.figures import new_figure, save_png
     from gee_export.outlines import OutlineRasterizer
 
     with rasterio.open(prob_tif) as src:
@@ -166,7 +163,7 @@ def agreement_png(path: Path, prob_tif: Path, ref_geoms, threshold: float, repor
     cls[~np.isfinite(p)] = np.nan
     colors = ["#f2f2f2", "#2b8cbe", "#e34a33", "#fdbb84"]
     names = ["true negative", "true positive", "false positive", "false negative"]
-    fig, ax = plt.subplots(figsize=(8, 8 * h / w + 0.6))
+    fig, ax = new_figure(figsize=(8, 8 * h / w + 0.6))
     ax.imshow(cls, cmap=ListedColormap(colors), vmin=0, vmax=3, interpolation="nearest")
     ax.set_axis_off()
     px = report["pixels"]
@@ -175,7 +172,4 @@ def agreement_png(path: Path, prob_tif: Path, ref_geoms, threshold: float, repor
     ax.legend(handles=[Patch(color=c, label=n) for c, n in zip(colors, names)],
               loc="lower right", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".partial.{path.name}")
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    save_png(fig, path)

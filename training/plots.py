@@ -7,25 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def _save(fig, path: Path):
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".partial.{path.name}")
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+from gee_export.figures import new_figure, save_png
 
 
 def plot_curves(metrics_csv: Path, out: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = list(csv.DictReader(open(metrics_csv)))
     ep = [int(float(r["epoch"])) for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a, b) = new_figure(1, 2, figsize=(11, 4))
     a.plot(ep, [float(r["train_loss"]) for r in rows], label="train")
     a.plot(ep, [float(r["val_loss"]) for r in rows], label="validation")
     a.set_xlabel("epoch"), a.set_ylabel("Dice + CE loss"), a.legend()
@@ -34,24 +22,19 @@ def plot_curves(metrics_csv: Path, out: Path):
         b.plot(ep, [float(r[key]) for r in rows], label=name)
     b.set_xlabel("epoch"), b.set_ylim(0, 1), b.legend(), b.set_title("validation")
     fig.tight_layout()
-    _save(fig, out)
+    save_png(fig, out)
 
 
 @torch.no_grad()
 def plot_samples(model, ds, device, out: Path, n: int = 4):
     """RGB (or the first band), reference and prediction for the val tiles richest in ice."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     frac = []
     for i in range(len(ds)):
         _, lbl = ds.load(i)
         frac.append(float((lbl == 1).mean()))
     pick = list(np.argsort(frac)[::-1][:n])
     model.eval()
-    fig, axes = plt.subplots(len(pick), 3, figsize=(9, 3 * len(pick)), squeeze=False)
+    fig, axes = new_figure(len(pick), 3, figsize=(9, 3 * len(pick)), squeeze=False)
     bands = ds.stats.bands
     rgb = [bands.index(b) for b in ("B4", "B3", "B2")] if {"B4", "B3", "B2"} <= set(bands) else None
     for row, i in zip(axes, pick):
@@ -70,4 +53,4 @@ def plot_samples(model, ds, device, out: Path, n: int = 4):
         for a in row:
             a.axis("off")
     fig.tight_layout()
-    _save(fig, out)
+    save_png(fig, out)

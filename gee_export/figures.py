@@ -1,0 +1,21 @@
+"""PNG figures for every stage, drawn without pyplot: a library must not switch the caller's
+matplotlib backend (that would silence inline figures in a notebook) or keep figures alive."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, **kw):
+    """A standalone Figure and its axes (fig, ax or array of axes), any backend."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=kw.pop("figsize", None), layout=kw.pop("layout", None))
+    return fig, fig.subplots(nrows, ncols, **kw)
+
+
+def save_png(fig, path: Path, dpi: int = 100) -> None:
+    """Write the figure under a temporary name, then rename it."""
+    path = Path(path)
+    tmp = path.with_name(f".partial.{path.name}")
+    fig.savefig(tmp, dpi=dpi, format="png")
+    tmp.replace(path)
