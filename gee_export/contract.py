@@ -123,6 +123,17 @@ PARENT_OF = {"export": EXPORTS_DIR, "tiles": TILES_DIR, "run": RUNS_DIR}
 
 LABEL_GLACIER, LABEL_BACKGROUND, LABEL_IGNORE = 1, 0, 255
 
+# GDAL's block cache for the streamed stages (tile, predict): they read each block about once,
+# so a bigger cache only makes memory grow with the scene (GDAL's default is 5 % of RAM).
+GDAL_CACHE_MB = 64
+
+
+def bounded_gdal_cache():
+    """A rasterio environment with GDAL's block cache capped at GDAL_CACHE_MB."""
+    import rasterio
+
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+
 
 def product_name(region: str, year: int) -> str:
     return f"{region}-{year}"

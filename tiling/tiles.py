@@ -16,15 +16,14 @@ import numpy as np
 from gee_export.contract import (BAND_NAMES, EXPORT_MANIFEST, IMAGES_DIR, LABEL_BACKGROUND,
                                  LABEL_GLACIER, LABEL_IGNORE, LABELS_DIR, OUTLINES_FILE,
                                  STACK_VRT, TILE_INDEX, TILES_DIR, TILES_MANIFEST, GlacierError,
-                                 base_manifest, file_sha256, now_iso, read_manifest,
-                                 write_json)
+                                 base_manifest, bounded_gdal_cache, file_sha256, now_iso,
+                                 read_manifest, write_json)
 from gee_export.grid import ExportGrid
 from gee_export.outlines import OutlineRasterizer, read_outlines
 from gee_export.stack import check_stack, write_tif_atomic
 
 from .split import GUARD, TRAIN, VAL, check_val_fraction, min_distance, random_split, spatial_split
 
-GDAL_CACHE_MB = 32
 STAT_BINS = 1000  # histogram bins on [0, 1] for the training-split percentiles
 PERCENTILES = (1, 2, 50, 98, 99)
 SPLIT_ALGORITHM = 2  # bump when the split changes, so old tiles are not taken as current
@@ -87,7 +86,7 @@ _W: dict = {}
 def _init_worker(vrt: str, geoms, transform, out_dir: str):
     import rasterio
 
-    env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+    env = bounded_gdal_cache()
     env.__enter__()  # for the worker's lifetime
     _W.update(env=env, src=rasterio.open(vrt), raster=OutlineRasterizer(geoms, transform),
               out=Path(out_dir))
@@ -170,12 +169,8 @@ def _pool_map(fn, items, workers, init_args, desc, quiet):
 
 
 def make_tiles(*args, **kwargs) -> Path:
-    """Cut an export into labelled tiles (see _make_tiles), with GDAL's block cache capped:
-    each window is read once, so caching more than a row of blocks only makes memory grow
-    with the scene (GDAL's default cache is 5 % of RAM)."""
-    import rasterio
-
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+    """Cut an export into labelled tiles (see _make_tiles) with GDAL's block cache capped."""
+    with bounded_gdal_cache():
         return _make_tiles(*args, **kwargs)
 
 

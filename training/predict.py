@@ -17,7 +17,8 @@ import numpy as np
 
 from gee_export.contract import (BAND_NAMES, OUTLINES_FILE, PREDICTION_MANIFEST,
                                  PREDICTIONS_DIR, STACK_VRT, GlacierError, base_manifest,
-                                 file_sha256, now_iso, read_manifest, tmp_path, write_json)
+                                 bounded_gdal_cache, file_sha256, now_iso, read_manifest,
+                                 tmp_path, write_json)
 
 PREDICT_MANIFEST = PREDICTION_MANIFEST
 PROBABILITY_TIF = "probability.tif"
@@ -137,7 +138,7 @@ def stream_probability(src, dst, model_fn: ModelFn, band_idx: list[int], standar
 
 # -- outlines (pure on arrays and geometries) --------------------------------------------------
 
-def polygonize_blocks(src, threshold: float, block: int = 2048) -> list:
+def polygonize_blocks(src, threshold: float, block: int = 1024) -> list:
     """Glacier polygons (probability >= threshold, 4-connected) of a probability raster, read
     block by block; pieces cut by block borders are dissolved back into one polygon."""
     import shapely
@@ -187,19 +188,42 @@ def clean_polygons(polys: list, min_area_m2: float, max_hole_m2: float,
     return out
 
 
-def mean_probability(src, polys: list) -> list[float]:
-    """Mean probability inside each polygon, reading only its bounding window."""
-    from rasterio.features import geometry_mask
-    from rasterio.windows import from_bounds
+def mean_probability(src, polys: list, block: int = 1024) -> list[float]:
+    """Mean probability inside each polygon (pixel-centre rule), accumulated block by block so
+    a glacier as big as the scene costs no more memory than a small one."""
+    import shapely
+    from rasterio import features
+    from rasterio.windows import Window
+    from shapely.geometry import box
 
-    out = []
-    for p in polys:
-        win = from_bounds(*p.bounds, transform=src.transform).round_offsets().round_lengths()
-        a = src.read(1, window=win, boundless=True, fill_value=np.nan)
-        inside = ~geometry_mask([p], a.shape, src.window_transform(win))
-        vals = a[inside & np.isfinite(a)]
-        out.append(float(vals.mean()) if vals.size else float("nan"))
-    return out
+    n = len(polys)
+    if n == 0:
+        return []
+    geoms = np.asarray(polys)
+    tree = shapely.STRtree(geoms)
+    sums, counts = np.zeros(n + 1), np.zeros(n + 1)
+    for r in range(0, src.height, block):
+        for c in range(0, src.width, block):
+            win = Window(c, r, min(block, src.width - c), min(block, src.height - r))
+            t = src.window_transform(win)
+            idx = tree.query(box(*rasterio_bounds(t, win)))
+            if not len(idx):
+                continue
+            p = src.read(1, window=win)
+            lab = features.rasterize(((geoms[i], int(i) + 1) for i in idx),
+                                     out_shape=p.shape, transform=t, fill=0, dtype="int32")
+            ok = (lab > 0) & np.isfinite(p)
+            sums += np.bincount(lab[ok], weights=p[ok], minlength=n + 1)
+            counts += np.bincount(lab[ok], minlength=n + 1)
+    with np.errstate(invalid="ignore"):
+        return [float(v) for v in np.where(counts > 0, sums / np.maximum(counts, 1),
+                                           np.nan)[1:]]
+
+
+def rasterio_bounds(transform, win) -> tuple[float, float, float, float]:
+    x0, y0 = transform * (0, 0)
+    x1, y1 = transform * (win.width, win.height)
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
 
 
 # -- checks against the checkpoint ------------------------------------------------------------
@@ -274,10 +298,16 @@ def load_model(checkpoint: Path, device):
     return model.to(device).eval(), meta
 
 
-def predict(checkpoint: Path, export_dir: Path, workspace: Path, cfg: PredictConfig,
-            name: str | None = None, force: bool = False, quiet: bool = False,
-            echo=print, model_fn: ModelFn | None = None) -> Path:
-    """Probability GeoTIFF and glacier outlines for one export; rerunning resumes."""
+def predict(*args, **kwargs) -> Path:
+    """Probability GeoTIFF and glacier outlines for one export (see _predict); rerunning
+    resumes. GDAL's block cache is capped: every block is read about once."""
+    with bounded_gdal_cache():
+        return _predict(*args, **kwargs)
+
+
+def _predict(checkpoint: Path, export_dir: Path, workspace: Path, cfg: PredictConfig,
+             name: str | None = None, force: bool = False, quiet: bool = False,
+             echo=print, model_fn: ModelFn | None = None) -> Path:
     import rasterio
     from tqdm import tqdm
 
@@ -343,7 +373,7 @@ def predict(checkpoint: Path, export_dir: Path, workspace: Path, cfg: PredictCon
         write_json(mf, manifest)
 
     raw = out / (PROBABILITY_TIF + RAW_SUFFIX)
-    with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(vrt) as src:
+    with rasterio.open(vrt) as src:
         if "warnings" not in manifest:
             manifest["warnings"] = normalization_warnings(
                 meta, export, sample_band_means(src, band_idx, bands))
