@@ -96,6 +96,7 @@ DEFAULT_WORKSPACE = "workspace"
 
 EXPORTS_DIR, TILES_DIR, RUNS_DIR, PREDICTIONS_DIR, SOURCES_DIR = (
     "exports", "tiles", "runs", "predictions", "sources")
+COMPARISONS_DIR = "comparisons"
 EXPORT_MANIFEST = "export.json"
 TILES_MANIFEST = "manifest.json"
 RUN_CONFIG = "config.json"

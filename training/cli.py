@@ -116,3 +116,58 @@ def evaluate(prediction, reference, min_area):
 
     evaluate_prediction(Path(prediction), Path(reference) if reference else
                         reference_default(Path(prediction)), min_area, click.echo)
+
+
+@train.command()
+@click.option("--tiles", type=click.Path(path_type=Path), default=None,
+              help="Tile directory. [default: the newest complete tiles in the workspace]")
+@click.option("--models", default="lgt-unet,unet",
+              help="Comma-separated models (see `train models`).")
+@click.option("--bands", "band_sets", default="ABCD",
+              help="Comma-separated band sets, e.g. the paper's AD,ACD,AC,AB,BD,ABD,ABCD.")
+@click.option("--preset", default="tiny", help="Size preset for every model (tiny or paper).")
+@click.option("--epochs", type=int, default=20, help="Epochs per run.")
+@click.option("--batch-size", type=int, default=4, help="Tiles per batch (paper: 4).")
+@click.option("--lr", type=float, default=1e-4, help="AdamW learning rate (paper: 1e-4).")
+@click.option("--seed", type=int, default=0, help="One seed for every run.")
+@click.option("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N.")
+@click.option("--no-amp", is_flag=True, help="Disable bf16/fp16 autocast on GPU.")
+@click.option("--workers", type=int, default=0, help="Data loader worker processes.")
+@click.option("--name", default="compare", help="Comparison name: runs are NAME-MODEL-... and "
+                                                "the table goes to comparisons/NAME/.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@workspace_option
+@user_errors
+def compare(tiles, models, band_sets, preset, epochs, batch_size, lr, seed, device, no_amp,
+            workers, name, quiet, workspace):
+    """Train a grid of models x band sets on the same tiles; write a table and a bar chart."""
+    from .compare import run_comparison
+
+    ws = resolve_workspace(workspace)
+    tiles = Path(tiles) if tiles else newest_complete(ws, "tiles")
+    base = TrainConfig(preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                       device=device, amp=not no_amp, workers=workers)
+    run_comparison(tiles, ws, [m.strip() for m in models.split(",") if m.strip()],
+                   [b.strip() for b in band_sets.split(",") if b.strip()], base, name, quiet,
+                   click.echo)
+
+
+@train.command()
+@click.option("--preset", default="paper", help="Preset whose parameter counts to show.")
+@click.option("--bands", default="ABCD", help="Band groups (sets the input channels).")
+@user_errors
+def models(preset, bands):
+    """List the models with their parameter counts and the paper's where it gives one."""
+    from gee_export.contract import parse_bands
+
+    from .models import MODELS, PAPER_PARAMS_M, build_model, count_parameters
+
+    n_in = len(parse_bands(bands))
+    click.echo(f"{'model':<30} {'params (M)':>10} {'paper (M)':>9}  description")
+    for name, spec in MODELS.items():
+        if preset not in spec.presets:
+            continue
+        n = count_parameters(build_model(name, preset, n_in)) / 1e6
+        paper = PAPER_PARAMS_M.get(name)
+        click.echo(f"{name:<30} {n:>10.2f} {paper if paper else '-':>9}  {spec.description}")
+    click.echo("also: lgt-unet:P1-P2-P3-P4, one attention pattern (LL, LG, GG) per stage")

@@ -39,6 +39,11 @@ class TrainConfig:
     augment: bool = True  # the 8 rotations and flips
 
 
+def default_run_name(prefix: str, cfg: TrainConfig) -> str:
+    """PREFIX-MODEL-PRESET-BANDS, safe as a directory name (lgt-unet:LL-LG-.. has a colon)."""
+    return f"{prefix}-{cfg.model.replace(':', '_')}-{cfg.preset}-{cfg.bands}"
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -108,7 +113,7 @@ def train(tile_dir: Path, workspace: Path, cfg: TrainConfig, run_name: str | Non
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    run_name = run_name or f"{tile_dir.name}-{cfg.model}-{cfg.preset}-{cfg.bands}"
+    run_name = run_name or default_run_name(tile_dir.name, cfg)
     run_dir = Path(workspace) / RUNS_DIR / run_name
     config = {**asdict(cfg), "band_names": bands, "tiles": str(tile_dir.resolve()),
               "tiles_manifest_sha256": file_sha256(tile_dir / TILES_MANIFEST),

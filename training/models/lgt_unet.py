@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import BasicBlock, conv_bn
+from .blocks import conv_bn_relu as _conv_bn_relu
+
 
 @dataclass(frozen=True)
 class LGTConfig:
@@ -27,6 +30,7 @@ class LGTConfig:
     patterns: tuple[str, ...] = ("LG", "LG", "LG", "LG")  # Table 3 ablation: LL, LG, GG
     position: str = "cpe"  # "cpe" (paper) or "ape" (learned absolute embedding, ablation)
     decode_dim: int = 64  # UNetFormer's decoder width
+    decoder: str = "lgcb"  # Table 3 ablation: "lgcb" (paper), "cnn" (ResNet blocks), "transformer"
     decoder_window: int = 8
     dropout: float = 0.1
 
@@ -205,14 +209,8 @@ class LGTEncoder(nn.Module):
 # Decoder (UNetFormer)
 
 
-def conv_bn(cin, cout, k=1, groups=1):
-    return nn.Sequential(nn.Conv2d(cin, cout, k, 1, k // 2, groups=groups, bias=False),
-                         nn.BatchNorm2d(cout))
-
-
 def conv_bn_relu(cin, cout, k=3):
-    return nn.Sequential(nn.Conv2d(cin, cout, k, 1, k // 2, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU6())
+    return _conv_bn_relu(cin, cout, k, relu=nn.ReLU6)  # UNetFormer uses ReLU6
 
 
 def separable_conv_bn(cin, cout, k):
@@ -307,13 +305,38 @@ class FeatureRefinementHead(nn.Module):
         return F.relu(self.proj(out) + self.shortcut(x))
 
 
+class MapTransformerBlock(nn.Module):
+    """The encoder's LSA Transformer block on a decoder map (the 'Transformer' decoder
+    ablation of Table 3)."""
+
+    def __init__(self, dim, heads, window):
+        super().__init__()
+        self.block = TransformerBlock(dim, heads, "L", LGTConfig(window=window), 1)
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        return _to_map(self.block(_to_tokens(x), h, w), h, w)
+
+
+def decoder_block(kind: str, dim: int, heads: int, window: int) -> nn.Module:
+    if kind == "lgcb":
+        return LGCB(dim, heads, window)
+    if kind == "cnn":  # a ResNet-18 residual block
+        return BasicBlock(dim, dim)
+    if kind == "transformer":
+        return MapTransformerBlock(dim, heads, window)
+    raise ValueError(f"decoder {kind!r}: use lgcb, cnn or transformer")
+
+
 class UNetFormerDecoder(nn.Module):
-    def __init__(self, widths, dim, heads, window, num_classes, dropout):
+    def __init__(self, widths, dim, heads, window, num_classes, dropout, kind="lgcb"):
         super().__init__()
         self.pre4 = conv_bn(widths[3], dim, 1)
-        self.b4 = LGCB(dim, heads, window)
-        self.fuse3, self.b3 = WeightedFusion(widths[2], dim), LGCB(dim, heads, window)
-        self.fuse2, self.b2 = WeightedFusion(widths[1], dim), LGCB(dim, heads, window)
+        self.b4 = decoder_block(kind, dim, heads, window)
+        self.fuse3, self.b3 = WeightedFusion(widths[2], dim), decoder_block(kind, dim, heads,
+                                                                            window)
+        self.fuse2, self.b2 = WeightedFusion(widths[1], dim), decoder_block(kind, dim, heads,
+                                                                            window)
         self.frh = FeatureRefinementHead(widths[0], dim)
         self.head = nn.Sequential(conv_bn_relu(dim, dim, 3), nn.Dropout2d(dropout),
                                   nn.Conv2d(dim, num_classes, 1))
@@ -333,7 +356,7 @@ class LGTUNet(nn.Module):
         self.encoder = LGTEncoder(in_channels, cfg)
         heads = max(1, cfg.decode_dim // 32)
         self.decoder = UNetFormerDecoder(cfg.widths, cfg.decode_dim, heads, cfg.decoder_window,
-                                         num_classes, cfg.dropout)
+                                         num_classes, cfg.dropout, cfg.decoder)
 
     def forward(self, x):
         return self.decoder(self.encoder(x), x.shape[-2:])
