@@ -274,7 +274,7 @@ def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig, *,
                   echo=print, fetcher_options: dict | None = None) -> ExportDir:
     """The Earth Engine recipe for one region and year; rerunning resumes."""
     from . import ee_recipe as R
-    from .export import _copy_outlines, plan_cells
+    from .export import _copy_outlines, ensure_normalization, plan_cells
     from .outlines import OutlineRasterizer, read_outlines
 
     if target == "gcs" and not bucket:
@@ -361,21 +361,14 @@ def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig, *,
         exp.save()
     offset = exp.manifest["dem"]["offset_m"]
 
-    if "normalization" not in exp.manifest:
-        if norm_from is not None:
-            norm = norm_from
-        elif cfg.norm_mode == "percentile":
-            stats = client.compute_value(R.percentile_stats(
-                R.physical_stack(aoi, cfg, hma_asset, offset), planned, cfg.norm_percentiles))
-            norm = R.norm_from_percentiles(
-                stats, cfg.norm_percentiles,
-                f"percentiles over planned cells at {R.PERCENTILE_SCALE_M:g} m on Earth Engine")
-        else:
-            norm = Normalization.fixed()
-        exp.manifest["normalization"] = norm.to_dict()
-        exp.save()
-    norm = Normalization.from_dict(exp.manifest["normalization"], str(exp.path))
+    def percentiles() -> Normalization:
+        stats = client.compute_value(R.percentile_stats(
+            R.physical_stack(aoi, cfg, hma_asset, offset), planned, cfg.norm_percentiles))
+        return R.norm_from_percentiles(
+            stats, cfg.norm_percentiles,
+            f"percentiles over planned cells at {R.PERCENTILE_SCALE_M:g} m on Earth Engine")
 
+    norm = ensure_normalization(exp, cfg, norm_from, percentiles)
     physical = R.physical_stack(aoi, cfg, hma_asset, offset)
     image = R.export_image(physical, norm, R.s2_mask_counts(aoi, cfg))
     raster = (OutlineRasterizer(outlines.geometry.values, plan.grid.transform)

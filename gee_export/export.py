@@ -134,20 +134,14 @@ def run_local_export(workspace: Path, region: Region, cfg: RecipeConfig, source_
     offset = exp.manifest["dem"]["offset_m"]
 
     # Pass 2 (percentile mode only): region-wide band percentiles.
-    if "normalization" not in exp.manifest:
-        if norm_from is not None:
-            norm = norm_from
-        elif cfg.norm_mode == "percentile":
-            acc = PercentileAccumulator()
-            for c in _progress(plan.cells, len(plan.cells), "percentiles", quiet):
-                phys, _, _ = recipe.physical(c, offset)
-                acc.add(phys)
-            norm = acc.normalization(cfg.norm_percentiles)
-        else:
-            norm = Normalization.fixed()
-        exp.manifest["normalization"] = norm.to_dict()
-        exp.save()
-    norm = Normalization.from_dict(exp.manifest["normalization"], str(exp.path))
+    def percentiles() -> Normalization:
+        acc = PercentileAccumulator()
+        for c in _progress(plan.cells, len(plan.cells), "percentiles", quiet):
+            phys, _, _ = recipe.physical(c, offset)
+            acc.add(phys)
+        return acc.normalization(cfg.norm_percentiles)
+
+    norm = ensure_normalization(exp, cfg, norm_from, percentiles)
 
     todo = exp.pending()
     for c in _progress(todo, len(todo), "cells", quiet):
@@ -164,6 +158,22 @@ def run_local_export(workspace: Path, region: Region, cfg: RecipeConfig, source_
     exp.finish()
     echo(f"export complete: {exp.path} ({len(exp.cells)} cells, stack.vrt)")
     return exp
+
+
+def ensure_normalization(exp: ExportDir, cfg: RecipeConfig, norm_from: Normalization | None,
+                         percentiles) -> Normalization:
+    """The export's normalization, decided once and frozen in its manifest: another export's
+    (--norm-from), region percentiles (`percentiles()`, only called in that mode) or fixed."""
+    if "normalization" not in exp.manifest:
+        if norm_from is not None:
+            norm = norm_from
+        elif cfg.norm_mode == "percentile":
+            norm = percentiles()
+        else:
+            norm = Normalization.fixed()
+        exp.manifest["normalization"] = norm.to_dict()
+        exp.save()
+    return Normalization.from_dict(exp.manifest["normalization"], str(exp.path))
 
 
 def _copy_outlines(outlines, dest: Path) -> None:

@@ -306,3 +306,25 @@ def test_missing_login_and_project_give_one_clear_line(tmp_path):
     assert "earthengine authenticate" in res.stderr
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "ws" / "exports").exists()  # nothing half-made
+
+
+def test_percentile_normalization_computed_on_earth_engine(tmp_path, ee_offline, outlines):
+    fake = make_fake()
+    stats = {f"{b}_p2": 0.1 * i for i, b in enumerate(BAND_NAMES)}
+    stats |= {f"{b}_p98": 0.1 * i + 1.0 for i, b in enumerate(BAND_NAMES)}
+    fake.values.insert(0, (lambda t: "Reducer.percentile" in str(t), stats))
+    exp = run_ee_export(tmp_path, REGION, RecipeConfig(year=2018, norm_mode="percentile"),
+                        client=fake, outlines_path=outlines, cell_size=CELL, quiet=True,
+                        echo=lambda *a: None, fetcher_options={"sleep": lambda s: None})
+    norm = exp.manifest["normalization"]
+    assert norm["mode"] == "percentile" and norm["ranges"]["B2"] == [0.2, 1.2]
+    pct = [t for t in fake.value_calls if "Reducer.percentile" in str(t)][0]
+    assert "bestEffort" not in str(pct) and "'scale': 100.0" in str(pct)
+    # The cells were computed with the recorded ranges: lo and hi - lo as constant images.
+    from ee_double import calls, graph
+
+    consts = [c.args["value"] for c in calls(graph(fake.pixel_calls[0]["expression"]),
+                                            "Image.constant")]
+    lo = [norm["ranges"][b][0] for b in BAND_NAMES]
+    assert any(isinstance(v, list) and np.allclose(v, lo) for v in consts)
+    assert any(isinstance(v, list) and np.allclose(v, [1.0] * len(BAND_NAMES)) for v in consts)
