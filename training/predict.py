@@ -335,6 +335,8 @@ def _predict(checkpoint: Path, export_dir: Path, workspace: Path, cfg: PredictCo
     if window % 32:
         raise GlacierError(f"--window {window}: must be a multiple of 32 (the encoder's stride)")
     overlap = window // 4 if cfg.overlap is None else cfg.overlap
+    if not 0 <= overlap < window:
+        raise GlacierError(f"--overlap {overlap} must lie in [0, window {window})")
     stats = NormStats.from_dict(meta["norm_stats"])
     band_idx = [BAND_NAMES.index(b) + 1 for b in bands]
     if model_fn is None:
@@ -457,12 +459,6 @@ def _write_glaciers(path: Path, polys, means, crs) -> None:
     tmp.unlink(missing_ok=True)
     df.to_file(tmp, driver="GPKG", layer="glaciers")
     tmp.replace(path)
-
-
-def default_export(workspace: Path) -> Path:
-    from gee_export.contract import newest_complete
-
-    return newest_complete(workspace, "export")
 
 
 def reference_default(prediction_dir: Path) -> Path:

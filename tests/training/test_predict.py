@@ -226,6 +226,10 @@ def test_predict_refuses_incomplete_export_and_bad_window(tiny_run, demo_export,
     with pytest.raises(GlacierError, match="multiple of 32"):
         predict(run / "best.pt", exp, tmp_path, PredictConfig(window=100), quiet=True,
                 echo=lambda *a: None)
+    with pytest.raises(GlacierError, match="--overlap 128 must lie"):
+        predict(run / "best.pt", exp, tmp_path, PredictConfig(overlap=128), quiet=True,
+                echo=lambda *a: None)
+    assert not (tmp_path / "predictions").exists()  # nothing half-made
     with pytest.raises(GlacierError, match="no such file"):
         predict(tmp_path / "none.pt", exp, tmp_path, PredictConfig(), quiet=True,
                 echo=lambda *a: None)
