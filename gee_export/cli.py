@@ -27,6 +27,8 @@ def user_errors(fn):
     return wrapper
 
 
+quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
+
 workspace_option = click.option(
     "--workspace", type=click.Path(path_type=Path), default=None,
     help="Workspace directory holding exports/, tiles/, runs/. "
@@ -99,7 +101,7 @@ def prep():
 @click.option("--force", is_flag=True, help="Replace an export made with other parameters.")
 @click.option("--demo-size", type=int, default=2048,
               help="Side of the synthetic demo scene in pixels (region demo only).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option
 @workspace_option
 @user_errors
 def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_size, source_dir,

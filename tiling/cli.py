@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from gee_export.cli import user_errors, workspace_option
+from gee_export.cli import quiet_option, user_errors, workspace_option
 from gee_export.contract import newest_complete, resolve_workspace
 
 from .tiles import TileConfig
@@ -35,7 +35,7 @@ from .tiles import TileConfig
 @click.option("--name", default=None, help="Tile directory name. [default: the export's name]")
 @click.option("--workers", type=int, default=1, help="Processes writing tiles in parallel.")
 @click.option("--force", is_flag=True, help="Replace tiles made with other parameters.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option
 @workspace_option
 @user_errors
 def tile(export_dir, outlines, min_area, size, stride, min_valid, background_ratio, split,

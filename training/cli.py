@@ -5,10 +5,17 @@ from pathlib import Path
 
 import click
 
-from gee_export.cli import user_errors, workspace_option
+from gee_export.cli import quiet_option, user_errors, workspace_option
 from gee_export.contract import newest_complete, resolve_workspace
 
 from .trainer import TrainConfig
+
+tiles_option = click.option(
+    "--tiles", type=click.Path(path_type=Path), default=None,
+    help="Tile directory. [default: the newest complete tiles in the workspace]")
+device_option = click.option("--device", default="auto",
+                             help="auto (CUDA if present), cpu, cuda, cuda:N.")
+no_amp_option = click.option("--no-amp", is_flag=True, help="Disable bf16/fp16 autocast on GPU.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -17,11 +24,13 @@ def train():
 
 
 @train.command()
-@click.option("--tiles", type=click.Path(path_type=Path), default=None,
-              help="Tile directory. [default: the newest complete tiles in the workspace]")
-@click.option("--model", default="lgt-unet", help="Model name (lgt-unet).")
-@click.option("--preset", default="paper", help="Model size: paper (text widths 64-512, "
-              "24.1 M), paper-l (105.7 M, near the paper's 107.5 M), tiny (2.6 M, CPU).")
+@tiles_option
+@click.option("--model", default="lgt-unet",
+              help="Model name: lgt-unet (the paper's), a baseline or an ablation; "
+                   "`train models` lists them.")
+@click.option("--preset", default="paper", help="Model size: paper (for lgt-unet the text's "
+              "widths 64-512, 24.1 M), paper-l (lgt-unet only: 105.7 M, near the paper's "
+              "107.5 M), tiny (every model, 1-3 M, for CPUs).")
 @click.option("--bands", default="ABCD", help="Band groups: A radar, B optical, C indices, "
               "D elevation; any subset such as AB or ACD.")
 @click.option("--epochs", type=int, default=100, help="Training epochs.")
@@ -30,13 +39,13 @@ def train():
               "decayed by a cosine schedule to 0.")
 @click.option("--weight-decay", type=float, default=0.01, help="AdamW weight decay.")
 @click.option("--seed", type=int, default=0, help="Seed of weights, order and augmentation.")
-@click.option("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N.")
-@click.option("--no-amp", is_flag=True, help="Disable bf16/fp16 autocast on GPU.")
+@device_option
+@no_amp_option
 @click.option("--no-augment", is_flag=True, help="Disable the 8 rotations/flips.")
 @click.option("--workers", type=int, default=0, help="Data loader worker processes.")
 @click.option("--name", default=None, help="Run name. [default: TILES-MODEL-PRESET-BANDS]")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from last.pt.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option
 @workspace_option
 @user_errors
 def run(tiles, model, preset, bands, epochs, batch_size, lr, weight_decay, seed, device, no_amp,
@@ -75,12 +84,12 @@ def run(tiles, model, preset, bands, epochs, batch_size, lr, weight_decay, seed,
               help="Fill holes in glacier polygons smaller than this, km^2.")
 @click.option("--simplify", type=float, default=0.0,
               help="Simplify outlines with this tolerance in metres (0: exact pixel edges).")
-@click.option("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N.")
-@click.option("--no-amp", is_flag=True, help="Disable bf16/fp16 autocast on GPU.")
+@device_option
+@no_amp_option
 @click.option("--name", default=None, help="Output name under predictions/RUN/. "
                                            "[default: the export's name]")
 @click.option("--force", is_flag=True, help="Replace a prediction made with other parameters.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option
 @workspace_option
 @user_errors
 def predict(checkpoint, export_dir, window, overlap, batch_size, threshold, min_area, max_hole,
@@ -119,8 +128,7 @@ def evaluate(prediction, reference, min_area):
 
 
 @train.command()
-@click.option("--tiles", type=click.Path(path_type=Path), default=None,
-              help="Tile directory. [default: the newest complete tiles in the workspace]")
+@tiles_option
 @click.option("--models", default="lgt-unet,unet",
               help="Comma-separated models (see `train models`).")
 @click.option("--bands", "band_sets", default="ABCD",
@@ -130,12 +138,12 @@ def evaluate(prediction, reference, min_area):
 @click.option("--batch-size", type=int, default=4, help="Tiles per batch (paper: 4).")
 @click.option("--lr", type=float, default=1e-4, help="AdamW learning rate (paper: 1e-4).")
 @click.option("--seed", type=int, default=0, help="One seed for every run.")
-@click.option("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N.")
-@click.option("--no-amp", is_flag=True, help="Disable bf16/fp16 autocast on GPU.")
+@device_option
+@no_amp_option
 @click.option("--workers", type=int, default=0, help="Data loader worker processes.")
 @click.option("--name", default="compare", help="Comparison name: runs are NAME-MODEL-... and "
                                                 "the table goes to comparisons/NAME/.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option
 @workspace_option
 @user_errors
 def compare(tiles, models, band_sets, preset, epochs, batch_size, lr, seed, device, no_amp,
