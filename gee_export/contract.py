@@ -175,6 +175,12 @@ def write_json(path: Path, obj: dict) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
 
 
+def as_stored(obj):
+    """obj as it reads back from a manifest (tuples become lists, numpy scalars numbers), so
+    parameters can be compared with the ones an earlier run stored."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
 def _json_default(o):
     if hasattr(o, "item"):
         return o.item()

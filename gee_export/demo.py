@@ -569,9 +569,7 @@ def demo_outlines_frame(scene: DemoScene):
 
 def write_demo_outlines(scene: DemoScene, path: Path):
     """The outlines as an inventory would ship them: geographic coordinates, area attribute."""
-    df = demo_outlines_frame(scene).to_crs("EPSG:4326")
-    tmp = path.with_name(f".partial.{path.name}")
-    tmp.unlink(missing_ok=True)
-    df.to_file(tmp, driver="GPKG", layer="glaciers")
-    tmp.replace(path)
+    from .stack import write_gpkg_atomic
+
+    write_gpkg_atomic(demo_outlines_frame(scene).to_crs("EPSG:4326"), path, "glaciers")
 

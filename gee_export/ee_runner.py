@@ -207,11 +207,12 @@ def land_cell(exp: ExportDir, cell: Cell, data: np.ndarray, glacier: np.ndarray 
     observations the cloud mask removed in this cell.
     """
     from .ee_recipe import EE_NODATA
+    from .local import mask_invalid_pixels
 
     n = len(BAND_NAMES)
     stack = data[:n].astype(np.float32, copy=True)
     stack[stack <= EE_NODATA + 1] = np.nan
-    stack[:, ~np.isfinite(stack).all(axis=0)] = np.nan
+    mask_invalid_pixels(stack)
     removed = None
     if data.shape[0] >= n + 2 and glacier is not None and glacier.any():
         observed, masked = data[n][glacier].sum(), data[n + 1][glacier].sum()
@@ -404,8 +405,9 @@ def _download_cells(exp: ExportDir, client, image, glacier, workers: int, quiet:
     from .ee_recipe import EXPORT_BANDS
 
     fetcher = CellFetcher(client, image, exp.grid, EXPORT_BANDS, **fetcher_options)
-    todo = iter(exp.pending())
-    bar = tqdm(total=len(exp.pending()), desc="cells", unit="cell", disable=quiet, leave=False)
+    pending = exp.pending()
+    todo = iter(pending)
+    bar = tqdm(total=len(pending), desc="cells", unit="cell", disable=quiet, leave=False)
     failure = None
     in_flight: dict = {}
     # A sliding window of `workers` requests: results never pile up in memory, and after a

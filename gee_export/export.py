@@ -11,7 +11,7 @@ from .contract import (BAND_NAMES, OUTLINES_FILE, SOURCES_DIR, GlacierError, fil
                        product_name, read_manifest)
 from .grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region, iter_cells
 from .outlines import OutlineRasterizer, read_outlines
-from .stack import ExportDir, write_cell_tif
+from .stack import ExportDir, write_cell_tif, write_gpkg_atomic
 
 
 @dataclass
@@ -177,10 +177,7 @@ def ensure_normalization(exp: ExportDir, cfg: RecipeConfig, norm_from: Normaliza
 
 
 def _copy_outlines(outlines, dest: Path) -> None:
-    tmp = dest.with_name(f".partial.{dest.name}")
-    tmp.unlink(missing_ok=True)
-    outlines.to_file(tmp, driver="GPKG", layer="glaciers")
-    tmp.replace(dest)
+    write_gpkg_atomic(outlines, dest, "glaciers")
 
 
 def demo_source_dir(workspace: Path, year: int, size: int) -> Path:

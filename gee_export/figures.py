@@ -15,7 +15,9 @@ def new_figure(nrows: int = 1, ncols: int = 1, **kw):
 
 def save_png(fig, path: Path, dpi: int = 100) -> None:
     """Write the figure under a temporary name, then rename it."""
+    from .contract import tmp_path
+
     path = Path(path)
-    tmp = path.with_name(f".partial.{path.name}")
+    tmp = tmp_path(path)
     fig.savefig(tmp, dpi=dpi, format="png")
     tmp.replace(path)

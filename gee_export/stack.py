@@ -6,7 +6,6 @@ after every cell and says `complete: true` only once all cells and the VRT are i
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -14,7 +13,8 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from .contract import (BAND_NAMES, EXPORT_MANIFEST, EXPORTS_DIR, STACK_DIR, STACK_VRT,
-                       GlacierError, base_manifest, now_iso, read_manifest, tmp_path, write_json)
+                       GlacierError, as_stored, base_manifest, now_iso, read_manifest, tmp_path,
+                       write_json)
 from .grid import Cell, ExportGrid
 
 CELL_BLOCK = 256
@@ -40,6 +40,20 @@ def write_tif_atomic(path: Path, data: np.ndarray, profile: dict, names) -> None
             dst.write(data)
             for i, n in enumerate(names, 1):
                 dst.set_band_description(i, n)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_gpkg_atomic(df, path: Path, layer: str) -> None:
+    """Write a GeoDataFrame as a GeoPackage layer under a temporary name, then rename it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Hidden and marked partial, but still ending in .gpkg: GDAL's GeoPackage driver wants it.
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    tmp.unlink(missing_ok=True)
+    try:
+        df.to_file(tmp, driver="GPKG", layer=layer)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -101,7 +115,7 @@ class ExportDir:
                        force: bool = False) -> "ExportDir":
         """Reopen an export with the same parameters (resume) or start a new one."""
         path = workspace / EXPORTS_DIR / name
-        parameters = json.loads(json.dumps(parameters))  # compare as stored: tuples -> lists
+        parameters = as_stored(parameters)
         mf = path / EXPORT_MANIFEST
         if mf.is_file():
             old = read_manifest(mf, "export")

@@ -16,11 +16,11 @@ import numpy as np
 from gee_export.contract import (BAND_NAMES, EXPORT_MANIFEST, IMAGES_DIR, LABEL_BACKGROUND,
                                  LABEL_GLACIER, LABEL_IGNORE, LABELS_DIR, OUTLINES_FILE,
                                  STACK_VRT, TILE_INDEX, TILES_DIR, TILES_MANIFEST, GlacierError,
-                                 base_manifest, bounded_gdal_cache, file_sha256, now_iso,
+                                 as_stored, base_manifest, bounded_gdal_cache, file_sha256, now_iso,
                                  read_manifest, write_json)
 from gee_export.grid import ExportGrid
 from gee_export.outlines import OutlineRasterizer, read_outlines
-from gee_export.stack import check_stack, write_tif_atomic
+from gee_export.stack import check_stack, write_gpkg_atomic, write_tif_atomic
 
 from .split import GUARD, TRAIN, VAL, check_val_fraction, min_distance, random_split, spatial_split
 
@@ -204,7 +204,7 @@ def _make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig(
     geoms = outlines.geometry.values
 
     out = Path(workspace) / TILES_DIR / (name or Path(export_dir).name)
-    params = json_params({"export": str(Path(export_dir).resolve()),
+    params = as_stored({"export": str(Path(export_dir).resolve()),
                           "export_completed_at": exp.get("completed_at"),
                           "outlines": str(outlines_path), "outlines_sha256":
                           file_sha256(outlines_path), "config": asdict(cfg),
@@ -277,7 +277,7 @@ def _make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig(
         poly_area += float(near.union_all().intersection(fp).area) if len(near) else 0.0
         raster_area += st["glacier_px"] * res * res
     index = gpd.GeoDataFrame(feats, crs=grid.crs)
-    _write_gpkg(index, out / TILE_INDEX)
+    write_gpkg_atomic(index, out / TILE_INDEX, "tiles")
 
     dist = min_distance(per_split[TRAIN].boxes, per_split[VAL].boxes)
     manifest.update(
@@ -302,12 +302,6 @@ def _make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig(
          f"{manifest['label_area']['rasterized_km2']:.2f} km^2 vs polygons "
          f"{manifest['label_area']['polygons_km2']:.2f} km^2)")
     return out
-
-
-def json_params(d: dict) -> dict:
-    import json
-
-    return json.loads(json.dumps(d))
 
 
 def _limit_background(kept, ratio, seed):
@@ -366,13 +360,6 @@ class _BandStats:
             out["bands"][b] = {"mean": float(mean[i]), "std": float(max(std[i], 1e-6)),
                                "percentiles": pct}
         return out
-
-
-def _write_gpkg(df, path: Path):
-    tmp = path.with_name(f".partial.{path.name}")
-    tmp.unlink(missing_ok=True)
-    df.to_file(tmp, driver="GPKG", layer="tiles")
-    tmp.replace(path)
 
 
 def _overview_png(path: Path, index, outlines, grid: ExportGrid):

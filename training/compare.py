@@ -4,6 +4,7 @@ seed and schedule), so each can be inspected, resumed or predicted with on its o
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from gee_export.contract import (COMPARISONS_DIR, LAST_CKPT, METRICS_CSV, RUN_CONFIG, RUNS_DIR,
-                                 GlacierError, base_manifest, now_iso, parse_bands, write_json)
+                                 GlacierError, atomic_write_bytes, base_manifest, now_iso,
+                                 parse_bands, write_json)
 
 from .models import PAPER_PARAMS_M, resolve
 from .trainer import TrainConfig, default_run_name, train
@@ -71,12 +73,11 @@ def summarize_run(run_dir: Path, model: str, bands: str) -> dict:
 
 
 def write_table(rows: list[dict], csv_path: Path, md_path: Path) -> None:
-    cols = list(rows[0])
-    with open(csv_path.with_name(f".partial.{csv_path.name}"), "w", newline="") as f:
-        w = csv.DictWriter(f, cols)
-        w.writeheader()
-        w.writerows(rows)
-    csv_path.with_name(f".partial.{csv_path.name}").replace(csv_path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(csv_path, buf.getvalue().encode())
     head = ["model", "bands", "params (M)", "paper (M)"] + [n for _, n in METRICS] + \
         ["s/epoch"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -85,9 +86,7 @@ def write_table(rows: list[dict], csv_path: Path, md_path: Path) -> None:
                  f"{r['paper_parameters_m']:.1f}" if r["paper_parameters_m"] else "-"]
         cells += [f"{r[k]:.4f}" for k, _ in METRICS] + [f"{r['seconds_per_epoch']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    tmp = md_path.with_name(f".partial.{md_path.name}")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(md_path)
+    atomic_write_bytes(md_path, ("\n".join(lines) + "\n").encode())
 
 
 def bar_chart(rows: list[dict], path: Path) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gee_export.contract import (BAND_NAMES, IMAGES_DIR, LABEL_IGNORE, LABELS_DIR, GlacierError,
+from gee_export.contract import (BAND_NAMES, IMAGES_DIR, LABELS_DIR, GlacierError,
                                  band_indices, read_manifest)
 
 
@@ -109,6 +109,3 @@ class TileDataset(Dataset):
             img, lbl = dihedral(img, lbl, k)
         return img.contiguous(), lbl.contiguous()
 
-
-def ignore_count(lbl: torch.Tensor) -> int:
-    return int((lbl == LABEL_IGNORE).sum())

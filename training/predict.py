@@ -8,7 +8,6 @@ window's height holds the running weighted sums until no later window can touch 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from gee_export.contract import (BAND_NAMES, OUTLINES_FILE, PREDICTION_MANIFEST,
-                                 PREDICTIONS_DIR, STACK_VRT, GlacierError, base_manifest,
+                                 PREDICTIONS_DIR, STACK_VRT, GlacierError, as_stored, base_manifest,
                                  bounded_gdal_cache, file_sha256, now_iso, read_manifest,
                                  tmp_path, write_json)
 
@@ -138,19 +137,21 @@ def stream_probability(src, dst, model_fn: ModelFn, band_idx: list[int], standar
 
 # -- outlines (pure on arrays and geometries) --------------------------------------------------
 
-def polygonize_blocks(src, threshold: float, block: int = 1024) -> list:
+def polygonize_blocks(src, threshold: float, block: int = 1024) -> tuple[list, int]:
     """Glacier polygons (probability >= threshold, 4-connected) of a probability raster, read
-    block by block; pieces cut by block borders are dissolved back into one polygon."""
+    block by block; pieces cut by block borders are dissolved back into one polygon. Also
+    returns the number of valid (non-NaN) pixels, counted in the same pass."""
     import shapely
     from rasterio import features
     from rasterio.windows import Window
     from shapely.geometry import shape
 
-    final, edge = [], []
+    final, edge, valid = [], [], 0
     for r in range(0, src.height, block):
         for c in range(0, src.width, block):
             win = Window(c, r, min(block, src.width - c), min(block, src.height - r))
             p = src.read(1, window=win)
+            valid += int(np.isfinite(p).sum())
             mask = np.nan_to_num(p, nan=0.0) >= threshold
             if not mask.any():
                 continue
@@ -167,7 +168,7 @@ def polygonize_blocks(src, threshold: float, block: int = 1024) -> list:
     if edge:
         merged = shapely.union_all(edge)
         final.extend(shapely.get_parts(merged).tolist())
-    return final
+    return final, valid
 
 
 def clean_polygons(polys: list, min_area_m2: float, max_hole_m2: float,
@@ -344,11 +345,11 @@ def _predict(checkpoint: Path, export_dir: Path, workspace: Path, cfg: PredictCo
 
     run_name = Path(checkpoint).resolve().parent.name
     out = Path(workspace) / PREDICTIONS_DIR / run_name / (name or Path(export_dir).name)
-    params = json.loads(json.dumps({
+    params = as_stored({
         "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256":
         file_sha256(checkpoint), "export": str(Path(export_dir).resolve()),
         "export_completed_at": export.get("completed_at"),
-        "config": {**asdict(cfg), "window": window, "overlap": overlap}}))
+        "config": {**asdict(cfg), "window": window, "overlap": overlap}})
     mf = out / PREDICT_MANIFEST
     manifest = None
     if mf.is_file():
@@ -411,11 +412,12 @@ def _predict(checkpoint: Path, export_dir: Path, workspace: Path, cfg: PredictCo
     echo("polygonizing")
     with rasterio.open(out / PROBABILITY_TIF) as prob:
         res = prob.res[0]
-        polys = clean_polygons(polygonize_blocks(prob, cfg.threshold),
-                               cfg.min_area_km2 * 1e6, cfg.max_hole_km2 * 1e6, cfg.simplify_m)
+        raw_polys, valid_px = polygonize_blocks(prob, cfg.threshold)
+        polys = clean_polygons(raw_polys, cfg.min_area_km2 * 1e6, cfg.max_hole_km2 * 1e6,
+                               cfg.simplify_m)
         means = mean_probability(prob, polys)
         crs = prob.crs
-        valid_km2 = _valid_area_km2(prob)
+        valid_km2 = valid_px * abs(prob.res[0] * prob.res[1]) / 1e6
     _write_glaciers(out / GLACIERS_GPKG, polys, means, crs)
     area = sum(p.area for p in polys) / 1e6
     manifest.update(complete=True, completed_at=now_iso(), glaciers=len(polys),
@@ -423,13 +425,6 @@ def _predict(checkpoint: Path, export_dir: Path, workspace: Path, cfg: PredictCo
     write_json(mf, manifest)
     echo(f"prediction complete: {out} ({len(polys)} glaciers, {area:.2f} km^2)")
     return out
-
-
-def _valid_area_km2(src) -> float:
-    n = 0
-    for _, win in src.block_windows(1):
-        n += int(np.isfinite(src.read(1, window=win)).sum())
-    return n * abs(src.res[0] * src.res[1]) / 1e6
 
 
 def _compress(raw: Path, dest: Path) -> None:
@@ -452,13 +447,12 @@ def _compress(raw: Path, dest: Path) -> None:
 def _write_glaciers(path: Path, polys, means, crs) -> None:
     import geopandas as gpd
 
+    from gee_export.stack import write_gpkg_atomic
+
     df = gpd.GeoDataFrame({"glacier_id": np.arange(1, len(polys) + 1, dtype=np.int64),
                            "area_km2": [p.area / 1e6 for p in polys],
                            "mean_probability": means}, geometry=list(polys), crs=crs)
-    tmp = path.with_name(f".partial.{path.name}")
-    tmp.unlink(missing_ok=True)
-    df.to_file(tmp, driver="GPKG", layer="glaciers")
-    tmp.replace(path)
+    write_gpkg_atomic(df, path, "glaciers")
 
 
 def reference_default(prediction_dir: Path) -> Path:

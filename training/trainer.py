@@ -130,7 +130,7 @@ def train(tile_dir: Path, workspace: Path, cfg: TrainConfig, run_name: str | Non
     if resume:
         ck = load_checkpoint(run_dir / LAST_CKPT)
         for key in ("model", "preset", "band_names"):
-            if ck["meta"][key] != config[key if key != "band_names" else "band_names"]:
+            if ck["meta"][key] != config[key]:
                 raise GlacierError(f"--resume: {run_dir / LAST_CKPT} was trained with {key} "
                                    f"{ck['meta'][key]!r}, this run asks for {config[key]!r}")
         model.load_state_dict(ck["model_state"])

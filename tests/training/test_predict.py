@@ -104,7 +104,8 @@ def test_polygon_across_block_borders_is_one_polygon(tmp_path):
     prob[0, 0] = np.nan
     path = _write(tmp_path / "prob.tif", prob)
     with rasterio.open(path) as src:
-        polys = polygonize_blocks(src, 0.5, block=32)
+        polys, valid = polygonize_blocks(src, 0.5, block=32)
+    assert valid == 100 * 100 - 1
     polys = sorted(polys, key=lambda p: -p.area)
     assert len(polys) == 2
     assert polys[0].area == pytest.approx((60 * 70 - 200) * 100)
