@@ -277,12 +277,11 @@ def sample_band_means(src, band_idx: list[int], names: list[str], n: int = 64,
 def torch_model_fn(model, device, amp_dtype) -> ModelFn:
     import torch
 
+    from training.trainer import forward
+
     @torch.no_grad()
     def fn(x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                            enabled=amp_dtype is not None):
-            logits = model(t)
+        logits = forward(model, torch.from_numpy(np.ascontiguousarray(x)).to(device), amp_dtype)
         return torch.softmax(logits.float(), 1)[:, 1].cpu().numpy()
 
     return fn

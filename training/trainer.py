@@ -247,13 +247,18 @@ def amp_dtype_for(device: torch.device, amp: bool):
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def forward(model, x: torch.Tensor, amp_dtype) -> torch.Tensor:
+    """The model's logits, under autocast when an AMP dtype is given (training, validation and
+    prediction all go through here)."""
+    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32,
+                        enabled=amp_dtype is not None):
+        return model(x)
+
+
 def train_step(model, x, y, opt, sched, scaler, amp_dtype) -> torch.Tensor | None:
     """One optimization step; returns the (detached) loss, or None if it is not finite, in
     which case the weights are left untouched."""
-    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32,
-                        enabled=amp_dtype is not None):
-        logits = model(x)
-    loss = dice_ce_loss(logits, y)
+    loss = dice_ce_loss(forward(model, x, amp_dtype), y)
     if not torch.isfinite(loss):
         return None
     opt.zero_grad(set_to_none=True)
@@ -272,9 +277,7 @@ def evaluate(model, loader, device, amp_dtype=None) -> dict:
     loss_sum, n = 0.0, 0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                            enabled=amp_dtype is not None):
-            logits = model(x)
+        logits = forward(model, x, amp_dtype)
         loss_sum += dice_ce_loss(logits, y).item() * len(x)
         n += len(x)
         cm += confusion(logits.argmax(1).cpu().numpy(), y.cpu().numpy())
