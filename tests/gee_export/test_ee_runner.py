@@ -20,7 +20,7 @@ from gee_export.config import RecipeConfig
 from gee_export.contract import BAND_NAMES, GlacierError
 from gee_export.ee_recipe import EXPORT_BANDS, cell_grid
 from gee_export.ee_runner import CellFetcher, classify_error, run_ee_export
-from gee_export.grid import Cell, region_from_lonlat
+from gee_export.grid import Cell, iter_cells, region_from_lonlat
 from gee_export.stack import ExportDir
 
 REGION = region_from_lonlat("testreg", (99.00, 38.00, 99.05, 38.04))
@@ -91,8 +91,7 @@ def test_download_export_end_to_end(tmp_path, ee_offline, outlines):
     m = exp.manifest
     assert m["complete"] and m["source"] == "earthengine"
     cells = [Cell.from_dict(c) for c in exp.cells.values()]
-    assert 0 < len(cells) < len(list(__import__("gee_export.grid").grid.iter_cells(
-        REGION.grid, CELL)))  # only cells near the glacier
+    assert 0 < len(cells) < len(list(iter_cells(REGION.grid, CELL)))  # only near the glacier
     # One request per cell, each on exactly its cell's grid and with the 13 export bands.
     assert sorted(str(p["grid"]) for p in fake.pixel_calls) == \
         sorted(str(cell_grid(exp.grid, c)) for c in cells)
