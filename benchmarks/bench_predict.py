@@ -24,8 +24,8 @@ from common import child_main, run_child  # noqa: E402
 def make_checkpoint(path: Path, preset: str, window: int) -> Path:
     import torch
 
+    from gee_export.common.bands import BAND_NAMES
     from gee_export.config import Normalization
-    from gee_export.contract import BAND_NAMES
     from training.models import build_model
     from training.trainer import CHECKPOINT_VERSION
 
@@ -43,7 +43,8 @@ def make_checkpoint(path: Path, preset: str, window: int) -> Path:
 def predict(ws: str, exp: str, ckpt: str, device: str):
     import rasterio
 
-    from training.predict import PredictConfig, predict as run_predict
+    from training.predict import PredictConfig
+    from training.predict import predict as run_predict
 
     t = time.perf_counter()
     times = {}

@@ -25,7 +25,7 @@ def make_stack(root: Path, size: int, smooth: bool = False) -> tuple[Path, Path]
     import numpy as np
     from shapely.geometry import Point
 
-    from gee_export.grid import ExportGrid, iter_cells
+    from gee_export.common.grid import ExportGrid, iter_cells
     from gee_export.stack import ExportDir, write_cell_tif
 
     grid = ExportGrid("EPSG:32647", 400_000.0, 4_300_000.0, size, size)

@@ -22,7 +22,8 @@ from common import child_main, run_child  # noqa: E402
 
 
 def _dataset(tiles: str, split="train", augment=True):
-    from gee_export.contract import parse_bands, read_manifest
+    from gee_export.common.bands import parse_bands
+    from gee_export.common.layout import read_manifest
     from training.data import NormStats, TileDataset
 
     bands = parse_bands("ABCD")
@@ -92,7 +93,7 @@ def train(tiles: str, preset: str, batch_size: str, steps: str, device_name: str
 def make_tiles(root: Path, tile_size: int) -> Path:
     from click.testing import CliRunner
 
-    from gee_export.cli import prep
+    from gee_export.common.cli import prep
 
     for args in (["export", "--region", "demo", "--year", "2018", "--demo-size", "1024",
                   "--quiet"],

@@ -1,46 +1,17 @@
-"""`prep`: the data stages (export, tile, status). Thin commands over the library."""
+"""`prep export`, `prep status`, `prep pull`: thin commands over the export library."""
 from __future__ import annotations
 
-import functools
 import json
-import os
-import sys
 from pathlib import Path
 
 import click
 
-from .contract import GlacierError, resolve_workspace
+from gee_export.common.cli import CONTEXT, quiet_option, user_errors, workspace_option
+from gee_export.common.errors import GlacierError
+from gee_export.common.layout import resolve_workspace
 
 
-def user_errors(fn):
-    """Turn a GlacierError into one 'Error: ...' line and exit status 1; Ctrl-C into 130."""
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        try:
-            return fn(*a, **kw)
-        except GlacierError as e:
-            raise click.ClickException(str(e)) from None
-        except KeyboardInterrupt:
-            click.echo("interrupted; finished work is kept, rerun the same command to resume",
-                       err=True)
-            sys.exit(130)
-    return wrapper
-
-
-quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
-
-workspace_option = click.option(
-    "--workspace", type=click.Path(path_type=Path), default=None,
-    help="Workspace directory holding exports/, tiles/, runs/. "
-         "[default: $GLACIER_WORKSPACE, else ./workspace]")
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-def prep():
-    """Prepare data: export the 11-band stack, cut labelled tiles, watch export tasks."""
-
-
-@prep.command()
+@click.command(context_settings=CONTEXT)
 @click.option("--region", default=None,
               help="Built-in region: qilian (the paper's study area) or demo (synthetic, "
                    "no Earth Engine needed). Not needed with --bbox or --region-file.")
@@ -109,17 +80,17 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
            s2_level, norm_mode, norm_from, hma_asset, dem_source_map, target, bucket, folder,
            project, workers, dry_run, force, demo_size, quiet, workspace):
     """Export the 11-band 10 m stack of a region and year (DESIGN.md section 1-3)."""
-    from .config import RecipeConfig
-    from .export import demo_source_dir, load_norm_from, plan_cells, run_local_export
-    from .grid import resolve_region
-    from .outlines import read_outlines
+    from gee_export.common.outlines import read_outlines
+    from gee_export.config import RecipeConfig
+    from gee_export.export import demo_source_dir, load_norm_from, plan_cells, run_local_export
+    from gee_export.regions import resolve_region
 
     ws = resolve_workspace(workspace)
     if region is None and bbox is None and region_file is None:
         raise GlacierError("give --region NAME, --bbox W S E N or --region-file FILE")
     reg = resolve_region(region, bbox, region_file, crs)
     if reg.synthetic and demo_size != reg.grid.width:
-        from .demo import demo_region
+        from gee_export.demo import demo_region
 
         reg = demo_region(demo_size)
     if cell_size < 64:
@@ -133,7 +104,7 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
     norm = load_norm_from(norm_from) if norm_from else None
 
     if reg.synthetic and source_dir is None:
-        from .demo import write_demo_sources
+        from gee_export.demo import write_demo_sources
 
         source_dir = demo_source_dir(ws, year, demo_size)
         if not dry_run:
@@ -143,9 +114,9 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
     if dry_run:
         outl = None
         if outlines:
-            outl = read_outlines(outlines, reg.crs)
+            outl = read_outlines(outlines, reg.crs).frame
         elif source_dir and (Path(source_dir) / "outlines.gpkg").is_file():
-            outl = read_outlines(Path(source_dir) / "outlines.gpkg", reg.crs)
+            outl = read_outlines(Path(source_dir) / "outlines.gpkg", reg.crs).frame
         plan = plan_cells(reg, outl, buffer_m, cell_size)
         click.echo(plan.describe())
         click.echo(json.dumps(plan.summary(), indent=2))
@@ -154,7 +125,7 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
         run_local_export(ws, reg, cfg, Path(source_dir), outlines, cell_size, norm, force,
                          name, dem_source_map, quiet, click.echo)
         return
-    from .ee_runner import run_ee_export
+    from gee_export.earthengine.runner import run_ee_export
 
     run_ee_export(ws, reg, cfg, project=project, outlines_path=outlines, cell_size=cell_size,
                   norm_from=norm, hma_asset=hma_asset, target=target, bucket=bucket,
@@ -165,8 +136,8 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
 def _export_dir(ws: Path, export: Path | None):
     """The given export, else the most recently touched one, complete or not (status and pull
     are about exports still in progress)."""
-    from .contract import EXPORT_MANIFEST, EXPORTS_DIR
-    from .stack import ExportDir
+    from gee_export.common.layout import EXPORT_MANIFEST, EXPORTS_DIR
+    from gee_export.stack import ExportDir
 
     if export is not None:
         return ExportDir.open(Path(export))
@@ -181,14 +152,14 @@ export_option = click.option("--export", "export_dir", type=click.Path(path_type
                                                 "complete or not]")
 
 
-@prep.command()
+@click.command(context_settings=CONTEXT)
 @export_option
 @click.option("--project", default=None, help="Google Cloud project. [default: $EE_PROJECT]")
 @workspace_option
 @user_errors
 def status(export_dir, project, workspace):
     """Show an export's cells by state; for batch exports, ask Earth Engine for task states."""
-    from .ee_runner import EarthEngineClient, refresh_status, state_counts
+    from gee_export.earthengine.runner import EarthEngineClient, refresh_status, state_counts
 
     exp = _export_dir(resolve_workspace(workspace), export_dir)
     if exp.manifest.get("batch") and not exp.manifest.get("complete"):
@@ -208,7 +179,7 @@ def status(export_dir, project, workspace):
         click.echo(f"  {cid}: {err}")
 
 
-@prep.command()
+@click.command(context_settings=CONTEXT)
 @export_option
 @click.option("--from-dir", type=click.Path(path_type=Path, exists=True, file_okay=False),
               default=None, help="Take finished cell files (<cell>.tif) from this folder, e.g. "
@@ -218,7 +189,7 @@ def status(export_dir, project, workspace):
 @user_errors
 def pull(export_dir, from_dir, project, workspace):
     """Bring finished batch-export cells into the export's stack/ and complete it."""
-    from .ee_runner import EarthEngineClient, pull_cells
+    from gee_export.earthengine.runner import EarthEngineClient, pull_cells
 
     exp = _export_dir(resolve_workspace(workspace), export_dir)
     if exp.manifest.get("complete"):
@@ -227,12 +198,3 @@ def pull(export_dir, from_dir, project, workspace):
     client = None if from_dir else EarthEngineClient.connect(project or
                                                              exp.manifest.get("project"))
     pull_cells(exp, client, from_dir, click.echo)
-
-
-def _register_tile():
-    from tiling.cli import tile
-
-    prep.add_command(tile)
-
-
-_register_tile()

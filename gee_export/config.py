@@ -10,7 +10,8 @@ from datetime import date
 
 import numpy as np
 
-from .contract import BAND_NAMES, BANDS, GlacierError
+from gee_export.common.bands import BAND_NAMES, BANDS
+from gee_export.common.errors import GlacierError
 
 # Sentinel-2 L2A (COPERNICUS/S2_SR_HARMONIZED) starts on Earth Engine on 2017-03-28;
 # Sentinel-1 GRD in 2014. The recipe needs both, so 2017 is the first year it can make.

@@ -18,14 +18,18 @@ cost memory per window only.
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from .contract import GlacierError, base_manifest, now_iso, read_manifest, write_json, tmp_path
-from .grid import ExportGrid, Region
+from gee_export.common.atomic import atomic_output, write_json
+from gee_export.common.errors import InputError, StateError
+from gee_export.common.grid import ExportGrid, Region
+from gee_export.common.layout import base_manifest, now_iso, read_manifest
+from gee_export.common.rasters import geotiff_profile
 
 DEMO_SEED = 2018
 DEMO_CRS = "EPSG:32647"
@@ -53,7 +57,7 @@ def demo_region(size: int = DEMO_SIZE) -> Region:
 
 def check_demo_size(size: int):
     if size < 512 or size % 256:
-        raise GlacierError(f"demo size {size}: use a multiple of 256 pixels, at least 512")
+        raise InputError(f"demo size {size}: use a multiple of 256 pixels, at least 512")
 
 
 DEMO_REGION = demo_region()
@@ -431,15 +435,14 @@ def _write_rasters(out_dir: Path, outputs: list[_Output], crs, transform, width,
         return
     to_scene = None if crs.to_string() == DEMO_CRS else Transformer.from_crs(
         crs, DEMO_CRS, always_xy=True)
-    dsts = []
-    try:
+    with ExitStack() as stack:  # every file renamed into place only when all are complete
+        dsts = []
         for o in outputs:
             f = o.factor
-            profile = dict(driver="GTiff", width=width // f, height=height // f, count=o.count,
-                           dtype=o.dtype, crs=crs, transform=transform * Affine.scale(f),
-                           nodata=o.nodata, tiled=True, blockxsize=256, blockysize=256,
-                           compress="deflate")
-            dst = rasterio.open(tmp_path(out_dir / o.name), "w", **profile)
+            tmp = stack.enter_context(atomic_output(out_dir / o.name))
+            profile = geotiff_profile(width // f, height // f, o.count, o.dtype, crs,
+                                      transform * Affine.scale(f), o.nodata)
+            dst = stack.enter_context(rasterio.open(tmp, "w", **profile))
             dsts.append(dst)
             for i, d in enumerate(o.descriptions, 1):
                 dst.set_band_description(i, d)
@@ -453,11 +456,6 @@ def _write_rasters(out_dir: Path, outputs: list[_Output], crs, transform, width,
                 f = o.factor
                 dst.write(np.asarray(arr, dtype=o.dtype).reshape(o.count, h // f, width // f),
                           window=Window(0, r0 // f, width // f, h // f))
-    finally:
-        for d in dsts:
-            d.close()
-    for o in outputs:
-        tmp_path(out_dir / o.name).replace(out_dir / o.name)
 
 
 def _block_mean2(a: np.ndarray) -> np.ndarray:
@@ -481,8 +479,8 @@ def write_demo_sources(out_dir: Path, year: int, seed: int = DEMO_SEED, size: in
         m = read_manifest(done, "sources")
         if m.get("complete") and m.get("parameters") == params:
             return out_dir
-        raise GlacierError(f"{out_dir}: holds demo sources made with other parameters "
-                           f"{m.get('parameters')}; remove it or choose another workspace")
+        raise StateError(f"{out_dir}: holds demo sources made with other parameters "
+                         f"{m.get('parameters')}; remove it or choose another workspace")
     out_dir.mkdir(parents=True, exist_ok=True)
     scene = DemoScene(seed, size)
     g = scene.grid
@@ -569,7 +567,7 @@ def demo_outlines_frame(scene: DemoScene):
 
 def write_demo_outlines(scene: DemoScene, path: Path):
     """The outlines as an inventory would ship them: geographic coordinates, area attribute."""
-    from .stack import write_gpkg_atomic
+    from gee_export.common.vectors import write_gpkg
 
-    write_gpkg_atomic(demo_outlines_frame(scene).to_crs("EPSG:4326"), path, "glaciers")
+    write_gpkg(demo_outlines_frame(scene).to_crs("EPSG:4326"), path, "glaciers")
 

@@ -6,12 +6,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Normalization, RecipeConfig
-from .contract import (BAND_NAMES, OUTLINES_FILE, SOURCES_DIR, GlacierError, file_sha256,
-                       product_name, read_manifest)
-from .grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region, iter_cells
-from .outlines import OutlineRasterizer, read_outlines
-from .stack import ExportDir, write_cell_tif, write_gpkg_atomic
+from gee_export.common.bands import BAND_NAMES
+from gee_export.common.errors import GlacierError
+from gee_export.common.grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region, iter_cells
+from gee_export.common.layout import (
+    OUTLINES_FILE,
+    SOURCES_DIR,
+    file_sha256,
+    product_name,
+    read_manifest,
+)
+from gee_export.common.outlines import OutlineRasterizer, read_outlines
+from gee_export.common.vectors import write_gpkg
+from gee_export.config import Normalization, RecipeConfig
+from gee_export.stack import ExportDir, write_cell_tif
 
 
 @dataclass
@@ -78,19 +86,19 @@ def run_local_export(workspace: Path, region: Region, cfg: RecipeConfig, source_
                      name: str | None = None, dem_source_map: bool = False,
                      quiet: bool = False, echo=print) -> ExportDir:
     """The recipe on local rasters: plan, DEM offset, (percentiles), then cell by cell."""
-    from .local import LocalRecipe, LocalSources, OffsetHistogram, PercentileAccumulator
+    from gee_export.local import LocalRecipe, LocalSources, OffsetHistogram, PercentileAccumulator
 
     sources = LocalSources.scan(source_dir)
     outlines_path = outlines_path or sources.outlines
-    outlines = (read_outlines(outlines_path, region.crs, cfg.min_outline_area_km2)
-                if outlines_path else None)
+    outlines = (read_outlines(outlines_path, region.crs).split_by_area(
+        cfg.min_outline_area_km2)[0].frame if outlines_path else None)
     plan = plan_cells(region, outlines, cfg.outline_buffer_m, cell_size,
                       f"{outlines_path.name} buffered by {cfg.outline_buffer_m:g} m"
                       if outlines_path else "")
     glacier_mask = None
     if outlines is not None:
         raster = OutlineRasterizer(outlines.geometry.values, plan.grid.transform)
-        glacier_mask = lambda c: raster.window(c.row_off, c.col_off, c.height, c.width)  # noqa: E731
+        glacier_mask = lambda c: raster.mask(c.row_off, c.col_off, c.height, c.width)  # noqa: E731
     recipe = LocalRecipe(sources, plan.grid, cfg, glacier_mask)
     parameters = {"region": region.name, "grid": plan.grid.to_dict(), "recipe": cfg.to_dict(),
                   "cell_size": cell_size, "source": "local",
@@ -177,11 +185,11 @@ def ensure_normalization(exp: ExportDir, cfg: RecipeConfig, norm_from: Normaliza
 
 
 def _copy_outlines(outlines, dest: Path) -> None:
-    write_gpkg_atomic(outlines, dest, "glaciers")
+    write_gpkg(outlines, dest, "glaciers")
 
 
 def demo_source_dir(workspace: Path, year: int, size: int) -> Path:
-    from .demo import DEMO_SIZE
+    from gee_export.demo import DEMO_SIZE
 
     return workspace / SOURCES_DIR / (f"demo-{year}" if size == DEMO_SIZE else
                                       f"demo{size}-{year}")

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Normalization, RecipeConfig, normalize
-from .contract import BAND_NAMES, S1_BANDS, S2_BANDS, GlacierError
-from .grid import Cell, ExportGrid
+from gee_export.common.bands import BAND_NAMES, S1_BANDS, S2_BANDS
+from gee_export.common.errors import GlacierError
+from gee_export.common.grid import Cell, ExportGrid
+from gee_export.config import Normalization, RecipeConfig, normalize
 
 # SCL classes masked as cloud or cloud shadow: 3 shadow, 8/9 cloud, 10 cirrus; 0/1 no data.
 SCL_MASKED = (0, 1, 3, 8, 9, 10)

@@ -12,52 +12,27 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from .contract import (BAND_NAMES, EXPORT_MANIFEST, EXPORTS_DIR, STACK_DIR, STACK_VRT,
-                       GlacierError, as_stored, base_manifest, now_iso, read_manifest, tmp_path,
-                       write_json)
-from .grid import Cell, ExportGrid
-
-CELL_BLOCK = 256
+from gee_export.common.atomic import as_stored, write_text
+from gee_export.common.bands import BAND_NAMES
+from gee_export.common.errors import StateError
+from gee_export.common.grid import Cell, ExportGrid
+from gee_export.common.layout import (
+    EXPORT_MANIFEST,
+    EXPORTS_DIR,
+    STACK_DIR,
+    STACK_VRT,
+    base_manifest,
+    now_iso,
+    read_manifest,
+    tif_name,
+    write_manifest,
+)
+from gee_export.common.rasters import BLOCK, geotiff_profile, write_geotiff
 
 
 def cell_profile(grid: ExportGrid, cell: Cell, count: int = len(BAND_NAMES)) -> dict:
-    return dict(driver="GTiff", width=cell.width, height=cell.height, count=count,
-                dtype="float32", crs=grid.crs, transform=cell.transform(grid), nodata=np.nan,
-                tiled=True, blockxsize=CELL_BLOCK, blockysize=CELL_BLOCK, compress="deflate",
-                # Band-interleaved: reading one band (prep tile's validity scan) decodes only
-                # that band's blocks, not all eleven.
-                predictor=3, interleave="band")
-
-
-def write_tif_atomic(path: Path, data: np.ndarray, profile: dict, names) -> None:
-    """Write a GeoTIFF under a temporary name with band descriptions, then rename it."""
-    import rasterio
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(data)
-            for i, n in enumerate(names, 1):
-                dst.set_band_description(i, n)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_gpkg_atomic(df, path: Path, layer: str) -> None:
-    """Write a GeoDataFrame as a GeoPackage layer under a temporary name, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden and marked partial, but still ending in .gpkg: GDAL's GeoPackage driver wants it.
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    tmp.unlink(missing_ok=True)
-    try:
-        df.to_file(tmp, driver="GPKG", layer=layer)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    return geotiff_profile(cell.width, cell.height, count, "float32", grid.crs,
+                           cell.transform(grid), np.nan)
 
 
 def write_cell_tif(path: Path, grid: ExportGrid, cell: Cell, data: np.ndarray,
@@ -65,10 +40,8 @@ def write_cell_tif(path: Path, grid: ExportGrid, cell: Cell, data: np.ndarray,
     """Write one cell's (bands, h, w) float32 stack atomically, band descriptions set."""
     if data.shape != (len(names), cell.height, cell.width):
         raise ValueError(f"cell {cell.id}: data shape {data.shape} does not match the cell")
-    write_tif_atomic(path, data.astype(np.float32, copy=False),
-                     cell_profile(grid, cell, len(names)), names)
-
-
+    write_geotiff(path, data.astype(np.float32, copy=False), cell_profile(grid, cell, len(names)),
+                  names)
 def write_vrt(path: Path, grid: ExportGrid, cells: list[tuple[Cell, str]],
               names=BAND_NAMES) -> None:
     """A GDAL VRT mosaicking cell files (paths relative to the VRT) onto the region grid."""
@@ -89,7 +62,7 @@ def write_vrt(path: Path, grid: ExportGrid, cells: list[tuple[Cell, str]],
                       f"      <SourceBand>{b}</SourceBand>",
                       f'      <SourceProperties RasterXSize="{cell.width}" '
                       f'RasterYSize="{cell.height}" DataType="Float32" '
-                      f'BlockXSize="{CELL_BLOCK}" BlockYSize="{CELL_BLOCK}"/>',
+                      f'BlockXSize="{BLOCK}" BlockYSize="{BLOCK}"/>',
                       f'      <SrcRect xOff="0" yOff="0" xSize="{cell.width}" '
                       f'ySize="{cell.height}"/>',
                       f'      <DstRect xOff="{cell.col_off}" yOff="{cell.row_off}" '
@@ -97,9 +70,7 @@ def write_vrt(path: Path, grid: ExportGrid, cells: list[tuple[Cell, str]],
                       "    </SimpleSource>"]
         lines.append("  </VRTRasterBand>")
     lines.append("</VRTDataset>\n")
-    tmp = tmp_path(path)
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
+    write_text(path, "\n".join(lines))
 
 
 class ExportDir:
@@ -112,22 +83,31 @@ class ExportDir:
     # -- creation and reopening ---------------------------------------------------------------
     @classmethod
     def open_or_create(cls, workspace: Path, name: str, parameters: dict, fields: dict,
-                       force: bool = False) -> "ExportDir":
-        """Reopen an export with the same parameters (resume) or start a new one."""
-        path = workspace / EXPORTS_DIR / name
+                       force: bool = False, echo=print) -> "ExportDir":
+        """Reopen an export with the same parameters (resume) or start a new one.
+
+        An export made with other parameters is replaced with --force, or without it when it
+        never finished a cell (nothing would be lost); otherwise the changed parameters are
+        named.
+        """
+        path = Path(workspace) / EXPORTS_DIR / name
         parameters = as_stored(parameters)
         mf = path / EXPORT_MANIFEST
         if mf.is_file():
             old = read_manifest(mf, "export")
-            if old.get("parameters") == parameters and not force:
+            if old.get("parameters") == parameters:
                 return cls(path, old)
-            if not force:
+            finished = list((path / STACK_DIR).glob("*.tif"))
+            if not force and (old.get("complete") or finished):
                 changed = sorted(k for k in set(parameters) | set(old.get("parameters", {}))
                                  if parameters.get(k) != old.get("parameters", {}).get(k))
-                raise GlacierError(
-                    f"{path} holds an export made with other parameters ({', '.join(changed)}); "
-                    "rerun with --force to replace it or --name to export beside it")
-        if force and path.exists():
+                raise StateError(
+                    f"{path} holds an export made with other parameters ({', '.join(changed)}) "
+                    f"and {len(finished)} finished cell(s); rerun with --force to replace it "
+                    "or --name to export beside it")
+            echo(f"replacing {path} (made with other parameters)")
+            shutil.rmtree(path)
+        elif force and path.exists():
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         d = cls(path, base_manifest("export", parameters=parameters, **fields))
@@ -139,8 +119,7 @@ class ExportDir:
         return cls(Path(path), read_manifest(Path(path), "export"))
 
     def save(self) -> None:
-        self.manifest["updated_at"] = now_iso()
-        write_json(self.path / EXPORT_MANIFEST, self.manifest)
+        write_manifest(self.path / EXPORT_MANIFEST, self.manifest)
 
     # -- accessors ----------------------------------------------------------------------------
     @property
@@ -160,7 +139,7 @@ class ExportDir:
         return self.manifest.setdefault("cells", {})
 
     def cell_file(self, cell: Cell) -> Path:
-        return self.stack_dir / f"{cell.id}.tif"
+        return self.stack_dir / tif_name(cell.id)
 
     def set_plan(self, cells: list[Cell]) -> None:
         known = self.cells
@@ -185,32 +164,12 @@ class ExportDir:
         self.save()
 
     def finish(self, **fields) -> None:
-        done = [(Cell.from_dict(c), f"{STACK_DIR}/{cid}.tif") for cid, c in self.cells.items()
+        done = [(Cell.from_dict(c), f"{STACK_DIR}/{tif_name(cid)}") for cid, c in self.cells.items()
                 if self.cell_file(Cell.from_dict(c)).is_file()]
         if len(done) != len(self.cells):
             missing = sorted(set(self.cells) - {c.id for c, _ in done})
-            raise GlacierError(f"{self.path}: cells {', '.join(missing[:5])} are not finished")
+            raise StateError(f"{self.path}: cells {', '.join(missing[:5])} are not finished")
         write_vrt(self.vrt, self.grid, sorted(done, key=lambda t: t[0].id))
         self.manifest.update(fields)
         self.manifest.update(complete=True, completed_at=now_iso())
         self.save()
-
-
-def check_stack(path: Path) -> None:
-    """Refuse a stack whose band names are not the band table's, or whose cells mix CRSs."""
-    import rasterio
-
-    try:
-        src = rasterio.open(path)
-    except rasterio.errors.RasterioIOError as e:
-        raise GlacierError(f"{path}: cannot be opened as a raster ({e})") from None
-    with src:
-        if tuple(src.descriptions) != BAND_NAMES:
-            raise GlacierError(f"{path}: band names {list(src.descriptions)} do not match the "
-                               f"band table {list(BAND_NAMES)}")
-        crs = src.crs
-        for f in src.files[1:]:
-            with rasterio.open(f) as cell:
-                if cell.crs != crs:
-                    raise GlacierError(f"{path}: cell {Path(f).name} is in {cell.crs}, the stack "
-                                       f"in {crs}; cells of one stack must share one CRS")

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import click
 
-from gee_export.cli import quiet_option, user_errors, workspace_option
-from gee_export.contract import newest_complete, resolve_workspace
+from gee_export.common.cli import CONTEXT, quiet_option, user_errors, workspace_option
+from gee_export.common.layout import newest_complete, resolve_workspace
 
 from .tiles import TileConfig
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(context_settings=CONTEXT)
 @click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
               help="Export directory. [default: the newest complete export in the workspace]")
 @click.option("--outlines", type=click.Path(path_type=Path), default=None,

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from gee_export.contract import GlacierError
+from gee_export.common.errors import GlacierError
 
 TRAIN, VAL, GUARD = "train", "val", "guard"
 

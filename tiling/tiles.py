@@ -13,14 +13,26 @@ from pathlib import Path
 
 import numpy as np
 
-from gee_export.contract import (BAND_NAMES, EXPORT_MANIFEST, IMAGES_DIR, LABEL_BACKGROUND,
-                                 LABEL_GLACIER, LABEL_IGNORE, LABELS_DIR, OUTLINES_FILE,
-                                 STACK_VRT, TILE_INDEX, TILES_DIR, TILES_MANIFEST, GlacierError,
-                                 as_stored, base_manifest, bounded_gdal_cache, file_sha256, now_iso,
-                                 read_manifest, write_json)
-from gee_export.grid import ExportGrid
-from gee_export.outlines import OutlineRasterizer, read_outlines
-from gee_export.stack import check_stack, write_gpkg_atomic, write_tif_atomic
+from gee_export.common.atomic import as_stored, write_json
+from gee_export.common.bands import BAND_NAMES, LABEL_BACKGROUND, LABEL_GLACIER, LABEL_IGNORE
+from gee_export.common.errors import GlacierError
+from gee_export.common.grid import ExportGrid
+from gee_export.common.layout import (
+    IMAGES_DIR,
+    LABELS_DIR,
+    OUTLINES_FILE,
+    STACK_VRT,
+    TILE_INDEX,
+    TILES_DIR,
+    TILES_MANIFEST,
+    base_manifest,
+    file_sha256,
+    now_iso,
+    read_manifest,
+)
+from gee_export.common.outlines import OutlineRasterizer, read_outlines
+from gee_export.common.rasters import bounded_gdal_cache, check_stack, write_geotiff
+from gee_export.common.vectors import write_gpkg
 
 from .split import GUARD, TRAIN, VAL, check_val_fraction, min_distance, random_split, spatial_split
 
@@ -99,7 +111,7 @@ def _scan(args):
     r, c, row_off, col_off, size = args
     band0 = _W["src"].read(1, window=Window(col_off, row_off, size, size))
     valid = np.isfinite(band0)
-    gl = _W["raster"].window(row_off, col_off, size, size) & valid
+    gl = _W["raster"].mask(row_off, col_off, size, size) & valid
     return float(valid.mean()), float(gl.sum()) / max(1, int(valid.sum()))
 
 
@@ -121,16 +133,16 @@ def _write(args):
         win = Window(col_off, row_off, size, size)
         img = src.read(window=win)
         valid = np.isfinite(img).all(axis=0)
-        gl = _W["raster"].window(row_off, col_off, size, size)
+        gl = _W["raster"].mask(row_off, col_off, size, size)
         lbl = np.where(valid, np.where(gl, LABEL_GLACIER, LABEL_BACKGROUND),
                        LABEL_IGNORE).astype(np.uint8)
         t = src.window_transform(win)
         common = dict(driver="GTiff", width=size, height=size, crs=src.crs, transform=t,
                       tiled=True, blockxsize=min(256, size), blockysize=min(256, size),
                       compress="deflate")
-        write_tif_atomic(img_path, img, dict(common, count=img.shape[0], dtype="float32",
+        write_geotiff(img_path, img, dict(common, count=img.shape[0], dtype="float32",
                                         nodata=np.nan, predictor=3), BAND_NAMES)
-        write_tif_atomic(lbl_path, lbl[None], dict(common, count=1, dtype="uint8",
+        write_geotiff(lbl_path, lbl[None], dict(common, count=1, dtype="uint8",
                                               nodata=LABEL_IGNORE), ("glacier",))
     valid = lbl != LABEL_IGNORE
     stats = {"glacier_px": int((lbl == LABEL_GLACIER).sum()), "valid_px": int(valid.sum())}
@@ -194,7 +206,7 @@ def _make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig(
         outlines_path = Path(export_dir) / OUTLINES_FILE
         if not outlines_path.is_file():
             raise GlacierError(f"{export_dir} recorded no outlines; give --outlines FILE")
-    outlines = read_outlines(outlines_path, grid.crs, cfg.min_area_km2)
+    outlines = read_outlines(outlines_path, grid.crs).split_by_area(cfg.min_area_km2)[0].frame
     grid_box = box(*grid.bounds)
     if not outlines.intersects(grid_box).any():
         raise GlacierError(
@@ -277,7 +289,7 @@ def _make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig(
         poly_area += float(near.union_all().intersection(fp).area) if len(near) else 0.0
         raster_area += st["glacier_px"] * res * res
     index = gpd.GeoDataFrame(feats, crs=grid.crs)
-    write_gpkg_atomic(index, out / TILE_INDEX, "tiles")
+    write_gpkg(index, out / TILE_INDEX, "tiles")
 
     dist = min_distance(per_split[TRAIN].boxes, per_split[VAL].boxes)
     manifest.update(
@@ -365,7 +377,7 @@ class _BandStats:
 def _overview_png(path: Path, index, outlines, grid: ExportGrid):
     from matplotlib.patches import Patch
 
-    from gee_export.figures import new_figure, save_png
+    from gee_export.common.figures import new_figure, save_png
 
     colors = {TRAIN: "#4c9be8", VAL: "#f28e2b", GUARD: "#cccccc"}
     fig, ax = new_figure(figsize=(8, 8 * grid.height / grid.width))

@@ -1,12 +1,12 @@
-"""`train`: thin commands over the trainer."""
+"""`train run`, `predict`, `evaluate`, `compare`, `models`: thin commands over the library."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
-from gee_export.cli import quiet_option, user_errors, workspace_option
-from gee_export.contract import newest_complete, resolve_workspace
+from gee_export.common.cli import CONTEXT, quiet_option, user_errors, workspace_option
+from gee_export.common.layout import newest_complete, resolve_workspace
 
 from .trainer import TrainConfig
 
@@ -18,12 +18,7 @@ device_option = click.option("--device", default="auto",
 no_amp_option = click.option("--no-amp", is_flag=True, help="Disable bf16/fp16 autocast on GPU.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-def train():
-    """Train and apply glacier segmentation models."""
-
-
-@train.command()
+@click.command(context_settings=CONTEXT)
 @tiles_option
 @click.option("--model", default="lgt-unet",
               help="Model name: lgt-unet (the paper's), a baseline or an ablation; "
@@ -51,7 +46,8 @@ def train():
 def run(tiles, model, preset, bands, epochs, batch_size, lr, weight_decay, seed, device, no_amp,
         no_augment, workers, name, resume, quiet, workspace):
     """Train a model on tiles; writes config.json, metrics.csv, curves.png, best.pt, last.pt."""
-    from gee_export.contract import GlacierError, parse_bands
+    from gee_export.common.bands import parse_bands
+    from gee_export.common.errors import GlacierError
 
     from .trainer import train as run_training
 
@@ -66,7 +62,7 @@ def run(tiles, model, preset, bands, epochs, batch_size, lr, weight_decay, seed,
     run_training(tiles, ws, cfg, name, resume, quiet=quiet, echo=click.echo)
 
 
-@train.command()
+@click.command(context_settings=CONTEXT)
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
               help="A checkpoint of `train run`, e.g. workspace/runs/NAME/best.pt.")
 @click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
@@ -95,9 +91,10 @@ def run(tiles, model, preset, bands, epochs, batch_size, lr, weight_decay, seed,
 def predict(checkpoint, export_dir, window, overlap, batch_size, threshold, min_area, max_hole,
             simplify, device, no_amp, name, force, quiet, workspace):
     """Predict glacier probability over a whole export and write glacier outlines."""
-    from gee_export.contract import GlacierError
+    from gee_export.common.errors import GlacierError
 
-    from .predict import PredictConfig, predict as run_predict
+    from .predict import PredictConfig
+    from .predict import predict as run_predict
 
     ws = resolve_workspace(workspace)
     if batch_size < 1 or not 0 < threshold < 1:
@@ -109,7 +106,7 @@ def predict(checkpoint, export_dir, window, overlap, batch_size, threshold, min_
     run_predict(Path(checkpoint), export_dir, ws, cfg, name, force, quiet, click.echo)
 
 
-@train.command()
+@click.command(context_settings=CONTEXT)
 @click.option("--prediction", type=click.Path(path_type=Path), required=True,
               help="A directory written by `train predict`.")
 @click.option("--reference", type=click.Path(path_type=Path), default=None,
@@ -127,7 +124,7 @@ def evaluate(prediction, reference, min_area):
                         reference_default(Path(prediction)), min_area, click.echo)
 
 
-@train.command()
+@click.command(context_settings=CONTEXT)
 @tiles_option
 @click.option("--models", default="lgt-unet,unet",
               help="Comma-separated models (see `train models`).")
@@ -160,13 +157,13 @@ def compare(tiles, models, band_sets, preset, epochs, batch_size, lr, seed, devi
                    click.echo)
 
 
-@train.command()
+@click.command(context_settings=CONTEXT)
 @click.option("--preset", default="paper", help="Preset whose parameter counts to show.")
 @click.option("--bands", default="ABCD", help="Band groups (sets the input channels).")
 @user_errors
 def models(preset, bands):
     """List the models with their parameter counts and the paper's where it gives one."""
-    from gee_export.contract import parse_bands
+    from gee_export.common.bands import parse_bands
 
     from .models import MODELS, PAPER_PARAMS_M, build_model, count_parameters
 

@@ -11,9 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-from gee_export.contract import (COMPARISONS_DIR, LAST_CKPT, METRICS_CSV, RUN_CONFIG, RUNS_DIR,
-                                 GlacierError, atomic_write_bytes, base_manifest, now_iso,
-                                 parse_bands, write_json)
+from gee_export.common.atomic import write_bytes, write_json
+from gee_export.common.bands import parse_bands
+from gee_export.common.errors import GlacierError
+from gee_export.common.layout import (
+    COMPARISONS_DIR,
+    LAST_CKPT,
+    METRICS_CSV,
+    RUN_CONFIG,
+    RUNS_DIR,
+    base_manifest,
+    now_iso,
+)
 
 from .models import PAPER_PARAMS_M, resolve
 from .trainer import TrainConfig, default_run_name, train
@@ -77,7 +86,7 @@ def write_table(rows: list[dict], csv_path: Path, md_path: Path) -> None:
     w = csv.DictWriter(buf, list(rows[0]))
     w.writeheader()
     w.writerows(rows)
-    atomic_write_bytes(csv_path, buf.getvalue().encode())
+    write_bytes(csv_path, buf.getvalue().encode())
     head = ["model", "bands", "params (M)", "paper (M)"] + [n for _, n in METRICS] + \
         ["s/epoch"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -86,12 +95,12 @@ def write_table(rows: list[dict], csv_path: Path, md_path: Path) -> None:
                  f"{r['paper_parameters_m']:.1f}" if r["paper_parameters_m"] else "-"]
         cells += [f"{r[k]:.4f}" for k, _ in METRICS] + [f"{r['seconds_per_epoch']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    atomic_write_bytes(md_path, ("\n".join(lines) + "\n").encode())
+    write_bytes(md_path, ("\n".join(lines) + "\n").encode())
 
 
 def bar_chart(rows: list[dict], path: Path) -> None:
     """Validation mIoU per model, one bar per band set (the shape of the paper's Fig. 4)."""
-    from gee_export.figures import new_figure, save_png
+    from gee_export.common.figures import new_figure, save_png
 
     models = list(dict.fromkeys(r["model"] for r in rows))
     bands = list(dict.fromkeys(r["bands"] for r in rows))

@@ -7,8 +7,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gee_export.contract import (BAND_NAMES, IMAGES_DIR, LABELS_DIR, GlacierError,
-                                 band_indices, read_manifest)
+from gee_export.common.bands import BAND_NAMES, band_indices
+from gee_export.common.errors import GlacierError
+from gee_export.common.layout import IMAGES_DIR, LABELS_DIR, read_manifest
 
 
 def dihedral(img: torch.Tensor, lbl: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

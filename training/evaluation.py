@@ -7,24 +7,33 @@ from pathlib import Path
 
 import numpy as np
 
-from gee_export.contract import REPORT_JSON, GlacierError, now_iso, read_manifest, write_json
+from gee_export.common.atomic import write_json
+from gee_export.common.errors import GlacierError
+from gee_export.common.layout import (
+    DEFAULT_REPORT,
+    GLACIERS_GPKG,
+    PREDICTION_MANIFEST,
+    PROBABILITY_TIF,
+    now_iso,
+    read_manifest,
+    report_files,
+)
 
 from .metrics import confusion, scores
-from .predict import GLACIERS_GPKG, PREDICT_MANIFEST, PROBABILITY_TIF
 
 BOUNDARY_PERCENTILE = 95
 
 
 def pixel_confusion(prob_src, reference_geoms, threshold: float) -> np.ndarray:
     """cm[true, predicted] over the prediction's valid pixels, block by block."""
-    from gee_export.contract import LABEL_IGNORE
-    from gee_export.outlines import OutlineRasterizer
+    from gee_export.common.bands import LABEL_IGNORE
+    from gee_export.common.outlines import OutlineRasterizer
 
     raster = OutlineRasterizer(reference_geoms, prob_src.transform)
     cm = np.zeros((2, 2), np.int64)
     for _, win in prob_src.block_windows(1):
         p = prob_src.read(1, window=win)
-        truth = raster.window(win.row_off, win.col_off, win.height, win.width).astype(np.uint8)
+        truth = raster.mask(win.row_off, win.col_off, win.height, win.width).astype(np.uint8)
         truth[~np.isfinite(p)] = LABEL_IGNORE
         cm += confusion((np.nan_to_num(p, nan=0.0) >= threshold).astype(np.uint8), truth)
     return cm
@@ -92,16 +101,16 @@ def evaluate_prediction(pred_dir: Path, reference: Path, min_area_km2: float = 0
     import rasterio
     from shapely.geometry import box
 
-    from gee_export.outlines import read_outlines
+    from gee_export.common.outlines import read_outlines
 
     pred_dir = Path(pred_dir)
-    m = read_manifest(pred_dir / PREDICT_MANIFEST, "prediction")
+    m = read_manifest(pred_dir / PREDICTION_MANIFEST, "prediction")
     if not m.get("complete"):
         raise GlacierError(f"{pred_dir}: the prediction is not complete; rerun `train predict`")
     threshold = m["parameters"]["config"]["threshold"]
     with rasterio.open(pred_dir / PROBABILITY_TIF) as src:
         crs, res = src.crs.to_string(), src.res[0]
-        ref = read_outlines(reference, crs, min_area_km2)  # reprojected whatever its CRS
+        ref = read_outlines(reference, crs).split_by_area(min_area_km2)[0].frame  # reprojected whatever its CRS
         footprint = box(*src.bounds)
         ref = ref[ref.intersects(footprint)]
         if ref.empty:
@@ -129,15 +138,15 @@ def evaluate_prediction(pred_dir: Path, reference: Path, min_area_km2: float = 0
             "predicted_to_reference": _summary(boundary_distances(pred_geoms, ref_geoms, res)),
             "reference_to_predicted": _summary(boundary_distances(ref_geoms, pred_geoms, res))},
     }
-    write_json(pred_dir / REPORT_JSON, report)
-    agreement_png(pred_dir / "agreement.png", pred_dir / PROBABILITY_TIF, ref_geoms, threshold,
-                  report)
+    report_json, figure = report_files(DEFAULT_REPORT)
+    write_json(pred_dir / report_json, report)
+    agreement_png(pred_dir / figure, pred_dir / PROBABILITY_TIF, ref_geoms, threshold, report)
     p = report["pixels"]
     echo(f"evaluation: OA {p['oa']:.4f}, mF1 {p['mf1']:.4f}, mIoU {p['miou']:.4f}, glacier "
          f"area {report['area']['predicted_km2']:.2f} km^2 predicted vs "
          f"{report['area']['reference_km2']:.2f} km^2 reference; boundary distance mean "
          f"{report['boundary_distance']['predicted_to_reference']['mean_m'] or 0:.1f} m "
-         f"({pred_dir / REPORT_JSON})")
+         f"({pred_dir / report_json})")
     return report
 
 
@@ -149,15 +158,15 @@ def agreement_png(path: Path, prob_tif: Path, ref_geoms, threshold: float, repor
     from matplotlib.patches import Patch
     from rasterio.enums import Resampling
 
-    from gee_export.figures import new_figure, save_png
-    from gee_export.outlines import OutlineRasterizer
+    from gee_export.common.figures import new_figure, save_png
+    from gee_export.common.outlines import OutlineRasterizer
 
     with rasterio.open(prob_tif) as src:
         f = max(1, int(np.ceil(max(src.width, src.height) / max_side)))
         h, w = src.height // f or 1, src.width // f or 1
         p = src.read(1, out_shape=(h, w), resampling=Resampling.nearest)
         t = src.transform * src.transform.scale(src.width / w, src.height / h)
-    truth = OutlineRasterizer(ref_geoms, t).window(0, 0, h, w)
+    truth = OutlineRasterizer(ref_geoms, t).mask(0, 0, h, w)
     pred = np.nan_to_num(p, nan=0.0) >= threshold
     cls = np.where(truth & pred, 1, np.where(pred, 2, np.where(truth, 3, 0))).astype(float)
     cls[~np.isfinite(p)] = np.nan

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from gee_export.contract import LABEL_IGNORE
+from gee_export.common.bands import LABEL_IGNORE
 
 DICE_EPS = 1.0  # smoothing of eq. 10's fractions; keeps the loss finite on empty tiles
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gee_export.contract import LABEL_IGNORE
+from gee_export.common.bands import LABEL_IGNORE
 
 CLASSES = ("background", "glacier")
 

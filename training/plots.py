@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gee_export.figures import new_figure, save_png
+from gee_export.common.figures import new_figure, save_png
 
 
 def plot_curves(metrics_csv: Path, out: Path):

@@ -14,14 +14,23 @@ from typing import Callable
 
 import numpy as np
 
-from gee_export.contract import (BAND_NAMES, OUTLINES_FILE, PREDICTION_MANIFEST,
-                                 PREDICTIONS_DIR, STACK_VRT, GlacierError, as_stored, base_manifest,
-                                 bounded_gdal_cache, file_sha256, now_iso, read_manifest,
-                                 tmp_path, write_json)
+from gee_export.common.atomic import as_stored, atomic_output, write_json
+from gee_export.common.bands import BAND_NAMES
+from gee_export.common.errors import GlacierError
+from gee_export.common.layout import (
+    GLACIERS_GPKG,
+    OUTLINES_FILE,
+    PREDICTION_MANIFEST,
+    PREDICTIONS_DIR,
+    PROBABILITY_TIF,
+    STACK_VRT,
+    base_manifest,
+    file_sha256,
+    now_iso,
+    read_manifest,
+)
+from gee_export.common.rasters import bounded_gdal_cache
 
-PREDICT_MANIFEST = PREDICTION_MANIFEST
-PROBABILITY_TIF = "probability.tif"
-GLACIERS_GPKG = "glaciers.gpkg"
 RAW_SUFFIX = ".raw.tif"  # uncompressed working copy, kept between runs for resume
 MIN_WEIGHT = 1e-3  # floor of the blending weight, so scene-edge pixels are never divided by 0
 
@@ -311,7 +320,7 @@ def _predict(checkpoint: Path, export_dir: Path, workspace: Path, cfg: PredictCo
     import rasterio
     from tqdm import tqdm
 
-    from gee_export.stack import check_stack
+    from gee_export.common.rasters import check_stack
     from training.data import NormStats
     from training.trainer import amp_dtype_for, resolve_device
 
@@ -349,7 +358,7 @@ def _predict(checkpoint: Path, export_dir: Path, workspace: Path, cfg: PredictCo
         file_sha256(checkpoint), "export": str(Path(export_dir).resolve()),
         "export_completed_at": export.get("completed_at"),
         "config": {**asdict(cfg), "window": window, "overlap": overlap}})
-    mf = out / PREDICT_MANIFEST
+    mf = out / PREDICTION_MANIFEST
     manifest = None
     if mf.is_file():
         old = read_manifest(mf, "prediction")
@@ -432,31 +441,30 @@ def _compress(raw: Path, dest: Path) -> None:
     from rasterio.enums import Resampling
     from rasterio.shutil import copy as rio_copy
 
-    tmp = tmp_path(dest)
-    rio_copy(raw, tmp, driver="GTiff", COMPRESS="DEFLATE", PREDICTOR=3, TILED="YES",
-             BLOCKXSIZE=256, BLOCKYSIZE=256, BIGTIFF="IF_SAFER")
-    with rasterio.open(tmp, "r+") as f:
-        f.set_band_description(1, "glacier_probability")
-        factors = [2 ** k for k in range(1, 6) if max(f.width, f.height) // 2 ** k >= 256]
-        if factors:
-            f.build_overviews(factors, Resampling.average)
-    tmp.replace(dest)
+    with atomic_output(dest) as tmp:
+        rio_copy(raw, tmp, driver="GTiff", COMPRESS="DEFLATE", PREDICTOR=3, TILED="YES",
+                 BLOCKXSIZE=256, BLOCKYSIZE=256, BIGTIFF="IF_SAFER")
+        with rasterio.open(tmp, "r+") as f:
+            f.set_band_description(1, "glacier_probability")
+            factors = [2 ** k for k in range(1, 6) if max(f.width, f.height) // 2 ** k >= 256]
+            if factors:
+                f.build_overviews(factors, Resampling.average)
 
 
 def _write_glaciers(path: Path, polys, means, crs) -> None:
     import geopandas as gpd
 
-    from gee_export.stack import write_gpkg_atomic
+    from gee_export.common.vectors import write_gpkg
 
     df = gpd.GeoDataFrame({"glacier_id": np.arange(1, len(polys) + 1, dtype=np.int64),
                            "area_km2": [p.area / 1e6 for p in polys],
                            "mean_probability": means}, geometry=list(polys), crs=crs)
-    write_gpkg_atomic(df, path, "glaciers")
+    write_gpkg(df, path, "glaciers")
 
 
 def reference_default(prediction_dir: Path) -> Path:
     """The outlines the predicted export recorded, for `train evaluate` without --reference."""
-    m = read_manifest(prediction_dir / PREDICT_MANIFEST, "prediction")
+    m = read_manifest(prediction_dir / PREDICTION_MANIFEST, "prediction")
     p = Path(m["export"]) / OUTLINES_FILE
     if not p.is_file():
         raise GlacierError(f"{prediction_dir}: its export recorded no outlines; give "

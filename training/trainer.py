@@ -11,9 +11,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gee_export.contract import (BEST_CKPT, LAST_CKPT, METRICS_CSV, RUN_CONFIG, RUNS_DIR,
-                                 TILES_MANIFEST, GlacierError, base_manifest, file_sha256,
-                                 now_iso, parse_bands, read_manifest, write_json)
+from gee_export.common.atomic import atomic_output, write_json
+from gee_export.common.bands import parse_bands
+from gee_export.common.errors import GlacierError
+from gee_export.common.layout import (
+    BEST_CKPT,
+    LAST_CKPT,
+    METRICS_CSV,
+    RUN_CONFIG,
+    RUNS_DIR,
+    TILES_MANIFEST,
+    base_manifest,
+    file_sha256,
+    now_iso,
+    read_manifest,
+)
 
 from .data import NormStats, TileDataset
 from .losses import dice_ce_loss
@@ -87,9 +99,8 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
 
 
 def _save_checkpoint(path: Path, obj: dict):
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def train(tile_dir: Path, workspace: Path, cfg: TrainConfig, run_name: str | None = None,

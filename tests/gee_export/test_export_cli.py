@@ -6,8 +6,8 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
-from gee_export.cli import prep
-from gee_export.contract import BAND_NAMES
+from gee_export.common.bands import BAND_NAMES
+from gee_export.common.cli import prep
 
 
 def test_demo_export_products(demo_export):

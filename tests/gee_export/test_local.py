@@ -1,10 +1,18 @@
 import numpy as np
 import pytest
 
+from gee_export.common.errors import GlacierError
 from gee_export.config import Normalization, RecipeConfig, denormalize, normalize
-from gee_export.contract import BAND_NAMES, GlacierError
-from gee_export.local import (OffsetHistogram, fuse_dem, indices, mask_invalid_pixels,
-                              mask_s1_noise, nan_median, normalized_difference, s2_clear)
+from gee_export.local import (
+    OffsetHistogram,
+    fuse_dem,
+    indices,
+    mask_invalid_pixels,
+    mask_s1_noise,
+    nan_median,
+    normalized_difference,
+    s2_clear,
+)
 
 CFG = RecipeConfig(2018)
 

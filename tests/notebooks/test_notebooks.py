@@ -3,11 +3,9 @@ needs an account) at least parses and only uses names the recipe module has."""
 from __future__ import annotations
 
 import ast
-import os
 from pathlib import Path
 
 import nbformat
-import pytest
 
 NB = Path(__file__).resolve().parents[2] / "notebooks"
 
@@ -29,7 +27,7 @@ def test_walkthrough_runs_headless(tmp_path, monkeypatch):
 
 
 def test_earth_engine_notebook_parses_and_uses_the_recipe():
-    from gee_export import ee_recipe
+    from gee_export.earthengine import recipe as ee_recipe
 
     nb = nbformat.read(NB / "earth_engine_recipe.ipynb", as_version=4)
     used = set()

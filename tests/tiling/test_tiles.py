@@ -6,8 +6,9 @@ import pytest
 import rasterio
 from shapely.geometry import box
 
-from gee_export.contract import BAND_NAMES, GlacierError
-from gee_export.grid import Cell, ExportGrid
+from gee_export.common.bands import BAND_NAMES
+from gee_export.common.errors import GlacierError
+from gee_export.common.grid import Cell, ExportGrid
 from gee_export.stack import ExportDir, write_cell_tif
 from tiling.split import GUARD, TRAIN, VAL, spatial_split
 from tiling.tiles import TileConfig, make_tiles, tile_windows

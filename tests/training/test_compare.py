@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
-from training.cli import train
+from gee_export.common.cli import train
 
 
 def test_compare_two_models_two_band_sets(demo_tiles, demo_export, cli):

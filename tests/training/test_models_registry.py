@@ -7,7 +7,7 @@ import io
 import pytest
 import torch
 
-from gee_export.contract import GlacierError
+from gee_export.common.errors import GlacierError
 from training.models import MODELS, build_model, count_parameters
 from training.models.swin_unet import SwinBlock
 

@@ -11,10 +11,19 @@ import rasterio
 from affine import Affine
 from shapely.geometry import Polygon, box
 
-from gee_export.contract import BAND_NAMES, GlacierError
+from gee_export.common.bands import BAND_NAMES
+from gee_export.common.errors import GlacierError
 from training.evaluation import boundary_distances, per_glacier_areas, pixel_confusion
-from training.predict import (PredictConfig, blend_weights, clean_polygons, normalization_warnings,
-                              polygonize_blocks, predict, stream_probability, window_starts)
+from training.predict import (
+    PredictConfig,
+    blend_weights,
+    clean_polygons,
+    normalization_warnings,
+    polygonize_blocks,
+    predict,
+    stream_probability,
+    window_starts,
+)
 
 CRS = "EPSG:32647"
 T = Affine(10, 0, 400_000, 0, -10, 4_300_000)
@@ -160,7 +169,7 @@ def test_normalization_warnings_name_the_bands():
 
 
 def test_predict_and_evaluate_on_the_demo(tiny_run, demo_export, cli, tmp_path):
-    from training.cli import train
+    from gee_export.common.cli import train
 
     ws, run = tiny_run
     _, exp = demo_export

@@ -5,8 +5,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from gee_export.contract import GlacierError
-from training.cli import train
+from gee_export.common.cli import train
+from gee_export.common.errors import GlacierError
 from training.trainer import TrainConfig, load_checkpoint
 from training.trainer import train as run_train
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from gee_export.contract import GlacierError
+from gee_export.common.errors import GlacierError
 
 from . import deeplab, lgt_unet, swin_unet, unet
 

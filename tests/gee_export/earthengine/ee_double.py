@@ -138,7 +138,7 @@ def write_batch_file(dest: Path, grid, cell, bands, transform=None) -> None:
     """A GeoTIFF like the one an Earth Engine batch task writes for a cell."""
     import rasterio
 
-    from gee_export.ee_recipe import cell_grid
+    from gee_export.earthengine.recipe import cell_grid
 
     arr = pixel_values(cell_grid(grid, cell), bands)
     data = np.stack([arr[b] for b in bands])

@@ -1,6 +1,6 @@
 """The export recipe as Earth Engine graphs: pure functions from parameters to ee objects.
 
-Nothing here talks to the network; `ee_runner` sends what these functions build. Every step
+Nothing here talks to the network; `earthengine.runner` sends what these functions build. Every step
 mirrors one of `local.py` (same thresholds from `RecipeConfig`, same band table), so the local
 path and its tests pin down what the graphs compute. Requires an initialized `ee` library.
 """
@@ -9,10 +9,17 @@ from __future__ import annotations
 import ee
 import numpy as np
 
-from .config import (CLOUD_SCORE_COLLECTION, GLIMS_COLLECTION, S1_COLLECTION, SRTM_ASSET,
-                     Normalization, RecipeConfig)
-from .contract import BAND_NAMES, S1_BANDS, S2_BANDS, GlacierError
-from .grid import Cell, ExportGrid
+from gee_export.common.bands import BAND_NAMES, S1_BANDS, S2_BANDS
+from gee_export.common.errors import GlacierError
+from gee_export.common.grid import Cell, ExportGrid
+from gee_export.config import (
+    CLOUD_SCORE_COLLECTION,
+    GLIMS_COLLECTION,
+    S1_COLLECTION,
+    SRTM_ASSET,
+    Normalization,
+    RecipeConfig,
+)
 
 # Value of masked pixels in what Earth Engine sends: 0 is a valid normalized value, and batch
 # exports need one numeric type. Turned back into NaN when a cell lands in stack/.

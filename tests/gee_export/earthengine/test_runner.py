@@ -16,11 +16,12 @@ from affine import Affine
 from ee_double import FakeEarthEngine, pixel_values, write_batch_file
 from shapely.geometry import box
 
+from gee_export.common.bands import BAND_NAMES
+from gee_export.common.errors import GlacierError
+from gee_export.common.grid import Cell, iter_cells, region_from_lonlat
 from gee_export.config import RecipeConfig
-from gee_export.contract import BAND_NAMES, GlacierError
-from gee_export.ee_recipe import EXPORT_BANDS, cell_grid
-from gee_export.ee_runner import CellFetcher, classify_error, run_ee_export
-from gee_export.grid import Cell, iter_cells, region_from_lonlat
+from gee_export.earthengine.recipe import EXPORT_BANDS, cell_grid
+from gee_export.earthengine.runner import CellFetcher, classify_error, run_ee_export
 from gee_export.stack import ExportDir
 
 REGION = region_from_lonlat("testreg", (99.00, 38.00, 99.05, 38.04))
@@ -222,7 +223,7 @@ def test_glims_outlines_when_the_user_has_none(tmp_path, ee_offline):
 
 
 def test_batch_to_gcs_status_restart_and_pull(tmp_path, ee_offline, outlines, cli):
-    from gee_export.ee_runner import pull_cells, refresh_status
+    from gee_export.earthengine.runner import pull_cells, refresh_status
 
     fake = make_fake()
     exp = _run(tmp_path, fake, outlines, target="gcs", bucket="my-bucket")
@@ -262,14 +263,14 @@ def test_batch_to_gcs_status_restart_and_pull(tmp_path, ee_offline, outlines, cl
     assert exp.manifest["complete"]
     np.testing.assert_allclose(_read_stack(exp), _expected(grid, cells), atol=1e-6)
     # prep status on a complete export needs no network.
-    from gee_export.cli import prep
+    from gee_export.common.cli import prep
 
     res = cli(prep, ["status", "--export", exp.path])
     assert "complete" in res.output and f"done       {n}" in res.output
 
 
 def test_pull_from_dir_rejects_a_file_on_another_grid(tmp_path, ee_offline, outlines, cli):
-    from gee_export.cli import prep
+    from gee_export.common.cli import prep
 
     fake = make_fake()
     exp = _run(tmp_path, fake, outlines, target="drive", folder="glaciers")

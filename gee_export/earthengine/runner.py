@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Normalization, RecipeConfig
-from .contract import (BAND_NAMES, OUTLINES_FILE, GlacierError, file_sha256, product_name)
-from .grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region
-from .stack import ExportDir, write_cell_tif
+from gee_export.common.bands import BAND_NAMES
+from gee_export.common.errors import GlacierError
+from gee_export.common.grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region
+from gee_export.common.layout import OUTLINES_FILE, file_sha256, product_name
+from gee_export.config import Normalization, RecipeConfig
+from gee_export.stack import ExportDir, write_cell_tif
 
 # computePixels refuses responses over 48 MB; some clients count a mask byte per pixel.
 REQUEST_LIMIT_BYTES = 48 * 1024 * 1024
@@ -147,7 +149,7 @@ class CellFetcher:
         """(bands, h, w) float32 and the number of requests the cell took."""
         if self.request_bytes(cell) > REQUEST_LIMIT_BYTES:
             return self._split(cell, "larger than the 48 MB request limit")
-        from .ee_recipe import cell_grid
+        from gee_export.earthengine.recipe import cell_grid
 
         rng = self.rng or random.Random()
         for attempt in range(self.max_retries + 1):
@@ -206,8 +208,8 @@ def land_cell(exp: ExportDir, cell: Cell, data: np.ndarray, glacier: np.ndarray 
     EE_NODATA becomes NaN (the stack's nodata); the QA bands give the share of glacier-outline
     observations the cloud mask removed in this cell.
     """
-    from .ee_recipe import EE_NODATA
-    from .local import mask_invalid_pixels
+    from gee_export.earthengine.recipe import EE_NODATA
+    from gee_export.local import mask_invalid_pixels
 
     n = len(BAND_NAMES)
     stack = data[:n].astype(np.float32, copy=True)
@@ -274,9 +276,9 @@ def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig, *,
                   force: bool = False, name: str | None = None, quiet: bool = False,
                   echo=print, fetcher_options: dict | None = None) -> ExportDir:
     """The Earth Engine recipe for one region and year; rerunning resumes."""
-    from . import ee_recipe as R
-    from .export import _copy_outlines, ensure_normalization, plan_cells
-    from .outlines import OutlineRasterizer, read_outlines
+    from gee_export.common.outlines import OutlineRasterizer, read_outlines
+    from gee_export.earthengine import recipe as R
+    from gee_export.export import _copy_outlines, ensure_normalization, plan_cells
 
     if target == "gcs" and not bucket:
         raise GlacierError("--to gcs needs --bucket NAME")
@@ -287,7 +289,8 @@ def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig, *,
 
     # Outlines: the user's file, else GLIMS from the catalogue (nearest source date per glacier).
     if outlines_path:
-        outlines = read_outlines(outlines_path, region.crs, cfg.min_outline_area_km2)
+        outlines = read_outlines(outlines_path, region.crs).split_by_area(
+            cfg.min_outline_area_km2)[0].frame
         outline_source = f"{Path(outlines_path).name} buffered by {cfg.outline_buffer_m:g} m"
     else:
         echo(f"no --outlines: fetching GLIMS ({R.GLIMS_COLLECTION}) over {region.name}")
@@ -376,7 +379,7 @@ def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig, *,
               if outlines is not None else None)
 
     def glacier(c: Cell):
-        return raster.window(c.row_off, c.col_off, c.height, c.width) if raster else None
+        return raster.mask(c.row_off, c.col_off, c.height, c.width) if raster else None
 
     if target == "download":
         _download_cells(exp, client, image, glacier, workers, quiet, fetcher_options or {})
@@ -402,7 +405,7 @@ def _download_cells(exp: ExportDir, client, image, glacier, workers: int, quiet:
     the manifest has one writer. Ctrl-C stops submitting; cells already landed stay done."""
     from tqdm import tqdm
 
-    from .ee_recipe import EXPORT_BANDS
+    from gee_export.earthengine.recipe import EXPORT_BANDS
 
     fetcher = CellFetcher(client, image, exp.grid, EXPORT_BANDS, **fetcher_options)
     pending = exp.pending()
@@ -456,7 +459,7 @@ def _download_dem_source(exp: ExportDir, client, dem_src, quiet: bool) -> None:
 
 def submit_tasks(exp: ExportDir, client, image, target: str, bucket, folder, echo) -> int:
     """Start one task per cell that has no live task; failed or cancelled ones are restarted."""
-    from .ee_recipe import export_task
+    from gee_export.earthengine.recipe import export_task
 
     prefix = f"glacier-exports/{exp.path.name}"
     started = 0
@@ -515,8 +518,8 @@ def pull_cells(exp: ExportDir, client=None, from_dir: Path | None = None,
     user put the files (Drive downloads). Each file is checked against its cell's grid."""
     import rasterio
 
-    from .ee_recipe import EXPORT_BANDS
-    from .outlines import OutlineRasterizer, read_outlines
+    from gee_export.common.outlines import OutlineRasterizer, read_outlines
+    from gee_export.earthengine.recipe import EXPORT_BANDS
 
     batch = exp.manifest.get("batch") or {}
     if from_dir is None and batch.get("target") != "gcs":
@@ -525,7 +528,7 @@ def pull_cells(exp: ExportDir, client=None, from_dir: Path | None = None,
     outl = exp.path / OUTLINES_FILE
     raster = None
     if outl.is_file():
-        raster = OutlineRasterizer(read_outlines(outl, exp.grid.crs).geometry.values,
+        raster = OutlineRasterizer(read_outlines(outl, exp.grid.crs).geometries,
                                    exp.grid.transform)
     pulled = 0
     with tempfile.TemporaryDirectory(dir=exp.path) as tmp:
@@ -545,7 +548,7 @@ def pull_cells(exp: ExportDir, client=None, from_dir: Path | None = None,
                     data = f.read().astype(np.float32)
             except rasterio.errors.RasterioIOError as e:
                 raise GlacierError(f"{src}: cannot be read as a GeoTIFF ({e})") from None
-            glacier = (raster.window(cell.row_off, cell.col_off, cell.height, cell.width)
+            glacier = (raster.mask(cell.row_off, cell.col_off, cell.height, cell.width)
                        if raster else None)
             land_cell(exp, cell, data, glacier, pulled_from=str(src) if from_dir else
                       f"gs://{batch['bucket']}/{batch['prefix']}/{cell.id}.tif")

@@ -1,4 +1,4 @@
-"""Export grids and regions: where the pixels of every year fall.
+"""Export grids and their cells: where the pixels of every year fall.
 
 A region fixes a CRS and a 10 m grid whose pixel edges lie on multiples of 10 m, so exports of
 different years (and the tiles cut from them) align pixel for pixel.
@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 from affine import Affine
 
-from .contract import GlacierError
+from .errors import InputError
 
 PIXEL_SIZE = 10.0  # metres; the Sentinel-2 10 m bands set the stack's resolution (paper 2.1)
 # 768 x 768 x 11 float32 plus a mask byte per pixel is 26.5 MB, about half of computePixels'
@@ -32,7 +31,7 @@ class ExportGrid:
     def __post_init__(self):
         for v, what in ((self.x0, "x0"), (self.y0, "y0")):
             if abs(v / self.res - round(v / self.res)) > 1e-9:
-                raise GlacierError(f"grid {what}={v} is not on a {self.res:g} m multiple")
+                raise InputError(f"grid {what}={v} is not on a {self.res:g} m multiple")
 
     @property
     def transform(self) -> Affine:
@@ -116,10 +115,6 @@ def utm_crs_for(lon: float, lat: float) -> str:
     return f"EPSG:{32600 + zone if lat >= 0 else 32700 + zone}"
 
 
-# --------------------------------------------------------------------------------------------
-# Regions
-
-
 @dataclass(frozen=True)
 class Region:
     name: str
@@ -144,61 +139,14 @@ def region_from_lonlat(name: str, bounds: tuple[float, float, float, float],
 
     w, s, e, n = bounds
     if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
-        raise GlacierError(f"region {name}: bounds {bounds} are not west<east, south<north in "
-                           "degrees")
+        raise InputError(f"region {name}: bounds {bounds} are not west<east, south<north in "
+                         "degrees")
     crs = crs or utm_crs_for((w + e) / 2, (s + n) / 2)
     try:
         CRS.from_user_input(crs)
     except CRSError:
-        raise GlacierError(f"--crs {crs!r} is not a CRS pyproj knows") from None
+        raise InputError(f"--crs {crs!r} is not a CRS pyproj knows") from None
     t = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     proj = t.transform_bounds(w, s, e, n, densify_pts=51)
     return Region(name, crs, tuple(bounds), ExportGrid.covering(crs, proj), False, description,
                   geometry_wkt)
-
-
-# The paper's study area (section 2.1): the Qilian Mountains, 37.3-39.7 N, 93.4-102.8 E.
-QILIAN = region_from_lonlat("qilian", (93.4, 37.3, 102.8, 39.7), "EPSG:32647",
-                            "Qilian Mountains, the study area of Peng et al. 2023")
-
-
-def builtin_regions() -> dict[str, Region]:
-    from .demo import DEMO_REGION
-
-    return {"qilian": QILIAN, "demo": DEMO_REGION}
-
-
-def region_from_file(path: Path, crs: str | None = None) -> Region:
-    import geopandas as gpd
-
-    path = Path(path)
-    if not path.is_file():
-        raise GlacierError(f"--region-file {path}: no such file")
-    try:
-        df = gpd.read_file(path)
-    except Exception as e:  # pyogrio raises several types for unreadable files
-        raise GlacierError(f"--region-file {path}: cannot be read ({e})") from None
-    df = df[df.geometry.notna() & df.geom_type.isin(["Polygon", "MultiPolygon"])]
-    if df.empty:
-        raise GlacierError(f"--region-file {path}: holds no polygon")
-    if df.crs is None:
-        raise GlacierError(f"--region-file {path}: has no CRS")
-    geom = df.to_crs("EPSG:4326").geometry.union_all()
-    return region_from_lonlat(path.stem, tuple(geom.bounds), crs, f"from {path.name}", geom.wkt)
-
-
-def resolve_region(name: str | None, bbox: tuple[float, ...] | None = None,
-                   region_file: Path | None = None, crs: str | None = None) -> Region:
-    if region_file is not None:
-        return region_from_file(region_file, crs)
-    if bbox is not None:
-        return region_from_lonlat(name or "bbox", tuple(bbox), crs, "from --bbox")
-    regions = builtin_regions()
-    if name not in regions:
-        raise GlacierError(f"unknown region {name!r}; known: {', '.join(sorted(regions))} "
-                           "(or give --bbox W S E N or --region-file)")
-    r = regions[name]
-    if crs and crs != r.crs:
-        raise GlacierError(f"region {name} has the fixed CRS {r.crs}; its grid cannot change, "
-                           "or years would not align")
-    return r

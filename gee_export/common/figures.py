@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .atomic import atomic_output
+
 
 def new_figure(nrows: int = 1, ncols: int = 1, **kw):
     """A standalone Figure and its axes (fig, ax or array of axes), any backend."""
@@ -14,10 +16,6 @@ def new_figure(nrows: int = 1, ncols: int = 1, **kw):
 
 
 def save_png(fig, path: Path, dpi: int = 100) -> None:
-    """Write the figure under a temporary name, then rename it."""
-    from .contract import tmp_path
-
-    path = Path(path)
-    tmp = tmp_path(path)
-    fig.savefig(tmp, dpi=dpi, format="png")
-    tmp.replace(path)
+    """Write the figure atomically."""
+    with atomic_output(Path(path)) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")

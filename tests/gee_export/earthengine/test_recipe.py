@@ -7,10 +7,12 @@ import pytest
 from ee_double import calls, graph
 from shapely.geometry import box
 
-from gee_export import ee_recipe as R
+from gee_export.common.bands import BAND_NAMES
+from gee_export.common.errors import GlacierError
+from gee_export.common.grid import iter_cells
 from gee_export.config import Normalization, RecipeConfig
-from gee_export.contract import BAND_NAMES, GlacierError
-from gee_export.grid import QILIAN, iter_cells
+from gee_export.earthengine import recipe as R
+from gee_export.regions import QILIAN
 
 
 @pytest.fixture

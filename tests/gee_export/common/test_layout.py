@@ -2,8 +2,10 @@ import json
 
 import pytest
 
-from gee_export import contract as c
-from gee_export.contract import GlacierError
+from gee_export.common import bands as c
+from gee_export.common import layout as L
+from gee_export.common.atomic import write_json
+from gee_export.common.errors import GlacierError
 
 
 def test_band_table_order_and_groups():
@@ -35,53 +37,53 @@ def test_paper_band_sets_are_valid():
 
 
 def test_workspace_resolution(tmp_path, monkeypatch):
-    monkeypatch.delenv(c.WORKSPACE_ENV, raising=False)
-    assert c.resolve_workspace(None).name == "workspace"
-    monkeypatch.setenv(c.WORKSPACE_ENV, str(tmp_path / "env"))
-    assert c.resolve_workspace(None) == tmp_path / "env"
-    assert c.resolve_workspace(tmp_path / "opt") == tmp_path / "opt"  # option beats env
+    monkeypatch.delenv(L.WORKSPACE_ENV, raising=False)
+    assert L.resolve_workspace(None).name == "workspace"
+    monkeypatch.setenv(L.WORKSPACE_ENV, str(tmp_path / "env"))
+    assert L.resolve_workspace(None) == tmp_path / "env"
+    assert L.resolve_workspace(tmp_path / "opt") == tmp_path / "opt"  # option beats env
     f = tmp_path / "file"
     f.write_text("x")
     with pytest.raises(GlacierError, match="is a file"):
-        c.resolve_workspace(f)
+        L.resolve_workspace(f)
 
 
-def _manifest(d, kind, complete, when, version=c.FORMAT_VERSION):
+def _manifest(d, kind, complete, when, version=L.FORMAT_VERSION):
     d.mkdir(parents=True)
-    m = {**c.base_manifest(kind), "complete": complete, "completed_at": when,
+    m = {**L.base_manifest(kind), "complete": complete, "completed_at": when,
          "format_version": version}
-    (d / c.MANIFEST_OF[kind]).write_text(json.dumps(m))
+    (d / L.MANIFEST_OF[kind]).write_text(json.dumps(m))
 
 
 def test_newest_complete_skips_incomplete(tmp_path):
-    ex = tmp_path / c.EXPORTS_DIR
+    ex = tmp_path / L.EXPORTS_DIR
     _manifest(ex / "a-2018", "export", True, "2026-01-01T00:00:00")
     _manifest(ex / "b-2019", "export", True, "2026-02-01T00:00:00")
     _manifest(ex / "c-2020", "export", False, "")
-    assert c.newest_complete(tmp_path, "export").name == "b-2019"
+    assert L.newest_complete(tmp_path, "export").name == "b-2019"
 
 
 def test_newest_complete_names_the_maker(tmp_path):
     with pytest.raises(GlacierError, match="prep tile"):
-        c.newest_complete(tmp_path, "tiles")
+        L.newest_complete(tmp_path, "tiles")
 
 
 def test_read_manifest_rejects_future_and_foreign(tmp_path):
-    _manifest(tmp_path / "x", "export", True, "t", version=c.FORMAT_VERSION + 1)
+    _manifest(tmp_path / "x", "export", True, "t", version=L.FORMAT_VERSION + 1)
     with pytest.raises(GlacierError, match="newer than this toolkit"):
-        c.read_manifest(tmp_path / "x", "export")
+        L.read_manifest(tmp_path / "x", "export")
     (tmp_path / "y").mkdir()
-    (tmp_path / "y" / c.EXPORT_MANIFEST).write_text('{"hello": 1}')
+    (tmp_path / "y" / L.EXPORT_MANIFEST).write_text('{"hello": 1}')
     with pytest.raises(GlacierError, match="not a manifest"):
-        c.read_manifest(tmp_path / "y", "export")
+        L.read_manifest(tmp_path / "y", "export")
     _manifest(tmp_path / "z", "tiles", True, "t")
-    (tmp_path / "z" / c.EXPORT_MANIFEST).write_text((tmp_path / "z" / c.TILES_MANIFEST).read_text())
+    (tmp_path / "z" / L.EXPORT_MANIFEST).write_text((tmp_path / "z" / L.TILES_MANIFEST).read_text())
     with pytest.raises(GlacierError, match="'tiles' manifest where a 'export'"):
-        c.read_manifest(tmp_path / "z", "export")
+        L.read_manifest(tmp_path / "z", "export")
 
 
 def test_atomic_write_leaves_no_partial(tmp_path):
     p = tmp_path / "m.json"
-    c.write_json(p, {"a": 1})
+    write_json(p, {"a": 1})
     assert json.loads(p.read_text()) == {"a": 1}
     assert [f.name for f in tmp_path.iterdir()] == ["m.json"]

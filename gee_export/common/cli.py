@@ -1,0 +1,156 @@
+"""CLI plumbing shared by every command, and the one registry that wires the commands into
+`prep` and `train`.
+
+Commands are registered by import path and loaded on first use, so the packages never import
+each other to register a command (no cycles) and `prep --help` does not import torch.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import GlacierError
+
+DEBUG_ENV = "GLACIER_DEBUG"  # set to 1 to see full tracebacks of unexpected errors
+
+COMMANDS: dict[str, dict[str, str]] = {
+    "prep": {"export": "gee_export.cli:export", "status": "gee_export.cli:status",
+             "pull": "gee_export.cli:pull", "tile": "tiling.cli:tile"},
+    "train": {"run": "training.cli:run", "predict": "training.cli:predict",
+              "evaluate": "training.cli:evaluate", "change": "training.cli:change",
+              "compare": "training.cli:compare", "models": "training.cli:models"},
+}
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported from 'module:attribute' strings when used."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+def _version() -> str:
+    from .layout import package_version
+
+    return package_version()
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS["prep"], context_settings=CONTEXT)
+@click.version_option(_version(), prog_name="prep", message="%(prog)s (glacier-mapping) "
+                      "%(version)s")
+def prep():
+    """Prepare data: export the 11-band stack, cut labelled tiles, watch export tasks."""
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS["train"], context_settings=CONTEXT)
+@click.version_option(_version(), prog_name="train", message="%(prog)s (glacier-mapping) "
+                      "%(version)s")
+def train():
+    """Train and apply glacier segmentation models; measure glacier change."""
+
+
+# -- one line per failure ---------------------------------------------------------------------
+
+def failure_line(exc: BaseException) -> str:
+    """What a user sees for an error: one line naming the culprit, never a traceback."""
+    if isinstance(exc, GlacierError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        from .atomic import write_error
+
+        if exc.filename and getattr(exc, "errno", None) in (28, 30, 13, 1, 122):
+            return str(write_error(Path(exc.filename), exc))
+        if exc.filename:
+            return f"{exc.filename}: {exc.strerror or exc}"
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"unexpected {type(exc).__name__}: {first} (set {DEBUG_ENV}=1 for the traceback)"
+
+
+def user_errors(fn):
+    """Turn any failure into one 'Error: ...' line and exit status 1; Ctrl-C into 130."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted; finished work is kept, rerun the same command to resume",
+                       err=True)
+            sys.exit(130)
+        except Exception as e:  # every failure reaches the user as one line
+            if os.environ.get(DEBUG_ENV) and not isinstance(e, GlacierError):
+                raise
+            raise click.ClickException(failure_line(e)) from None
+    return wrapper
+
+
+# -- options and value types shared by several commands ----------------------------------------
+
+quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
+force_option = click.option("--force", is_flag=True,
+                            help="Replace a product made with other parameters.")
+wait_option = click.option("--wait", is_flag=True, help="If another process is writing the "
+                           "same output, wait for it instead of stopping.")
+workspace_option = click.option(
+    "--workspace", type=click.Path(path_type=Path), default=None,
+    help="Workspace directory holding exports/, tiles/, runs/, predictions/. "
+         "[default: $GLACIER_WORKSPACE, else ./workspace]")
+
+
+class AutoInt(click.ParamType):
+    """'auto' or an integer of at least `minimum` (the command decides what auto means)."""
+    name = "auto|integer"
+
+    def __init__(self, minimum: int = 0):
+        self.minimum = minimum
+
+    def convert(self, value, param, ctx):
+        if value is None or value == "auto" or isinstance(value, int):
+            if isinstance(value, int) and value < self.minimum:
+                self.fail(f"{value} is below the minimum {self.minimum}", param, ctx)
+            return value
+        try:
+            n = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither 'auto' nor an integer", param, ctx)
+        if n < self.minimum:
+            self.fail(f"{n} is below the minimum {self.minimum}", param, ctx)
+        return n
+
+
+class Device(click.ParamType):
+    """auto, cpu, cuda or cuda:N."""
+    name = "auto|cpu|cuda|cuda:N"
+
+    def convert(self, value, param, ctx):
+        if re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(value)):
+            return str(value)
+        self.fail(f"{value!r}: use auto, cpu, cuda or cuda:N", param, ctx)
+
+
+def multiple_of(n: int):
+    """A click callback refusing values that are not multiples of n (None passes)."""
+    def check(ctx, param, value):
+        if value is not None and value % n:
+            raise click.BadParameter(f"{value} is not a multiple of {n}")
+        return value
+    return check

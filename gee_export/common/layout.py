@@ -1,0 +1,213 @@
+"""The workspace on disk: where each stage writes, what its files are called, and the small
+versioned manifest beside every product. This module is the one place that spells out file
+names; the stages import them from here.
+
+Paths inside a manifest are stored relative to the manifest's own directory when they lie in
+the workspace, so a workspace can be moved or copied and every rerun is still a no-op; inputs
+outside the workspace (a user's outline file) are stored as absolute paths and identified by
+their checksum.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_json
+from .errors import InputError, InputNotFoundError, StateError
+
+FORMAT_VERSION = 1
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("glacier-mapping")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+# -- the workspace ------------------------------------------------------------------------------
+
+WORKSPACE_ENV = "GLACIER_WORKSPACE"
+DEFAULT_WORKSPACE = "workspace"
+EXPORTS_DIR, TILES_DIR, RUNS_DIR, PREDICTIONS_DIR, SOURCES_DIR = (
+    "exports", "tiles", "runs", "predictions", "sources")
+COMPARISONS_DIR = "comparisons"
+
+# -- file names, by stage -------------------------------------------------------------------------
+
+# sources (the demo generator)
+SOURCES_MANIFEST = "sources.json"
+# prep export
+EXPORT_MANIFEST = "export.json"
+STACK_DIR = "stack"
+STACK_VRT = "stack.vrt"
+OUTLINES_FILE = "outlines.gpkg"
+DEM_SOURCE_DIR = "dem_source"
+# prep tile
+TILES_MANIFEST = "manifest.json"
+TILE_INDEX = "index.gpkg"
+IMAGES_DIR, LABELS_DIR = "images", "labels"
+OVERVIEW_PNG = "overview.png"
+# train run
+RUN_CONFIG = "config.json"
+METRICS_CSV = "metrics.csv"
+BEST_CKPT, LAST_CKPT = "best.pt", "last.pt"
+CURVES_PNG, SAMPLES_PNG = "curves.png", "samples.png"
+# train predict / evaluate
+PREDICTION_MANIFEST = "prediction.json"
+PROBABILITY_TIF = "probability.tif"
+GLACIERS_GPKG = "glaciers.gpkg"
+DEFAULT_REPORT = "report"  # train evaluate --name
+# train compare / change
+COMPARISON_FILES = ("comparison.json", "comparison.csv", "comparison.md", "comparison.png")
+CHANGE_FILES = ("change.json", "change.csv", "change.gpkg", "change.png")
+
+
+def tif_name(item_id: str) -> str:
+    """The file of one export cell or one tile: `<id>.tif`."""
+    return f"{item_id}.tif"
+
+
+def report_files(name: str) -> tuple[str, str]:
+    """train evaluate's report and figure for a report name (default `report`)."""
+    return f"{name}.json", ("agreement.png" if name == DEFAULT_REPORT else f"{name}.png")
+
+
+MANIFEST_OF = {"export": EXPORT_MANIFEST, "tiles": TILES_MANIFEST, "run": RUN_CONFIG,
+               "prediction": PREDICTION_MANIFEST, "sources": SOURCES_MANIFEST}
+PARENT_OF = {"export": EXPORTS_DIR, "tiles": TILES_DIR, "run": RUNS_DIR}
+# Which command makes which product, for errors that say what to run first.
+MAKER = {
+    "export": "prep export --region REGION --year YEAR",
+    "tiles": "prep tile",
+    "run": "train run",
+    "sources": "prep export --region demo (generates them)",
+    "prediction": "train predict --checkpoint RUN/best.pt",
+}
+
+
+def product_name(region: str, year: int) -> str:
+    return f"{region}-{year}"
+
+
+def resolve_workspace(path: str | os.PathLike | None = None) -> Path:
+    """The workspace from the option, else $GLACIER_WORKSPACE, else ./workspace."""
+    raw = path if path is not None else os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE
+    ws = Path(raw).expanduser()
+    if ws.exists() and not ws.is_dir():
+        raise InputError(f"workspace {ws} is a file, not a directory")
+    return ws
+
+
+# -- paths inside manifests -----------------------------------------------------------------------
+
+def stored_path(path: Path, manifest_dir: Path, workspace: Path) -> str:
+    """How a manifest in `manifest_dir` records `path`: relative to that directory when the
+    path lies in the workspace (so the workspace can move), absolute otherwise."""
+    path, ws = Path(path).resolve(), Path(workspace).resolve()
+    if path == ws or ws in path.parents:
+        return Path(os.path.relpath(path, Path(manifest_dir).resolve())).as_posix()
+    return str(path)
+
+
+def resolved_path(stored: str, manifest_dir: Path) -> Path:
+    """The path a manifest in `manifest_dir` recorded with `stored_path`."""
+    p = Path(stored)
+    return p if p.is_absolute() else Path(os.path.normpath(Path(manifest_dir) / p))
+
+
+def workspace_of(product_dir: Path, kind: str) -> Path:
+    """The workspace a product directory belongs to (predictions sit one level deeper)."""
+    depth = {"prediction": 3, "sources": 2}.get(kind, 2)
+    return Path(product_dir).resolve().parents[depth - 1]
+
+
+# -- manifests ----------------------------------------------------------------------------------
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def base_manifest(kind: str, **fields: Any) -> dict:
+    return {"format_version": FORMAT_VERSION, "kind": kind,
+            "package_version": package_version(), "created_at": now_iso(), "complete": False,
+            **fields}
+
+
+def read_manifest(path: Path, kind: str) -> dict:
+    """A manifest of the given kind (or the directory holding it), checked for version and
+    kind; one clear line otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_OF[kind]
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: no {kind} manifest here; it is made by "
+                                 f"`{MAKER[kind]}`")
+    try:
+        m = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not a valid JSON manifest ({e})") from None
+    if not isinstance(m, dict) or "format_version" not in m:
+        raise InputError(f"{path}: not a manifest of this toolkit (no format_version)")
+    v = m["format_version"]
+    if not isinstance(v, int) or v > FORMAT_VERSION:
+        raise InputError(f"{path}: format_version {v!r} is newer than this toolkit reads "
+                         f"({FORMAT_VERSION}); upgrade glacier-mapping")
+    if m.get("kind") != kind:
+        raise InputError(f"{path}: a {m.get('kind')!r} manifest where a {kind!r} one was "
+                         "expected")
+    return m
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    manifest["updated_at"] = now_iso()
+    write_json(path, manifest)
+
+
+def require_complete(path: Path, kind: str, what: str) -> dict:
+    """The manifest of an upstream product that must be complete before this stage runs."""
+    m = read_manifest(path, kind)
+    if not m.get("complete"):
+        raise StateError(f"{path}: the {kind} is not complete; {what}")
+    return m
+
+
+def newest_complete(workspace: Path, kind: str) -> Path:
+    """The directory of the newest complete product of a kind, or a clear error naming its
+    maker."""
+    parent = Path(workspace) / PARENT_OF[kind]
+    found = []
+    if parent.is_dir():
+        for d in parent.iterdir():
+            mf = d / MANIFEST_OF[kind]
+            if not mf.is_file():
+                continue
+            try:
+                m = json.loads(mf.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+                continue
+            if isinstance(m, dict) and m.get("complete") and m.get("kind") == kind:
+                found.append((m.get("completed_at", ""), mf.stat().st_mtime, d))
+    if not found:
+        raise InputNotFoundError(f"no complete {kind} in {parent}; make one first with "
+                                 f"`{MAKER[kind]}`")
+    return max(found)[2]
+
+
+def file_sha256(path: Path, limit: int | None = None) -> str:
+    """Checksum of a file (or of its first `limit` bytes, for very large inputs)."""
+    h = hashlib.sha256()
+    read = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            read += len(chunk)
+            if limit is not None and read >= limit:
+                break
+    return h.hexdigest()

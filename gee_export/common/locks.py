@@ -1,0 +1,68 @@
+"""One writer per output directory.
+
+A second command on the same output stops at once, naming the process that holds it (or waits
+with --wait); commands on different outputs run side by side. The lock is an flock on a hidden
+file beside the directory: the kernel releases it when its holder exits, however it exits, so
+a lock left by a killed process is simply taken over.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .atomic import make_dirs, write_error
+from .errors import BusyError
+
+
+def lock_path(directory: Path) -> Path:
+    directory = Path(directory)
+    return directory.parent / f".{directory.name}.lock"
+
+
+def _holder(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        info = json.loads(os.read(fd, 4096).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "another process"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("since", 0)))
+    return (f"process {info.get('pid')} on {info.get('host')} "
+            f"(`{info.get('command', '?')}`, since {since})")
+
+
+@contextmanager
+def output_lock(directory: Path, wait: bool = False,
+                echo: Callable[[str], None] = print) -> Iterator[None]:
+    """Hold the lock on `directory` for the block; BusyError if another process holds it."""
+    path = lock_path(directory)
+    make_dirs(path.parent)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise write_error(path, e) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            if not wait:
+                raise BusyError(f"{directory} is being written by {holder}; let it finish, "
+                                "or rerun with --wait") from None
+            echo(f"waiting for {holder} to finish with {directory}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])[:200]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (removing it would race a waiter)

@@ -1,0 +1,52 @@
+"""The regions `prep export` knows by name, and regions from a box or a polygon file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from gee_export.common.errors import InputError, InputNotFoundError
+from gee_export.common.grid import Region, region_from_lonlat
+from gee_export.demo import DEMO_REGION
+
+# The paper's study area (section 2.1): the Qilian Mountains, 37.3-39.7 N, 93.4-102.8 E.
+QILIAN = region_from_lonlat("qilian", (93.4, 37.3, 102.8, 39.7), "EPSG:32647",
+                            "Qilian Mountains, the study area of Peng et al. 2023")
+
+
+def builtin_regions() -> dict[str, Region]:
+    return {"qilian": QILIAN, "demo": DEMO_REGION}
+
+
+def region_from_file(path: Path, crs: str | None = None) -> Region:
+    import geopandas as gpd
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"--region-file {path}: no such file")
+    try:
+        df = gpd.read_file(path)
+    except Exception as e:  # pyogrio raises several types for unreadable files
+        raise InputError(f"--region-file {path}: cannot be read ({e})") from None
+    df = df[df.geometry.notna() & df.geom_type.isin(["Polygon", "MultiPolygon"])]
+    if df.empty:
+        raise InputError(f"--region-file {path}: holds no polygon")
+    if df.crs is None:
+        raise InputError(f"--region-file {path}: has no CRS")
+    geom = df.to_crs("EPSG:4326").geometry.union_all()
+    return region_from_lonlat(path.stem, tuple(geom.bounds), crs, f"from {path.name}", geom.wkt)
+
+
+def resolve_region(name: str | None, bbox: tuple[float, ...] | None = None,
+                   region_file: Path | None = None, crs: str | None = None) -> Region:
+    if region_file is not None:
+        return region_from_file(region_file, crs)
+    if bbox is not None:
+        return region_from_lonlat(name or "bbox", tuple(bbox), crs, "from --bbox")
+    regions = builtin_regions()
+    if name not in regions:
+        raise InputError(f"unknown region {name!r}; known: {', '.join(sorted(regions))} "
+                         "(or give --bbox W S E N or --region-file)")
+    r = regions[name]
+    if crs and crs != r.crs:
+        raise InputError(f"region {name} has the fixed CRS {r.crs}; its grid cannot change, "
+                         "or years would not align")
+    return r
