@@ -6,48 +6,68 @@ from pathlib import Path
 
 import click
 
-from gee_export.common.cli import CONTEXT, quiet_option, user_errors, workspace_option
-from gee_export.common.errors import GlacierError
+from gee_export.common.cli import (
+    CONTEXT,
+    AutoInt,
+    force_option,
+    multiple_of,
+    quiet_option,
+    user_errors,
+    wait_option,
+    workspace_option,
+)
+from gee_export.common.errors import InputError, InputNotFoundError
 from gee_export.common.layout import resolve_workspace
+from gee_export.config import FIRST_YEAR, ORBITS
+
+
+def _this_year() -> int:
+    from datetime import date
+
+    return date.today().year
 
 
 @click.command(context_settings=CONTEXT)
 @click.option("--region", default=None,
               help="Built-in region: qilian (the paper's study area) or demo (synthetic, "
                    "no Earth Engine needed). Not needed with --bbox or --region-file.")
-@click.option("--year", type=int, required=True, help="Year of the summer to composite (>= 2017).")
+@click.option("--year", type=click.IntRange(FIRST_YEAR, _this_year()), required=True,
+              help="Year of the summer to composite.")
 @click.option("--bbox", type=float, nargs=4, default=None, metavar="W S E N",
               help="Any other region as a lon/lat box in degrees.")
-@click.option("--region-file", type=click.Path(path_type=Path), default=None,
+@click.option("--region-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Any other region as a polygon file (GeoJSON, GeoPackage).")
 @click.option("--crs", default=None, help="Grid CRS for --bbox/--region-file. "
               "[default: the UTM zone of the region's centre]")
 @click.option("--name", default=None, help="Export directory name. [default: REGION-YEAR]")
-@click.option("--outlines", type=click.Path(path_type=Path), default=None,
+@click.option("--outlines", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Glacier outlines that choose the cells to export and serve the DEM offset "
                    "and tiling. [default: outlines.gpkg of the source dir; on Earth Engine "
                    "GLIMS (GLIMS/current)]")
-@click.option("--buffer", "buffer_m", type=float, default=1000.0,
+@click.option("--buffer", "buffer_m", type=click.FloatRange(min=0), default=1000.0,
               help="Margin around outlines within which cells are exported, in metres.")
-@click.option("--cell-size", type=int, default=768,
+@click.option("--cell-size", type=click.IntRange(64, 4096), default=768,
               help="Cell side in pixels; one request/task/file per cell (768 px x 11 float32 "
                    "bands is 26 MB, half the 48 MB computePixels limit).")
-@click.option("--source-dir", type=click.Path(path_type=Path), default=None,
+@click.option("--source-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Run the recipe locally on rasters in this directory instead of Earth "
                    "Engine (see README, 'Local sources').")
+@click.option("--cloud-mask", type=click.Choice(["auto", "cloudscore", "scl"]), default="auto",
+              help="Local sources: Cloud Score+ (CS_<date>*.tif, as on Earth Engine) or SCL; "
+                   "auto uses Cloud Score+ when every scene has it.")
 @click.option("--s1-window", nargs=2, default=None, metavar="MM-DD MM-DD",
               help="Sentinel-1 date window (end exclusive). [default: July; mid-June to "
                    "mid-August from 2022, after Sentinel-1B failed]")
 @click.option("--s2-window", nargs=2, default=("07-01", "10-01"), metavar="MM-DD MM-DD",
               help="Sentinel-2 date window, end exclusive (paper: July-September).")
-@click.option("--orbit", type=click.Choice(["both", "ascending", "descending"]), default="both",
+@click.option("--orbit", type=click.Choice(ORBITS), default="both",
               help="Sentinel-1 orbit direction(s).")
-@click.option("--max-scene-cloud", type=float, default=5.0,
+@click.option("--max-scene-cloud", type=click.FloatRange(0, 100), default=5.0,
               help="Scene-level cloud limit for Sentinel-2, in percent (paper: 5).")
-@click.option("--cloud-score-threshold", type=float, default=0.5,
-              help="Cloud Score+ threshold (0-1); lower keeps more pixels (Earth Engine only).")
+@click.option("--cloud-score-threshold", type=click.FloatRange(0, 1), default=0.5,
+              help="Cloud Score+ threshold; lower keeps more pixels.")
 @click.option("--cloud-score-band", type=click.Choice(["cs_cdf", "cs"]), default="cs_cdf",
-              help="Cloud Score+ band (Earth Engine only).")
+              help="Cloud Score+ band.")
 @click.option("--s2-level", type=click.Choice(["l2a", "l1c"]), default="l2a",
               help="Sentinel-2 processing level; l1c only where L2A is missing (2017-2018).")
 @click.option("--norm", "norm_mode", type=click.Choice(["fixed", "percentile"]), default="fixed",
@@ -65,36 +85,37 @@ from gee_export.common.layout import resolve_workspace
 @click.option("--folder", default=None, help="Drive folder for --to drive.")
 @click.option("--project", default=None, help="Google Cloud project for Earth Engine. "
               "[default: $EE_PROJECT]")
-@click.option("--workers", type=int, default=8,
-              help="Earth Engine requests in flight (default quota allows about 40).")
+@click.option("--workers", type=AutoInt(1), default="auto",
+              help="Local sources: processes (auto: the CPUs, up to 8). Earth Engine: "
+                   "requests in flight (auto: 8; the default quota allows about 40).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (cells, pixels, bytes, area) and "
                                               "stop; needs no network or credentials.")
-@click.option("--force", is_flag=True, help="Replace an export made with other parameters.")
-@click.option("--demo-size", type=int, default=2048,
+@click.option("--demo-size", type=click.IntRange(512, 16384), default=2048,
+              callback=multiple_of(256),
               help="Side of the synthetic demo scene in pixels (region demo only).")
+@force_option
+@wait_option
 @quiet_option
 @workspace_option
 @user_errors
 def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_size, source_dir,
-           s1_window, s2_window, orbit, max_scene_cloud, cloud_score_threshold, cloud_score_band,
-           s2_level, norm_mode, norm_from, hma_asset, dem_source_map, target, bucket, folder,
-           project, workers, dry_run, force, demo_size, quiet, workspace):
-    """Export the 11-band 10 m stack of a region and year (DESIGN.md section 1-3)."""
-    from gee_export.common.outlines import read_outlines
+           cloud_mask, s1_window, s2_window, orbit, max_scene_cloud, cloud_score_threshold,
+           cloud_score_band, s2_level, norm_mode, norm_from, hma_asset, dem_source_map, target,
+           bucket, folder, project, workers, dry_run, demo_size, force, wait, quiet, workspace):
+    """Export the 11-band 10 m stack of a region and year: on Earth Engine, or with
+    --source-dir on local rasters (--region demo generates synthetic ones)."""
     from gee_export.config import RecipeConfig
-    from gee_export.export import demo_source_dir, load_norm_from, plan_cells, run_local_export
+    from gee_export.export import load_norm_from
     from gee_export.regions import resolve_region
 
     ws = resolve_workspace(workspace)
     if region is None and bbox is None and region_file is None:
-        raise GlacierError("give --region NAME, --bbox W S E N or --region-file FILE")
+        raise InputError("give --region NAME, --bbox W S E N or --region-file FILE")
     reg = resolve_region(region, bbox, region_file, crs)
     if reg.synthetic and demo_size != reg.grid.width:
         from gee_export.demo import demo_region
 
         reg = demo_region(demo_size)
-    if cell_size < 64:
-        raise GlacierError(f"--cell-size {cell_size}: use at least 64 pixels")
     cfg = RecipeConfig(year=year, s1_window=tuple(s1_window) if s1_window else None,
                        s2_window=tuple(s2_window), s1_orbit=orbit,
                        s2_max_scene_cloud=max_scene_cloud,
@@ -102,35 +123,90 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
                        cloud_score_band=cloud_score_band, s2_level=s2_level,
                        norm_mode=norm_mode, outline_buffer_m=buffer_m)
     norm = load_norm_from(norm_from) if norm_from else None
-
-    if reg.synthetic and source_dir is None:
-        from gee_export.demo import write_demo_sources
-
-        source_dir = demo_source_dir(ws, year, demo_size)
-        if not dry_run:
-            click.echo(f"generating SYNTHETIC demo sources in {source_dir}")
-            write_demo_sources(source_dir, year, size=demo_size, progress=None if quiet else
-                               lambda i, n, what: click.echo(f"  [{i + 1}/{n}] {what}"))
     if dry_run:
-        outl = None
-        if outlines:
-            outl = read_outlines(outlines, reg.crs).frame
-        elif source_dir and (Path(source_dir) / "outlines.gpkg").is_file():
-            outl = read_outlines(Path(source_dir) / "outlines.gpkg", reg.crs).frame
-        plan = plan_cells(reg, outl, buffer_m, cell_size)
-        click.echo(plan.describe())
-        click.echo(json.dumps(plan.summary(), indent=2))
-        return
+        return _dry_run(reg, outlines, source_dir, buffer_m, cell_size)
+    if reg.synthetic and source_dir is None:
+        source_dir = _demo_sources(ws, reg, cfg, name, year, demo_size, quiet)
+        if source_dir is None:
+            return
     if source_dir is not None:
-        run_local_export(ws, reg, cfg, Path(source_dir), outlines, cell_size, norm, force,
-                         name, dem_source_map, quiet, click.echo)
+        from gee_export.local_export import LocalOptions, run_local_export
+
+        options = LocalOptions(cell_size, cloud_mask, norm, dem_source_map, workers)
+        run_local_export(ws, reg, cfg, Path(source_dir), outlines, options, force, name, wait,
+                         quiet, click.echo)
         return
     from gee_export.earthengine.runner import run_ee_export
 
     run_ee_export(ws, reg, cfg, project=project, outlines_path=outlines, cell_size=cell_size,
                   norm_from=norm, hma_asset=hma_asset, target=target, bucket=bucket,
-                  folder=folder, workers=workers, dem_source_map=dem_source_map, force=force,
-                  name=name, quiet=quiet, echo=click.echo)
+                  folder=folder, workers=8 if workers == "auto" else workers,
+                  dem_source_map=dem_source_map, force=force, name=name, quiet=quiet,
+                  echo=click.echo)
+
+
+def _dry_run(reg, outlines: Path | None, source_dir: Path | None, buffer_m: float,
+             cell_size: int) -> None:
+    """Print what a real run would plan, without network or credentials."""
+    from gee_export.common.outlines import read_outlines
+    from gee_export.export import plan_cells
+
+    path = outlines or (Path(source_dir) / "outlines.gpkg" if source_dir else None)
+    if reg.synthetic and path is None:
+        from gee_export.demo import DemoScene, demo_outlines_frame
+
+        frame, source = demo_outlines_frame(DemoScene(size=reg.grid.width)), "the demo's outlines"
+    elif path is not None and Path(path).is_file():
+        frame, source = read_outlines(path, reg.crs).frame, Path(path).name
+    else:
+        frame, source = None, ""
+    plan = plan_cells(reg, frame, buffer_m, cell_size,
+                      f"{source} buffered by {buffer_m:g} m" if source else "")
+    click.echo(plan.describe())
+    if frame is None and source_dir is None:
+        click.echo("note: a real Earth Engine run without --outlines chooses its cells near "
+                   "GLIMS outlines, which it fetches first; a dry run has no network, so the "
+                   "whole bounding box above is an upper bound. Give --outlines to see the "
+                   "real plan.")
+    click.echo(json.dumps(plan.summary(), indent=2))
+
+
+def _demo_sources(ws: Path, reg, cfg, name: str | None, year: int, size: int,
+                  quiet: bool) -> Path | None:
+    """The synthetic demo sources for a year, generated only when needed; None when the
+    export they would feed is already complete."""
+    from gee_export.common.layout import EXPORTS_DIR, SOURCES_DIR, product_name
+    from gee_export.common.locks import output_lock
+    from gee_export.demo import demo_sources_ready, write_demo_sources
+    from gee_export.export import demo_source_dir
+
+    source_dir = demo_source_dir(ws, year, size)
+    exp_dir = ws / EXPORTS_DIR / (name or product_name(reg.name, year))
+    if not demo_sources_ready(source_dir, year, size=size) and _complete_for(exp_dir, cfg, reg):
+        click.echo(f"export {exp_dir} is complete; nothing to do (its SYNTHETIC sources were "
+                   "removed, and are not needed)")
+        return None
+    with output_lock(ws / SOURCES_DIR / source_dir.name, echo=click.echo):
+        if demo_sources_ready(source_dir, year, size=size):
+            click.echo(f"using SYNTHETIC demo sources in {source_dir}")
+        else:
+            click.echo(f"generating SYNTHETIC demo sources in {source_dir}")
+            write_demo_sources(source_dir, year, size=size, progress=None if quiet else
+                               lambda i, n, what: click.echo(f"  [{i + 1}/{n}] {what}"))
+    return source_dir
+
+
+def _complete_for(exp_dir: Path, cfg, reg) -> bool:
+    """Whether a complete export of this recipe and grid is already at exp_dir."""
+    from gee_export.common.atomic import as_stored
+
+    mf = exp_dir / "export.json"
+    if not mf.is_file():
+        return False
+    m = json.loads(mf.read_text())
+    p = m.get("parameters", {})
+    return bool(m.get("complete")) and p.get("recipe") == as_stored(cfg.to_dict()) and \
+        p.get("grid") == as_stored(reg.grid.to_dict())
 
 
 def _export_dir(ws: Path, export: Path | None):
@@ -143,7 +219,7 @@ def _export_dir(ws: Path, export: Path | None):
         return ExportDir.open(Path(export))
     found = sorted((ws / EXPORTS_DIR).glob(f"*/{EXPORT_MANIFEST}"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise GlacierError(f"no export in {ws / EXPORTS_DIR}; run `prep export` first")
+        raise InputNotFoundError(f"no export in {ws / EXPORTS_DIR}; run `prep export` first")
     return ExportDir.open(found[-1].parent)
 
 

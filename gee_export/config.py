@@ -1,7 +1,7 @@
 """The export recipe's parameters, shared by the Earth Engine and the local path.
 
-Defaults follow the paper (Peng et al. 2023, section 2.1) where it states a value, and
-DESIGN.md section 3 otherwise; each non-obvious one says where it comes from.
+Defaults follow the paper (Peng et al. 2023, section 2.1) where it states a value; each
+non-obvious one says where it comes from.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from datetime import date
 import numpy as np
 
 from gee_export.common.bands import BAND_NAMES, BANDS
-from gee_export.common.errors import GlacierError
+from gee_export.common.errors import InputError
 
 # Sentinel-2 L2A (COPERNICUS/S2_SR_HARMONIZED) starts on Earth Engine on 2017-03-28;
 # Sentinel-1 GRD in 2014. The recipe needs both, so 2017 is the first year it can make.
@@ -37,11 +37,15 @@ class RecipeConfig:
     s1_window: tuple[str, str] | None = None
     s2_window: tuple[str, str] = ("07-01", "10-01")  # paper: July-September (end exclusive)
     s1_orbit: str = "both"
-    s1_noise_floor_db: float = -30.0  # residual GRD border noise lies below about -30 dB
+    # Residual GRD border noise: VV below about -30 dB marks a noise pixel, in both
+    # polarisations. VH alone legitimately reaches -35 dB (calm water, radar shadow), so it
+    # has its own floor, below any return but noise.
+    s1_noise_floor_db: float = -30.0
+    s1_vh_floor_db: float = -40.0
     s2_level: str = "l2a"
     s2_max_scene_cloud: float = 5.0  # paper: scene cloud < 5 %
     cloud_score_band: str = "cs_cdf"
-    # Low end of Google's recommended 0.50-0.65, to spare bright ice (DESIGN.md 3).
+    # Low end of Google's recommended 0.50-0.65, to spare bright ice.
     cloud_score_threshold: float = 0.5
     # Snow/ice is never masked: bright in green, dark in SWIR (NDSI high, B11 low), unlike
     # cloud, which is bright in SWIR. Thresholds after Dozier 1989 (NDSI 0.4) and the
@@ -57,19 +61,19 @@ class RecipeConfig:
     def __post_init__(self):
         today = date.today()
         if not FIRST_YEAR <= self.year <= today.year:
-            raise GlacierError(
+            raise InputError(
                 f"--year {self.year}: outside the Sentinel era this recipe can use, "
                 f"{FIRST_YEAR}-{today.year} (Sentinel-2 surface reflectance on Earth Engine "
                 "starts in March 2017; Sentinel-1 in 2014)")
         if self.s1_orbit not in ORBITS:
-            raise GlacierError(f"--orbit {self.s1_orbit!r}: use one of {', '.join(ORBITS)}")
+            raise InputError(f"--orbit {self.s1_orbit!r}: use one of {', '.join(ORBITS)}")
         if self.s2_level not in S2_COLLECTIONS:
-            raise GlacierError(f"--s2-level {self.s2_level!r}: use l2a or l1c")
+            raise InputError(f"--s2-level {self.s2_level!r}: use l2a or l1c")
         if self.norm_mode not in ("fixed", "percentile"):
-            raise GlacierError(f"--norm {self.norm_mode!r}: use fixed or percentile")
+            raise InputError(f"--norm {self.norm_mode!r}: use fixed or percentile")
         for w in (self.s1_dates, self.s2_dates):
             if w[0] >= w[1]:
-                raise GlacierError(f"date window {w[0]}..{w[1]} is empty")
+                raise InputError(f"date window {w[0]}..{w[1]} is empty")
 
     @property
     def s1_dates(self) -> tuple[str, str]:
@@ -103,7 +107,7 @@ def _dated(year: int, month_day: str) -> str:
     try:
         return date.fromisoformat(f"{year}-{month_day}").isoformat()
     except ValueError:
-        raise GlacierError(f"date {month_day!r}: use MM-DD") from None
+        raise InputError(f"date {month_day!r}: use MM-DD") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,7 +118,7 @@ def _dated(year: int, month_day: str) -> str:
 class Normalization:
     mode: str
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
-    source: str = "fixed physical ranges (gee_export.contract.BANDS)"
+    source: str = "fixed physical ranges of the band table"
 
     @classmethod
     def fixed(cls) -> "Normalization":
@@ -130,13 +134,13 @@ class Normalization:
             ranges = {k: (float(v[0]), float(v[1])) for k, v in d["ranges"].items()}
             norm = cls(d["mode"], ranges, d.get("source", where))
         except (KeyError, TypeError, IndexError, ValueError):
-            raise GlacierError(f"{where}: normalization block is malformed") from None
+            raise InputError(f"{where}: normalization block is malformed") from None
         missing = [b for b in BAND_NAMES if b not in ranges]
         if missing:
-            raise GlacierError(f"{where}: normalization lacks band(s) {', '.join(missing)}")
+            raise InputError(f"{where}: normalization lacks band(s) {', '.join(missing)}")
         bad = [b for b, (lo, hi) in ranges.items() if not hi > lo]
         if bad:
-            raise GlacierError(f"{where}: normalization range is empty for {', '.join(bad)}")
+            raise InputError(f"{where}: normalization range is empty for {', '.join(bad)}")
         return norm
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:

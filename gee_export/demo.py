@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -28,7 +28,7 @@ import numpy as np
 from gee_export.common.atomic import atomic_output, write_json
 from gee_export.common.errors import InputError, StateError
 from gee_export.common.grid import ExportGrid, Region
-from gee_export.common.layout import base_manifest, now_iso, read_manifest
+from gee_export.common.layout import SOURCES_MANIFEST, base_manifest, now_iso, read_manifest
 from gee_export.common.rasters import geotiff_profile
 
 DEMO_SEED = 2018
@@ -42,7 +42,10 @@ HMA_NODATA = -9999.0  # the HMA mosaic's fill value (DESIGN.md 3)
 # lower than SRTM's geoid heights. The local recipe has to find this offset on its own.
 GEOID_UNDULATION = -31.7
 ELA = 4750.0  # equilibrium-line altitude: snow above, bare ice below
-SOURCES_VERSION = 1
+# The demo's inventory year: the outlines shipped with every year's sources are this year's,
+# as a real inventory's would be; the glaciers of other years differ by known amounts.
+INVENTORY_YEAR = 2018
+SOURCES_VERSION = 2
 
 
 def demo_grid(size: int = DEMO_SIZE) -> ExportGrid:
@@ -118,12 +121,45 @@ def _smoothstep(e0, e1, x):
 
 @dataclass(frozen=True)
 class Glacier:
-    """A glacier as a chain of discs (centre x, y, radius), optionally with a nunatak hole."""
+    """A glacier as a chain of discs (centre x, y, radius) from head to tongue, optionally
+    with a nunatak hole, and how it changes each year after INVENTORY_YEAR."""
     gid: str
     discs: tuple[tuple[float, float, float], ...]
     thickness: float
     hole: tuple[float, float, float] | None = None
     debris_from: float | None = None  # fraction of the disc chain from which debris covers it
+    front_m_per_year: float = 0.0  # tongue advance (+) or retreat (-) along the chain
+    shrink_per_year: float = 0.0  # fraction of every radius lost per year (thinning margins)
+
+    def at(self, year: int) -> "Glacier | None":
+        """This glacier's outline in `year` (None once it has vanished)."""
+        dt = year - INVENTORY_YEAR
+        scale = 1.0 - self.shrink_per_year * dt
+        if scale <= 0.02:
+            return None
+        discs = _chain_to(self.discs, self.front_m_per_year * dt)
+        discs = tuple((x, y, r * scale) for x, y, r in discs)
+        return Glacier(self.gid, discs, self.thickness, self.hole, self.debris_from,
+                       self.front_m_per_year, self.shrink_per_year)
+
+
+def _chain_to(discs, change_m: float):
+    """The disc chain with its tongue moved by change_m along the flow (cut or extended)."""
+    if len(discs) < 2 or change_m == 0:
+        return discs
+    pts = np.array(discs)
+    seg = np.hypot(*np.diff(pts[:, :2], axis=0).T)
+    dist = np.concatenate([[0.0], np.cumsum(seg)])
+    front = max(1.0, dist[-1] + change_m)
+    if front <= dist[-1]:
+        i = int(np.searchsorted(dist, front))  # dist[i - 1] < front <= dist[i]
+        t = (front - dist[i - 1]) / seg[i - 1]
+        last = pts[i - 1] + t * (pts[i] - pts[i - 1])
+        return tuple(map(tuple, pts[:i])) + (tuple(last),)
+    direction = (pts[-1, :2] - pts[-2, :2]) / seg[-1]
+    steps = np.arange(100.0, front - dist[-1] + 1e-9, 100.0)
+    ext = [(*(pts[-1, :2] + k * direction), pts[-1, 2]) for k in steps]
+    return tuple(map(tuple, pts)) + tuple(ext)
 
 
 class DemoScene:
@@ -134,6 +170,7 @@ class DemoScene:
         self.grid = demo_grid(size)
         self.extent_m = size * self.grid.res
         self.crest_v = self.extent_m / 2
+        self._cache: dict = {}
 
     # -- terrain ------------------------------------------------------------------------------
     def _local(self, x, y):
@@ -161,6 +198,7 @@ class DemoScene:
     # -- glaciers -----------------------------------------------------------------------------
     @cached_property
     def glaciers(self) -> tuple[Glacier, ...]:
+        """The glaciers as the inventory of INVENTORY_YEAR has them, with their change rates."""
         rng = np.random.default_rng(self.seed)
         out, n = [], 0
         L, E = self.VALLEY_SPACING, self.extent_m
@@ -186,8 +224,7 @@ class DemoScene:
         longest = max(range(len(out)), key=lambda i: _chain_length(out[i].discs))
         g = out[longest]
         cx, cy, cr = g.discs[4]
-        out[longest] = Glacier(g.gid, g.discs, g.thickness, hole=(cx, cy, 0.35 * cr),
-                               debris_from=0.62)
+        out[longest] = replace(g, hole=(cx, cy, 0.35 * cr), debris_from=0.62)
         # Cirque glaciers on inter-valley ridges near the crest, two of them below 0.05 km^2.
         for j, (fu, r) in enumerate(((0.18, 330), (0.52, 380), (0.84, 300), (0.33, 110),
                                      (0.69, 100))):
@@ -195,38 +232,61 @@ class DemoScene:
             v = float(self._crest(np.array(u))) + (260 if j % 2 else -260)
             n += 1
             out.append(Glacier(f"DEMO{n:03d}", ((self.grid.x0 + u, self.grid.y0 - v, r),), 30.0))
+        return self._with_change(out)
+
+    def _with_change(self, glaciers: list[Glacier]) -> tuple[Glacier, ...]:
+        """Seeded, known change per year: valley tongues retreat and margins thin, the second
+        valley glacier advances, cirques shrink and the two smallest vanish by 2020. Far
+        faster than real Qilian glaciers, so that two years show at 10 m."""
+        rng = np.random.default_rng(self.seed + 555)
+        valley = [i for i, g in enumerate(glaciers) if len(g.discs) > 1]
+        out = []
+        for i, g in enumerate(glaciers):
+            if i in valley:
+                change = dict(front_m_per_year=rng.uniform(-150, -60),
+                              shrink_per_year=rng.uniform(0.008, 0.016))
+                if len(valley) > 1 and i == valley[1]:
+                    change = dict(front_m_per_year=90.0, shrink_per_year=0.0)
+            elif g.discs[0][2] < 150:
+                change = dict(shrink_per_year=0.5)  # gone two years after the inventory
+            else:
+                change = dict(shrink_per_year=rng.uniform(0.02, 0.05))
+            out.append(replace(g, **change))
         return tuple(out)
 
-    @cached_property
-    def glacier_polygons(self):
-        import shapely
-        from shapely.geometry import Point
+    def glaciers_in(self, year: int) -> tuple[Glacier | None, ...]:
+        return tuple(g.at(year) for g in self.glaciers)
 
-        polys, taken = [], None
-        for g in self.glaciers:
-            shape = shapely.union_all([Point(x, y).buffer(r, 24) for x, y, r in g.discs])
-            if g.hole:
-                shape = shape.difference(Point(g.hole[0], g.hole[1]).buffer(g.hole[2], 24))
-            shape = shapely.simplify(shape, 2.0)
-            # An inventory's glaciers do not overlap: where two meet, the first keeps the ice.
-            if taken is not None:
-                shape = shape.difference(taken)
-            taken = shape if taken is None else shapely.union(taken, shape)
-            polys.append(shape)
-        return polys
+    def glacier_polygons(self, year: int = INVENTORY_YEAR) -> list:
+        """One polygon per glacier of the inventory (empty once vanished) in `year`."""
+        key = ("polygons", year)
+        if key not in self._cache:
+            self._cache[key] = _inventory_polygons(self.glaciers_in(year))
+        return self._cache[key]
 
-    @cached_property
-    def debris_polygon(self):
+    def debris_polygon(self, year: int = INVENTORY_YEAR):
         import shapely
         from shapely.geometry import Point
 
         parts = []
-        for g, poly in zip(self.glaciers, self.glacier_polygons):
-            if g.debris_from is not None:
+        for g, poly in zip(self.glaciers, self.glacier_polygons(year)):
+            if g.debris_from is not None:  # the debris zone stays where it was
                 i0 = int(g.debris_from * len(g.discs))
-                zone = shapely.union_all([Point(x, y).buffer(r * 1.3, 24) for x, y, r in g.discs[i0:]])
+                zone = shapely.union_all([Point(x, y).buffer(r * 1.3, 24)
+                                          for x, y, r in g.discs[i0:]])
                 parts.append(poly.intersection(zone))
         return shapely.union_all(parts)
+
+    def glacier_area_km2(self, year: int) -> dict[str, float]:
+        """The true (ellipsoidal) area in `year` of every glacier of the inventory, 0 once it
+        has vanished."""
+        from gee_export.common.outlines import ellipsoidal_area_km2
+
+        listed = [p.area > 1.0 for p in self.glacier_polygons(INVENTORY_YEAR)]
+        polys = self.glacier_polygons(year)
+        areas = ellipsoidal_area_km2(polys, DEMO_CRS)
+        return {g.gid: (round(float(a), 6) if not p.is_empty else 0.0)
+                for g, p, a, keep in zip(self.glaciers, polys, areas, listed) if keep}
 
     @cached_property
     def lakes(self) -> tuple[tuple[float, float, float], ...]:
@@ -242,33 +302,54 @@ class DemoScene:
             out.append((self.grid.x0 + u, self.grid.y0 - fv * self.extent_m, 230.0))
         return tuple(out)
 
-    def _prepared(self):
+    def _prepared(self, year: int):
         import shapely
 
-        if not hasattr(self, "_prep"):
-            gl = shapely.union_all(self.glacier_polygons)
+        key = ("prepared", year)
+        if key not in self._cache:
+            gl = shapely.union_all(self.glacier_polygons(year))
+            deb = self.debris_polygon(year)
             shapely.prepare(gl)
-            deb = self.debris_polygon
             shapely.prepare(deb)
-            self._prep = (gl, deb)
-        return self._prep
+            self._cache[key] = (gl, deb)
+        return self._cache[key]
 
-    def surface(self, x, y) -> dict[str, np.ndarray]:
-        """Everything time-invariant at the points (x, y): elevation, classes, shading."""
+    def surface(self, x, y, year: int = INVENTORY_YEAR) -> dict[str, np.ndarray]:
+        """Everything but the weather at the points (x, y) in `year`: the elevation (the DEMs'
+        surface, of the inventory year, as a real DEM is older than the imagery), the classes
+        (glacier and debris of `year`, lakes) and the shading."""
         # Several dates and sensors are rendered on the same block of points: keep the last.
-        key = (np.shape(x), float(np.ravel(x)[0]), float(np.ravel(y)[0]),
+        key = (year, np.shape(x), float(np.ravel(x)[0]), float(np.ravel(y)[0]),
                float(np.ravel(x)[-1]), float(np.ravel(y)[-1]))
-        if getattr(self, "_surface_key", None) != key:
-            self._surface_val = self._surface(x, y)
-            self._surface_key = key
-        return self._surface_val
+        if self._cache.get("surface_key") != key:
+            self._cache["surface"] = self._surface(x, y, year)
+            self._cache["surface_key"] = key
+        return self._cache["surface"]
 
-    def _surface(self, x, y) -> dict[str, np.ndarray]:
+    def _surface(self, x, y, year: int) -> dict[str, np.ndarray]:
         import shapely
 
-        gl, deb = self._prepared()
+        inv, _ = self._prepared(INVENTORY_YEAR)
+        gl, deb = self._prepared(year)
         glacier = shapely.contains_xy(gl, x, y)
         debris = glacier & shapely.contains_xy(deb, x, y)
+        rock = self.terrain(x, y)
+        # Ice smooths the surface: glacier surfaces follow the smoothed valley plus thickness.
+        smooth = rock - 18 * value_noise(x, y, 120, self.seed + 9)
+        elevation = np.where(shapely.contains_xy(inv, x, y), smooth + self._ice(x, y), rock)
+        lake = np.zeros(np.shape(x), bool)
+        for cx, cy, r in self.lakes:
+            inl = (x - cx) ** 2 + (y - cy) ** 2 < r ** 2
+            if inl.any():
+                level = float(self.terrain(np.array([cx]), np.array([cy]))[0]) - 5
+                elevation = np.where(inl, level, elevation)
+                lake |= inl
+        glacier &= ~lake
+        return {"elevation": elevation, "glacier": glacier, "debris": debris & ~lake,
+                "lake": lake, "shade": self.hillshade(x, y)}
+
+    def _ice(self, x, y):
+        """Ice thickness of the inventory year's glaciers: a dome over each disc chain."""
         ice = np.zeros(np.shape(x))
         for g in self.glaciers:
             xs, ys, rs = np.array(g.discs).T
@@ -282,20 +363,7 @@ class DemoScene:
             for cx, cy, r in g.discs:
                 inside = np.maximum(inside, 1 - ((px - cx) ** 2 + (py - cy) ** 2) / r ** 2)
             ice[near] = np.maximum(ice[near], g.thickness * np.sqrt(np.clip(inside, 0, 1)))
-        rock = self.terrain(x, y)
-        # Ice smooths the surface: glacier surfaces follow the smoothed valley plus thickness.
-        smooth = rock - 18 * value_noise(x, y, 120, self.seed + 9)
-        elevation = np.where(glacier, smooth + ice, rock)
-        lake = np.zeros(np.shape(x), bool)
-        for cx, cy, r in self.lakes:
-            inl = (x - cx) ** 2 + (y - cy) ** 2 < r ** 2
-            if inl.any():
-                level = float(self.terrain(np.array([cx]), np.array([cy]))[0]) - 5
-                elevation = np.where(inl, level, elevation)
-                lake |= inl
-        glacier &= ~lake
-        return {"elevation": elevation, "glacier": glacier, "debris": debris & ~lake,
-                "lake": lake, "shade": self.hillshade(x, y)}
+        return ice
 
     def hillshade(self, x, y, h=10.0):
         """Illumination factor from a sun in the south-east at 50 degrees elevation."""
@@ -321,12 +389,17 @@ class DemoScene:
         lo = 0.47 if date_i == 0 else 0.25
         return _smoothstep(lo, lo + 0.15, f)
 
+    def cirrus(self, x, y, year, date_i):
+        """Thin cirrus (opacity up to 0.22) in July: SCL flags only its thickest core."""
+        if date_i != 0:
+            return np.zeros(np.shape(x))
+        return 0.22 * _smoothstep(0.25, 0.75, fbm(x, y, 3000, self.seed + 2000 * year + 5, 2))
+
     # -- sensors ------------------------------------------------------------------------------
-    def s2(self, x, y, year: int, date_i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Reflectance (5, ...) for B2 B3 B4 B8 B11 and the SCL class at points (x, y)."""
-        s = self.surface(x, y)
+    def s2(self, x, y, year: int, date_i: int) -> "S2Scene":
+        """Reflectance (5, ...) for B2 B3 B4 B8 B11, the SCL class and Cloud Score+ at (x, y)."""
+        s = self.surface(x, y, year)
         e, gl, deb, lake = s["elevation"], s["glacier"], s["debris"], s["lake"]
-        shade = s["shade"]
         snow = self.seasonal_snow(x, y, e, gl, year, date_i)
         n1 = value_noise(x, y, 60, self.seed + 3 + date_i)
         rock = np.array([0.13, 0.15, 0.18, 0.24, 0.28])[:, None] * (1 + 0.15 * n1.ravel())
@@ -344,30 +417,49 @@ class DemoScene:
         refl = np.where(snow, seasonal, refl)
         water = np.array([0.08, 0.11, 0.07, 0.03, 0.01]).reshape(veg.shape)
         refl = np.where(lake, water, refl)
-        refl = refl * np.where(lake, 1.0, shade)
-        # Clouds (bright in SWIR, unlike snow) and their shadows cast to the north-west.
+        refl = refl * np.where(lake, 1.0, s["shade"])
+        # Clouds (bright in SWIR, unlike snow), their shadows cast to the north-west, cirrus.
         op = self.cloud(x, y, year, date_i)
         shadow = np.clip(self.cloud(x + 500, y - 500, year, date_i) - op, 0, 1)
+        cirrus = self.cirrus(x, y, year, date_i)
         refl = refl * (1 - 0.65 * shadow)
         cloud_refl = np.array([0.72, 0.71, 0.70, 0.70, 0.48]).reshape(veg.shape)
         refl = refl * (1 - op) + cloud_refl * op
+        cirrus_refl = np.array([0.55, 0.54, 0.53, 0.52, 0.32]).reshape(veg.shape)
+        refl = refl * (1 - cirrus) + cirrus_refl * cirrus
         refl = np.clip(refl + 0.004 * value_noise(x, y, 15, self.seed + 11 + date_i), 0.0005, 1.5)
+        scl = self._scl(refl, op, shadow, cirrus, gl, lake, e, x, y, date_i)
+        cs = self._cloud_score(op, shadow, cirrus, gl, e, x, y, date_i)
+        # Cloud Score+ ships cs and its per-scene CDF; a monotonic stand-in keeps them distinct.
+        return S2Scene(refl, scl, cs, cs ** 0.75, np.maximum(np.maximum(op, shadow), cirrus))
+
+    def _scl(self, refl, op, shadow, cirrus, gl, lake, e, x, y, date_i):
         b3, b8, b4, b11 = refl[1], refl[3], refl[2], refl[4]
-        ndsi = (b3 - b11) / (b3 + b11)
         scl = np.full(np.shape(x), 5, np.uint8)
         scl[(b8 - b4) / (b8 + b4) > 0.4] = 4
-        scl[ndsi > 0.4] = 11
+        scl[(b3 - b11) / (b3 + b11) > 0.4] = 11
         scl[lake] = 6
         scl[shadow > 0.3] = 3
+        scl[cirrus > 0.21] = 10
         scl[op > 0.3] = 8
         scl[op > 0.6] = 9
+        if date_i == 0:  # Sen2Cor's classic confusion of bright snow with cloud
+            scl[gl & (e > 5050) & (value_noise(x, y, 700, self.seed + 41) > 0.45)] = 8
+        return scl
+
+    def _cloud_score(self, op, shadow, cirrus, gl, e, x, y, date_i):
+        """Cloud Score+ (1 clear, 0 cloudy): low under cloud, shadow and cirrus, and, on one
+        date, low over some bright high snow too (the confusion the snow rule exists for)."""
+        cs = 0.93 - 1.3 * op - 1.2 * shadow - 4.5 * cirrus + 0.04 * value_noise(
+            x, y, 200, self.seed + 51 + date_i)
         if date_i == 0:
-            scl[gl & (e > 5050) & (value_noise(x, y, 700, self.seed + 41) > 0.45)] = 8  # Sen2Cor's classic confusion of bright snow with cloud
-        return refl, scl
+            cs = np.where(gl & (e > 4950) & (value_noise(x, y, 900, self.seed + 61) > 0.5),
+                          0.3, cs)
+        return np.clip(cs, 0.0, 1.0)
 
     def s1(self, x, y, year: int, date_i: int) -> np.ndarray:
         """VV, VH sigma0 in dB at points (x, y), with speckle of about 4.4 looks."""
-        s = self.surface(x, y)
+        s = self.surface(x, y, year)
         e, gl, deb, lake = s["elevation"], s["glacier"], s["debris"], s["lake"]
         snow = self.seasonal_snow(x, y, e, gl, year, 0)
         shade = s["shade"]
@@ -376,7 +468,7 @@ class DemoScene:
         vv = np.where(snow, vv - 1.5, vv)  # thin seasonal snow: nearly transparent at C-band
         vv = np.where(gl, -18.5 + 1.5 * value_noise(x, y, 400, self.seed + 21), vv)  # wet snow/ice
         vv = np.where(deb, -14.5, vv)  # debris over melting ice: darker than rock
-        vv = np.where(lake, -24.0, vv)
+        vv = np.where(lake, -24.0, vv)  # calm water: VH about -31 dB, real and low
         vh = vv - np.where(gl, 6.0, 7.0)
         rng = np.random.default_rng(abs(hash((self.seed, year, date_i, float(np.sum(x[..., :1]))))) % (2 ** 32))
         looks = 4.4
@@ -388,7 +480,7 @@ class DemoScene:
 
     def dem_hma(self, x, y) -> np.ndarray:
         """HMA heights (ellipsoidal, so GEOID_UNDULATION lower) with gaps as HMA_NODATA."""
-        e = self.surface(x, y)["elevation"] + GEOID_UNDULATION
+        e = self.surface(x, y, INVENTORY_YEAR)["elevation"] + GEOID_UNDULATION
         gap = fbm(x, y, 1500, self.seed + 77, 2) > 0.45  # HMA has voids on steep, shaded slopes
         u, _ = self._local(x, y)
         gap |= u > 0.88 * self.extent_m  # and does not reach the eastern edge of the scene
@@ -396,8 +488,41 @@ class DemoScene:
 
     def dem_srtm(self, x, y) -> np.ndarray:
         """SRTM (2000, EGM96): the same terrain, blurrier and with some metres of noise."""
-        e = self.surface(x, y)["elevation"]
+        e = self.surface(x, y, INVENTORY_YEAR)["elevation"]
         return np.round(e + 6 * value_noise(x, y, 90, self.seed + 88))
+
+
+@dataclass
+class S2Scene:
+    """One Sentinel-2 date at a block of points: what the sensor and its masks say, and the
+    truth (contamination: the strongest of cloud, shadow and cirrus opacity, 0-1)."""
+    reflectance: np.ndarray  # (5, ...) B2 B3 B4 B8 B11
+    scl: np.ndarray
+    cs: np.ndarray
+    cs_cdf: np.ndarray
+    contamination: np.ndarray
+
+
+def _inventory_polygons(glaciers) -> list:
+    """Polygons of disc-chain glaciers that do not overlap: where two meet, the first keeps
+    the ice (as in an inventory). A vanished glacier (None) gets an empty polygon."""
+    import shapely
+    from shapely.geometry import Point, Polygon
+
+    polys, taken = [], None
+    for g in glaciers:
+        if g is None:
+            polys.append(Polygon())
+            continue
+        shape = shapely.union_all([Point(x, y).buffer(r, 24) for x, y, r in g.discs])
+        if g.hole:
+            shape = shape.difference(Point(g.hole[0], g.hole[1]).buffer(g.hole[2], 24))
+        shape = shapely.simplify(shape, 2.0)
+        if taken is not None:
+            shape = shape.difference(taken)
+        taken = shape if taken is None else shapely.union(taken, shape)
+        polys.append(shape)
+    return polys
 
 
 def _chain_length(discs):
@@ -466,74 +591,129 @@ def _block_mean2(a: np.ndarray) -> np.ndarray:
 
 def write_demo_sources(out_dir: Path, year: int, seed: int = DEMO_SEED, size: int = DEMO_SIZE,
                        progress=None) -> Path:
-    """Generate the raw inputs of the local recipe for one year; skipped if already complete."""
+    """Generate the raw inputs of the local recipe for one year; skipped if already complete.
+
+    Like real downloads, some files carry no nodata tag (Sentinel-1 with 0 outside its swath,
+    the 20 m Sentinel-2 bands) and coverage differs by sensor and date.
+    """
+    check_demo_size(size)
+    out_dir = Path(out_dir)
+    if demo_sources_ready(out_dir, year, seed, size):
+        return out_dir
+    scene = DemoScene(seed, size)
+    steps = iter(range(4))
+
+    def tick(name):
+        if progress:
+            progress(next(steps), 4, name)
+
+    tick("Sentinel-2 and Cloud Score+")
+    _write_s2(out_dir, scene, year)
+    tick("Sentinel-1")
+    _write_s1(out_dir, scene, year)
+    tick("DEMs")
+    _write_dems(out_dir, scene)
+    tick("outlines")
+    write_demo_outlines(scene, out_dir / "outlines.gpkg")
+    write_json(out_dir / SOURCES_MANIFEST, base_manifest(
+        "sources", parameters=_source_params(year, seed, size), synthetic=True, complete=True,
+        completed_at=now_iso(), note="SYNTHETIC demo data generated by gee_export.demo",
+        synthetic_truth={"inventory_year": INVENTORY_YEAR,
+                         "glacier_area_km2": scene.glacier_area_km2(year)}))
+    return out_dir
+
+
+def _source_params(year: int, seed: int, size: int) -> dict:
+    return {"seed": seed, "size": size, "year": year, "version": SOURCES_VERSION}
+
+
+def demo_sources_ready(out_dir: Path, year: int, seed: int = DEMO_SEED,
+                       size: int = DEMO_SIZE) -> bool:
+    """True when `out_dir` holds complete sources of these parameters; an error when it holds
+    sources of other ones."""
+    done = Path(out_dir) / SOURCES_MANIFEST
+    if not done.is_file():
+        return False
+    m = read_manifest(done, "sources")
+    if m.get("parameters") == _source_params(year, seed, size):
+        return bool(m.get("complete"))
+    raise StateError(f"{out_dir}: holds demo sources made with other parameters "
+                     f"{m.get('parameters')}; remove it or choose another workspace")
+
+
+def _write_s2(out_dir: Path, scene: DemoScene, year: int) -> None:
+    from rasterio.crs import CRS
+
+    g = scene.grid
+
+    def fill(xs, ys):
+        west_gap = (xs - g.x0) < 0.1 * scene.extent_m  # date 0 misses the swath's western tenth
+        out = []
+        for i in range(len(S2_DATES)):
+            sc = scene.s2(xs, ys, year, i)
+            dn = np.round(sc.reflectance * 10000).astype(np.float64)
+            scl, cs = sc.scl, np.stack([sc.cs, sc.cs_cdf])
+            if i == 0:
+                dn[:, west_gap] = 0
+                scl = np.where(west_gap, 0, scl)
+                cs[:, west_gap] = np.nan
+            b11 = np.round(_block_mean2(dn[4]))
+            b11[scl[::2, ::2] == 0] = 0
+            out += [dn[:4], np.stack([b11, scl[::2, ::2]]), cs]
+        return out
+
+    outputs = []
+    for date in S2_DATES:
+        stem = f"{year}-{date}"
+        outputs += [_Output(f"S2_{stem}_B10m.tif", 4, "uint16", 0, ("B2", "B3", "B4", "B8")),
+                    _Output(f"S2_{stem}_B20m.tif", 2, "uint16", None, ("B11", "SCL"), 2),
+                    _Output(f"CS_{stem}.tif", 2, "float32", np.nan, ("cs", "cs_cdf"))]
+    _write_rasters(out_dir, outputs, CRS.from_string(DEMO_CRS), g.transform, g.width,
+                   g.height, fill)
+
+
+# Sentinel-1 without a nodata tag, as many GRD products come: 0 dB where a file has no data.
+# The western strip is outside both acquisitions' swaths; one has border noise in the east.
+S1_SWATH_GAP = 0.03  # fraction of the scene width west of both swaths
+S1_BORDER_NOISE_DB = (-34.0, -40.0)  # VV, VH along the eastern edge of the second acquisition
+
+
+def _write_s1(out_dir: Path, scene: DemoScene, year: int) -> None:
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    g = scene.grid
+
+    def fill(xs, ys):
+        out = []
+        u = xs - g.x0
+        for i in range(len(S1_DATES)):
+            db = scene.s1(xs, ys, year, i)
+            if i == 1:
+                east = u > 0.96 * scene.extent_m
+                db[0, east], db[1, east] = S1_BORDER_NOISE_DB
+            db[:, u < S1_SWATH_GAP * scene.extent_m * (1 + i)] = 0.0
+            out.append(db)
+        return out
+
+    # GRD is terrain-corrected onto its own grid: half a pixel off the export grid.
+    _write_rasters(out_dir, [_Output(f"S1_{year}-{d}_dB.tif", 2, "float32", None, ("VV", "VH"))
+                             for d in S1_DATES],
+                   CRS.from_string(DEMO_CRS), Affine(10, 0, g.x0 - 5, 0, -10, g.y0 + 5),
+                   g.width + 2, g.height + 2, fill)
+
+
+def _write_dems(out_dir: Path, scene: DemoScene) -> None:
     from affine import Affine
     from pyproj import Transformer
     from rasterio.crs import CRS
 
-    check_demo_size(size)
-    out_dir = Path(out_dir)
-    done = out_dir / "sources.json"
-    params = {"seed": seed, "size": size, "year": year, "version": SOURCES_VERSION}
-    if done.is_file():
-        m = read_manifest(done, "sources")
-        if m.get("complete") and m.get("parameters") == params:
-            return out_dir
-        raise StateError(f"{out_dir}: holds demo sources made with other parameters "
-                         f"{m.get('parameters')}; remove it or choose another workspace")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scene = DemoScene(seed, size)
     g = scene.grid
-    utm = CRS.from_string(DEMO_CRS)
-    steps = 4
-    step = iter(range(steps))
-
-    def tick(name):
-        if progress:
-            progress(next(step), steps, name)
-
-    def s2_fill(xs, ys):
-        west_gap = (xs - g.x0) < 0.1 * scene.extent_m  # date 0 misses the swath's western tenth
-        out = []
-        for i in range(len(S2_DATES)):
-            refl, scl = scene.s2(xs, ys, year, i)
-            dn = np.round(refl * 10000).astype(np.float64)
-            if i == 0:
-                dn[:, west_gap] = 0
-                scl = np.where(west_gap, 0, scl)
-            b11 = np.round(_block_mean2(dn[4]))
-            b11[scl[::2, ::2] == 0] = 0
-            out += [dn[:4], np.stack([b11, scl[::2, ::2]])]
-        return out
-
-    s2_outputs = []
-    for date in S2_DATES:
-        stem = f"S2_{year}-{date}"
-        s2_outputs += [_Output(f"{stem}_B10m.tif", 4, "uint16", 0, ("B2", "B3", "B4", "B8")),
-                       _Output(f"{stem}_B20m.tif", 2, "uint16", None, ("B11", "SCL"), 2)]
-    tick("Sentinel-2")
-    _write_rasters(out_dir, s2_outputs, utm, g.transform, g.width, g.height, s2_fill)
-
-    def s1_fill(xs, ys):
-        out = []
-        for i in range(len(S1_DATES)):
-            db = scene.s1(xs, ys, year, i)
-            if i == 1:  # residual border noise along the eastern edge of one acquisition
-                db[:, (xs - g.x0) > 0.96 * scene.extent_m] = -34.0
-            out.append(db)
-        return out
-
-    tick("Sentinel-1")
-    # GRD is terrain-corrected onto its own grid: half a pixel off the export grid.
-    _write_rasters(out_dir, [_Output(f"S1_{year}-{d}_dB.tif", 2, "float32", None, ("VV", "VH"))
-                             for d in S1_DATES],
-                   utm, Affine(10, 0, g.x0 - 5, 0, -10, g.y0 + 5), g.width + 2, g.height + 2,
-                   s1_fill)
-    tick("DEMs")
     _write_rasters(out_dir, [_Output("DEM_HMA.tif", 1, "float32", HMA_NODATA,
                                      ("elevation (ellipsoidal)",))],
-                   utm, Affine(8, 0, g.x0, 0, -8, g.y0), int(g.width * 10 / 8),
-                   int(g.height * 10 / 8), lambda xs, ys: [scene.dem_hma(xs, ys)])
+                   CRS.from_string(DEMO_CRS), Affine(8, 0, g.x0, 0, -8, g.y0),
+                   int(g.width * 10 / 8), int(g.height * 10 / 8),
+                   lambda xs, ys: [scene.dem_hma(xs, ys)])
     # SRTM 1 arc-second in geographic coordinates, as distributed.
     t = Transformer.from_crs(DEMO_CRS, "EPSG:4326", always_xy=True)
     lon0, lat0, lon1, lat1 = t.transform_bounds(*g.bounds, densify_pts=21)
@@ -543,31 +723,27 @@ def write_demo_sources(out_dir: Path, year: int, seed: int = DEMO_SEED, size: in
     _write_rasters(out_dir, [_Output("DEM_SRTM.tif", 1, "int16", -32768, ("elevation (EGM96)",))],
                    CRS.from_epsg(4326), Affine(arc, 0, lon0, 0, -arc, lat1), w, h,
                    lambda xs, ys: [scene.dem_srtm(xs, ys)])
-    tick("outlines")
-    outlines = out_dir / "outlines.gpkg"
-    if not outlines.is_file():
-        write_demo_outlines(scene, outlines)
-    write_json(done, base_manifest("sources", parameters=params, synthetic=True,
-                                   complete=True, completed_at=now_iso(),
-                                   note="SYNTHETIC demo data generated by gee_export.demo"))
-    return out_dir
 
 
-def demo_outlines_frame(scene: DemoScene):
+def demo_outlines_frame(scene: DemoScene, year: int = INVENTORY_YEAR):
+    """The glaciers of `year` as an inventory lists them (vanished ones left out)."""
     import geopandas as gpd
 
-    pairs = [(g, p) for g, p in zip(scene.glaciers, scene.glacier_polygons) if p.area > 1.0]
+    polys = scene.glacier_polygons(year)
+    area = scene.glacier_area_km2(year)
+    pairs = [(g, p) for g, p in zip(scene.glaciers, polys) if g.gid in area and p.area > 1.0]
     return gpd.GeoDataFrame(
         {"glac_id": [g.gid for g, _ in pairs],
-         "area_km2": [p.area / 1e6 for _, p in pairs],
+         "area_km2": [area[g.gid] for g, _ in pairs],
          "debris": [g.debris_from is not None for g, _ in pairs],
          "synthetic": True},
         geometry=[p for _, p in pairs], crs=DEMO_CRS)
 
 
-def write_demo_outlines(scene: DemoScene, path: Path):
-    """The outlines as an inventory would ship them: geographic coordinates, area attribute."""
+def write_demo_outlines(scene: DemoScene, path: Path) -> None:
+    """The inventory year's outlines as an inventory would ship them: geographic
+    coordinates, an area attribute. Skipped when the file exists."""
     from gee_export.common.vectors import write_gpkg
 
-    write_gpkg(demo_outlines_frame(scene).to_crs("EPSG:4326"), path, "glaciers")
-
+    if not Path(path).is_file():
+        write_gpkg(demo_outlines_frame(scene).to_crs("EPSG:4326"), path, "glaciers")

@@ -1,4 +1,5 @@
-"""`prep export`: plan the cells of a region and run the recipe locally or on Earth Engine."""
+"""What both export paths share: the plan of cells, the normalization decision, the copied
+outlines; `local_export` and `earthengine.runner` run the recipe."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,19 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from gee_export.common.bands import BAND_NAMES
-from gee_export.common.errors import GlacierError
+from gee_export.common.errors import InputError
 from gee_export.common.grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region, iter_cells
-from gee_export.common.layout import (
-    OUTLINES_FILE,
-    SOURCES_DIR,
-    file_sha256,
-    product_name,
-    read_manifest,
-)
-from gee_export.common.outlines import OutlineRasterizer, read_outlines
+from gee_export.common.layout import OUTLINES_FILE, SOURCES_DIR, read_manifest
 from gee_export.common.vectors import write_gpkg
 from gee_export.config import Normalization, RecipeConfig
-from gee_export.stack import ExportDir, write_cell_tif
+from gee_export.stack import ExportDir
 
 
 @dataclass
@@ -67,105 +61,11 @@ def plan_cells(region: Region, outlines=None, buffer_m: float = 1000.0,
     tree = shapely.STRtree(geoms)
     keep = [c for c in cells if len(tree.query(box(*c.bounds(grid)))) > 0]
     if not keep:
-        raise GlacierError(f"no glacier outline lies within region {region.name} "
-                           f"(grid bounds {tuple(round(v) for v in grid.bounds)} in {grid.crs}; "
-                           f"outlines bounds {tuple(round(v) for v in outlines.total_bounds)})")
+        raise InputError(f"no glacier outline lies within region {region.name} "
+                         f"(grid bounds {tuple(round(v) for v in grid.bounds)} in {grid.crs}; "
+                         f"outlines bounds {tuple(round(v) for v in outlines.total_bounds)})")
     return Plan(region, grid, keep, cell_size,
                 outline_source or f"{len(outlines)} outlines buffered by {buffer_m:g} m")
-
-
-def _progress(iterable, total, desc, quiet):
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit="cell", disable=quiet, leave=False)
-
-
-def run_local_export(workspace: Path, region: Region, cfg: RecipeConfig, source_dir: Path,
-                     outlines_path: Path | None = None, cell_size: int = DEFAULT_CELL_SIZE,
-                     norm_from: Normalization | None = None, force: bool = False,
-                     name: str | None = None, dem_source_map: bool = False,
-                     quiet: bool = False, echo=print) -> ExportDir:
-    """The recipe on local rasters: plan, DEM offset, (percentiles), then cell by cell."""
-    from gee_export.local import LocalRecipe, LocalSources, OffsetHistogram, PercentileAccumulator
-
-    sources = LocalSources.scan(source_dir)
-    outlines_path = outlines_path or sources.outlines
-    outlines = (read_outlines(outlines_path, region.crs).split_by_area(
-        cfg.min_outline_area_km2)[0].frame if outlines_path else None)
-    plan = plan_cells(region, outlines, cfg.outline_buffer_m, cell_size,
-                      f"{outlines_path.name} buffered by {cfg.outline_buffer_m:g} m"
-                      if outlines_path else "")
-    glacier_mask = None
-    if outlines is not None:
-        raster = OutlineRasterizer(outlines.geometry.values, plan.grid.transform)
-        glacier_mask = lambda c: raster.mask(c.row_off, c.col_off, c.height, c.width)  # noqa: E731
-    recipe = LocalRecipe(sources, plan.grid, cfg, glacier_mask)
-    parameters = {"region": region.name, "grid": plan.grid.to_dict(), "recipe": cfg.to_dict(),
-                  "cell_size": cell_size, "source": "local",
-                  "norm_from": norm_from.to_dict() if norm_from else None,
-                  "inputs": {f.name: file_sha256(f, 1 << 22) for f in sources.all_files()}}
-    exp = ExportDir.open_or_create(
-        workspace, name or product_name(region.name, cfg.year), parameters,
-        {"region": region.to_dict(), "year": cfg.year, "grid": plan.grid.to_dict(),
-         "bands": list(BAND_NAMES), "synthetic": region.synthetic, "source": "local",
-         "source_dir": str(source_dir), "plan": plan.summary(), "recipe": cfg.to_dict(),
-         "images": recipe.report()}, force=force)
-    if exp.manifest.get("complete"):
-        echo(f"export {exp.path} is complete; nothing to do")
-        return exp
-    if outlines_path and not (exp.path / OUTLINES_FILE).is_file():
-        _copy_outlines(outlines, exp.path / OUTLINES_FILE)
-        exp.manifest["outlines"] = {"file": OUTLINES_FILE, "from": str(outlines_path),
-                                    "sha256": file_sha256(outlines_path), "count": len(outlines)}
-    exp.set_plan(plan.cells)
-    echo(plan.describe())
-
-    # Pass 1: one vertical offset between HMA and SRTM over the whole region.
-    if "dem" not in exp.manifest:
-        dem = {"hma_files": [f.name for f in sources.hma],
-               "srtm_files": [f.name for f in sources.srtm], "datum": "EGM96 (SRTM)"}
-        if sources.hma and sources.srtm:
-            hist = OffsetHistogram()
-            for c in _progress(plan.cells, len(plan.cells), "DEM offset", quiet):
-                recipe.offset_sample(c, hist)
-            if hist.n == 0:
-                raise GlacierError("HMA and SRTM do not overlap off the glaciers: no offset")
-            dem.update(offset_m=hist.median(), offset_pixels=hist.n,
-                       offset_method="median of HMA - SRTM off glacier outlines")
-        else:
-            dem.update(offset_m=0.0, offset_pixels=0,
-                       offset_method="none (one DEM source only)")
-            if not sources.hma:
-                echo("warning: no HMA DEM (DEM_HMA*.tif); elevation is SRTM alone")
-        exp.manifest["dem"] = dem
-        exp.save()
-    offset = exp.manifest["dem"]["offset_m"]
-
-    # Pass 2 (percentile mode only): region-wide band percentiles.
-    def percentiles() -> Normalization:
-        acc = PercentileAccumulator()
-        for c in _progress(plan.cells, len(plan.cells), "percentiles", quiet):
-            phys, _, _ = recipe.physical(c, offset)
-            acc.add(phys)
-        return acc.normalization(cfg.norm_percentiles)
-
-    norm = ensure_normalization(exp, cfg, norm_from, percentiles)
-
-    todo = exp.pending()
-    for c in _progress(todo, len(todo), "cells", quiet):
-        res = recipe.cell(c, offset, norm)
-        if dem_source_map:
-            write_cell_tif(exp.path / "dem_source" / f"{c.id}.tif", plan.grid, c,
-                           res.dem_source[None].astype(np.float32), names=("dem_source",))
-        write_cell_tif(exp.cell_file(c), plan.grid, c, res.stack)
-        valid = np.isfinite(res.stack[0])
-        exp.mark(c, "done", valid_fraction=round(float(valid.mean()), 4),
-                 dem_fraction={"hma": round(float((res.dem_source == 1).mean()), 4),
-                               "srtm": round(float((res.dem_source == 2).mean()), 4)},
-                 glacier_pixels_masked=res.glacier_removed)
-    exp.finish()
-    echo(f"export complete: {exp.path} ({len(exp.cells)} cells, stack.vrt)")
-    return exp
 
 
 def ensure_normalization(exp: ExportDir, cfg: RecipeConfig, norm_from: Normalization | None,
@@ -184,8 +84,13 @@ def ensure_normalization(exp: ExportDir, cfg: RecipeConfig, norm_from: Normaliza
     return Normalization.from_dict(exp.manifest["normalization"], str(exp.path))
 
 
-def _copy_outlines(outlines, dest: Path) -> None:
-    write_gpkg(outlines, dest, "glaciers")
+def record_outlines(exp: ExportDir, outlines, source: str, **fields) -> None:
+    """Copy the outlines that chose the cells into the export (labels and evaluation default
+    to them) and say where they came from."""
+    if not (exp.path / OUTLINES_FILE).is_file():
+        write_gpkg(outlines, exp.path / OUTLINES_FILE, "glaciers")
+        exp.manifest["outlines"] = {"file": OUTLINES_FILE, "from": source,
+                                    "count": len(outlines), **fields}
 
 
 def demo_source_dir(workspace: Path, year: int, size: int) -> Path:
@@ -198,5 +103,5 @@ def demo_source_dir(workspace: Path, year: int, size: int) -> Path:
 def load_norm_from(path: Path) -> Normalization:
     m = read_manifest(Path(path), "export")
     if "normalization" not in m:
-        raise GlacierError(f"--norm-from {path}: that export has no normalization yet")
+        raise InputError(f"--norm-from {path}: that export has no normalization yet")
     return Normalization.from_dict(m["normalization"], str(path))

@@ -6,7 +6,9 @@ after every cell and says `complete: true` only once all cells and the VRT are i
 """
 from __future__ import annotations
 
+import json
 import shutil
+import time
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -35,13 +37,29 @@ def cell_profile(grid: ExportGrid, cell: Cell, count: int = len(BAND_NAMES)) -> 
                            cell.transform(grid), np.nan)
 
 
+CELL_INFO_TAG = "GLACIER_CELL_INFO"  # the cell's record (valid fraction, masks...) as JSON
+
+
 def write_cell_tif(path: Path, grid: ExportGrid, cell: Cell, data: np.ndarray,
-                   names=BAND_NAMES) -> None:
-    """Write one cell's (bands, h, w) float32 stack atomically, band descriptions set."""
+                   names=BAND_NAMES, info: dict | None = None) -> None:
+    """Write one cell's (bands, h, w) float32 stack atomically, band descriptions set and the
+    cell's record in its metadata, so a cell file describes itself even if the manifest was
+    last saved before it landed."""
     if data.shape != (len(names), cell.height, cell.width):
         raise ValueError(f"cell {cell.id}: data shape {data.shape} does not match the cell")
+    tags = {CELL_INFO_TAG: json.dumps(info)} if info is not None else None
     write_geotiff(path, data.astype(np.float32, copy=False), cell_profile(grid, cell, len(names)),
-                  names)
+                  names, tags)
+
+
+def read_cell_info(path: Path) -> dict:
+    import rasterio
+
+    with rasterio.open(path) as f:
+        raw = f.tags().get(CELL_INFO_TAG)
+    return json.loads(raw) if raw else {}
+
+
 def write_vrt(path: Path, grid: ExportGrid, cells: list[tuple[Cell, str]],
               names=BAND_NAMES) -> None:
     """A GDAL VRT mosaicking cell files (paths relative to the VRT) onto the region grid."""
@@ -76,9 +94,13 @@ def write_vrt(path: Path, grid: ExportGrid, cells: list[tuple[Cell, str]],
 class ExportDir:
     """One export on disk and its manifest; every state change is saved atomically."""
 
+    SAVE_EVERY_S = 15.0  # cells carry their own records, so the manifest need not be
+    # rewritten after each of thousands of cells
+
     def __init__(self, path: Path, manifest: dict):
         self.path = Path(path)
         self.manifest = manifest
+        self._saved_at = 0.0
 
     # -- creation and reopening ---------------------------------------------------------------
     @classmethod
@@ -120,6 +142,11 @@ class ExportDir:
 
     def save(self) -> None:
         write_manifest(self.path / EXPORT_MANIFEST, self.manifest)
+        self._saved_at = time.monotonic()
+
+    def save_now_and_then(self) -> None:
+        if time.monotonic() - self._saved_at > self.SAVE_EVERY_S:
+            self.save()
 
     # -- accessors ----------------------------------------------------------------------------
     @property
@@ -148,24 +175,30 @@ class ExportDir:
         self.save()
 
     def pending(self) -> list[Cell]:
-        """Cells still to do; a cell whose file exists is done (files appear only by rename)."""
+        """Cells still to do; a cell whose file exists is done (files appear only by rename),
+        and its record is restored from the file when the manifest missed it."""
         out = []
         for cid, c in self.cells.items():
             cell = Cell.from_dict(c)
-            if self.cell_file(cell).is_file():
+            f = self.cell_file(cell)
+            if f.is_file():
                 if c.get("state") != "done":
-                    c["state"] = "done"
+                    c.update(read_cell_info(f), state="done")
                 continue
             out.append(cell)
         return out
 
-    def mark(self, cell: Cell, state: str, **info) -> None:
+    def mark(self, cell: Cell, state: str, save: bool = True, **info) -> None:
         self.cells[cell.id].update(state=state, **info)
-        self.save()
+        if save:
+            self.save()
+        else:
+            self.save_now_and_then()
 
     def finish(self, **fields) -> None:
-        done = [(Cell.from_dict(c), f"{STACK_DIR}/{tif_name(cid)}") for cid, c in self.cells.items()
-                if self.cell_file(Cell.from_dict(c)).is_file()]
+        self.pending()  # restores the records of cells that landed after the last save
+        done = [(Cell.from_dict(c), f"{STACK_DIR}/{tif_name(cid)}")
+                for cid, c in self.cells.items() if self.cell_file(Cell.from_dict(c)).is_file()]
         if len(done) != len(self.cells):
             missing = sorted(set(self.cells) - {c.id for c, _ in done})
             raise StateError(f"{self.path}: cells {', '.join(missing[:5])} are not finished")

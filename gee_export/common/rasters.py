@@ -36,9 +36,9 @@ def geotiff_profile(width: int, height: int, count: int, dtype: str, crs, transf
     return profile
 
 
-def write_geotiff(path: Path, data: np.ndarray, profile: dict,
-                  names: Sequence[str] = ()) -> None:
-    """Write a (bands, h, w) array atomically, with band descriptions."""
+def write_geotiff(path: Path, data: np.ndarray, profile: dict, names: Sequence[str] = (),
+                  tags: dict[str, str] | None = None) -> None:
+    """Write a (bands, h, w) array atomically, with band descriptions and metadata tags."""
     import rasterio
 
     with atomic_output(path) as tmp:
@@ -46,6 +46,8 @@ def write_geotiff(path: Path, data: np.ndarray, profile: dict,
             dst.write(data)
             for i, n in enumerate(names, 1):
                 dst.set_band_description(i, n)
+            if tags:
+                dst.update_tags(**tags)
 
 
 def bounded_gdal_cache():

@@ -15,7 +15,7 @@ def _digest(d):
 def test_same_seed_same_bytes(tmp_path):
     a = write_demo_sources(tmp_path / "a", 2018, size=512)
     b = write_demo_sources(tmp_path / "b", 2018, size=512)
-    assert _digest(a) == _digest(b) and len(_digest(a)) == 10
+    assert _digest(a) == _digest(b) and len(_digest(a)) == 13
     c = write_demo_sources(tmp_path / "c", 2018, seed=7, size=512)
     assert _digest(c) != _digest(a)
 
@@ -45,7 +45,7 @@ def test_seasonal_snow_is_optically_like_glacier_but_not_in_radar(scene_points):
     scene, xs, ys, s = scene_points
     snow = scene.seasonal_snow(xs, ys, s["elevation"], s["glacier"], 2018, 1)
     assert snow.mean() > 0.01 and not (snow & s["glacier"]).any()
-    refl, scl = scene.s2(xs, ys, 2018, 1)
+    refl = scene.s2(xs, ys, 2018, 1).reflectance
     ndsi = (refl[1] - refl[4]) / (refl[1] + refl[4])
     high_ice = s["glacier"] & ~s["debris"] & (s["elevation"] > ELA + 200)
     assert np.median(ndsi[snow]) > 0.6 and np.median(ndsi[high_ice]) > 0.6
@@ -55,7 +55,7 @@ def test_seasonal_snow_is_optically_like_glacier_but_not_in_radar(scene_points):
 
 def test_debris_tongue_looks_like_rock_optically(scene_points):
     scene, xs, ys, s = scene_points
-    refl, _ = scene.s2(xs, ys, 2018, 1)
+    refl = scene.s2(xs, ys, 2018, 1).reflectance
     rock = ~s["glacier"] & ~s["lake"] & (s["elevation"] > 4000)
     ndsi = (refl[1] - refl[4]) / (refl[1] + refl[4])
     assert np.median(ndsi[s["debris"]]) < 0  # not snow-like
@@ -74,3 +74,53 @@ def test_sources_are_georeferenced_with_band_names(tmp_path):
         assert src.descriptions == ("B11", "SCL") and src.res == (20.0, 20.0)
     with rasterio.open(d / "DEM_SRTM.tif") as src:
         assert src.crs.to_epsg() == 4326
+
+
+def test_glaciers_change_by_known_amounts_between_years():
+    """Tongues retreat, margins thin, the small glaciers vanish, one glacier advances; the
+    outlines stay those of the inventory year."""
+    from gee_export.demo import INVENTORY_YEAR
+
+    scene = DemoScene()
+    a18, a20 = scene.glacier_area_km2(2018), scene.glacier_area_km2(2020)
+    assert set(a18) == set(a20) == set(demo_outlines_frame(scene)["glac_id"])
+    change = {g: a20[g] - a18[g] for g in a18}
+    grew = [g for g, d in change.items() if d > 0]
+    gone = [g for g in a18 if a20[g] == 0]
+    assert len(grew) == 1 and a18[grew[0]] > 1 and len(gone) >= 1
+    assert -0.10 < sum(change.values()) / sum(a18.values()) < -0.02
+    shrinking = [g for g, d in change.items() if d < 0]
+    assert len(shrinking) == len(a18) - 1
+    # The truth is the area of the year's outlines, on the ellipsoid.
+    poly18 = scene.glacier_polygons(INVENTORY_YEAR)
+    assert sum(p.area for p in poly18) / 1e6 == pytest.approx(sum(a18.values()), rel=0.01)
+
+
+def test_sources_record_the_years_truth_and_ship_the_inventory(tmp_path):
+    import geopandas as gpd
+
+    from gee_export.common.layout import read_manifest
+
+    d = write_demo_sources(tmp_path / "s", 2020, size=512)
+    truth = read_manifest(d / "sources.json", "sources")["synthetic_truth"]
+    assert truth["glacier_area_km2"] == DemoScene(size=512).glacier_area_km2(2020)
+    shipped = gpd.read_file(d / "outlines.gpkg")
+    inventory = demo_outlines_frame(DemoScene(size=512))
+    assert sorted(shipped["glac_id"]) == sorted(inventory["glac_id"])  # 2018's, not 2020's
+
+
+def test_cloud_score_and_scl_see_different_clouds():
+    """Thin cirrus: SCL flags only its core, Cloud Score+ all of it; and on the July date,
+    Cloud Score+ calls some bright glacier snow cloud (what the snow rule is for)."""
+    scene = DemoScene()
+    g = scene.grid
+    cols, rows = np.meshgrid(np.arange(0, g.width, 4) + 0.5, np.arange(0, g.height, 4) + 0.5)
+    xs, ys = g.transform * (cols, rows)
+    july = scene.s2(xs, ys, 2018, 0)
+    cirrus = scene.cirrus(xs, ys, 2018, 0)
+    thin = (cirrus > 0.12) & (cirrus < 0.2)
+    assert thin.mean() > 0.01
+    assert (july.scl[thin] != 10).all() and (july.cs_cdf[thin] < 0.5).mean() > 0.5
+    glacier = scene.surface(xs, ys, 2018)["glacier"]
+    flagged = glacier & (july.contamination == 0) & (july.cs_cdf < 0.5)
+    assert flagged.sum() > 100

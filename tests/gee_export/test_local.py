@@ -1,29 +1,32 @@
+"""The local recipe: its pure science against hand values, and reading real rasters that lack
+nodata tags or cover only part of a cell."""
+from pathlib import Path
+
 import numpy as np
 import pytest
+import rasterio
+from affine import Affine
 
+from gee_export import local
+from gee_export.common.bands import BAND_NAMES
 from gee_export.common.errors import GlacierError
+from gee_export.common.grid import Cell, ExportGrid
 from gee_export.config import Normalization, RecipeConfig, denormalize, normalize
-from gee_export.local import (
-    OffsetHistogram,
-    fuse_dem,
-    indices,
-    mask_invalid_pixels,
-    mask_s1_noise,
-    nan_median,
-    normalized_difference,
-    s2_clear,
-)
+from gee_export.local import (OffsetHistogram, fuse_dem, indices, keep_by_cloud_score,
+                              keep_by_scl, mask_invalid_pixels, nan_median,
+                              normalized_difference, read_source, s1_noise_rule)
 
 CFG = RecipeConfig(2018)
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def test_normalized_difference_matches_hand_values_and_masks_negatives():
-    a = np.array([0.5, 0.2, -0.1, 0.0])
-    b = np.array([0.1, 0.2, 0.3, 0.0])
+    a = np.array([0.5, 0.2, -0.1, 0.0, np.nan])
+    b = np.array([0.1, 0.2, 0.3, 0.0, 0.2])
     out = normalized_difference(a, b)
     assert out[0] == pytest.approx(0.4 / 0.6)
     assert out[1] == 0
-    assert np.isnan(out[2]) and np.isnan(out[3])
+    assert np.isnan(out[2:]).all()
 
 
 def test_indices_use_standard_signs():
@@ -35,25 +38,47 @@ def test_indices_use_standard_signs():
     assert i["NDWI"][0] == pytest.approx(0.4 / 1.2)
 
 
-def test_clear_mask_keeps_snow_flagged_as_cloud_and_drops_real_cloud():
+def test_scl_mask_keeps_snow_flagged_as_cloud_and_drops_real_cloud():
     # pixel 0: ice that SCL calls cloud (8); 1: real cloud (bright SWIR); 2: shadow;
     # 3: SCL snow (11); 4: clear rock; 5: no data
     scl = np.array([8, 9, 3, 11, 5, 0], np.uint8)
     refl = {"B3": np.array([0.8, 0.7, 0.1, 0.7, 0.15, 0.0]),
             "B11": np.array([0.06, 0.5, 0.08, 0.05, 0.28, 0.0])}
-    keep = s2_clear(scl, refl, CFG)
-    assert keep.tolist() == [True, False, False, True, True, False]
+    assert keep_by_scl(scl, refl, CFG).tolist() == [True, False, False, True, True, False]
 
 
-def test_median_ignores_masked_dates():
-    s = np.array([[1.0, np.nan], [3.0, np.nan], [np.nan, np.nan]], np.float32)
-    m = nan_median(s)
-    assert m[0] == 2.0 and np.isnan(m[1])
+def test_cloud_score_mask_follows_earth_engine_algebra():
+    # 0: clear; 1: cloudy score, bright SWIR; 2: cloudy score but spectral snow; 3: cloudy
+    # score, SCL snow; 4: clear score but no score value (masked); 5: clear score, B11 masked;
+    # 6: clear score where SCL says no data
+    score = np.array([0.9, 0.2, 0.2, 0.2, np.nan, 0.9, 0.9])
+    scl = np.array([5, 5, 5, 11, 5, 5, 0], np.uint8)
+    refl = {"B3": np.array([0.2, 0.7, 0.8, 0.3, 0.2, 0.2, 0.2]),
+            "B11": np.array([0.25, 0.5, 0.07, 0.25, 0.25, np.nan, 0.25])}
+    keep = keep_by_cloud_score(score, scl, refl, CFG)
+    assert keep.tolist() == [True, False, True, True, False, False, False]
+    # L1C has no SCL: the SCL term drops out, pixel 3 is cloud again.
+    assert keep_by_cloud_score(score, None, refl, CFG).tolist()[3] is False
 
 
-def test_s1_border_noise_masked():
-    out = mask_s1_noise(np.array([-10.0, -31.0, np.nan]), -30.0)
-    assert out[0] == -10 and np.isnan(out[1:]).all()
+def test_median_ignores_masked_dates_and_averages_an_even_count():
+    rng = np.random.default_rng(0)
+    s = rng.random((4, 30, 30)).astype(np.float32)
+    s[rng.random(s.shape) < 0.4] = np.nan
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):  # all-NaN pixels exist
+        want = np.nanmedian(s, axis=0).astype(np.float32)
+    np.testing.assert_array_equal(nan_median(s), want)
+    two = np.array([[1.0, np.nan], [3.0, np.nan]], np.float32)
+    assert nan_median(two)[0] == 2.0 and np.isnan(nan_median(two)[1])
+
+
+def test_s1_noise_rule_keeps_legitimately_low_vh():
+    vv = np.array([-12.0, -31.0, -24.0, -20.0, np.nan], np.float32)
+    vh = np.array([-19.0, -36.0, -33.0, -41.0, -20.0], np.float32)  # 2: calm water
+    removed = s1_noise_rule({"VV": vv, "VH": vh}, CFG)
+    assert np.isnan(vv).tolist() == [False, True, False, False, True]
+    assert np.isnan(vh).tolist() == [False, True, False, True, False]
+    assert removed.tolist() == [False, True, False, True, False]
 
 
 def test_dem_fusion_removes_offset_so_no_seam():
@@ -99,3 +124,216 @@ def test_year_outside_sentinel_era(year):
 def test_s1_window_widens_after_sentinel_1b():
     assert RecipeConfig(2019).s1_dates == ("2019-07-01", "2019-08-01")
     assert RecipeConfig(2023).s1_dates == ("2023-06-15", "2023-08-16")
+
+
+# -- reading real and partial sources ----------------------------------------------------------
+
+HEF = DATA / "oggm" / "hef_srtm.tif"  # real SRTM, int16, no nodata tag
+
+
+def _utm_grid_over(path: Path, crs: str, east_extra_m: float) -> tuple[ExportGrid, Cell]:
+    """A 10 m grid over the middle of a raster, reaching east_extra_m past its east edge."""
+    from rasterio.warp import transform_bounds
+
+    with rasterio.open(path) as src:
+        w, s, e, n = transform_bounds(src.crs, crs, *src.bounds)
+    grid = ExportGrid.covering(crs, (e - 3000, (s + n) / 2 - 1500, e + east_extra_m,
+                                     (s + n) / 2 + 1500))
+    return grid, Cell(0, 0, 0, 0, grid.height, grid.width)
+
+
+def _outside(path: Path, grid: ExportGrid, margin_deg: float = 1e-4) -> np.ndarray:
+    """Pixels of the grid whose centre lies outside the raster's footprint (by more than
+    margin_deg, about 8 m, so that rounding on the very edge does not count)."""
+    from pyproj import Transformer
+
+    with rasterio.open(path) as src:
+        bounds, crs = src.bounds, src.crs
+    cols, rows = np.meshgrid(np.arange(grid.width) + 0.5, np.arange(grid.height) + 0.5)
+    xs, ys = grid.transform * (cols, rows)
+    lon, lat = Transformer.from_crs(grid.crs, crs, always_xy=True).transform(xs, ys)
+    m = margin_deg
+    return ((lon > bounds.right + m) | (lon < bounds.left - m) | (lat > bounds.top + m)
+            | (lat < bounds.bottom - m))
+
+
+def test_real_srtm_without_nodata_tag_is_nan_outside_its_footprint():
+    """The bug this guards: warped without a nodata value, GDAL filled everything past the
+    tile with 0 m, and the stack called it valid ground at sea level."""
+    grid, cell = _utm_grid_over(HEF, "EPSG:32632", east_extra_m=2000)
+    elev = read_source(HEF, "dem", grid, cell, None)[0]["value"]
+    outside = _outside(HEF, grid)
+    assert 0.2 < outside.mean() < 0.6
+    assert np.isnan(elev[outside]).all()
+    inner = ~_outside(HEF, grid, margin_deg=-1e-4)
+    assert np.isfinite(elev[inner]).all()
+    with rasterio.open(HEF) as src:
+        lo, hi = src.read(1).min(), src.read(1).max()
+    assert lo <= np.nanmin(elev) and np.nanmax(elev) <= hi  # bilinear stays inside the data
+
+
+def test_dem_voids_are_masked_before_interpolation(tmp_path):
+    """An SRTM void (-32768, no tag) must not be blended into its neighbours."""
+    with rasterio.open(HEF) as src:
+        data, profile = src.read(1), src.profile
+    data[100:110, 200:210] = -32768
+    void = tmp_path / "void.tif"
+    with rasterio.open(void, "w", **profile) as dst:
+        dst.write(data, 1)
+    grid, cell = _utm_grid_over(HEF, "EPSG:32632", east_extra_m=0)
+    grid = ExportGrid.covering("EPSG:32632", _bounds_of_pixels(void, 95, 115, 195, 215))
+    cell = Cell(0, 0, 0, 0, grid.height, grid.width)
+    elev = read_source(void, "dem", grid, cell, None)[0]["value"]
+    assert np.isnan(elev).any() and np.nanmin(elev) > 1000  # no value dragged towards -32768
+
+
+def _bounds_of_pixels(path, r0, r1, c0, c1):
+    from rasterio.warp import transform_bounds
+
+    with rasterio.open(path) as src:
+        t = src.transform
+        x0, y0 = t * (c0, r0)
+        x1, y1 = t * (c1, r1)
+        return transform_bounds(src.crs, "EPSG:32632", x0, y1, x1, y0)
+
+
+def _write(path, data, transform, crs="EPSG:32647", nodata=None, names=()):
+    data = np.asarray(data, np.float32)
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
+                       count=data.shape[0], dtype="float32", crs=crs, transform=transform,
+                       nodata=nodata) as f:
+        f.write(data)
+        for i, n in enumerate(names, 1):
+            f.set_band_description(i, n)
+    return path
+
+
+GRID = ExportGrid("EPSG:32647", 400_000.0, 4_300_000.0, 64, 64)
+CELL = Cell(0, 0, 0, 0, 64, 64)
+
+
+def test_half_covering_s1_without_tag_is_nan_outside_its_swath(tmp_path):
+    db = np.full((2, 66, 66), -12.0, np.float32)
+    db[:, :, :30] = 0.0  # GRD fill west of the swath, no nodata tag
+    f = _write(tmp_path / "s1.tif", db, Affine(10, 0, GRID.x0 - 5, 0, -10, GRID.y0 + 5),
+               names=("VV", "VH"))
+    got, _ = read_source(f, "s1", GRID, CELL, ["VV", "VH"])
+    assert np.isnan(got["VV"][:, :29]).all() and np.isnan(got["VH"][:, :29]).all()
+    # Bilinear leaves masked neighbours out and renormalizes: column 29 sits halfway between
+    # file columns 29 (no data) and 30, so it takes column 30's value.
+    assert (got["VV"][:, 29:] == -12.0).all()
+
+
+def test_aligned_source_smaller_than_the_cell_is_nan_around_it(tmp_path):
+    f = _write(tmp_path / "small.tif", np.full((1, 20, 30), 7.0),
+               Affine(10, 0, GRID.x0 + 100, 0, -10, GRID.y0 - 50))
+    got = read_source(f, "dem", GRID, CELL, None)[0]["value"]
+    assert (got[5:25, 10:40] == 7).all()
+    got[5:25, 10:40] = np.nan
+    assert np.isnan(got).all()
+
+
+def test_a_nodata_tag_wins_over_the_defaults(tmp_path):
+    db = np.full((2, 64, 64), -12.0, np.float32)
+    db[:, 0, :] = 0.0  # a real 0 dB return
+    db[:, 1, :] = np.nan
+    f = _write(tmp_path / "tagged.tif", db, GRID.transform, nodata=np.nan, names=("VV", "VH"))
+    got, _ = read_source(f, "s1", GRID, CELL, ["VV", "VH"])
+    assert (got["VV"][0] == 0).all() and np.isnan(got["VV"][1]).all()
+
+
+def test_an_alpha_band_is_the_footprint(tmp_path):
+    from rasterio.enums import ColorInterp
+
+    alpha = np.full((64, 64), 65535, np.uint16)  # GDAL honours Byte and UInt16 alpha bands
+    alpha[:, 40:] = 0
+    f = tmp_path / "alpha.tif"
+    with rasterio.open(f, "w", driver="GTiff", width=64, height=64, count=2, dtype="uint16",
+                       crs=GRID.crs, transform=GRID.transform, photometric="MINISBLACK",
+                       alpha="UNSPECIFIED") as dst:
+        dst.write(np.full((64, 64), 250, np.uint16), 1)
+        dst.write(alpha, 2)
+        dst.colorinterp = [ColorInterp.gray, ColorInterp.alpha]
+    got = read_source(f, "s2", GRID, CELL, None)[0]["value"]
+    assert np.isnan(got[:, 40:]).all() and (got[:, :40] == 250).all()
+
+
+def test_aligned_sources_are_copied_exactly_as_a_warp_would_resample(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    data = rng.random((2, 80, 80)).astype(np.float32)
+    data[:, 50:60, 10:20] = np.nan
+    f = _write(tmp_path / "aligned.tif", data, Affine(10, 0, GRID.x0 - 80, 0, -10, GRID.y0 + 50),
+               names=("VV", "VH"))
+    fast, _ = read_source(f, "s1", GRID, CELL, ["VV", "VH"])
+    monkeypatch.setattr(local, "_aligned_offset", lambda *a: None)
+    warped, _ = read_source(f, "s1", GRID, CELL, ["VV", "VH"])
+    for b in ("VV", "VH"):
+        np.testing.assert_allclose(fast[b], warped[b], rtol=0, atol=1e-6, equal_nan=True)
+
+
+def test_native_rule_removals_are_counted_on_the_cell(tmp_path):
+    db = np.full((2, 66, 66), -12.0, np.float32)
+    db[0, :, 60:] = -34.0  # border noise in the east, 6 columns of the file
+    f = _write(tmp_path / "noise.tif", db, Affine(10, 0, GRID.x0 - 5, 0, -10, GRID.y0 + 5),
+               names=("VV", "VH"))
+    got, removed = read_source(f, "s1", GRID, CELL, ["VV", "VH"], "bilinear",
+                               lambda b: s1_noise_rule(b, CFG))
+    noise = np.isnan(got["VV"]) & np.isnan(got["VH"])
+    assert noise[:, 61:].all() and not noise[:, :58].any()
+    assert removed == pytest.approx(64 * 6, abs=64)
+
+
+# -- the whole local export on real Sentinel-1/2 pixels ------------------------------------------
+
+def test_local_export_on_real_snow_patch(tmp_path, cli):
+    """Real Sentinel-2 L2A and Sentinel-1 pixels (BigEarthNet, a snow-covered patch in
+    Finland) through `prep export --source-dir`: the indices come out as computed by hand
+    from the files, the snow NDSI is the known +0.76, and outside the patch is nodata."""
+    from gee_export.common.cli import prep
+    from gee_export.common.grid import region_from_lonlat  # noqa: F401 (documents the grid)
+
+    src = tmp_path / "src"
+    src.mkdir()
+    s2 = {b: rasterio.open(next((DATA / "bigearthnet" / "s2_snow").glob(f"*_{b}.tif")))
+          for b in ("B02", "B03", "B04", "B08", "B11")}
+    prof = s2["B02"].profile
+    ten = np.stack([s2[b].read(1) for b in ("B02", "B03", "B04", "B08")])
+    _write_typed(src / "S2_2018-07-15_B10m.tif", ten, prof, ("B2", "B3", "B4", "B8"), "uint16")
+    twenty = np.stack([s2["B11"].read(1), np.full((60, 60), 11)])  # SCL: snow everywhere
+    _write_typed(src / "S2_2018-07-15_B20m.tif", twenty, s2["B11"].profile, ("B11", "SCL"),
+                 "uint16")
+    s1 = DATA / "bigearthnet" / "s1_snow"
+    vv = rasterio.open(next(s1.glob("*_VV.tif"))).read(1)
+    vh = rasterio.open(next(s1.glob("*_VH.tif"))).read(1)
+    _write_typed(src / "S1_2018-07-10_dB.tif", np.stack([vv, vh]), prof, ("VV", "VH"),
+                 "float32")
+    dem = np.full((1, 120, 120), 150.0)
+    _write_typed(src / "DEM_SRTM.tif", dem, prof, ("elevation",), "float32")
+    cli(prep, ["export", "--bbox", 30.2846, 62.6685, 30.3174, 62.6836, "--crs", "EPSG:32635",
+               "--year", 2018, "--source-dir", src, "--workspace", tmp_path / "ws", "--quiet",
+               "--cell-size", 128, "--workers", 1])
+    with rasterio.open(tmp_path / "ws" / "exports" / "bbox-2018" / "stack.vrt") as f:
+        stack, t = f.read(), f.transform
+    col0, row0 = ~t * (prof["transform"].c, prof["transform"].f)
+    assert col0 == int(col0) and row0 == int(row0)  # same 10 m lattice
+    r, c = int(row0), int(col0)
+    patch = stack[:, r:r + 120, c:c + 120]
+    phys = denormalize(patch, Normalization.fixed())
+    refl = ten.astype(np.float32) / 10000
+    ndwi = (refl[1] - refl[3]) / (refl[1] + refl[3])
+    np.testing.assert_allclose(phys[BAND_NAMES.index("NDWI")], ndwi, atol=1e-5)
+    np.testing.assert_allclose(phys[BAND_NAMES.index("VV")], np.clip(vv, -30, 5), atol=1e-4)
+    ndsi = phys[BAND_NAMES.index("NDSI")]
+    assert np.median(ndsi) == pytest.approx(0.76, abs=0.02)
+    outside = np.ones(stack.shape[1:], bool)
+    outside[r:r + 120, c:c + 120] = False
+    assert outside.any() and np.isnan(stack[:, outside]).all()
+
+
+def _write_typed(path, data, profile, names, dtype):
+    p = dict(profile, count=len(data), dtype=dtype, nodata=None)
+    p.pop("blockxsize", None), p.pop("blockysize", None), p.pop("tiled", None)
+    with rasterio.open(path, "w", **p) as f:
+        f.write(np.asarray(data).astype(dtype))
+        for i, n in enumerate(names, 1):
+            f.set_band_description(i, n)

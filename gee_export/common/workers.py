@@ -1,0 +1,90 @@
+"""Worker processes that die with their parent.
+
+A pool's workers block on a pipe to the parent; if the parent is killed (kill -9), nothing
+tells them, and they would wait forever. On Linux each worker asks the kernel for SIGTERM when
+its parent dies; elsewhere the pool's own shutdown is all there is.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to send this process SIGTERM when its parent exits (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _init(initializer: Callable | None, args: tuple) -> None:
+    die_with_parent()
+    # The parent handles Ctrl-C; a worker that also raised KeyboardInterrupt would print a
+    # traceback per process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer(*args)
+
+
+def process_pool(workers: int, initializer: Callable | None = None,
+                 initargs: tuple = ()) -> ProcessPoolExecutor:
+    """A process pool whose workers exit when this process does, however it exits."""
+    return ProcessPoolExecutor(workers, initializer=_init, initargs=(initializer, initargs))
+
+
+def cpu_workers(requested: int | str | None, cap: int = 8) -> int:
+    """'auto' (or None): the CPUs this process may use, at most `cap`; else the number given."""
+    if requested in (None, "auto"):
+        try:
+            n = len(os.sched_getaffinity(0))
+        except AttributeError:
+            n = os.cpu_count() or 1
+        return max(1, min(cap, n))
+    return max(1, int(requested))
+
+
+def parallel_map(fn: Callable, items, workers: int, initializer: Callable | None = None,
+                 initargs: tuple = (), teardown: Callable | None = None):
+    """Yield (item, fn(item)) as they finish, computed in `workers` processes that run
+    `initializer(*initargs)` first; with one worker, in this process (then `teardown()` after).
+    At most two items per worker are in flight, so results never pile up; after Ctrl-C or an
+    error nothing new starts, and items already running finish before the pool closes."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        if initializer is not None:
+            initializer(*initargs)
+        try:
+            for item in items:
+                yield item, fn(item)
+        finally:
+            if teardown is not None:
+                teardown()
+        return
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    todo = iter(items)
+    in_flight: dict = {}
+    with process_pool(min(workers, len(items)), initializer, initargs) as pool:
+        try:
+            while True:
+                while len(in_flight) < 2 * workers and (item := next(todo, None)) is not None:
+                    in_flight[pool.submit(fn, item)] = item
+                if not in_flight:
+                    return
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for f in done:
+                    item = in_flight.pop(f)
+                    yield item, f.result()
+        finally:
+            for f in in_flight:
+                f.cancel()

@@ -1,0 +1,237 @@
+"""`prep export --source-dir`: the recipe on local rasters, cell by cell in worker processes.
+
+Three passes over the planned cells, each resumable: the HMA - SRTM offset (recorded once), the
+region's percentiles (percentile normalization only), then the cells themselves. Every cell
+file lands atomically with its own record, so a killed export resumes where it stopped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gee_export.common.bands import BAND_NAMES
+from gee_export.common.errors import StateError
+from gee_export.common.grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region
+from gee_export.common.layout import (
+    DEM_SOURCE_DIR,
+    EXPORTS_DIR,
+    SOURCES_MANIFEST,
+    file_sha256,
+    product_name,
+    read_manifest,
+    stored_path,
+    tif_name,
+)
+from gee_export.common.locks import output_lock
+from gee_export.common.outlines import OutlineRasterizer, read_outlines
+from gee_export.common.workers import cpu_workers, parallel_map
+from gee_export.config import Normalization, RecipeConfig
+from gee_export.export import Plan, ensure_normalization, plan_cells, record_outlines
+from gee_export.local import LocalRecipe, LocalSources, OffsetHistogram, PercentileAccumulator
+from gee_export.stack import ExportDir, write_cell_tif
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    cell_size: int = DEFAULT_CELL_SIZE
+    cloud_mask: str = "auto"  # Cloud Score+ where every scene has it (as on Earth Engine)
+    norm_from: Normalization | None = None
+    dem_source_map: bool = False
+    workers: int | str = "auto"  # processes; auto: every CPU this process may use, up to 8
+
+
+def run_local_export(workspace: Path, region: Region, cfg: RecipeConfig, source_dir: Path,
+                     outlines_path: Path | None = None, options: LocalOptions = LocalOptions(),
+                     force: bool = False, name: str | None = None, wait: bool = False,
+                     quiet: bool = False, echo=print) -> ExportDir:
+    """Export the 11-band stack of a region and year from local rasters; rerunning resumes."""
+    name = name or product_name(region.name, cfg.year)
+    with output_lock(Path(workspace) / EXPORTS_DIR / name, wait, echo):
+        job = _LocalJob.prepare(region, cfg, Path(source_dir), outlines_path, options, echo)
+        exp = job.open(Path(workspace), name, force, echo)
+        if exp.manifest.get("complete"):
+            echo(f"export {exp.path} is complete; nothing to do")
+            return exp
+        job.record(exp)
+        echo(job.plan.describe())
+        offset = job.dem_offset(exp, quiet, echo)
+        norm = ensure_normalization(exp, cfg, options.norm_from,
+                                    lambda: job.percentiles(offset, quiet))
+        job.run_cells(exp, offset, norm, quiet)
+        exp.finish()
+    echo(f"export complete: {exp.path} ({len(exp.cells)} cells, stack.vrt)")
+    return exp
+
+
+@dataclass
+class _LocalJob:
+    region: Region
+    cfg: RecipeConfig
+    source_dir: Path
+    sources: LocalSources
+    outlines: object  # Outlines or None
+    plan: Plan
+    recipe: LocalRecipe
+    options: LocalOptions
+
+    @classmethod
+    def prepare(cls, region: Region, cfg: RecipeConfig, source_dir: Path,
+                outlines_path: Path | None, options: LocalOptions, echo) -> "_LocalJob":
+        sources = LocalSources.scan(source_dir)
+        outlines_path = outlines_path or sources.outlines
+        outlines = None
+        if outlines_path:
+            outlines = read_outlines(outlines_path, region.crs).split_by_area(
+                cfg.min_outline_area_km2)[0]
+            if outlines.repaired:
+                echo(f"repaired {outlines.repaired} invalid outline polygon(s) in "
+                     f"{outlines.path}")
+        plan = plan_cells(region, outlines.frame if outlines else None, cfg.outline_buffer_m,
+                          options.cell_size, f"{outlines_path.name} buffered by "
+                          f"{cfg.outline_buffer_m:g} m" if outlines_path else "")
+        recipe = LocalRecipe(sources, plan.grid, cfg, options.cloud_mask)
+        return cls(region, cfg, source_dir, sources, outlines, plan, recipe, options)
+
+    def parameters(self) -> dict:
+        """What makes two exports the same: a rerun with equal parameters resumes."""
+        o = self.options
+        return {"region": self.region.name, "grid": self.plan.grid.to_dict(),
+                "recipe": self.cfg.to_dict(), "cell_size": o.cell_size, "source": "local",
+                "cloud_mask": self.recipe.cloud_mask,
+                "norm_from": o.norm_from.to_dict() if o.norm_from else None,
+                "inputs": {f.name: file_sha256(f, 1 << 22) for f in self.sources.all_files()},
+                "outlines": (file_sha256(self.outlines.path) if self.outlines else None)}
+
+    def open(self, workspace: Path, name: str, force: bool, echo) -> ExportDir:
+        exp_dir = workspace / EXPORTS_DIR / name
+        fields = {"region": self.region.to_dict(), "year": self.cfg.year,
+                  "grid": self.plan.grid.to_dict(), "bands": list(BAND_NAMES),
+                  "synthetic": self.region.synthetic, "source": "local",
+                  "source_dir": stored_path(self.source_dir, exp_dir, workspace),
+                  "plan": self.plan.summary(), "recipe": self.cfg.to_dict(),
+                  "images": self.recipe.report(), **self._synthetic_truth()}
+        return ExportDir.open_or_create(workspace, name, self.parameters(), fields, force, echo)
+
+    def _synthetic_truth(self) -> dict:
+        """The demo generator's truth (glacier areas of the year), carried into export.json."""
+        mf = self.source_dir / SOURCES_MANIFEST
+        if not mf.is_file():
+            return {}
+        truth = read_manifest(mf, "sources").get("synthetic_truth")
+        return {"synthetic_truth": truth} if truth else {}
+
+    def record(self, exp: ExportDir) -> None:
+        if self.outlines is not None:
+            record_outlines(exp, self.outlines.frame, stored_path(
+                self.outlines.path, exp.path, exp.path.parents[1]),
+                sha256=file_sha256(self.outlines.path), id_field=self.outlines.id_field,
+                repaired=self.outlines.repaired)
+        exp.set_plan(self.plan.cells)
+
+    def _pool(self, fn, cells: list[Cell]):
+        """fn over cells in worker processes that each build this job's recipe once."""
+        o = self.outlines
+        init = (self.sources, self.plan.grid, self.cfg, self.recipe.cloud_mask,
+                o.geometries if o is not None else None)
+        return parallel_map(fn, cells, cpu_workers(self.options.workers), _init_worker, init,
+                            _teardown_worker)
+
+    def dem_offset(self, exp: ExportDir, quiet: bool, echo) -> float:
+        """Pass 1, once: the vertical offset of HMA against SRTM, off the glaciers."""
+        if "dem" not in exp.manifest:
+            s = self.sources
+            dem = {"hma_files": [f.name for f in s.hma], "srtm_files": [f.name for f in s.srtm],
+                   "datum": "EGM96 (SRTM)"}
+            if s.hma and s.srtm:
+                hist = OffsetHistogram()
+                for _, counts in _progress(self._pool(_offset_counts, self.plan.cells),
+                                           len(self.plan.cells), "DEM offset", quiet):
+                    hist.counts += counts
+                if hist.n == 0:
+                    raise StateError("HMA and SRTM do not overlap off the glaciers: no offset")
+                dem.update(offset_m=hist.median(), offset_pixels=hist.n,
+                           offset_method="median of HMA - SRTM off glacier outlines")
+            else:
+                dem.update(offset_m=0.0, offset_pixels=0,
+                           offset_method="none (one DEM source only)")
+                if not s.hma:
+                    echo("warning: no HMA DEM (DEM_HMA*.tif); elevation is SRTM alone")
+            exp.manifest["dem"] = dem
+            exp.save()
+        return exp.manifest["dem"]["offset_m"]
+
+    def percentiles(self, offset: float, quiet: bool) -> Normalization:
+        """Pass 2 (percentile mode only): each band's percentiles over the region."""
+        acc = PercentileAccumulator()
+        cells = [(c, offset) for c in self.plan.cells]
+        for _, counts in _progress(self._pool(_percentile_counts, cells), len(cells),
+                                   "percentiles", quiet):
+            for b in BAND_NAMES:
+                acc.counts[b] += counts[b]
+        return acc.normalization(self.cfg.norm_percentiles)
+
+    def run_cells(self, exp: ExportDir, offset: float, norm: Normalization,
+                  quiet: bool) -> None:
+        """Pass 3: every cell not yet on disk; workers write the files, this process keeps
+        the manifest."""
+        todo = exp.pending()
+        dem_dir = exp.path / DEM_SOURCE_DIR if self.options.dem_source_map else None
+        jobs = [(c, offset, norm, exp.cell_file(c), dem_dir) for c in todo]
+        for (c, *_), info in _progress(self._pool(_write_cell, jobs), len(jobs), "cells", quiet):
+            exp.mark(c, "done", save=False, **info)
+        exp.save()
+
+
+def _progress(iterable, total: int, desc: str, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="cell", disable=quiet, leave=False)
+
+
+# -- in the worker processes ------------------------------------------------------------------
+
+_RECIPE: dict = {}
+
+
+def _init_worker(sources: LocalSources, grid: ExportGrid, cfg: RecipeConfig, cloud_mask: str,
+                 glaciers) -> None:
+    mask = None
+    if glaciers is not None:
+        raster = OutlineRasterizer(glaciers, grid.transform)
+        mask = lambda c: raster.mask(c.row_off, c.col_off, c.height, c.width)  # noqa: E731
+    _RECIPE["recipe"] = LocalRecipe(sources, grid, cfg, cloud_mask, mask)
+
+
+def _teardown_worker() -> None:
+    _RECIPE.clear()
+
+
+def _offset_counts(cell: Cell) -> np.ndarray:
+    hist = OffsetHistogram()
+    diff = _RECIPE["recipe"].offset_sample(cell)
+    if diff is not None:
+        hist.add(diff)
+    return hist.counts
+
+
+def _percentile_counts(job: tuple[Cell, float]) -> dict:
+    acc = PercentileAccumulator()
+    acc.add(_RECIPE["recipe"].physical(*job)[0])
+    return acc.counts
+
+
+def _write_cell(job) -> dict:
+    cell, offset, norm, path, dem_dir = job
+    recipe: LocalRecipe = _RECIPE["recipe"]
+    res = recipe.cell(cell, offset, norm)
+    info = {"valid_fraction": round(float(np.isfinite(res.stack[0]).mean()), 4),
+            "dem_fraction": {"hma": round(float((res.dem_source == 1).mean()), 4),
+                             "srtm": round(float((res.dem_source == 2).mean()), 4)},
+            "glacier_pixels_masked": res.glacier_removed, "removed_pixels": res.removed}
+    if dem_dir is not None:
+        write_cell_tif(dem_dir / tif_name(cell.id), recipe.grid, cell,
+                       res.dem_source[None].astype(np.float32), names=("dem_source",))
+    write_cell_tif(path, recipe.grid, cell, res.stack, info=info)
+    return info
