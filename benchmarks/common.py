@@ -20,6 +20,7 @@ def child_main(jobs: dict, argv: list[str]) -> None:
     extra = jobs[argv[0]](*argv[1:]) or {}
     print(json.dumps({"seconds": time.perf_counter() - t,
                       "peak_mb": peak_rss_mb(),
+                      "worker_peak_mb": worker_peak_mb(),
                       **extra}))
 
 
@@ -32,6 +33,12 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker_peak_mb() -> float:
+    """The largest peak RSS of any worker process this process started and reaped (0 when it
+    started none): with N workers, total memory is about the parent's peak + N times this."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def run_child(script: str, *args, env: dict | None = None) -> dict:

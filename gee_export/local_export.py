@@ -25,12 +25,16 @@ from gee_export.common.layout import (
     tif_name,
 )
 from gee_export.common.locks import output_lock
-from gee_export.common.outlines import OutlineRasterizer, read_outlines
-from gee_export.common.workers import cpu_workers, parallel_map
-from gee_export.config import Normalization, RecipeConfig
+from gee_export.common.outlines import read_outlines
+from gee_export.common.rasters import bounded_gdal_cache
+from gee_export.common.workers import WorkerPool, cpu_workers
+from gee_export.config import DEM_OFFSET_SCALE_M, Normalization, RecipeConfig
 from gee_export.export import Plan, ensure_normalization, plan_cells, record_outlines
 from gee_export.local import LocalRecipe, LocalSources, OffsetHistogram, PercentileAccumulator
 from gee_export.stack import ExportDir, write_cell_tif
+
+CELLS_PER_TASK = 4  # neighbouring cells one worker does in a row (shared source blocks)
+WORKER_CACHE_MB = 64  # GDAL block cache per worker: the source blocks a run of cells shares
 
 
 @dataclass(frozen=True)
@@ -56,10 +60,11 @@ def run_local_export(workspace: Path, region: Region, cfg: RecipeConfig, source_
             return exp
         job.record(exp)
         echo(job.plan.describe())
-        offset = job.dem_offset(exp, quiet, echo)
-        norm = ensure_normalization(exp, cfg, options.norm_from,
-                                    lambda: job.percentiles(offset, quiet))
-        job.run_cells(exp, offset, norm, quiet)
+        with job.pool():
+            offset = job.dem_offset(exp, quiet, echo)
+            norm = ensure_normalization(exp, cfg, options.norm_from,
+                                        lambda: job.percentiles(offset, quiet))
+            job.run_cells(exp, offset, norm, quiet)
         exp.finish()
     echo(f"export complete: {exp.path} ({len(exp.cells)} cells, stack.vrt)")
     return exp
@@ -75,6 +80,7 @@ class _LocalJob:
     plan: Plan
     recipe: LocalRecipe
     options: LocalOptions
+    _workers: WorkerPool | None = None
 
     @classmethod
     def prepare(cls, region: Region, cfg: RecipeConfig, source_dir: Path,
@@ -130,13 +136,17 @@ class _LocalJob:
                 repaired=self.outlines.repaired)
         exp.set_plan(self.plan.cells)
 
-    def _pool(self, fn, cells: list[Cell]):
-        """fn over cells in worker processes that each build this job's recipe once."""
+    def pool(self) -> WorkerPool:
+        """Worker processes that each build this job's recipe once, for all three passes."""
         o = self.outlines
         init = (self.sources, self.plan.grid, self.cfg, self.recipe.cloud_mask,
                 o.geometries if o is not None else None)
-        return parallel_map(fn, cells, cpu_workers(self.options.workers), _init_worker, init,
-                            _teardown_worker)
+        self._workers = WorkerPool(cpu_workers(self.options.workers), _init_worker, init,
+                                   _teardown_worker)
+        return self._workers
+
+    def _pool(self, fn, items: list):
+        return self._workers.map(fn, items)
 
     def dem_offset(self, exp: ExportDir, quiet: bool, echo) -> float:
         """Pass 1, once: the vertical offset of HMA against SRTM, off the glaciers."""
@@ -152,7 +162,8 @@ class _LocalJob:
                 if hist.n == 0:
                     raise StateError("HMA and SRTM do not overlap off the glaciers: no offset")
                 dem.update(offset_m=hist.median(), offset_pixels=hist.n,
-                           offset_method="median of HMA - SRTM off glacier outlines")
+                           offset_method=f"median of HMA - SRTM off glacier outlines at "
+                                         f"{DEM_OFFSET_SCALE_M:g} m")
             else:
                 dem.update(offset_m=0.0, offset_pixels=0,
                            offset_method="none (one DEM source only)")
@@ -175,13 +186,33 @@ class _LocalJob:
     def run_cells(self, exp: ExportDir, offset: float, norm: Normalization,
                   quiet: bool) -> None:
         """Pass 3: every cell not yet on disk; workers write the files, this process keeps
-        the manifest."""
+        the manifest. Neighbouring cells go to one worker together, which reads the source
+        blocks they share once."""
         todo = exp.pending()
         dem_dir = exp.path / DEM_SOURCE_DIR if self.options.dem_source_map else None
-        jobs = [(c, offset, norm, exp.cell_file(c), dem_dir) for c in todo]
-        for (c, *_), info in _progress(self._pool(_write_cell, jobs), len(jobs), "cells", quiet):
-            exp.mark(c, "done", save=False, **info)
+        # Runs of neighbours share source blocks, but keep at least 8 tasks per worker so that
+        # no worker idles at the end.
+        length = max(1, min(CELLS_PER_TASK, len(todo) // (8 * self._workers.workers)))
+        jobs = [[(c, exp.cell_file(c)) for c in run] for run in _runs(todo, length)]
+        bar = _progress(None, len(todo), "cells", quiet)
+        for _, infos in self._pool(_write_cells, [(j, offset, norm, dem_dir) for j in jobs]):
+            for c, info in infos:
+                exp.mark(c, "done", save=False, **info)
+            bar.update(len(infos))
+        bar.close()
         exp.save()
+
+
+def _runs(cells: list[Cell], length: int = CELLS_PER_TASK) -> list[list[Cell]]:
+    """Cells cut into runs of up to `length` neighbours along a row of the grid."""
+    runs: list[list[Cell]] = []
+    for c in sorted(cells, key=lambda c: (c.row, c.col)):
+        last = runs[-1][-1] if runs else None
+        if last and last.row == c.row and last.col == c.col - 1 and len(runs[-1]) < length:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return runs
 
 
 def _progress(iterable, total: int, desc: str, quiet: bool):
@@ -197,23 +228,20 @@ _RECIPE: dict = {}
 
 def _init_worker(sources: LocalSources, grid: ExportGrid, cfg: RecipeConfig, cloud_mask: str,
                  glaciers) -> None:
-    mask = None
-    if glaciers is not None:
-        raster = OutlineRasterizer(glaciers, grid.transform)
-        mask = lambda c: raster.mask(c.row_off, c.col_off, c.height, c.width)  # noqa: E731
-    _RECIPE["recipe"] = LocalRecipe(sources, grid, cfg, cloud_mask, mask)
+    env = bounded_gdal_cache(WORKER_CACHE_MB)
+    env.__enter__()  # for the worker's lifetime
+    _RECIPE.update(env=env, recipe=LocalRecipe(sources, grid, cfg, cloud_mask, glaciers))
 
 
 def _teardown_worker() -> None:
+    _RECIPE["recipe"].close()
+    _RECIPE.pop("env").__exit__(None, None, None)
     _RECIPE.clear()
 
 
 def _offset_counts(cell: Cell) -> np.ndarray:
-    hist = OffsetHistogram()
-    diff = _RECIPE["recipe"].offset_sample(cell)
-    if diff is not None:
-        hist.add(diff)
-    return hist.counts
+    counts = _RECIPE["recipe"].offset_counts(cell)
+    return counts if counts is not None else OffsetHistogram().counts
 
 
 def _percentile_counts(job: tuple[Cell, float]) -> dict:
@@ -222,8 +250,13 @@ def _percentile_counts(job: tuple[Cell, float]) -> dict:
     return acc.counts
 
 
-def _write_cell(job) -> dict:
-    cell, offset, norm, path, dem_dir = job
+def _write_cells(job) -> list[tuple[Cell, dict]]:
+    cells, offset, norm, dem_dir = job
+    return [(cell, _write_cell(cell, path, offset, norm, dem_dir)) for cell, path in cells]
+
+
+def _write_cell(cell: Cell, path: Path, offset: float, norm: Normalization,
+                dem_dir: Path | None) -> dict:
     recipe: LocalRecipe = _RECIPE["recipe"]
     res = recipe.cell(cell, offset, norm)
     info = {"valid_fraction": round(float(np.isfinite(res.stack[0]).mean()), 4),

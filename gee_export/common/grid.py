@@ -29,9 +29,10 @@ class ExportGrid:
     res: float = PIXEL_SIZE
 
     def __post_init__(self):
+        step = min(self.res, PIXEL_SIZE)  # coarser lattices share the 10 m grid's origin
         for v, what in ((self.x0, "x0"), (self.y0, "y0")):
-            if abs(v / self.res - round(v / self.res)) > 1e-9:
-                raise InputError(f"grid {what}={v} is not on a {self.res:g} m multiple")
+            if abs(v / step - round(v / step)) > 1e-9:
+                raise InputError(f"grid {what}={v} is not on a {step:g} m multiple")
 
     @property
     def transform(self) -> Affine:
@@ -108,6 +109,29 @@ def iter_cells(grid: ExportGrid, size: int = DEFAULT_CELL_SIZE) -> Iterator[Cell
         for c, col_off in enumerate(range(0, grid.width, size)):
             yield Cell(r, c, row_off, col_off, min(size, grid.height - row_off),
                        min(size, grid.width - col_off))
+
+
+def coarse_grid(grid: ExportGrid, res: float) -> ExportGrid:
+    """The grid's lattice at a coarser resolution, from the same origin."""
+    f = res / grid.res
+    return ExportGrid(grid.crs, grid.x0, grid.y0, math.ceil(grid.width / f),
+                      math.ceil(grid.height / f), res)
+
+
+def coarse_cell(grid: ExportGrid, cell: Cell, res: float) -> Cell | None:
+    """The pixels of the coarse lattice (coarse_grid) whose centres lie in `cell`: every
+    coarse pixel belongs to exactly one cell of a tiling, so per-cell statistics add up to the
+    region's. None when no coarse centre falls in the cell."""
+    f = res / grid.res
+
+    def span(off: int, n: int) -> tuple[int, int]:
+        lo = math.ceil((off - f / 2) / f - 1e-9)
+        hi = math.ceil((off + n - f / 2) / f - 1e-9)
+        return lo, hi - lo
+
+    r0, h = span(cell.row_off, cell.height)
+    c0, w = span(cell.col_off, cell.width)
+    return Cell(cell.row, cell.col, r0, c0, h, w) if h > 0 and w > 0 else None
 
 
 def utm_crs_for(lon: float, lat: float) -> str:

@@ -50,11 +50,13 @@ def write_geotiff(path: Path, data: np.ndarray, profile: dict, names: Sequence[s
                 dst.update_tags(**tags)
 
 
-def bounded_gdal_cache():
-    """A rasterio environment with GDAL's block cache capped at GDAL_CACHE_MB."""
+def bounded_gdal_cache(megabytes: int = GDAL_CACHE_MB):
+    """A rasterio environment with GDAL's block cache capped at `megabytes`."""
     import rasterio
 
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+    # rasterio hands the value to GDALSetCacheMax64, which counts bytes: a bare 64 would be a
+    # 64-byte cache that decodes every block again for each overlapping window.
+    return rasterio.Env(GDAL_CACHEMAX=megabytes * 2 ** 20)
 
 
 def open_raster(path: Path, what: str = "raster"):

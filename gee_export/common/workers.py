@@ -53,32 +53,46 @@ def cpu_workers(requested: int | str | None, cap: int = 8) -> int:
     return max(1, int(requested))
 
 
-def parallel_map(fn: Callable, items, workers: int, initializer: Callable | None = None,
+class WorkerPool:
+    """`workers` processes that each run `initializer(*initargs)` once, then any number of
+    parallel maps; with one worker, everything runs in this process (`teardown()` after).
+    Use as a context manager."""
+
+    def __init__(self, workers: int, initializer: Callable | None = None,
                  initargs: tuple = (), teardown: Callable | None = None):
-    """Yield (item, fn(item)) as they finish, computed in `workers` processes that run
-    `initializer(*initargs)` first; with one worker, in this process (then `teardown()` after).
-    At most two items per worker are in flight, so results never pile up; after Ctrl-C or an
-    error nothing new starts, and items already running finish before the pool closes."""
-    items = list(items)
-    if workers <= 1 or len(items) <= 1:
-        if initializer is not None:
-            initializer(*initargs)
-        try:
+        self.workers = max(1, workers)
+        self._init, self._args, self._teardown = initializer, initargs, teardown
+        self._pool = None
+
+    def __enter__(self) -> "WorkerPool":
+        if self.workers > 1:
+            self._pool = process_pool(self.workers, self._init, self._args)
+        elif self._init is not None:
+            self._init(*self._args)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        elif self._teardown is not None:
+            self._teardown()
+
+    def map(self, fn: Callable, items):
+        """Yield (item, fn(item)) as they finish. At most two items per worker are in flight,
+        so results never pile up; after Ctrl-C or an error nothing new starts, and items
+        already running finish before the pool closes."""
+        if self._pool is None:
             for item in items:
                 yield item, fn(item)
-        finally:
-            if teardown is not None:
-                teardown()
-        return
-    from concurrent.futures import FIRST_COMPLETED, wait
+            return
+        from concurrent.futures import FIRST_COMPLETED, wait
 
-    todo = iter(items)
-    in_flight: dict = {}
-    with process_pool(min(workers, len(items)), initializer, initargs) as pool:
+        todo = iter(items)
+        in_flight: dict = {}
         try:
             while True:
-                while len(in_flight) < 2 * workers and (item := next(todo, None)) is not None:
-                    in_flight[pool.submit(fn, item)] = item
+                while len(in_flight) < 2 * self.workers and (item := next(todo, None)) is not None:
+                    in_flight[self._pool.submit(fn, item)] = item
                 if not in_flight:
                     return
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)

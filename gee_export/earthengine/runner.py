@@ -278,7 +278,7 @@ def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig, *,
     """The Earth Engine recipe for one region and year; rerunning resumes."""
     from gee_export.common.outlines import OutlineRasterizer, read_outlines
     from gee_export.earthengine import recipe as R
-    from gee_export.export import _copy_outlines, ensure_normalization, plan_cells
+    from gee_export.export import ensure_normalization, plan_cells, record_outlines
 
     if target == "gcs" and not bucket:
         raise GlacierError("--to gcs needs --bucket NAME")
@@ -314,11 +314,8 @@ def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig, *,
     if exp.manifest.get("complete"):
         echo(f"export {exp.path} is complete; nothing to do")
         return exp
-    if outlines is not None and not (exp.path / OUTLINES_FILE).is_file():
-        _copy_outlines(outlines, exp.path / OUTLINES_FILE)
-        exp.manifest["outlines"] = {
-            "file": OUTLINES_FILE, "from": str(outlines_path) if outlines_path else "GLIMS",
-            "count": len(outlines)}
+    if outlines is not None:
+        record_outlines(exp, outlines, str(outlines_path) if outlines_path else "GLIMS")
     exp.set_plan(plan.cells)
     echo(plan.describe())
     planned = R.shapely_to_ee(_plan_union(plan), plan.grid.crs)

@@ -219,8 +219,9 @@ def test_half_covering_s1_without_tag_is_nan_outside_its_swath(tmp_path):
                names=("VV", "VH"))
     got, _ = read_source(f, "s1", GRID, CELL, ["VV", "VH"])
     assert np.isnan(got["VV"][:, :29]).all() and np.isnan(got["VH"][:, :29]).all()
-    # Bilinear leaves masked neighbours out and renormalizes: column 29 sits halfway between
-    # file columns 29 (no data) and 30, so it takes column 30's value.
+    # A cell pixel has data where the source pixel under its centre has, and bilinear leaves
+    # masked neighbours out: column 29's centre is the edge between file columns 29 (no data)
+    # and 30, belongs to 30, and takes its value.
     assert (got["VV"][:, 29:] == -12.0).all()
 
 
@@ -258,6 +259,31 @@ def test_an_alpha_band_is_the_footprint(tmp_path):
     assert np.isnan(got[:, 40:]).all() and (got[:, :40] == 250).all()
 
 
+@pytest.mark.parametrize("scale,shift", [(10, 0), (10, 5), (20, 0), (20, 10), (30, 13), (8, 3), (5, 1),
+                                         (9.6, 2)])
+def test_numpy_resampling_equals_gdal_warper_per_band(tmp_path, monkeypatch, scale, shift):
+    """The numpy path (sources on the grid's axes) against GDAL's warper, one band at a time,
+    on data with scattered gaps: the same footprint, values within float32 rounding."""
+    from rasterio.warp import reproject
+    from rasterio.enums import Resampling
+
+    rng = np.random.default_rng(int(10 * scale) + shift)
+    n = int(64 * 10 / scale) + 6
+    data = (rng.random((2, n, n)) * 40 - 30).astype(np.float32)
+    data[rng.random(data.shape) < 0.15] = np.nan
+    t = Affine(scale, 0, GRID.x0 - shift - 2 * scale, 0, -scale, GRID.y0 + shift + 2 * scale)
+    f = _write(tmp_path / "s.tif", data, t, nodata=np.nan, names=("VV", "VH"))
+    for resampling in ("bilinear", "nearest"):
+        got, _ = read_source(f, "s1", GRID, CELL, ["VV", "VH"], resampling)
+        for i, b in enumerate(("VV", "VH")):
+            want = np.full((64, 64), np.nan, np.float32)
+            reproject(data[i], want, src_transform=t, src_crs=GRID.crs, src_nodata=np.nan,
+                      dst_transform=GRID.transform, dst_crs=GRID.crs, dst_nodata=np.nan,
+                      resampling=getattr(Resampling, resampling))
+            np.testing.assert_array_equal(np.isnan(got[b]), np.isnan(want))
+            np.testing.assert_allclose(got[b], want, rtol=0, atol=2e-5, equal_nan=True)
+
+
 def test_aligned_sources_are_copied_exactly_as_a_warp_would_resample(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     data = rng.random((2, 80, 80)).astype(np.float32)
@@ -266,6 +292,7 @@ def test_aligned_sources_are_copied_exactly_as_a_warp_would_resample(tmp_path, m
                names=("VV", "VH"))
     fast, _ = read_source(f, "s1", GRID, CELL, ["VV", "VH"])
     monkeypatch.setattr(local, "_aligned_offset", lambda *a: None)
+    monkeypatch.setattr(local, "_axis_sampling", lambda *a: None)
     warped, _ = read_source(f, "s1", GRID, CELL, ["VV", "VH"])
     for b in ("VV", "VH"):
         np.testing.assert_allclose(fast[b], warped[b], rtol=0, atol=1e-6, equal_nan=True)
