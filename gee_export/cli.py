@@ -136,13 +136,12 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
         run_local_export(ws, reg, cfg, Path(source_dir), outlines, options, force, name, wait,
                          quiet, click.echo)
         return
-    from gee_export.earthengine.runner import run_ee_export
+    from gee_export.earthengine.runner import EEOptions, run_ee_export
 
-    run_ee_export(ws, reg, cfg, project=project, outlines_path=outlines, cell_size=cell_size,
-                  norm_from=norm, hma_asset=hma_asset, target=target, bucket=bucket,
-                  folder=folder, workers=8 if workers == "auto" else workers,
-                  dem_source_map=dem_source_map, force=force, name=name, quiet=quiet,
-                  echo=click.echo)
+    options = EEOptions(cell_size, hma_asset, norm, target, bucket, folder,
+                        8 if workers == "auto" else workers, dem_source_map)
+    run_ee_export(ws, reg, cfg, options, project=project, outlines_path=outlines, force=force,
+                  name=name, wait=wait, quiet=quiet, echo=click.echo)
 
 
 def _dry_run(reg, outlines: Path | None, source_dir: Path | None, buffer_m: float,
@@ -231,18 +230,24 @@ export_option = click.option("--export", "export_dir", type=click.Path(path_type
 @click.command(context_settings=CONTEXT)
 @export_option
 @click.option("--project", default=None, help="Google Cloud project. [default: $EE_PROJECT]")
+@wait_option
 @workspace_option
 @user_errors
-def status(export_dir, project, workspace):
-    """Show an export's cells by state; for batch exports, ask Earth Engine for task states."""
-    from gee_export.earthengine.runner import EarthEngineClient, refresh_status, state_counts
+def status(export_dir, project, wait, workspace):
+    """Show an export's cells by state; for batch exports, ask Earth Engine for the task
+    states and submit the cells still waiting for room in its queue."""
+    from gee_export.common.locks import output_lock
+    from gee_export.earthengine.batch import continue_queue, refresh_status, state_counts
+    from gee_export.earthengine.client import EarthEngineClient
 
     exp = _export_dir(resolve_workspace(workspace), export_dir)
-    if exp.manifest.get("batch") and not exp.manifest.get("complete"):
-        counts = refresh_status(exp, EarthEngineClient.connect(project or
-                                                               exp.manifest.get("project")))
-    else:
-        exp.pending()
+    with output_lock(exp.path, wait, click.echo):
+        if exp.manifest.get("batch") and not exp.manifest.get("complete"):
+            client = EarthEngineClient.connect(project or exp.manifest.get("project"))
+            refresh_status(exp, client)
+            continue_queue(exp, client, echo=click.echo)
+        else:
+            exp.pending()
         counts = state_counts(exp)
     total = sum(counts.values())
     click.echo(f"{exp.path}: {'complete' if exp.manifest.get('complete') else 'incomplete'}, "
@@ -261,16 +266,20 @@ def status(export_dir, project, workspace):
               default=None, help="Take finished cell files (<cell>.tif) from this folder, e.g. "
                                  "a downloaded Drive folder, instead of Cloud Storage.")
 @click.option("--project", default=None, help="Google Cloud project. [default: $EE_PROJECT]")
+@wait_option
 @workspace_option
 @user_errors
-def pull(export_dir, from_dir, project, workspace):
+def pull(export_dir, from_dir, project, wait, workspace):
     """Bring finished batch-export cells into the export's stack/ and complete it."""
-    from gee_export.earthengine.runner import EarthEngineClient, pull_cells
+    from gee_export.common.locks import output_lock
+    from gee_export.earthengine.batch import pull_cells
+    from gee_export.earthengine.client import EarthEngineClient
 
     exp = _export_dir(resolve_workspace(workspace), export_dir)
-    if exp.manifest.get("complete"):
-        click.echo(f"export {exp.path} is complete; nothing to pull")
-        return
-    client = None if from_dir else EarthEngineClient.connect(project or
-                                                             exp.manifest.get("project"))
-    pull_cells(exp, client, from_dir, click.echo)
+    with output_lock(exp.path, wait, click.echo):
+        if exp.manifest.get("complete"):
+            click.echo(f"export {exp.path} is complete; nothing to pull")
+            return
+        client = None if from_dir else EarthEngineClient.connect(project or
+                                                                 exp.manifest.get("project"))
+        pull_cells(exp, client, from_dir, click.echo)

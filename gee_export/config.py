@@ -5,7 +5,7 @@ non-obvious one says where it comes from.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import date
 
 import numpy as np
@@ -101,6 +101,13 @@ class RecipeConfig:
         d.update(s1_dates=list(self.s1_dates), s2_dates=list(self.s2_dates),
                  s2_collection=self.s2_collection)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RecipeConfig":
+        """The config a manifest recorded with to_dict (derived keys ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()
+                      if k in names})
 
     def with_(self, **kw) -> "RecipeConfig":
         return replace(self, **kw)

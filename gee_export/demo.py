@@ -37,7 +37,8 @@ DEMO_X0, DEMO_Y0 = 385_000.0, 4_352_000.0  # around Qiyi glacier, Qilian Mountai
 DEMO_SIZE = 2048  # pixels at 10 m: 20.5 km, enough glaciers for a 70/30 split, small for CI
 S2_DATES = ("07-12", "08-16", "09-20")
 S1_DATES = ("07-08", "07-20")
-HMA_NODATA = -9999.0  # the HMA mosaic's fill value (DESIGN.md 3)
+HMA_NODATA = -9999.0  # the HMA mosaic's fill value
+HMA_EXTENT = 0.88  # the share of the scene's width the HMA mosaic reaches
 # EGM96 geoid undulation around Qilian is about -32 m: HMA's ellipsoidal heights are that much
 # lower than SRTM's geoid heights. The local recipe has to find this offset on its own.
 GEOID_UNDULATION = -31.7
@@ -45,7 +46,7 @@ ELA = 4750.0  # equilibrium-line altitude: snow above, bare ice below
 # The demo's inventory year: the outlines shipped with every year's sources are this year's,
 # as a real inventory's would be; the glaciers of other years differ by known amounts.
 INVENTORY_YEAR = 2018
-SOURCES_VERSION = 2
+SOURCES_VERSION = 3
 
 
 def demo_grid(size: int = DEMO_SIZE) -> ExportGrid:
@@ -482,8 +483,6 @@ class DemoScene:
         """HMA heights (ellipsoidal, so GEOID_UNDULATION lower) with gaps as HMA_NODATA."""
         e = self.surface(x, y, INVENTORY_YEAR)["elevation"] + GEOID_UNDULATION
         gap = fbm(x, y, 1500, self.seed + 77, 2) > 0.45  # HMA has voids on steep, shaded slopes
-        u, _ = self._local(x, y)
-        gap |= u > 0.88 * self.extent_m  # and does not reach the eastern edge of the scene
         return np.where(gap, HMA_NODATA, e)
 
     def dem_srtm(self, x, y) -> np.ndarray:
@@ -709,10 +708,12 @@ def _write_dems(out_dir: Path, scene: DemoScene) -> None:
     from rasterio.crs import CRS
 
     g = scene.grid
+    # The HMA mosaic ends before the eastern edge of the scene (SRTM must fill beyond its
+    # footprint) and has voids inside it (-9999).
     _write_rasters(out_dir, [_Output("DEM_HMA.tif", 1, "float32", HMA_NODATA,
                                      ("elevation (ellipsoidal)",))],
                    CRS.from_string(DEMO_CRS), Affine(8, 0, g.x0, 0, -8, g.y0),
-                   int(g.width * 10 / 8), int(g.height * 10 / 8),
+                   int(g.width * 10 / 8 * HMA_EXTENT), int(g.height * 10 / 8),
                    lambda xs, ys: [scene.dem_hma(xs, ys)])
     # SRTM 1 arc-second in geographic coordinates, as distributed.
     t = Transformer.from_crs(DEMO_CRS, "EPSG:4326", always_xy=True)
@@ -747,3 +748,49 @@ def write_demo_outlines(scene: DemoScene, path: Path) -> None:
 
     if not Path(path).is_file():
         write_gpkg(demo_outlines_frame(scene).to_crs("EPSG:4326"), path, "glaciers")
+
+
+# --------------------------------------------------------------------------------------------
+# What the recipe's snow rule lets back in, measured against the scene's truth
+
+
+@dataclass
+class SnowRuleFigures:
+    """Over the pixels Cloud Score+ flags (cs_cdf below the threshold) on one date: how many
+    are clean (bright snow it mistakes for cloud) and how many the spectral snow rule keeps,
+    by what actually covers them."""
+    flagged: int
+    flagged_clean: int
+    restored_clean: int
+    flagged_contaminated: int
+    let_back: dict[str, int]  # cirrus, shadow, cloud: contaminated pixels the rule keeps
+    let_back_on_glaciers: int
+    glacier_b3_error: float  # mean |B3 - the clean date's B3| of those on glaciers
+
+
+def measure_snow_rule(cfg, scene: DemoScene | None = None, year: int = INVENTORY_YEAR,
+                      step: int = 2) -> SnowRuleFigures:
+    """The July scene (thin cirrus, clouds, their shadows, and Cloud Score+'s confusion of
+    bright snow with cloud) against the cloud-free August one, every `step` pixels."""
+    from gee_export.local import snow_ice
+
+    scene = scene or DemoScene()
+    g = scene.grid
+    cols, rows = np.meshgrid(np.arange(0, g.width, step) + 0.5,
+                             np.arange(0, g.height, step) + 0.5)
+    xs, ys = g.transform * (cols, rows)
+    july, clean = scene.s2(xs, ys, year, 0), scene.s2(xs, ys, year, 1)
+    refl = dict(zip(("B2", "B3", "B4", "B8", "B11"), july.reflectance))
+    flagged = july.cs_cdf < cfg.cloud_score_threshold
+    kept = flagged & snow_ice(refl, cfg)
+    dirty = july.contamination > 0.05
+    op = scene.cloud(xs, ys, year, 0)
+    cause = {"cirrus": scene.cirrus(xs, ys, year, 0) > 0.05,
+             "shadow": np.clip(scene.cloud(xs + 500, ys - 500, year, 0) - op, 0, 1) > 0.05,
+             "cloud": op > 0.05}
+    on_ice = kept & dirty & scene.surface(xs, ys, year)["glacier"]
+    error = np.abs(refl["B3"] - clean.reflectance[1])[on_ice]
+    return SnowRuleFigures(int(flagged.sum()), int((flagged & ~dirty).sum()),
+                           int((kept & ~dirty).sum()), int((flagged & dirty).sum()),
+                           {k: int((kept & dirty & v).sum()) for k, v in cause.items()},
+                           int(on_ice.sum()), float(error.mean()) if error.size else 0.0)

@@ -42,8 +42,10 @@ DEM_OFFSET_RANGE_M = 300.0  # plausible |HMA - SRTM| (geoid undulation is within
 # What "no data" means in a file without a nodata tag, by kind of source (NaN always does):
 # DEMs use -9999 (HMA's fill), -32768 and -32767 (SRTM voids, int16 fills); Sentinel-2 DN 0 is
 # L2A's no-data value; Sentinel-1 GRD products are filled with 0 outside the swath.
+# "none": every value is data (an asset ingested without a mask).
 NODATA_DEFAULTS: dict[str, tuple[float, ...]] = {
-    "dem": (-9999.0, -32768.0, -32767.0), "s2": (0.0,), "s1": (0.0,), "cloudscore": ()}
+    "dem": (-9999.0, -32768.0, -32767.0), "s2": (0.0,), "s1": (0.0,), "cloudscore": (),
+    "none": ()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,32 +254,38 @@ def _valid_mask(src, data: np.ndarray, indexes: list[int], window, kind: str) ->
     return valid
 
 
-def _source_window(src, grid: ExportGrid, cell: Cell, margin: int = 2):
-    """The window of the source covering the cell plus a margin for interpolation, clipped
-    to the file (None when they do not overlap), and whether it covers the whole cell."""
+def source_window(crs, transform, shape: tuple[int, int], grid: ExportGrid, cell: Cell):
+    """The window of a source (its CRS, transform and (height, width)) that covers the cell
+    plus a margin for interpolation, clipped to the source (None when they do not overlap),
+    and whether it covers the whole cell. The margin holds every pixel an interpolation
+    kernel can reach, which widens where the source is finer than the grid, so that a pixel's
+    value never depends on which cell (or half cell) it is computed in."""
     from rasterio.warp import transform_bounds
     from rasterio.windows import Window, from_bounds
 
-    b = transform_bounds(grid.crs, src.crs, *cell.bounds(grid), densify_pts=21)
-    w = from_bounds(*b, transform=src.transform)
+    b = transform_bounds(grid.crs, crs, *cell.bounds(grid), densify_pts=21)
+    w = from_bounds(*b, transform=transform)
+    per_pixel = max(w.width / cell.width, w.height / cell.height)  # source px per cell px
+    margin = 2 + int(np.ceil(per_pixel))
     c0, r0 = int(np.floor(w.col_off)) - margin, int(np.floor(w.row_off)) - margin
     c1 = int(np.ceil(w.col_off + w.width)) + margin
     r1 = int(np.ceil(w.row_off + w.height)) + margin
-    covers = c0 >= 0 and r0 >= 0 and c1 <= src.width and r1 <= src.height
-    c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, src.width), min(r1, src.height)
+    height, width = shape
+    covers = c0 >= 0 and r0 >= 0 and c1 <= width and r1 <= height
+    c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, width), min(r1, height)
     if c1 <= c0 or r1 <= r0:
         return None, False
     return Window(c0, r0, c1 - c0, r1 - r0), covers
 
 
-def _aligned_offset(src, window, grid: ExportGrid, cell: Cell) -> tuple[int, int] | None:
-    """(row, col) of the window's corner on the cell's pixel lattice when the source shares
+def _aligned_offset(crs, t, grid: ExportGrid, cell: Cell) -> tuple[int, int] | None:
+    """(row, col) of a window (transform t) on the cell's pixel lattice when the source shares
     the grid's CRS and pixel lattice (then a read needs no resampling), else None."""
     from rasterio.crs import CRS
 
-    t, g = src.window_transform(window), cell.transform(grid)
+    g = cell.transform(grid)
     if (t.b, t.d) != (0, 0) or abs(t.a - g.a) > 1e-9 or abs(t.e - g.e) > 1e-9 or \
-            src.crs != CRS.from_user_input(grid.crs):
+            CRS.from_user_input(crs) != CRS.from_user_input(grid.crs):
         return None
     col, row = (t.c - g.c) / g.a, (t.f - g.f) / g.e
     if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
@@ -298,14 +306,14 @@ def read_source(source, kind: str, grid: ExportGrid, cell: Cell, bands: list[str
         names = _band_indices(src, bands)
         if not names:
             return {}, 0
-        window, covers = _source_window(src, grid, cell)
+        window, covers = source_window(src.crs, src.transform, src.shape, grid, cell)
         if window is None:
             return {b: np.full((cell.height, cell.width), np.nan, np.float32) for b in names}, 0
         idx = list(names.values())
         data = src.read(idx, window=window, out_dtype="float32")
         data[~_valid_mask(src, data, idx, window, kind)] = np.nan
         removed = native_rule(dict(zip(names, data))) if native_rule else None
-        place = _placer(src, window, grid, cell, covers)
+        place = placer(src.crs, src.window_transform(window), grid, cell, covers)
         out = dict(zip(names, place(data, resampling)))
         if removed is None or not removed.any():
             return out, 0
@@ -322,15 +330,16 @@ def _opened(source):
         yield source
 
 
-def _placer(src, window, grid: ExportGrid, cell: Cell, covers: bool):
-    """A function putting (bands, h, w) arrays of the window onto the cell, NaN where nothing
-    lands: a plain copy where the source shares the cell's pixel lattice, numpy where it is
-    only shifted or coarser on the same axes, GDAL's warper otherwise."""
+def placer(crs, window_transform, grid: ExportGrid, cell: Cell, covers: bool = False):
+    """A function putting (bands, h, w) arrays of a source window (its CRS and transform), NaN
+    where it has no data, onto the cell; NaN where nothing lands: a plain copy where the
+    source shares the cell's pixel lattice, numpy where it is only shifted or scaled on the
+    same axes, GDAL's warper otherwise. Every local source goes through here."""
     from rasterio.enums import Resampling
     from rasterio.warp import reproject
 
-    aligned = _aligned_offset(src, window, grid, cell)
-    axes = _axis_sampling(src, window, grid, cell) if aligned is None else None
+    aligned = _aligned_offset(crs, window_transform, grid, cell)
+    axes = _axis_sampling(crs, window_transform, grid, cell) if aligned is None else None
 
     def place(data: np.ndarray, resampling: str) -> np.ndarray:
         if aligned is not None:
@@ -343,7 +352,7 @@ def _placer(src, window, grid: ExportGrid, cell: Cell, covers: bool):
         # would otherwise unify the bands' masks.
         gaps = not covers or np.isnan(data).any()
         for band, out in ([(data, dst)] if not gaps else zip(data, dst)):
-            reproject(band, out, src_transform=src.window_transform(window), src_crs=src.crs,
+            reproject(band, out, src_transform=window_transform, src_crs=crs,
                       src_nodata=np.nan if gaps else None, dst_transform=cell.transform(grid),
                       dst_crs=grid.crs, dst_nodata=np.nan if gaps else None,
                       resampling=getattr(Resampling, resampling), num_threads=1)
@@ -362,14 +371,15 @@ def _copy_aligned(data: np.ndarray, offset: tuple[int, int], cell: Cell) -> np.n
     return dst
 
 
-def _axis_sampling(src, window, grid: ExportGrid, cell: Cell):
-    """Where each cell pixel centre falls in the window, per axis, and each axis' scale (cell
-    pixel size over source pixel size), when the source is in the grid's CRS without
-    rotation; else None."""
+def _axis_sampling(crs, t, grid: ExportGrid, cell: Cell):
+    """Where each cell pixel centre falls in a window (transform t), per axis, and each axis'
+    scale (source pixel size over cell pixel size), when the source is in the grid's CRS
+    without rotation; else None."""
     from rasterio.crs import CRS
 
-    t, g = src.window_transform(window), cell.transform(grid)
-    if (t.b, t.d, g.b, g.d) != (0, 0, 0, 0) or src.crs != CRS.from_user_input(grid.crs):
+    g = cell.transform(grid)
+    if (t.b, t.d, g.b, g.d) != (0, 0, 0, 0) or \
+            CRS.from_user_input(crs) != CRS.from_user_input(grid.crs):
         return None
     cols = ((g.c + g.a * (np.arange(cell.width) + 0.5)) - t.c) / t.a
     rows = ((g.f + g.e * (np.arange(cell.height) + 0.5)) - t.f) / t.e
@@ -645,7 +655,7 @@ class LocalRecipe:
                                        cfg)
         else:
             keep = keep_by_scl(scl, refl, cfg)
-        return _S2Scene(refl, keep, np.isfinite(refl["B3"]) & (scl > 1))
+        return _S2Scene(refl, keep, np.isfinite(refl["B3"]))  # as Earth Engine: B3's mask
 
     def _read_date(self, files: list[Path], kind: str, cell: Cell, bands: list[str],
                    resampling: str) -> dict[str, np.ndarray]:

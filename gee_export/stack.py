@@ -115,19 +115,19 @@ class ExportDir:
         path = Path(workspace) / EXPORTS_DIR / name
         parameters = as_stored(parameters)
         mf = path / EXPORT_MANIFEST
-        if mf.is_file():
+        if mf.is_file() and not force:
             old = read_manifest(mf, "export")
             if old.get("parameters") == parameters:
                 return cls(path, old)
             finished = list((path / STACK_DIR).glob("*.tif"))
-            if not force and (old.get("complete") or finished):
+            if old.get("complete") or finished:
                 changed = sorted(k for k in set(parameters) | set(old.get("parameters", {}))
                                  if parameters.get(k) != old.get("parameters", {}).get(k))
                 raise StateError(
                     f"{path} holds an export made with other parameters ({', '.join(changed)}) "
                     f"and {len(finished)} finished cell(s); rerun with --force to replace it "
                     "or --name to export beside it")
-            echo(f"replacing {path} (made with other parameters)")
+            echo(f"replacing {path} (made with other parameters, and unfinished)")
             shutil.rmtree(path)
         elif force and path.exists():
             shutil.rmtree(path)

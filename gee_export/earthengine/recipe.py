@@ -1,8 +1,10 @@
 """The export recipe as Earth Engine graphs: pure functions from parameters to ee objects.
 
-Nothing here talks to the network; `earthengine.runner` sends what these functions build. Every step
-mirrors one of `local.py` (same thresholds from `RecipeConfig`, same band table), so the local
-path and its tests pin down what the graphs compute. Requires an initialized `ee` library.
+Nothing here talks to the network; `earthengine.runner` sends what these functions build. Every
+step is the local recipe's (`gee_export.local`: the same thresholds from `RecipeConfig`, the same
+band table, the same order of masking and resampling), and the tests execute these graphs on
+the demo sources and compare the result with the local path pixel by pixel. Requires an
+initialized `ee` library.
 """
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ import ee
 import numpy as np
 
 from gee_export.common.bands import BAND_NAMES, S1_BANDS, S2_BANDS
-from gee_export.common.errors import GlacierError
+from gee_export.common.errors import InputError
 from gee_export.common.grid import Cell, ExportGrid
 from gee_export.config import (
     CLOUD_SCORE_COLLECTION,
+    DEM_OFFSET_SCALE_M,
     GLIMS_COLLECTION,
     S1_COLLECTION,
     SRTM_ASSET,
@@ -24,17 +27,19 @@ from gee_export.config import (
 # Value of masked pixels in what Earth Engine sends: 0 is a valid normalized value, and batch
 # exports need one numeric type. Turned back into NaN when a cell lands in stack/.
 EE_NODATA = -9999.0
-# Quality bands fetched with every cell and stripped before the stack is written: per pixel,
-# how many Sentinel-2 scenes observed it and how many of those the cloud mask removed. Over
-# glacier outlines their ratio says whether the mask eats ice (DESIGN.md 3).
-QA_BANDS = ("s2_observed", "s2_masked")
+# Quality bands fetched with every cell and stripped before the stack is written, per pixel:
+# how many Sentinel-2 scenes observed it and how many of those the cloud mask removed (over
+# glacier outlines their ratio says whether the mask eats ice), how many Sentinel-1
+# acquisitions the noise floors removed, and 1 where a pixel some band had was dropped because
+# another band had none.
+QA_BANDS = ("s2_observed", "s2_masked", "s1_removed", "missing_band")
 EXPORT_BANDS = BAND_NAMES + QA_BANDS
-# DEM offset and percentiles are statistics, not pixels: a coarser explicit scale keeps them
-# cheap and deterministic (never bestEffort, which silently coarsens; DESIGN.md 3).
-OFFSET_SCALE_M = 30.0  # SRTM's native spacing
-PERCENTILE_SCALE_M = 100.0
 STATS_TILE_SCALE = 4
 SCL_SNOW_ICE = 11
+# The HMA - SRTM histogram: the bins of local.OffsetHistogram (5 cm over +-300 m).
+OFFSET_RANGE_M, OFFSET_BINS = 300.0, 12000
+GLIMS_LINES = ("glac_bound", "intrnl_rock")  # the glacier, and its nunataks to cut out
+GLIMS_FIELDS = ["glac_id", "anlys_id", "line_type", "src_date", "db_area"]
 
 
 # -- geometry --------------------------------------------------------------------------------
@@ -51,8 +56,8 @@ def shapely_to_ee(geom, crs: str) -> ee.Geometry:
 
 
 def outlines_collection(geoms, crs: str, simplify_m: float = 5.0) -> ee.FeatureCollection:
-    """User outlines as an in-request FeatureCollection, simplified to half a pixel so the
-    request stays small (the labels are rasterized locally from the full-resolution file)."""
+    """Outlines as an in-request FeatureCollection, simplified to half a pixel so the request
+    stays small (labels are rasterized locally from the full-resolution file)."""
     import shapely
 
     geoms = shapely.simplify(np.asarray(geoms), simplify_m, preserve_topology=True)
@@ -60,22 +65,37 @@ def outlines_collection(geoms, crs: str, simplify_m: float = 5.0) -> ee.FeatureC
 
 
 def glims_outlines(aoi: ee.Geometry) -> ee.FeatureCollection:
-    """GLIMS glacier boundaries over the area, with what is needed to pick one per glacier."""
+    """GLIMS glacier boundaries and their internal rocks over the area, with what is needed to
+    pick one analysis per glacier. Fetched in pages (`page`): a collection of over 5000
+    elements cannot come back in one request."""
     return (ee.FeatureCollection(GLIMS_COLLECTION).filterBounds(aoi)
-            .filter(ee.Filter.eq("line_type", "glac_bound"))
-            .select(["glac_id", "src_date", "db_area"]))
+            .filter(ee.Filter.inList("line_type", list(GLIMS_LINES)))
+            .select(GLIMS_FIELDS))
 
 
-def pick_nearest_outlines(frame, year: int):
-    """One outline per GLIMS glacier: the one whose source date is nearest the year."""
+def page(collection: ee.FeatureCollection, offset: int, count: int) -> ee.FeatureCollection:
+    """Elements offset .. offset + count of a collection, as a collection."""
+    return ee.FeatureCollection(collection.toList(count, offset))
+
+
+def glims_glaciers(frame, year: int):
+    """One outline per GLIMS glacier, the analysis whose source date is nearest the year, with
+    its internal rocks (nunataks) cut out."""
     import pandas as pd
 
     if len(frame) == 0:
         return frame
-    years = pd.to_datetime(frame["src_date"], errors="coerce").dt.year
+    bounds = frame[frame["line_type"] == "glac_bound"]
+    rocks = frame[frame["line_type"] == "intrnl_rock"]
+    years = pd.to_datetime(bounds["src_date"], errors="coerce").dt.year
     gap = (years - year).abs().fillna(9999)
-    order = frame.assign(_gap=gap).sort_values(["glac_id", "_gap"], kind="stable")
-    return order.drop_duplicates("glac_id").drop(columns="_gap").reset_index(drop=True)
+    chosen = (bounds.assign(_gap=gap).sort_values(["glac_id", "_gap"], kind="stable")
+              .drop_duplicates("glac_id").drop(columns="_gap").reset_index(drop=True))
+    if len(rocks):
+        holes = rocks.dissolve(by="anlys_id").geometry
+        chosen["geometry"] = [g.difference(holes[a]) if a in holes.index else g
+                              for g, a in zip(chosen.geometry, chosen["anlys_id"])]
+    return chosen
 
 
 # -- Sentinel-1 ------------------------------------------------------------------------------
@@ -91,16 +111,35 @@ def s1_collection(aoi: ee.Geometry, cfg: RecipeConfig) -> ee.ImageCollection:
     return coll
 
 
+def s1_valid(db: ee.Image, cfg: RecipeConfig) -> ee.Image:
+    """local.s1_noise_rule as masks: VV under its floor is border noise in both bands; VH has
+    its own, lower floor (calm water and radar shadow reach -35 dB in VH)."""
+    vv_ok = db.select("VV").gte(cfg.s1_noise_floor_db)
+    vh_ok = vv_ok.And(db.select("VH").gte(cfg.s1_vh_floor_db))
+    return ee.Image.cat([vv_ok, vh_ok]).rename(list(S1_BANDS))
+
+
 def s1_masked(image: ee.Image, cfg: RecipeConfig) -> ee.Image:
-    """VV and VH in dB without the residual border noise (local.mask_s1_noise)."""
+    """VV and VH in dB, the border noise masked on the scene's own grid before bilinear
+    resampling, so noise never blends into its neighbours."""
     db = image.select(list(S1_BANDS))
-    return db.updateMask(db.gte(cfg.s1_noise_floor_db)).resample("bilinear")
+    return db.updateMask(s1_valid(db, cfg)).resample("bilinear")
 
 
 def s1_composite(aoi: ee.Geometry, cfg: RecipeConfig) -> ee.Image:
     # The median is order-preserving, so the median of dB is the dB of the median power.
     return (s1_collection(aoi, cfg).map(lambda im: s1_masked(im, cfg)).median()
             .rename(list(S1_BANDS)))
+
+
+def s1_removed_counts(aoi: ee.Geometry, cfg: RecipeConfig) -> ee.Image:
+    """Per pixel: acquisitions whose value the noise floors removed."""
+    def one(im):
+        db = im.select(list(S1_BANDS))
+        seen = db.select("VV").mask().gt(0)
+        return seen.And(s1_valid(db, cfg).reduce(ee.Reducer.min()).Not()).toFloat()
+
+    return s1_collection(aoi, cfg).map(one).sum().rename("s1_removed")
 
 
 # -- Sentinel-2 ------------------------------------------------------------------------------
@@ -131,7 +170,8 @@ def snow_ice(refl: ee.Image, cfg: RecipeConfig) -> ee.Image:
 
 
 def s2_keep(image: ee.Image, cfg: RecipeConfig) -> ee.Image:
-    """Per-pixel keep mask: Cloud Score+ clear, or snow/ice by spectrum, or SCL 11 (L2A).
+    """Per-pixel keep mask (local.keep_by_cloud_score): Cloud Score+ clear, or snow/ice by
+    spectrum, or SCL 11 (L2A); 0 where any input is masked.
 
     Cloud Score+ rather than SCL, QA60 or s2cloudless: those three flag bright snow as cloud
     (QA60 is also empty from 2022-01-25 to 2024-02-28). Cloud Score+ is not validated over ice
@@ -159,14 +199,14 @@ def s2_mask_counts(aoi: ee.Geometry, cfg: RecipeConfig) -> ee.Image:
     def one(im):
         observed = im.select("B3").mask().gt(0)
         masked = observed.And(s2_keep(im, cfg).Not())
-        return ee.Image.cat([observed, masked]).rename(list(QA_BANDS)).toFloat()
+        return ee.Image.cat([observed, masked]).rename(["s2_observed", "s2_masked"]).toFloat()
 
-    return s2_collection(aoi, cfg).map(one).sum().rename(list(QA_BANDS))
+    return s2_collection(aoi, cfg).map(one).sum().rename(["s2_observed", "s2_masked"])
 
 
 def indices(refl: ee.Image) -> ee.Image:
-    """NDVI, NDSI, NDWI (DESIGN.md 2) on reflectance; normalizedDifference masks negatives,
-    exactly like local.normalized_difference."""
+    """NDVI, NDSI, NDWI on reflectance; normalizedDifference masks negatives, exactly like
+    local.normalized_difference."""
     return ee.Image.cat([refl.normalizedDifference(["B8", "B4"]).rename("NDVI"),
                          refl.normalizedDifference(["B3", "B11"]).rename("NDSI"),
                          refl.normalizedDifference(["B3", "B8"]).rename("NDWI")])
@@ -188,16 +228,24 @@ def glacier_image(outlines: ee.FeatureCollection) -> ee.Image:
     return ee.Image(0).byte().paint(outlines, 1)
 
 
-def dem_offset(hma_asset: str, region: ee.Geometry,
-               outlines: ee.FeatureCollection | None) -> ee.Number:
-    """Median of HMA - SRTM over their overlap off the glaciers (whose surfaces changed between
-    the acquisitions): one number that moves HMA's ellipsoidal heights onto SRTM's geoid."""
+def offset_lattice(grid: ExportGrid) -> list[float]:
+    """The crsTransform of the DEM offset's 30 m lattice, on the export grid's origin."""
+    return [DEM_OFFSET_SCALE_M, 0.0, grid.x0, 0.0, -DEM_OFFSET_SCALE_M, grid.y0]
+
+
+def dem_offset_histogram(hma_asset: str, grid: ExportGrid, coarse: Cell, coarse_grid: ExportGrid,
+                         outlines: ee.FeatureCollection | None) -> ee.Dictionary:
+    """The histogram of HMA - SRTM off the glaciers over one cell's pixels of the 30 m
+    lattice (gee_export.common.grid.coarse_cell): local.OffsetHistogram's bins, so that the
+    runner adds the cells up into the region's median exactly as the local path does. Per
+    cell, a request carries only that cell's outlines."""
     diff = hma(hma_asset).subtract(srtm()).rename("diff")
     if outlines is not None:
         diff = diff.updateMask(glacier_image(outlines).Not())
-    stats = diff.reduceRegion(reducer=ee.Reducer.median(), geometry=region,
-                              scale=OFFSET_SCALE_M, maxPixels=1e12, tileScale=STATS_TILE_SCALE)
-    return ee.Number(stats.get("diff"))
+    return diff.reduceRegion(
+        reducer=ee.Reducer.fixedHistogram(-OFFSET_RANGE_M, OFFSET_RANGE_M, OFFSET_BINS),
+        geometry=grid_rectangle(coarse_grid, coarse), crs=grid.crs,
+        crsTransform=offset_lattice(grid), maxPixels=int(1e9), tileScale=STATS_TILE_SCALE)
 
 
 def elevation(hma_asset: str | None, offset: float) -> ee.Image:
@@ -241,32 +289,30 @@ def export_image(physical: ee.Image, norm: Normalization,
     pixels' rule (a pixel lacking any band is nodata in all), float32, EE_NODATA where masked;
     then the QA bands (0 where unobserved)."""
     stack = normalize(physical, norm)
-    stack = stack.updateMask(stack.mask().reduce(ee.Reducer.min()))
+    has = stack.mask()
+    stack = stack.updateMask(has.reduce(ee.Reducer.min()))
     out = stack.toFloat().unmask(EE_NODATA, False)
     if qa is not None:
-        out = out.addBands(qa.toFloat().unmask(0, False))
+        missing = has.reduce(ee.Reducer.max()).And(has.reduce(ee.Reducer.min()).Not())
+        out = out.addBands(qa.addBands(missing.rename("missing_band")).toFloat()
+                           .unmask(0, False))
     return out
 
 
-def percentile_stats(physical: ee.Image, region: ee.Geometry,
-                     percentiles: tuple[float, float]) -> ee.Dictionary:
-    return physical.reduceRegion(
-        reducer=ee.Reducer.percentile([percentiles[0], percentiles[1]]), geometry=region,
-        scale=PERCENTILE_SCALE_M, maxPixels=1e12, tileScale=STATS_TILE_SCALE)
+def qa_counts(aoi: ee.Geometry, cfg: RecipeConfig) -> ee.Image:
+    return s2_mask_counts(aoi, cfg).addBands(s1_removed_counts(aoi, cfg))
 
 
-def norm_from_percentiles(stats: dict, percentiles: tuple[float, float],
-                          source: str) -> Normalization:
-    """Parse reduceRegion's {'VV_p2': ..., 'VV_p98': ...} into a Normalization."""
-    lo_p, hi_p = (f"{p:g}" for p in percentiles)
-    ranges = {}
-    for b in BAND_NAMES:
-        lo, hi = stats.get(f"{b}_p{lo_p}"), stats.get(f"{b}_p{hi_p}")
-        if lo is None or hi is None:
-            raise GlacierError(f"percentile normalization: Earth Engine returned no value for "
-                               f"band {b} (no valid pixel over the planned cells?)")
-        ranges[b] = (float(lo), float(hi) if hi > lo else float(lo) + 1e-6)
-    return Normalization("percentile", ranges, source)
+def band_histograms(physical: ee.Image, grid: ExportGrid, cell: Cell,
+                    ranges: dict[str, tuple[float, float]], bins: int) -> ee.Dictionary:
+    """Per band, the histogram over one cell at 10 m (the bins of local.PercentileAccumulator),
+    so that per-cell requests add up to the region's percentiles exactly as on the local
+    path."""
+    t = cell.transform(grid)
+    return ee.Dictionary({b: physical.select(b).reduceRegion(
+        reducer=ee.Reducer.fixedHistogram(lo, hi, bins), geometry=grid_rectangle(grid, cell),
+        crs=grid.crs, crsTransform=[t.a, t.b, t.c, t.d, t.e, t.f], maxPixels=int(1e9),
+        tileScale=STATS_TILE_SCALE).get(b) for b, (lo, hi) in ranges.items()})
 
 
 # -- what the export records about its inputs ---------------------------------------------------
@@ -277,13 +323,12 @@ def footprints(coll: ee.ImageCollection) -> ee.FeatureCollection:
         "id": im.get("system:index"), "date": im.date().format("YYYY-MM-dd")})))
 
 
-def inventory(aoi: ee.Geometry, cfg: RecipeConfig) -> ee.Dictionary:
-    """Images each filter kept: S1 used, S2 in the window, S2 under the scene cloud limit."""
-    return ee.Dictionary({
-        "s1": footprints(s1_collection(aoi, cfg)),
-        "s2_in_window": s2_scenes(aoi, cfg).size(),
-        "s2": footprints(s2_collection(aoi, cfg)),
-    })
+def inventory_sizes(aoi: ee.Geometry, cfg: RecipeConfig) -> ee.Dictionary:
+    """How many images each filter kept: S1 used, S2 in the window, S2 under the cloud limit
+    (the footprints then come in pages)."""
+    return ee.Dictionary({"s1": s1_collection(aoi, cfg).size(),
+                          "s2_in_window": s2_scenes(aoi, cfg).size(),
+                          "s2": s2_collection(aoi, cfg).size()})
 
 
 def cell_grid(grid: ExportGrid, cell: Cell) -> dict:
@@ -298,16 +343,17 @@ def cell_grid(grid: ExportGrid, cell: Cell) -> dict:
 
 def export_task(image: ee.Image, grid: ExportGrid, cell: Cell, target: str, description: str,
                 prefix: str, bucket: str | None = None, folder: str | None = None):
-    """An unstarted batch task writing one cell as one GeoTIFF named `<prefix>/<cell>.tif`
-    (Drive: `<cell>.tif` in the folder)."""
+    """An unstarted batch task writing one cell as one cloud-optimized GeoTIFF named
+    `<prefix>/<cell>.tif` (Drive: `<cell>.tif` in the folder), EE_NODATA tagged as nodata."""
     t = cell.transform(grid)
     common = dict(image=image, description=description[:100], crs=grid.crs,
                   crsTransform=[t.a, t.b, t.c, t.d, t.e, t.f],
                   dimensions=f"{cell.width}x{cell.height}", maxPixels=int(1e10),
-                  fileFormat="GeoTIFF")
+                  fileFormat="GeoTIFF",
+                  formatOptions={"cloudOptimized": True, "noData": EE_NODATA})
     if target == "gcs":
         return ee.batch.Export.image.toCloudStorage(
             bucket=bucket, fileNamePrefix=f"{prefix}/{cell.id}", **common)
     if target == "drive":
         return ee.batch.Export.image.toDrive(folder=folder, fileNamePrefix=cell.id, **common)
-    raise GlacierError(f"--to {target!r}: use download, gcs or drive")
+    raise InputError(f"--to {target!r}: use download, gcs or drive")

@@ -1,180 +1,382 @@
-"""Running the Earth Engine recipe: credentials, cell downloads, batch tasks, status, pull.
+"""`prep export` on Earth Engine: outlines, image inventory, DEM offset, normalization, then the
+cells, downloaded with computePixels or written by batch tasks (`batch`).
 
-Every network call goes through one small class, `EarthEngineClient` (computeValue,
-computePixels, task start, task status, Cloud Storage download). Tests swap in a double for
-that class only; the graphs, retries, cell splitting, files and manifest are the production
-code path.
+Every request is small and per cell, so none meets the service's limits on request size,
+payload, collection length or pixels per reduction; a cell that still runs out of memory or
+time is split. Each request goes through `client.Retry`: transient errors are retried with
+backoff, anything else stops the run with one line that names the step, keeping what landed.
 """
 from __future__ import annotations
 
-import os
-import random
-import tempfile
-import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
 from gee_export.common.bands import BAND_NAMES
-from gee_export.common.errors import GlacierError
-from gee_export.common.grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region
-from gee_export.common.layout import OUTLINES_FILE, file_sha256, product_name
-from gee_export.config import Normalization, RecipeConfig
+from gee_export.common.errors import InputError, ServiceError, StateError
+from gee_export.common.grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region, coarse_cell, coarse_grid
+from gee_export.common.layout import DEM_SOURCE_DIR, EXPORTS_DIR, product_name, tif_name
+from gee_export.common.locks import output_lock
+from gee_export.common.outlines import OutlineRasterizer, read_outlines
+from gee_export.config import DEM_OFFSET_SCALE_M, Normalization, RecipeConfig
+from gee_export.earthengine.client import EarthEngineClient, Retry, TooBig
+from gee_export.export import Plan, ensure_normalization, plan_cells, record_outlines
+from gee_export.local import OffsetHistogram, PercentileAccumulator, mask_invalid_pixels
 from gee_export.stack import ExportDir, write_cell_tif
 
-# computePixels refuses responses over 48 MB; some clients count a mask byte per pixel.
+# computePixels refuses requests over 48 MiB; some clients count a mask byte per pixel.
 REQUEST_LIMIT_BYTES = 48 * 1024 * 1024
+PAYLOAD_LIMIT_BYTES = 10 * 1024 * 1024  # any request body, geometries included
+PAGE = 4000  # elements per computeValue of a collection: the service aborts over 5000
 MIN_SPLIT_SIDE = 32  # below this a cell that still runs out of memory is a real failure
-TERMINAL_TASK_STATES = ("COMPLETED", "FAILED", "CANCELLED")
-AUTH_HELP = ("run `earthengine authenticate` (or set GOOGLE_APPLICATION_CREDENTIALS to a "
-             "service-account key file), then rerun")
 
 
-# -- the network boundary ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class EEOptions:
+    cell_size: int = DEFAULT_CELL_SIZE
+    hma_asset: str | None = None
+    norm_from: Normalization | None = None
+    target: str = "download"  # or gcs, drive (batch tasks)
+    bucket: str | None = None
+    folder: str | None = None
+    workers: int = 8  # requests in flight; the default quota allows about 40
+    dem_source_map: bool = False
+    retry: Retry = field(default_factory=Retry, compare=False)
 
-class EarthEngineClient:
-    """The only place that talks to Google. Methods are the calls the export makes."""
 
-    def __init__(self, project: str):
-        self.project = project
+def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig,
+                  options: EEOptions = EEOptions(), *, client: EarthEngineClient | None = None,
+                  project: str | None = None, outlines_path: Path | None = None,
+                  force: bool = False, name: str | None = None, wait: bool = False,
+                  quiet: bool = False, echo=print) -> ExportDir:
+    """The Earth Engine recipe for one region and year; rerunning resumes."""
+    from gee_export.earthengine import batch
+
+    if options.target == "gcs" and not options.bucket:
+        raise InputError("--to gcs needs --bucket NAME")
+    if options.target == "drive" and not options.folder:
+        raise InputError("--to drive needs --folder NAME")
+    name = name or product_name(region.name, cfg.year)
+    with output_lock(Path(workspace) / EXPORTS_DIR / name, wait, echo):
+        client = client or EarthEngineClient.connect(project)
+        job = EEJob.prepare(client, region, cfg, outlines_path, options, echo)
+        exp = job.open(Path(workspace), name, force, echo)
+        if exp.manifest.get("complete"):
+            echo(f"export {exp.path} is complete; nothing to do")
+            return exp
+        job.record(exp)
+        echo(job.plan.describe())
+        job.inventory(exp, echo)
+        offset = job.dem_offset(exp, quiet)
+        norm = ensure_normalization(exp, cfg, options.norm_from,
+                                    lambda: job.percentiles(offset, quiet))
+        image = export_image_for(job.plan.grid, cfg, options.hma_asset, offset, norm)
+        if options.target != "download":
+            batch.submit_tasks(exp, client, image, options.retry, echo)
+            return exp
+        job.download(exp, image, quiet)
+        exp.finish()
+    echo(f"export complete: {exp.path} ({len(exp.cells)} cells, stack.vrt)")
+    return exp
+
+
+def export_image_for(grid: ExportGrid, cfg: RecipeConfig, hma_asset: str | None, offset: float,
+                     norm: Normalization):
+    """The image every cell request or task computes (also rebuilt from a manifest by `prep
+    status`, which submits more batch tasks as others finish)."""
+    from gee_export.earthengine import recipe as R
+
+    aoi = R.grid_rectangle(grid)
+    return R.export_image(R.physical_stack(aoi, cfg, hma_asset, offset), norm,
+                          R.qa_counts(aoi, cfg))
+
+
+@dataclass
+class EEJob:
+    client: EarthEngineClient
+    region: Region
+    cfg: RecipeConfig
+    outlines: object  # GeoDataFrame in the grid's CRS, or None
+    outline_source: str
+    plan: Plan
+    options: EEOptions
 
     @classmethod
-    def connect(cls, project: str | None) -> "EarthEngineClient":
-        """ee.Initialize with one clear message for a missing project or login."""
-        import ee
+    def prepare(cls, client, region: Region, cfg: RecipeConfig, outlines_path: Path | None,
+                options: EEOptions, echo) -> "EEJob":
+        """The outlines (the user's, else GLIMS from the catalogue) and the cells near them."""
+        if outlines_path:
+            outl = read_outlines(outlines_path, region.crs).split_by_area(
+                cfg.min_outline_area_km2)[0]
+            if outl.repaired:
+                echo(f"repaired {outl.repaired} invalid outline polygon(s) in {outl.path}")
+            outlines, source = outl.frame, f"{Path(outlines_path).name}"
+        else:
+            echo(f"no --outlines: fetching GLIMS over {region.name}")
+            outlines = fetch_glims(client, region, cfg.year, options.retry)
+            source = f"GLIMS, {len(outlines)} glaciers" if outlines is not None else ""
+        plan = plan_cells(region, outlines, cfg.outline_buffer_m, options.cell_size,
+                          f"{source} buffered by {cfg.outline_buffer_m:g} m" if source else "")
+        return cls(client, region, cfg, outlines, source, plan, options)
 
-        project = project or os.environ.get("EE_PROJECT")
-        if not project:
-            raise GlacierError("Earth Engine needs a Google Cloud project: give --project ID or "
-                               "set EE_PROJECT (the project must have the Earth Engine API "
-                               "enabled)")
+    def parameters(self) -> dict:
+        o = self.options
+        return {"region": self.region.name, "grid": self.plan.grid.to_dict(),
+                "recipe": self.cfg.to_dict(), "cell_size": o.cell_size,
+                "source": "earthengine", "hma_asset": o.hma_asset,
+                "norm_from": o.norm_from.to_dict() if o.norm_from else None,
+                "target": o.target, "bucket": o.bucket, "folder": o.folder,
+                "outlines": self.outline_source}
+
+    def open(self, workspace: Path, name: str, force: bool, echo) -> ExportDir:
+        fields = {"region": self.region.to_dict(), "year": self.cfg.year,
+                  "grid": self.plan.grid.to_dict(), "bands": list(BAND_NAMES),
+                  "synthetic": False, "source": "earthengine", "plan": self.plan.summary(),
+                  "recipe": self.cfg.to_dict(), "project": self.client.project}
+        return ExportDir.open_or_create(workspace, name, self.parameters(), fields, force, echo)
+
+    def record(self, exp: ExportDir) -> None:
+        if self.outlines is not None:
+            record_outlines(exp, self.outlines, self.outline_source)
+        exp.set_plan(self.plan.cells)
+
+    def call(self, step: str, fn: Callable, *args):
+        return self.options.retry.call(step, fn, *args)
+
+    def inventory(self, exp: ExportDir, echo) -> None:
+        """Every image id, date and footprint each filter kept; cells no image covers are
+        refused by name (the 2017-2018 L2A hole)."""
+        if "images" in exp.manifest:
+            return
+        from gee_export.earthengine import recipe as R
+
+        aoi, grid, cfg = R.grid_rectangle(self.plan.grid), self.plan.grid, self.cfg
+        sizes = self.call("image inventory", self.client.compute_value,
+                          R.inventory_sizes(aoi, cfg))
+        s1 = self.features("Sentinel-1 footprints", R.footprints(R.s1_collection(aoi, cfg)),
+                           sizes["s1"])
+        s2 = self.features("Sentinel-2 footprints", R.footprints(R.s2_collection(aoi, cfg)),
+                           sizes["s2"])
+        counts = {"s2": count_per_cell(s2, grid, self.plan.cells),  # the known L2A hole first
+                  "s1": count_per_cell(s1, grid, self.plan.cells)}
+        check_coverage(counts, cfg)
+        exp.manifest["images"] = {
+            "s1_collection": R.S1_COLLECTION, "s1_count": len(s1),
+            "s1_images": sorted(zip(s1["id"], s1["date"])) if len(s1) else [],
+            "s2_collection": cfg.s2_collection, "s2_scenes_in_window": int(sizes["s2_in_window"]),
+            "s2_count": len(s2), "s2_images": sorted(zip(s2["id"], s2["date"])) if len(s2) else [],
+            "cloud_mask": f"Cloud Score+ {cfg.cloud_score_band} >= {cfg.cloud_score_threshold}"
+                          " or spectral snow/ice" + (" or SCL 11" if cfg.s2_level == "l2a" else "")}
+        for cid, info in exp.cells.items():
+            info["images"] = {"s1": counts["s1"][cid], "s2": counts["s2"][cid]}
+        exp.save()
+        echo(f"images: {len(s1)} Sentinel-1, {len(s2)} of {sizes['s2_in_window']} Sentinel-2 "
+             f"scenes under {cfg.s2_max_scene_cloud:g} % scene cloud")
+
+    def features(self, step: str, collection, size: int):
+        """A feature collection fetched in pages of PAGE elements, in the grid's CRS."""
+        from gee_export.earthengine import recipe as R
+
+        feats = []
+        for k, offset in enumerate(range(0, int(size), PAGE)):
+            fc = self.call(f"{step} (page {k + 1} of {-(-int(size) // PAGE)})",
+                           self.client.compute_value, R.page(collection, offset, PAGE))
+            feats += fc.get("features", []) if isinstance(fc, dict) else []
+        return _lonlat_frame(feats, self.plan.grid.crs)
+
+    def dem_offset(self, exp: ExportDir, quiet: bool) -> float:
+        """Once: the HMA - SRTM offset, from per-cell histograms at 30 m added up."""
+        if "dem" not in exp.manifest:
+            from gee_export.earthengine import recipe as R
+
+            hma_asset = self.options.hma_asset
+            dem = {"hma_asset": hma_asset, "srtm_asset": R.SRTM_ASSET, "datum": "EGM96 (SRTM)"}
+            if hma_asset:
+                hist = OffsetHistogram()
+                for _, counts in requests(self.plan.cells, self._offset_counts,
+                                          self.options.workers, "DEM offset", quiet):
+                    hist.counts += counts
+                if hist.n == 0:
+                    raise StateError(f"--hma-asset {hma_asset}: HMA and SRTM do not overlap off "
+                                     "the glaciers over the planned cells, so no offset")
+                dem.update(offset_m=hist.median(), offset_pixels=hist.n, offset_method=(
+                    f"median of HMA - SRTM off glacier outlines at {DEM_OFFSET_SCALE_M:g} m"))
+            else:
+                dem.update(offset_m=0.0, offset_method="none (SRTM only)")
+            exp.manifest["dem"] = dem
+            exp.save()
+        return exp.manifest["dem"]["offset_m"]
+
+    def _offset_counts(self, cell: Cell) -> np.ndarray:
+        from gee_export.earthengine import recipe as R
+
+        grid = self.plan.grid
+        lattice = coarse_grid(grid, DEM_OFFSET_SCALE_M)
+        coarse = coarse_cell(grid, cell, DEM_OFFSET_SCALE_M)
+        out = OffsetHistogram().counts
+        for part in split_until_small(coarse, lambda c: R.dem_offset_histogram(
+                self.options.hma_asset, grid, c, lattice, self._outlines_near(lattice, c)),
+                self.client, self.options.retry, f"DEM offset of cell {cell.id}"):
+            out += _histogram_counts(part.get("diff"), len(out))
+        return out
+
+    def _outlines_near(self, grid: ExportGrid, cell: Cell):
+        """The outlines a cell's request needs: only those that touch it."""
+        from shapely.geometry import box
+
+        from gee_export.earthengine import recipe as R
+
+        if self.outlines is None:
+            return None
+        near = self.outlines[self.outlines.intersects(box(*cell.bounds(grid)))]
+        return R.outlines_collection(near.geometry.values, grid.crs) if len(near) else None
+
+    def percentiles(self, offset: float, quiet: bool) -> Normalization:
+        """Per-band percentiles over the planned cells from per-cell histograms at 10 m, the
+        bins of the local path's PercentileAccumulator."""
+        from gee_export.earthengine import recipe as R
+
+        acc = PercentileAccumulator()
+        ranges = {b: (e[0], e[-1]) for b, e in acc.edges.items()}
+        physical = R.physical_stack(R.grid_rectangle(self.plan.grid), self.cfg,
+                                    self.options.hma_asset, offset)
+
+        def cell_counts(cell: Cell) -> dict:
+            counts = {b: np.zeros(acc.BINS, np.int64) for b in BAND_NAMES}
+            for part in split_until_small(cell, lambda c: R.band_histograms(
+                    physical, self.plan.grid, c, ranges, acc.BINS), self.client,
+                    self.options.retry, f"percentiles of cell {cell.id}"):
+                for b in BAND_NAMES:
+                    counts[b] += _histogram_counts(part.get(b), acc.BINS)
+            return counts
+
+        for _, counts in requests(self.plan.cells, cell_counts, self.options.workers,
+                                  "percentiles", quiet):
+            for b in BAND_NAMES:
+                acc.counts[b] += counts[b]
+        return acc.normalization(self.cfg.norm_percentiles)
+
+    def download(self, exp: ExportDir, image, quiet: bool) -> None:
+        """computePixels for every pending cell, `workers` in flight; files land in this
+        thread, so the manifest has one writer."""
+        from gee_export.earthengine import recipe as R
+
+        fetcher = CellFetcher(self.client, image, exp.grid, R.EXPORT_BANDS, self.options.retry)
+        raster = (OutlineRasterizer(self.outlines.geometry.values, exp.grid.transform)
+                  if self.outlines is not None else None)
+        for cell, (data, n) in requests(exp.pending(), fetcher.fetch, self.options.workers,
+                                        "cells", quiet, on_error=lambda c, e: exp.mark(
+                                            c, "failed", error=str(e))):
+            glacier = raster.mask(cell.row_off, cell.col_off, cell.height, cell.width) \
+                if raster is not None else None
+            land_cell(exp, cell, data, glacier, save=False, requests=n)
+        exp.save()
+        if self.options.dem_source_map:
+            _download_dem_source(exp, self.client, R.dem_source(self.options.hma_asset),
+                                 self.options.retry)
+
+
+# -- requests: in flight, retried, split --------------------------------------------------------
+
+def requests(items: list, fn: Callable, workers: int, desc: str, quiet: bool,
+             on_error: Callable | None = None) -> Iterator[tuple[object, object]]:
+    """Yield (item, fn(item)) with up to `workers` requests in flight: a sliding window, so
+    results never pile up; after a failure (or Ctrl-C) nothing new is sent while the requests
+    in flight still land, then the failure is raised."""
+    from tqdm import tqdm
+
+    todo = iter(items)
+    bar = tqdm(total=len(items), desc=desc, unit="cell", disable=quiet, leave=False)
+    failure = None
+    in_flight: dict = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         try:
-            ee.Initialize(project=project)
-        except Exception as e:  # ee and google-auth raise many types; none may escape raw
-            raise GlacierError(connect_error_message(e, project)) from None
-        return cls(project)
-
-    def compute_value(self, obj):
-        import ee
-
-        return ee.data.computeValue(obj)
-
-    def compute_pixels(self, params: dict) -> np.ndarray:
-        import ee
-
-        return ee.data.computePixels(params)
-
-    def start_task(self, task) -> str:
-        task.start()
-        return task.id
-
-    def task_status(self, task_ids: list[str]) -> list[dict]:
-        import ee
-
-        return ee.data.getTaskStatus(task_ids)
-
-    def download_blob(self, bucket: str, name: str, dest: Path) -> bool:
-        """Copy gs://bucket/name to dest; False when the object does not exist."""
-        from google.api_core.exceptions import NotFound
-        from google.cloud import storage
-
-        blob = storage.Client(project=self.project).bucket(bucket).blob(name)
-        try:
-            blob.download_to_filename(str(dest))
-        except NotFound:
-            return False
-        return True
+            while True:
+                while failure is None and len(in_flight) < max(1, workers) and \
+                        (item := next(todo, None)) is not None:
+                    in_flight[pool.submit(fn, item)] = item
+                if not in_flight:
+                    break
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for f in done:
+                    item = in_flight.pop(f)
+                    try:
+                        result = f.result()
+                    except ServiceError as e:
+                        if on_error is not None:
+                            on_error(item, e)
+                        failure = failure or e
+                        continue
+                    yield item, result
+                    bar.update(1)
+        finally:
+            for f in in_flight:
+                f.cancel()
+            bar.close()
+    if failure is not None:
+        raise ServiceError(f"{failure}; finished cells are kept, fix the cause and rerun to "
+                           "resume")
 
 
-def connect_error_message(exc: BaseException, project: str) -> str:
-    """The user-facing line for a failed ee.Initialize; never includes tokens or key paths."""
-    text = str(exc).lower()
-    auth_words = ("authorize", "authenticate", "credential", "refresh", "invalid_grant",
-                  "expired", "token", "unauthenticated", "permission")
-    if any(w in text for w in auth_words) or type(exc).__name__ in (
-            "DefaultCredentialsError", "RefreshError"):
-        return f"Earth Engine login is missing or expired: {AUTH_HELP}"
-    if "not found" in text or "not registered" in text or "disabled" in text:
-        return (f"Earth Engine project {project!r} cannot be used (not found, not registered "
-                "for Earth Engine, or the API is disabled); check --project / EE_PROJECT")
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"Earth Engine could not be initialized for project {project!r}: {first}"
+def split_until_small(cell: Cell, build: Callable[[Cell], object], client, retry: Retry,
+                      step: str) -> list:
+    """computeValue of build(cell); where the service answers that it is too big (memory,
+    time), the cell in halves, recursively; the results of the parts, to be added up."""
+    try:
+        return [retry.call(step, client.compute_value, build(cell))]
+    except TooBig as e:
+        if min(cell.width, cell.height) <= MIN_SPLIT_SIDE:
+            raise ServiceError(f"Earth Engine, {step}: still too big at {cell.width}x"
+                               f"{cell.height} px ({e})") from None
+        a, b = cell.halves()
+        return (split_until_small(a, build, client, retry, step)
+                + split_until_small(b, build, client, retry, step))
 
 
-# -- error policy ------------------------------------------------------------------------------
-
-def classify_error(exc: BaseException) -> str:
-    """'too_big' (deterministic for that request: split it), 'transient' (retry with backoff)
-    or 'fatal' (the same request would fail again: stop and say so)."""
-    text = str(exc).lower()
-    if any(s in text for s in ("memory limit", "computation timed out", "too large",
-                               "response size", "payload size", "exceeds")):
-        return "too_big"
-    if any(s in text for s in ("429", "too many requests", "quota", "rate limit",
-                               "resource_exhausted", "too many concurrent", "503", "500",
-                               "unavailable", "internal error", "deadline", "connection",
-                               "temporarily", "try again", "backend error")):
-        return "transient"
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return "transient"
-    return "fatal"
-
-
-class CellFailed(GlacierError):
-    def __init__(self, cell: Cell, message: str):
-        super().__init__(f"cell {cell.id} (rows {cell.row_off}-{cell.row_off + cell.height}, "
-                         f"cols {cell.col_off}-{cell.col_off + cell.width}): {message}")
-        self.cell = cell
+def _histogram_counts(hist, bins: int) -> np.ndarray:
+    """fixedHistogram's [[bucket start, count], ...] (None over no pixel) as counts."""
+    if hist is None:
+        return np.zeros(bins, np.int64)
+    counts = np.asarray(hist, float)[:, 1]
+    if len(counts) != bins:
+        raise ServiceError(f"Earth Engine returned a histogram of {len(counts)} bins, "
+                           f"expected {bins}")
+    return np.rint(counts).astype(np.int64)
 
 
 @dataclass
 class CellFetcher:
-    """Fetch one cell with computePixels, splitting and retrying as Earth Engine demands."""
+    """Fetch one cell with computePixels, splitting it where Earth Engine demands."""
     client: EarthEngineClient
     image: object  # ee.Image with EXPORT_BANDS
     grid: ExportGrid
     bands: tuple[str, ...]
-    max_retries: int = 6
-    base_delay_s: float = 2.0
-    max_delay_s: float = 120.0
-    sleep: object = time.sleep
-    rng: random.Random | None = None
+    retry: Retry = field(default_factory=Retry)
 
     def request_bytes(self, cell: Cell) -> int:
         return cell.width * cell.height * (4 * len(self.bands) + 1)
 
     def fetch(self, cell: Cell) -> tuple[np.ndarray, int]:
         """(bands, h, w) float32 and the number of requests the cell took."""
-        if self.request_bytes(cell) > REQUEST_LIMIT_BYTES:
-            return self._split(cell, "larger than the 48 MB request limit")
         from gee_export.earthengine.recipe import cell_grid
 
-        rng = self.rng or random.Random()
-        for attempt in range(self.max_retries + 1):
-            try:
-                arr = self.client.compute_pixels({
-                    "expression": self.image, "fileFormat": "NUMPY_NDARRAY",
-                    "grid": cell_grid(self.grid, cell), "bandIds": list(self.bands)})
-                return structured_to_bands(arr, self.bands, cell), 1
-            except CellFailed:
-                raise
-            except Exception as e:  # the ee client raises EEException, HttpError, OSError...
-                kind = classify_error(e)
-                if kind == "too_big":
-                    return self._split(cell, _first_line(e))
-                if kind == "fatal" or attempt == self.max_retries:
-                    why = "gave up after retries: " if kind == "transient" else ""
-                    raise CellFailed(cell, why + _first_line(e)) from None
-                # Exponential backoff with full jitter, so many workers do not retry in step.
-                delay = min(self.max_delay_s, self.base_delay_s * 2 ** attempt)
-                self.sleep(rng.uniform(delay / 2, delay))
-        raise AssertionError("unreachable")
+        if self.request_bytes(cell) > REQUEST_LIMIT_BYTES:
+            return self._split(cell, "larger than the 48 MiB request limit")
+        params = {"expression": self.image, "fileFormat": "NUMPY_NDARRAY",
+                  "grid": cell_grid(self.grid, cell), "bandIds": list(self.bands)}
+        try:
+            arr = self.retry.call(f"cell {cell.id}", self.client.compute_pixels, params)
+        except TooBig as e:
+            return self._split(cell, str(e))
+        return structured_to_bands(arr, self.bands, cell), 1
 
     def _split(self, cell: Cell, why: str) -> tuple[np.ndarray, int]:
         if min(cell.width, cell.height) <= MIN_SPLIT_SIDE:
-            raise CellFailed(cell, f"still too big at {cell.width}x{cell.height} px ({why})")
+            raise ServiceError(f"Earth Engine, cell {cell.id}: still too big at {cell.width}x"
+                               f"{cell.height} px ({why})")
         a, b = cell.halves()
         da, na = self.fetch(a)
         db, nb = self.fetch(b)
@@ -187,52 +389,79 @@ def structured_to_bands(arr, bands: tuple[str, ...], cell: Cell) -> np.ndarray:
     names = getattr(getattr(arr, "dtype", None), "names", None) or ()
     missing = [b for b in bands if b not in names]
     if missing:
-        raise CellFailed(cell, f"Earth Engine returned no band(s) {', '.join(missing)}")
+        raise ServiceError(f"Earth Engine, cell {cell.id}: returned no band(s) "
+                           f"{', '.join(missing)}")
     if arr.shape != (cell.height, cell.width):
-        raise CellFailed(cell, f"Earth Engine returned {arr.shape[1]}x{arr.shape[0]} px, "
-                               f"expected {cell.width}x{cell.height}")
+        raise ServiceError(f"Earth Engine, cell {cell.id}: returned {arr.shape[1]}x"
+                           f"{arr.shape[0]} px, expected {cell.width}x{cell.height}")
     return np.stack([np.asarray(arr[b], np.float32) for b in bands])
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0][:300] if s else type(e).__name__
 
 
 # -- landing a cell in stack/ (shared by download and pull) ------------------------------------
 
 def land_cell(exp: ExportDir, cell: Cell, data: np.ndarray, glacier: np.ndarray | None,
-              **info) -> None:
-    """Write the 11 stack bands of an EXPORT_BANDS array as the cell's file and record the QA.
+              save: bool = True, **info) -> None:
+    """Write the 11 stack bands of an EXPORT_BANDS array as the cell's file, with its record.
 
     EE_NODATA becomes NaN (the stack's nodata); the QA bands give the share of glacier-outline
-    observations the cloud mask removed in this cell.
+    observations the cloud mask removed in this cell and the pixels each validity rule removed.
     """
-    from gee_export.earthengine.recipe import EE_NODATA
-    from gee_export.local import mask_invalid_pixels
+    from gee_export.earthengine.recipe import EE_NODATA, QA_BANDS
 
     n = len(BAND_NAMES)
     stack = data[:n].astype(np.float32, copy=True)
     stack[stack <= EE_NODATA + 1] = np.nan
     mask_invalid_pixels(stack)
+    qa = dict(zip(QA_BANDS, data[n:n + len(QA_BANDS)]))
     removed = None
-    if data.shape[0] >= n + 2 and glacier is not None and glacier.any():
-        observed, masked = data[n][glacier].sum(), data[n + 1][glacier].sum()
+    if "s2_masked" in qa and glacier is not None and glacier.any():
+        observed, masked = qa["s2_observed"][glacier].sum(), qa["s2_masked"][glacier].sum()
         removed = round(float(masked / observed), 4) if observed > 0 else None
-    write_cell_tif(exp.cell_file(cell), exp.grid, cell, stack)
-    exp.mark(cell, "done", valid_fraction=round(float(np.isfinite(stack[0]).mean()), 4),
-             glacier_pixels_masked={"all_scenes": removed}, **info)
+    record = {"valid_fraction": round(float(np.isfinite(stack[0]).mean()), 4),
+              "glacier_pixels_masked": {"all_scenes": removed},
+              "removed_pixels": {"s1_noise_floor": int(qa["s1_removed"].sum()),
+                                 "s2_cloud_mask": int(qa["s2_masked"].sum()),
+                                 "missing_band": int(qa["missing_band"].sum())}
+              if "missing_band" in qa else {}, **info}
+    write_cell_tif(exp.cell_file(cell), exp.grid, cell, stack, info=record)
+    exp.mark(cell, "done", save=save, **record)
 
 
-# -- the export --------------------------------------------------------------------------------
+def _download_dem_source(exp: ExportDir, client, dem_src, retry: Retry) -> None:
+    fetcher = CellFetcher(client, dem_src.unmask(0), exp.grid, ("dem_source",), retry)
+    for cid, info in exp.cells.items():
+        cell = Cell.from_dict(info)
+        path = exp.path / DEM_SOURCE_DIR / tif_name(cid)
+        if not path.is_file():
+            data, _ = fetcher.fetch(cell)
+            write_cell_tif(path, exp.grid, cell, data, names=("dem_source",))
 
-def _lonlat_frame(fc_geojson: dict, crs: str):
+
+# -- outlines and footprints ------------------------------------------------------------------
+
+def fetch_glims(client, region: Region, year: int, retry: Retry):
+    """GLIMS outlines over the region in pages under the collection limit, one analysis per
+    glacier with its nunataks cut out, in the region's CRS (None when there is none)."""
+    from gee_export.earthengine import recipe as R
+
+    coll = R.glims_outlines(R.grid_rectangle(region.grid))
+    size = int(retry.call("GLIMS outlines (count)", client.compute_value, coll.size()))
+    feats = []
+    pages = -(-size // PAGE)
+    for k, offset in enumerate(range(0, size, PAGE)):
+        fc = retry.call(f"GLIMS outlines (page {k + 1} of {pages})", client.compute_value,
+                        R.page(coll, offset, PAGE))
+        feats += fc.get("features", [])
+    frame = _lonlat_frame(feats, region.crs)
+    return R.glims_glaciers(frame, year) if len(frame) else None
+
+
+def _lonlat_frame(features: list, crs: str):
     import geopandas as gpd
 
-    feats = fc_geojson.get("features", []) if isinstance(fc_geojson, dict) else []
-    if not feats:
+    if not features:
         return gpd.GeoDataFrame({"id": [], "date": []}, geometry=[], crs=crs)
-    return gpd.GeoDataFrame.from_features(feats, crs="EPSG:4326").to_crs(crs)
+    return gpd.GeoDataFrame.from_features(features, crs="EPSG:4326").to_crs(crs)
 
 
 def count_per_cell(footprints, grid: ExportGrid, cells: list[Cell]) -> dict[str, int]:
@@ -248,12 +477,11 @@ def count_per_cell(footprints, grid: ExportGrid, cells: list[Cell]) -> dict[str,
 
 
 def check_coverage(counts: dict[str, dict[str, int]], cfg: RecipeConfig) -> None:
-    """Refuse cells no image covers, naming them (the 2017-2018 L2A hole, DESIGN.md 3)."""
+    """Refuse cells no image covers, naming them (the 2017-2018 L2A hole)."""
     for sensor, per_cell in counts.items():
         empty = sorted(cid for cid, n in per_cell.items() if n == 0)
         if not empty:
             continue
-        hint = ""
         if sensor == "s2" and cfg.s2_level == "l2a":
             hint = (" Earth Engine's L2A archive is thin before December 2018; --s2-level l1c "
                     "uses top-of-atmosphere scenes (recorded; do not mix levels in one "
@@ -262,312 +490,6 @@ def check_coverage(counts: dict[str, dict[str, int]], cfg: RecipeConfig) -> None
             hint = " Widen --s2-window or raise --max-scene-cloud."
         else:
             hint = " Widen --s1-window or use --orbit both."
-        raise GlacierError(
+        raise StateError(
             f"{len(empty)} cell(s) have 0 {sensor.upper()} images after filtering, e.g. "
             f"{', '.join(empty[:5])}.{hint}")
-
-
-def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig, *,
-                  client: EarthEngineClient | None = None, project: str | None = None,
-                  outlines_path: Path | None = None, cell_size: int = DEFAULT_CELL_SIZE,
-                  norm_from: Normalization | None = None, hma_asset: str | None = None,
-                  target: str = "download", bucket: str | None = None,
-                  folder: str | None = None, workers: int = 8, dem_source_map: bool = False,
-                  force: bool = False, name: str | None = None, quiet: bool = False,
-                  echo=print, fetcher_options: dict | None = None) -> ExportDir:
-    """The Earth Engine recipe for one region and year; rerunning resumes."""
-    from gee_export.common.outlines import OutlineRasterizer, read_outlines
-    from gee_export.earthengine import recipe as R
-    from gee_export.export import ensure_normalization, plan_cells, record_outlines
-
-    if target == "gcs" and not bucket:
-        raise GlacierError("--to gcs needs --bucket NAME")
-    if target == "drive" and not folder:
-        raise GlacierError("--to drive needs --folder NAME")
-    client = client or EarthEngineClient.connect(project)
-    aoi = R.grid_rectangle(region.grid)
-
-    # Outlines: the user's file, else GLIMS from the catalogue (nearest source date per glacier).
-    if outlines_path:
-        outlines = read_outlines(outlines_path, region.crs).split_by_area(
-            cfg.min_outline_area_km2)[0].frame
-        outline_source = f"{Path(outlines_path).name} buffered by {cfg.outline_buffer_m:g} m"
-    else:
-        echo(f"no --outlines: fetching GLIMS ({R.GLIMS_COLLECTION}) over {region.name}")
-        glims = _lonlat_frame(client.compute_value(R.glims_outlines(aoi)), region.crs)
-        outlines = R.pick_nearest_outlines(glims, cfg.year) if len(glims) else None
-        outline_source = (f"GLIMS, {len(outlines)} glaciers buffered by "
-                          f"{cfg.outline_buffer_m:g} m" if outlines is not None else "")
-    plan = plan_cells(region, outlines, cfg.outline_buffer_m, cell_size, outline_source)
-
-    parameters = {"region": region.name, "grid": plan.grid.to_dict(), "recipe": cfg.to_dict(),
-                  "cell_size": cell_size, "source": "earthengine", "hma_asset": hma_asset,
-                  "norm_from": norm_from.to_dict() if norm_from else None, "target": target,
-                  "bucket": bucket, "folder": folder,
-                  "outlines": (file_sha256(outlines_path) if outlines_path else "GLIMS")}
-    exp = ExportDir.open_or_create(
-        workspace, name or product_name(region.name, cfg.year), parameters,
-        {"region": region.to_dict(), "year": cfg.year, "grid": plan.grid.to_dict(),
-         "bands": list(BAND_NAMES), "synthetic": False, "source": "earthengine",
-         "plan": plan.summary(), "recipe": cfg.to_dict(), "project": client.project},
-        force=force)
-    if exp.manifest.get("complete"):
-        echo(f"export {exp.path} is complete; nothing to do")
-        return exp
-    if outlines is not None:
-        record_outlines(exp, outlines, str(outlines_path) if outlines_path else "GLIMS")
-    exp.set_plan(plan.cells)
-    echo(plan.describe())
-    planned = R.shapely_to_ee(_plan_union(plan), plan.grid.crs)
-    glaciers_ee = (R.outlines_collection(outlines.geometry.values, plan.grid.crs)
-                   if outlines is not None else None)
-
-    # Inputs: every image id, date and footprint each filter kept; refuse uncovered cells.
-    if "images" not in exp.manifest:
-        inv = client.compute_value(R.inventory(aoi, cfg))
-        s1 = _lonlat_frame(inv["s1"], plan.grid.crs)
-        s2 = _lonlat_frame(inv["s2"], plan.grid.crs)
-        counts = {"s1": count_per_cell(s1, plan.grid, plan.cells),
-                  "s2": count_per_cell(s2, plan.grid, plan.cells)}
-        check_coverage(counts, cfg)
-        exp.manifest["images"] = {
-            "s1_collection": R.S1_COLLECTION, "s1_count": len(s1),
-            "s1_images": sorted(zip(s1["id"], s1["date"])) if len(s1) else [],
-            "s2_collection": cfg.s2_collection, "s2_scenes_in_window": int(inv["s2_in_window"]),
-            "s2_count": len(s2),
-            "s2_images": sorted(zip(s2["id"], s2["date"])) if len(s2) else [],
-            "cloud_mask": f"Cloud Score+ {cfg.cloud_score_band} >= {cfg.cloud_score_threshold}"
-                          " or spectral snow/ice" + (" or SCL 11" if cfg.s2_level == "l2a"
-                                                     else "")}
-        for cid, info in exp.cells.items():
-            info["images"] = {"s1": counts["s1"][cid], "s2": counts["s2"][cid]}
-        exp.save()
-        echo(f"images: {len(s1)} Sentinel-1, {len(s2)} of {inv['s2_in_window']} Sentinel-2 "
-             f"scenes under {cfg.s2_max_scene_cloud:g} % scene cloud")
-
-    # One vertical offset HMA - SRTM off glaciers over the planned cells.
-    if "dem" not in exp.manifest:
-        dem = {"hma_asset": hma_asset, "srtm_asset": R.SRTM_ASSET, "datum": "EGM96 (SRTM)"}
-        if hma_asset:
-            off = client.compute_value(R.dem_offset(hma_asset, planned, glaciers_ee))
-            if off is None:
-                raise GlacierError(f"--hma-asset {hma_asset}: HMA and SRTM do not overlap off "
-                                   "the glaciers over the planned cells, so no offset")
-            dem.update(offset_m=float(off), offset_method=(
-                f"median of HMA - SRTM off glacier outlines at {R.OFFSET_SCALE_M:g} m"))
-        else:
-            echo("warning: no --hma-asset; elevation is SRTM alone (DESIGN.md 3)")
-            dem.update(offset_m=0.0, offset_method="none (SRTM only)")
-        exp.manifest["dem"] = dem
-        exp.save()
-    offset = exp.manifest["dem"]["offset_m"]
-
-    def percentiles() -> Normalization:
-        stats = client.compute_value(R.percentile_stats(
-            R.physical_stack(aoi, cfg, hma_asset, offset), planned, cfg.norm_percentiles))
-        return R.norm_from_percentiles(
-            stats, cfg.norm_percentiles,
-            f"percentiles over planned cells at {R.PERCENTILE_SCALE_M:g} m on Earth Engine")
-
-    norm = ensure_normalization(exp, cfg, norm_from, percentiles)
-    physical = R.physical_stack(aoi, cfg, hma_asset, offset)
-    image = R.export_image(physical, norm, R.s2_mask_counts(aoi, cfg))
-    raster = (OutlineRasterizer(outlines.geometry.values, plan.grid.transform)
-              if outlines is not None else None)
-
-    def glacier(c: Cell):
-        return raster.mask(c.row_off, c.col_off, c.height, c.width) if raster else None
-
-    if target == "download":
-        _download_cells(exp, client, image, glacier, workers, quiet, fetcher_options or {})
-        if dem_source_map:
-            _download_dem_source(exp, client, R.dem_source(hma_asset), quiet)
-        exp.finish()
-        echo(f"export complete: {exp.path} ({len(exp.cells)} cells, stack.vrt)")
-    else:
-        submit_tasks(exp, client, image, target, bucket, folder, echo)
-    return exp
-
-
-def _plan_union(plan):
-    import shapely
-    from shapely.geometry import box
-
-    return shapely.union_all([box(*c.bounds(plan.grid)) for c in plan.cells])
-
-
-def _download_cells(exp: ExportDir, client, image, glacier, workers: int, quiet: bool,
-                    fetcher_options: dict) -> None:
-    """computePixels for every pending cell, `workers` in flight; files land in this thread so
-    the manifest has one writer. Ctrl-C stops submitting; cells already landed stay done."""
-    from tqdm import tqdm
-
-    from gee_export.earthengine.recipe import EXPORT_BANDS
-
-    fetcher = CellFetcher(client, image, exp.grid, EXPORT_BANDS, **fetcher_options)
-    pending = exp.pending()
-    todo = iter(pending)
-    bar = tqdm(total=len(pending), desc="cells", unit="cell", disable=quiet, leave=False)
-    failure = None
-    in_flight: dict = {}
-    # A sliding window of `workers` requests: results never pile up in memory, and after a
-    # failure (or Ctrl-C) nothing new is sent while the requests in flight still land.
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        try:
-            while True:
-                while failure is None and len(in_flight) < max(1, workers):
-                    cell = next(todo, None)
-                    if cell is None:
-                        break
-                    in_flight[pool.submit(fetcher.fetch, cell)] = cell
-                if not in_flight:
-                    break
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for f in done:
-                    cell = in_flight.pop(f)
-                    try:
-                        data, requests = f.result()
-                    except CellFailed as e:
-                        exp.mark(cell, "failed", error=str(e))
-                        failure = failure or e
-                        continue
-                    land_cell(exp, cell, data, glacier(cell), requests=requests)
-                    bar.update(1)
-        finally:
-            for f in in_flight:
-                f.cancel()
-            bar.close()
-    if failure is not None:
-        raise GlacierError(f"{failure}; finished cells are kept, fix the cause and rerun to "
-                           "resume")
-
-
-def _download_dem_source(exp: ExportDir, client, dem_src, quiet: bool) -> None:
-    fetcher = CellFetcher(client, dem_src.unmask(0), exp.grid, ("dem_source",))
-    for cid, info in exp.cells.items():
-        cell = Cell.from_dict(info)
-        path = exp.path / "dem_source" / f"{cid}.tif"
-        if not path.is_file():
-            data, _ = fetcher.fetch(cell)
-            write_cell_tif(path, exp.grid, cell, data, names=("dem_source",))
-
-
-# -- batch tasks, status and pull ------------------------------------------------------------
-
-def submit_tasks(exp: ExportDir, client, image, target: str, bucket, folder, echo) -> int:
-    """Start one task per cell that has no live task; failed or cancelled ones are restarted."""
-    from gee_export.earthengine.recipe import export_task
-
-    prefix = f"glacier-exports/{exp.path.name}"
-    started = 0
-    for cell in exp.pending():
-        info = exp.cells[cell.id]
-        if info.get("task_id") and info.get("state") not in ("FAILED", "CANCELLED"):
-            continue
-        task = export_task(image, exp.grid, cell, target, f"{exp.path.name}-{cell.id}", prefix,
-                           bucket, folder)
-        try:
-            task_id = client.start_task(task)
-        except Exception as e:
-            exp.save()
-            raise GlacierError(f"starting the task for cell {cell.id} failed: {_first_line(e)}; "
-                               "tasks already started are recorded, rerun to continue") from None
-        exp.mark(cell, "SUBMITTED", task_id=task_id, target=target,
-                 file=(f"gs://{bucket}/{prefix}/{cell.id}.tif" if target == "gcs"
-                       else f"Drive:{folder}/{cell.id}.tif"))
-        started += 1
-    exp.manifest["batch"] = {"target": target, "bucket": bucket, "folder": folder,
-                             "prefix": prefix}
-    exp.save()
-    echo(f"{started} task(s) started; `prep status` shows their states, `prep pull` brings "
-         "finished cells into stack/")
-    return started
-
-
-def refresh_status(exp: ExportDir, client) -> dict[str, int]:
-    """Ask Earth Engine for the state of every recorded task; returns counts per state."""
-    ids = {info["task_id"]: cid for cid, info in exp.cells.items()
-           if info.get("task_id") and info.get("state") != "done"}
-    id_list = list(ids)
-    for i in range(0, len(id_list), 100):
-        for st in client.task_status(id_list[i:i + 100]):
-            cid = ids.get(st.get("id"))
-            if cid is None:
-                continue
-            info = exp.cells[cid]
-            info["state"] = st.get("state", "UNKNOWN")
-            if st.get("error_message"):
-                info["error"] = st["error_message"]
-    exp.save()
-    return state_counts(exp)
-
-
-def state_counts(exp: ExportDir) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for info in exp.cells.values():
-        counts[info.get("state", "pending")] = counts.get(info.get("state", "pending"), 0) + 1
-    return dict(sorted(counts.items()))
-
-
-def pull_cells(exp: ExportDir, client=None, from_dir: Path | None = None,
-               echo=print) -> int:
-    """Bring finished batch files into stack/: from Cloud Storage, or from a folder where the
-    user put the files (Drive downloads). Each file is checked against its cell's grid."""
-    import rasterio
-
-    from gee_export.common.outlines import OutlineRasterizer, read_outlines
-    from gee_export.earthengine.recipe import EXPORT_BANDS
-
-    batch = exp.manifest.get("batch") or {}
-    if from_dir is None and batch.get("target") != "gcs":
-        raise GlacierError(f"{exp.path}: not a Cloud Storage export; download the Drive folder "
-                           f"{batch.get('folder')!r} and give it with --from-dir")
-    outl = exp.path / OUTLINES_FILE
-    raster = None
-    if outl.is_file():
-        raster = OutlineRasterizer(read_outlines(outl, exp.grid.crs).geometries,
-                                   exp.grid.transform)
-    pulled = 0
-    with tempfile.TemporaryDirectory(dir=exp.path) as tmp:
-        for cell in exp.pending():
-            if from_dir is not None:
-                src = Path(from_dir) / f"{cell.id}.tif"
-                if not src.is_file():
-                    continue
-            else:
-                src = Path(tmp) / f"{cell.id}.tif"
-                if not client.download_blob(batch["bucket"], f"{batch['prefix']}/{cell.id}.tif",
-                                            src):
-                    continue
-            try:
-                with rasterio.open(src) as f:
-                    check_cell_file(f, src, exp.grid, cell, len(EXPORT_BANDS))
-                    data = f.read().astype(np.float32)
-            except rasterio.errors.RasterioIOError as e:
-                raise GlacierError(f"{src}: cannot be read as a GeoTIFF ({e})") from None
-            glacier = (raster.mask(cell.row_off, cell.col_off, cell.height, cell.width)
-                       if raster else None)
-            land_cell(exp, cell, data, glacier, pulled_from=str(src) if from_dir else
-                      f"gs://{batch['bucket']}/{batch['prefix']}/{cell.id}.tif")
-            pulled += 1
-            if from_dir is None:
-                src.unlink(missing_ok=True)
-    echo(f"pulled {pulled} cell(s); {len(exp.pending())} still missing")
-    if not exp.pending():
-        exp.finish()
-        echo(f"export complete: {exp.path}")
-    return pulled
-
-
-def check_cell_file(f, path: Path, grid: ExportGrid, cell: Cell, bands: int) -> None:
-    from rasterio.crs import CRS
-
-    want = cell.transform(grid)
-    if f.count != bands:
-        raise GlacierError(f"{path}: {f.count} bands, expected {bands} (11 stack + 2 QA)")
-    if (f.width, f.height) != (cell.width, cell.height):
-        raise GlacierError(f"{path}: {f.width}x{f.height} px, expected cell {cell.id}'s "
-                           f"{cell.width}x{cell.height}")
-    if f.crs != CRS.from_user_input(grid.crs) or not f.transform.almost_equals(want, 1e-6):
-        raise GlacierError(f"{path}: grid {f.crs} {tuple(f.transform)[:6]} is not cell "
-                           f"{cell.id}'s {grid.crs} {tuple(want)[:6]}")

@@ -12,9 +12,18 @@ from gee_export.common.bands import BAND_NAMES
 from gee_export.common.errors import GlacierError
 from gee_export.common.grid import Cell, ExportGrid
 from gee_export.config import Normalization, RecipeConfig, denormalize, normalize
-from gee_export.local import (OffsetHistogram, fuse_dem, indices, keep_by_cloud_score,
-                              keep_by_scl, mask_invalid_pixels, nan_median,
-                              normalized_difference, read_source, s1_noise_rule)
+from gee_export.local import (
+    OffsetHistogram,
+    fuse_dem,
+    indices,
+    keep_by_cloud_score,
+    keep_by_scl,
+    mask_invalid_pixels,
+    nan_median,
+    normalized_difference,
+    read_source,
+    s1_noise_rule,
+)
 
 CFG = RecipeConfig(2018)
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -264,8 +273,8 @@ def test_an_alpha_band_is_the_footprint(tmp_path):
 def test_numpy_resampling_equals_gdal_warper_per_band(tmp_path, monkeypatch, scale, shift):
     """The numpy path (sources on the grid's axes) against GDAL's warper, one band at a time,
     on data with scattered gaps: the same footprint, values within float32 rounding."""
-    from rasterio.warp import reproject
     from rasterio.enums import Resampling
+    from rasterio.warp import reproject
 
     rng = np.random.default_rng(int(10 * scale) + shift)
     n = int(64 * 10 / scale) + 6

@@ -1,7 +1,12 @@
-"""Earth Engine offline: the library initialized from its shipped function catalogue."""
+"""Earth Engine offline: the library initialized from its shipped function catalogue, and the
+demo sources as fixture collections for the double that executes graphs."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+DEMO_YEAR = 2018
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +21,24 @@ def ee_offline():
     return ee
 
 
+@pytest.fixture(scope="session")
+def demo_sources(demo_export) -> Path:
+    """The 512 px demo's sources for 2018 (Cloud Score+ included), made by the demo export."""
+    ws, _ = demo_export
+    return ws / "sources" / "demo512-2018"
+
+
+@pytest.fixture(scope="session")
+def catalogue(ee_offline, demo_sources, tmp_path_factory):
+    """The demo sources as Earth Engine's collections (with decoys)."""
+    from ee_double import demo_catalogue
+
+    return demo_catalogue(demo_sources, DEMO_YEAR, tmp_path_factory.mktemp("catalogue"))
+
+
+@pytest.fixture
+def double(catalogue):
+    """A fresh Earth Engine double serving the demo sources."""
+    from ee_double import EarthEngineDouble
+
+    return EarthEngineDouble(catalogue)
