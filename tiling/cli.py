@@ -5,10 +5,21 @@ from pathlib import Path
 
 import click
 
-from gee_export.common.cli import CONTEXT, quiet_option, user_errors, workspace_option
+from gee_export.common.cli import (
+    CONTEXT,
+    AutoInt,
+    force_option,
+    multiple_of,
+    quiet_option,
+    user_errors,
+    wait_option,
+    workspace_option,
+)
 from gee_export.common.layout import newest_complete, resolve_workspace
 
-from .tiles import TileConfig
+from .tiles import AUTO_BLOCKS, SMALL_GLACIER_LABELS, TileConfig
+
+UNIT = click.FloatRange(0, 1)
 
 
 @click.command(context_settings=CONTEXT)
@@ -17,35 +28,55 @@ from .tiles import TileConfig
 @click.option("--outlines", type=click.Path(path_type=Path), default=None,
               help="Glacier outlines (any format GDAL reads, any CRS). "
                    "[default: the outlines the export recorded]")
-@click.option("--min-area", type=float, default=0.05,
-              help="Drop outlines smaller than this, in km^2 (paper: 0.05).")
-@click.option("--size", type=int, default=512, help="Tile side in pixels (paper: 512).")
-@click.option("--stride", type=int, default=None, help="Step between tiles in pixels. "
-              "[default: --size, no overlap]")
-@click.option("--min-valid", type=float, default=0.5,
+@click.option("--min-area", type=click.FloatRange(min=0), default=0.05,
+              help="Glaciers smaller than this, in km^2 (ellipsoidal), get the --small-glaciers "
+                   "label (paper: 0.05).")
+@click.option("--small-glaciers", type=click.Choice(list(SMALL_GLACIER_LABELS)),
+              default="ignore", help="Label of glaciers under --min-area: ignore (255, left out "
+              "of loss and metrics), background (the paper: dropped outlines), or glacier.")
+@click.option("--size", type=click.IntRange(min=32), default=512, callback=multiple_of(32),
+              help="Tile side in pixels, a multiple of 32 (paper: 512).")
+@click.option("--stride", type=click.IntRange(min=1), default=None,
+              help="Step between tiles in pixels, at most --size. [default: --size, no overlap]")
+@click.option("--min-valid", type=UNIT, default=0.5,
               help="Drop tiles whose valid (non-nodata) fraction is below this (0-1).")
-@click.option("--background-ratio", type=float, default=None,
+@click.option("--background-ratio", type=click.FloatRange(min=0), default=None,
               help="Keep at most this many glacier-free tiles per glacier tile. [default: all]")
 @click.option("--split", type=click.Choice(["spatial", "random"]), default="spatial",
               help="spatial: blocks with a one-tile guard gap; random: the paper's split.")
-@click.option("--val-fraction", type=float, default=0.3, help="Validation share (paper: 0.3).")
-@click.option("--block-tiles", type=int, default=4,
-              help="Spatial split: blocks of N x N tiles go to one side together.")
-@click.option("--seed", type=int, default=0, help="Seed of the split.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.3, help="Validation share (paper: 0.3).")
+@click.option("--block-tiles", type=AutoInt(minimum=1), default="auto",
+              help="Spatial split: blocks of N x N tiles go to one side together; auto: the "
+                   f"largest of {', '.join(map(str, AUTO_BLOCKS))} that leaves both sides tiles.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, help="Seed of the split.")
 @click.option("--name", default=None, help="Tile directory name. [default: the export's name]")
-@click.option("--workers", type=int, default=1, help="Processes writing tiles in parallel.")
-@click.option("--force", is_flag=True, help="Replace tiles made with other parameters.")
+@click.option("--workers", type=AutoInt(minimum=1), default="auto",
+              help="Processes writing tiles in parallel; auto: the CPUs available, up to 8.")
+@click.option("--verify", is_flag=True, help="Check every tile of a complete set against the "
+              "checksum recorded when it was written, and rewrite the bad ones.")
+@force_option
+@wait_option
 @quiet_option
 @workspace_option
 @user_errors
-def tile(export_dir, outlines, min_area, size, stride, min_valid, background_ratio, split,
-         val_fraction, block_tiles, seed, name, workers, force, quiet, workspace):
+def tile(export_dir: Path | None, outlines: Path | None, min_area: float, small_glaciers: str,
+         size: int, stride: int | None, min_valid: float, background_ratio: float | None,
+         split: str, val_fraction: float, block_tiles: int | str, seed: int, name: str | None,
+         workers: int | str, verify: bool, force: bool, wait: bool, quiet: bool,
+         workspace: Path | None) -> None:
     """Rasterize outlines into labels and cut labelled tiles with a train/val split."""
+    from gee_export.common.workers import cpu_workers
+
     from .tiles import make_tiles
 
+    if stride is not None and stride > size:
+        raise click.BadParameter(f"{stride} is larger than --size {size}", param_hint="--stride")
     ws = resolve_workspace(workspace)
     export_dir = Path(export_dir) if export_dir else newest_complete(ws, "export")
     cfg = TileConfig(size=size, stride=stride, min_valid=min_valid,
                      background_ratio=background_ratio, split=split, val_fraction=val_fraction,
-                     block_tiles=block_tiles, seed=seed, min_area_km2=min_area)
-    make_tiles(export_dir, ws, cfg, outlines, name, workers, force, quiet, click.echo)
+                     block_tiles=None if block_tiles == "auto" else block_tiles, seed=seed,
+                     min_area_km2=min_area, small_glaciers=small_glaciers)
+    make_tiles(export_dir, ws, cfg, outlines, name, cpu_workers(workers), force, verify, wait,
+               quiet, click.echo)

@@ -10,14 +10,14 @@ import math
 
 import numpy as np
 
-from gee_export.common.errors import GlacierError
+from gee_export.common.errors import InputError
 
 TRAIN, VAL, GUARD = "train", "val", "guard"
 
 
 def check_val_fraction(val_fraction: float) -> None:
     if not 0 < val_fraction < 1:
-        raise GlacierError(f"--val-fraction {val_fraction}: must lie strictly between 0 and 1")
+        raise InputError(f"--val-fraction {val_fraction}: must lie strictly between 0 and 1")
 
 
 def random_split(n: int, val_fraction: float, seed: int) -> list[str]:
@@ -74,8 +74,8 @@ def spatial_split(rows: np.ndarray, cols: np.ndarray, val_fraction: float, seed:
         if best is None or score < best[0]:
             best = (score, labels)
     if best is None:
-        raise GlacierError(f"spatial split of {n} tiles in blocks of {block} leaves one side "
-                           "empty; use smaller --block-tiles, more area, or --split random")
+        raise InputError(f"spatial split of {n} tiles in blocks of {block} x {block} leaves one "
+                         "side empty; use a smaller --block-tiles, more area, or --split random")
     return best[1]
 
 

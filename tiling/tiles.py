@@ -1,44 +1,65 @@
-"""`prep tile`: labelled tiles from an export and glacier outlines (DESIGN.md sections 1, 2, 4).
+"""`prep tile`: labelled tiles from an export and glacier outlines.
 
 Two streaming passes over tile windows, never the whole scene: a scan (valid fraction from one
 band, glacier fraction from the rasterized outlines) that decides which tiles to keep and the
-split, then the writes (11-band image, label, per-tile statistics), in parallel over tiles.
+split, then the writes (11-band image, label, per-tile statistics and checksums), in parallel
+over tiles. Nothing is written until the split exists, so a split that cannot be made leaves
+no stub behind; a killed run resumes with the tiles it wrote.
 """
 from __future__ import annotations
 
 import math
-from concurrent.futures import ProcessPoolExecutor
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
 
-from gee_export.common.atomic import as_stored, write_json
+from gee_export.common.atomic import as_stored, make_dirs, remove_file
 from gee_export.common.bands import BAND_NAMES, LABEL_BACKGROUND, LABEL_GLACIER, LABEL_IGNORE
-from gee_export.common.errors import GlacierError
+from gee_export.common.errors import InputError, StateError
 from gee_export.common.grid import ExportGrid
 from gee_export.common.layout import (
     IMAGES_DIR,
     LABELS_DIR,
     OUTLINES_FILE,
+    OVERVIEW_PNG,
     STACK_VRT,
     TILE_INDEX,
     TILES_DIR,
     TILES_MANIFEST,
     base_manifest,
+    check_files,
+    describe_problems,
+    file_record,
     file_sha256,
     now_iso,
     read_manifest,
+    require_complete,
+    stored_path,
+    tif_name,
+    workspace_of,
+    write_manifest,
 )
-from gee_export.common.outlines import OutlineRasterizer, read_outlines
-from gee_export.common.rasters import bounded_gdal_cache, check_stack, write_geotiff
+from gee_export.common.locks import output_lock
+from gee_export.common.outlines import OutlineRasterizer, Outlines, read_outlines
+from gee_export.common.rasters import bounded_gdal_cache, check_stack, geotiff_profile, write_geotiff
 from gee_export.common.vectors import write_gpkg
+from gee_export.common.workers import WorkerPool
 
 from .split import GUARD, TRAIN, VAL, check_val_fraction, min_distance, random_split, spatial_split
 
 STAT_BINS = 1000  # histogram bins on [0, 1] for the training-split percentiles
 PERCENTILES = (1, 2, 50, 98, 99)
-SPLIT_ALGORITHM = 2  # bump when the split changes, so old tiles are not taken as current
+SPLIT_ALGORITHM = 4  # bump when the split changes, so old tiles are not taken as current
+AUTO_BLOCKS = (4, 3, 2, 1)  # --block-tiles auto: block sides tried, largest first
+SHARE_TOLERANCE = 0.1  # auto blocks: accepted distance of the validation share from the target
+# What pixels of glaciers under --min-area become: ignored by loss and metrics (they are ice,
+# but an inventory's size limit is not something the model can see), background (the paper's
+# choice of dropping the outlines), or glacier.
+SMALL_GLACIER_LABELS = {"ignore": LABEL_IGNORE, "background": LABEL_BACKGROUND,
+                        "glacier": LABEL_GLACIER}
 
 
 @dataclass(frozen=True)
@@ -49,9 +70,10 @@ class TileConfig:
     background_ratio: float | None = None  # keep at most this many glacier-free per glacier tile
     split: str = "spatial"
     val_fraction: float = 0.3  # paper: 70/30
-    block_tiles: int = 4  # spatial split: blocks of block_tiles x block_tiles tiles
+    block_tiles: int | None = None  # spatial split: N x N blocks; None: the first of AUTO_BLOCKS
     seed: int = 0
     min_area_km2: float = 0.05  # paper: the 2072 glaciers over 0.05 km^2
+    small_glaciers: str = "ignore"  # label of glaciers under min_area_km2 (SMALL_GLACIER_LABELS)
 
     @property
     def step(self) -> int:
@@ -64,21 +86,25 @@ class TileConfig:
         return max(1, math.ceil(2 * self.size / self.step) - 1)
 
     def check(self, grid: ExportGrid) -> None:
+        """The checks that need the scene (the CLI checks each value's range on its own)."""
         if self.size < 32 or self.size % 32:
-            raise GlacierError(f"--size {self.size}: use a multiple of 32 (the model's stride)")
+            raise InputError(f"--size {self.size}: use a multiple of 32 (the model's stride)")
         if not 0 < self.step <= self.size:
-            raise GlacierError(f"--stride {self.step}: must lie in 1..{self.size}")
+            raise InputError(f"--stride {self.step}: must lie in 1..{self.size}")
         if self.size > min(grid.width, grid.height):
-            raise GlacierError(f"--size {self.size} px is larger than the scene "
-                               f"({grid.width} x {grid.height} px)")
+            raise InputError(f"--size {self.size} px is larger than the scene "
+                             f"({grid.width} x {grid.height} px)")
         if not 0 <= self.min_valid <= 1:
-            raise GlacierError(f"--min-valid {self.min_valid}: must lie in [0, 1]")
+            raise InputError(f"--min-valid {self.min_valid}: must lie in [0, 1]")
         if self.split not in ("spatial", "random"):
-            raise GlacierError(f"--split {self.split!r}: use spatial or random")
+            raise InputError(f"--split {self.split!r}: use spatial or random")
+        if self.small_glaciers not in SMALL_GLACIER_LABELS:
+            raise InputError(f"--small-glaciers {self.small_glaciers!r}: use one of "
+                             f"{', '.join(SMALL_GLACIER_LABELS)}")
         check_val_fraction(self.val_fraction)
 
 
-def tile_windows(grid: ExportGrid, size: int, step: int):
+def tile_windows(grid: ExportGrid, size: int, step: int) -> Iterable[tuple[int, int, int, int]]:
     """(row, col, row_off, col_off) of every full tile on the grid, aligned to its origin."""
     for r, row_off in enumerate(range(0, grid.height - size + 1, step)):
         for c, col_off in enumerate(range(0, grid.width - size + 1, step)):
@@ -89,69 +115,390 @@ def tile_id(r: int, c: int) -> str:
     return f"t{r:04d}_{c:04d}"
 
 
-# --------------------------------------------------------------------------------------------
-# Worker functions (module level so processes can run them)
+def tile_files(tid: str) -> tuple[str, str]:
+    """The image and label of a tile, relative to the tile directory."""
+    return f"{IMAGES_DIR}/{tif_name(tid)}", f"{LABELS_DIR}/{tif_name(tid)}"
+
+
+# -- what tiling reads --------------------------------------------------------------------------
+
+@dataclass
+class TileInputs:
+    """A complete export and the outlines that label it, split by the size limit."""
+    export_dir: Path
+    export: dict  # the export manifest
+    grid: ExportGrid
+    outlines: Outlines  # glaciers of at least --min-area
+    small: Outlines  # the ones under it
+
+    @classmethod
+    def open(cls, export_dir: Path, cfg: TileConfig, outlines_path: Path | None,
+             echo: Callable[[str], None]) -> "TileInputs":
+        from shapely.geometry import box
+
+        export_dir = Path(export_dir)
+        exp = require_complete(export_dir, "export",
+                               "rerun `prep export` with the same options to finish it")
+        grid = ExportGrid.from_dict(exp["grid"])
+        cfg.check(grid)
+        check_stack(export_dir / STACK_VRT)
+        if outlines_path is None:
+            outlines_path = export_dir / OUTLINES_FILE
+            if not outlines_path.is_file():
+                raise InputError(f"{export_dir} recorded no outlines; give --outlines FILE")
+        every = read_outlines(outlines_path, grid.crs)
+        if every.repaired:
+            echo(f"repaired {every.repaired} invalid outline polygon(s) in {outlines_path}")
+        if not every.frame.intersects(box(*grid.bounds)).any():
+            raise InputError(
+                f"outlines {outlines_path} do not overlap the stack: outlines bounds "
+                f"{tuple(round(v) for v in every.frame.total_bounds)}, stack bounds "
+                f"{tuple(round(v) for v in grid.bounds)} (both in {grid.crs})")
+        large, small = every.split_by_area(cfg.min_area_km2)
+        return cls(export_dir, exp, grid, large, small)
+
+    def parameters(self, out: Path, workspace: Path, cfg: TileConfig) -> dict:
+        """What makes two tile sets the same. Paths are stored relative to the workspace and
+        the outlines by checksum, so a moved workspace is still up to date."""
+        return as_stored({"export": stored_path(self.export_dir, out, workspace),
+                          "export_completed_at": self.export.get("completed_at"),
+                          "outlines_sha256": file_sha256(self.outlines.path),
+                          "config": asdict(cfg), "split_algorithm": SPLIT_ALGORITHM})
+
+    def worker_args(self, out: Path, cfg: TileConfig) -> tuple:
+        return (str(self.export_dir / STACK_VRT), self.outlines.geometries,
+                self.small.geometries, SMALL_GLACIER_LABELS[cfg.small_glaciers],
+                self.grid.transform, str(out))
+
+
+# -- the command --------------------------------------------------------------------------------
+
+def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig(),
+               outlines_path: Path | None = None, name: str | None = None, workers: int = 1,
+               force: bool = False, verify: bool = False, wait: bool = False,
+               quiet: bool = False, echo: Callable[[str], None] = print) -> Path:
+    """Cut an export into labelled tiles with a train/val split; rerunning resumes, and with
+    `verify` checks every tile against its checksum and rewrites the bad ones."""
+    inputs = TileInputs.open(export_dir, cfg, outlines_path, echo)
+    out = Path(workspace) / TILES_DIR / (name or Path(export_dir).name)
+    with output_lock(out, wait, echo), bounded_gdal_cache():
+        params = inputs.parameters(out, Path(workspace), cfg)
+        known = _known_files(out, params, force, verify, echo)
+        if known is None:
+            return out
+        with WorkerPool(workers, _init_worker, inputs.worker_args(out, cfg),
+                        _close_worker) as pool:
+            plan = _plan(pool, inputs, cfg, quiet)
+            manifest = _start_manifest(out, inputs, params, plan, Path(workspace), known)
+            results = _write_tiles(pool, plan, cfg, known, quiet)
+        _finish(out, manifest, inputs, cfg, plan, results)
+        recut = sum(r["recut"] for r in results.values())
+        if recut:
+            echo(f"{recut} tile(s) did not match their recorded checksums and were cut again")
+    s = manifest["splits"]
+    echo(f"tiles complete: {out} ({s[TRAIN]['tiles']} train, {s[VAL]['tiles']} val, "
+         f"{manifest['counts'][GUARD]} guard; split distance {manifest['split_distance_m']:.0f} m;"
+         f" labels {manifest['label_area']['rasterized_km2']:.2f} km^2 vs polygons "
+         f"{manifest['label_area']['polygons_km2']:.2f} km^2)")
+    return out
+
+
+def _known_files(out: Path, params: dict, force: bool, verify: bool,
+                 echo: Callable[[str], None]) -> dict | None:
+    """None when `out` holds these tiles, complete and intact. Otherwise make `out` ready for
+    a run that resumes (same parameters) or starts over (--force, or no manifest), and return
+    the checksums recorded for the files it keeps: a kept file that no longer matches its
+    record is cut again."""
+    mf = out / TILES_MANIFEST
+    if not mf.is_file():
+        for sub in (IMAGES_DIR, LABELS_DIR):  # tiles without a manifest belong to no known run
+            shutil.rmtree(out / sub, ignore_errors=True)
+        return {}
+    old = read_manifest(mf, "tiles")
+    if old.get("parameters") != params:
+        if not force:
+            raise StateError(f"{out} holds tiles made with other parameters; use --force to "
+                             "replace them or --name to tile beside them")
+        shutil.rmtree(out)
+        return {}
+    known = old.get("files", {})
+    if not old.get("complete"):
+        echo(f"resuming the tiles in {out}")
+        return known
+    problems = check_files(out, known, full=verify)
+    if not problems:
+        checked = f"; {len(known)} files match their checksums" if verify else ""
+        echo(f"tiles {out} are complete{checked}; nothing to do")
+        return None
+    echo(f"{len(problems)} tile file(s) are corrupt or missing ({describe_problems(problems)}); "
+         "rewriting them")
+    for rel in problems:
+        remove_file(out / rel)
+    write_manifest(mf, dict(old, complete=False))
+    return known
+
+
+# -- pass 1: which tiles, and the split -----------------------------------------------------------
+
+@dataclass
+class TilePlan:
+    windows: int  # full tile windows on the grid
+    kept: list  # (row, col, row_off, col_off) of the tiles kept
+    fractions: list  # (valid fraction, glacier fraction of the valid pixels) per kept tile
+    split: list  # TRAIN, VAL or GUARD per kept tile
+    block_tiles: int | None  # the block side the spatial split used
+
+    def jobs(self, size: int, known: dict) -> list[tuple]:
+        """One write per train or val tile, with the checksums recorded for its files."""
+        out = []
+        for (r, c, ro, co), sp in zip(self.kept, self.split):
+            if sp != GUARD:
+                tid = tile_id(r, c)
+                out.append((tid, ro, co, size, sp == TRAIN,
+                            [known.get(rel) for rel in tile_files(tid)]))
+        return out
+
+
+def _plan(pool: WorkerPool, inputs: TileInputs, cfg: TileConfig, quiet: bool) -> TilePlan:
+    windows = list(tile_windows(inputs.grid, cfg.size, cfg.step))
+    scans = dict(_progress(pool.map(_scan, [(ro, co, cfg.size) for _, _, ro, co in windows]),
+                           len(windows), "scan", quiet))
+    kept = [w for w in windows if _valid(scans[w[2:] + (cfg.size,)], cfg.min_valid)]
+    fractions = [scans[w[2:] + (cfg.size,)] for w in kept]
+    if cfg.background_ratio is not None:
+        keep = _limit_background([g for _, g in fractions], cfg.background_ratio, cfg.seed)
+        kept = [w for w, k in zip(kept, keep) if k]
+        fractions = [f for f, k in zip(fractions, keep) if k]
+    if not kept:
+        raise InputError(f"no tile of {cfg.size} px has a valid fraction >= {cfg.min_valid}; "
+                         "lower --min-valid or --size")
+    split, block = _split(kept, fractions, cfg)
+    return TilePlan(len(windows), kept, fractions, split, block)
+
+
+def _valid(scan: tuple[float, float], min_valid: float) -> bool:
+    return scan[0] >= min_valid and scan[0] > 0
+
+
+def _limit_background(glacier_fractions: list[float], ratio: float, seed: int) -> list[bool]:
+    """Keep every tile with ice and a seeded choice of at most ratio x as many without."""
+    with_ice = np.array(glacier_fractions) > 0
+    without = np.flatnonzero(~with_ice)
+    n = int(round(ratio * max(1, int(with_ice.sum()))))
+    keep = with_ice.copy()
+    keep[np.random.default_rng(seed).permutation(without)[:n]] = True
+    return keep.tolist()
+
+
+def _split(kept: list, fractions: list, cfg: TileConfig) -> tuple[list[str], int | None]:
+    """The split, and for a spatial one the block side used. With --block-tiles auto, the
+    largest block whose validation share lies within SHARE_TOLERANCE of --val-fraction (large
+    blocks keep neighbouring tiles together), else the block that comes closest."""
+    if cfg.split == "random":
+        return random_split(len(kept), cfg.val_fraction, cfg.seed), None
+    rows, cols = np.array([w[0] for w in kept]), np.array([w[1] for w in kept])
+    glacier = [v * g for v, g in fractions]
+    if cfg.block_tiles:
+        return spatial_split(rows, cols, cfg.val_fraction, cfg.seed, cfg.block_tiles,
+                             cfg.guard_positions, glacier), cfg.block_tiles
+    tried = []
+    for block in AUTO_BLOCKS:
+        try:
+            split = spatial_split(rows, cols, cfg.val_fraction, cfg.seed, block,
+                                  cfg.guard_positions, glacier)
+        except InputError:
+            continue
+        miss = abs(split.count(VAL) / (split.count(VAL) + split.count(TRAIN)) - cfg.val_fraction)
+        if miss <= SHARE_TOLERANCE:
+            return split, block
+        tried.append((miss, -block, split))
+    if not tried:
+        raise InputError(f"a spatial split of {len(kept)} tiles leaves one side empty even in "
+                         "blocks of 1 tile (the guard gap takes the rest); use --split random, "
+                         "a smaller --size, or a larger area")
+    miss, block, split = min(tried, key=lambda t: t[:2])
+    return split, -block
+
+
+# -- pass 2: the tiles ----------------------------------------------------------------------------
+
+def _start_manifest(out: Path, inputs: TileInputs, params: dict, plan: TilePlan,
+                    workspace: Path, known: dict) -> dict:
+    exp = inputs.export
+    mf = out / TILES_MANIFEST
+    manifest = base_manifest(
+        "tiles", parameters=params, export=stored_path(inputs.export_dir, out, workspace),
+        region=exp.get("region", {}).get("name"), year=exp.get("year"),
+        synthetic=exp.get("synthetic", False), bands=list(BAND_NAMES),
+        grid=inputs.grid.to_dict(), tile_size=params["config"]["size"],
+        normalization=exp.get("normalization"), block_tiles=plan.block_tiles, files=known)
+    if mf.is_file():  # resuming: keep when this tile set was first started
+        manifest["created_at"] = read_manifest(mf, "tiles").get("created_at")
+    make_dirs(out)
+    write_manifest(mf, manifest)
+    return manifest
+
+
+def _write_tiles(pool: WorkerPool, plan: TilePlan, cfg: TileConfig, known: dict,
+                 quiet: bool) -> dict:
+    jobs = plan.jobs(cfg.size, known)
+    return {job[0]: result for job, result in
+            _progress(pool.map(_write, jobs), len(jobs), "tiles", quiet)}
+
+
+def _progress(pairs, total: int, desc: str, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(pairs, total=total, desc=desc, unit="tile", disable=quiet, leave=False)
+
+
+def _finish(out: Path, manifest: dict, inputs: TileInputs, cfg: TileConfig, plan: TilePlan,
+            results: dict) -> None:
+    """Index, statistics, area check, figure; then the manifest, marked complete, last."""
+    import geopandas as gpd
+
+    res = inputs.grid.res
+    per_split = {TRAIN: _Side(res), VAL: _Side(res)}
+    train_stats = _BandStats()
+    label_area = _LabelArea(inputs.outlines.frame.geometry, res)
+    rows, files = [], {}
+    for (r, c, ro, co), (vf, gf), sp in zip(plan.kept, plan.fractions, plan.split):
+        tid, fp = tile_id(r, c), _footprint(inputs.grid, ro, co, cfg.size)
+        image, label = tile_files(tid) if sp != GUARD else (None, None)
+        rows.append({"tile_id": tid, "split": sp, "glacier_fraction": round(gf, 5),
+                     "valid_fraction": round(vf, 5), "row_off": ro, "col_off": co,
+                     "image": image, "label": label, "geometry": fp})
+        if sp == GUARD:
+            continue
+        st = results[tid]
+        files.update(st.pop("files"))
+        per_split[sp].add(st, fp)
+        label_area.add(st, fp)
+        if sp == TRAIN:
+            train_stats.add(st)
+    index = gpd.GeoDataFrame(rows, crs=inputs.grid.crs)
+    write_gpkg(index, out / TILE_INDEX, "tiles")
+    _overview_png(out / OVERVIEW_PNG, index, inputs.outlines.frame, inputs.grid)
+    manifest.update(
+        counts={"windows": plan.windows, "kept": len(plan.kept),
+                **{k: plan.split.count(k) for k in (TRAIN, VAL, GUARD)}},
+        splits={k: v.report() for k, v in per_split.items()},
+        split_distance_m=min_distance(per_split[TRAIN].boxes, per_split[VAL].boxes),
+        label_area=label_area.report(), outlines=_outline_summary(inputs, cfg, out),
+        train_stats=train_stats.report(), files=dict(sorted(files.items())),
+        complete=True, completed_at=now_iso())
+    write_manifest(out / TILES_MANIFEST, manifest)
+
+
+def _footprint(grid: ExportGrid, row_off: int, col_off: int, size: int):
+    from shapely.geometry import box
+
+    x0, y0 = grid.x0 + col_off * grid.res, grid.y0 - row_off * grid.res
+    return box(x0, y0 - size * grid.res, x0 + size * grid.res, y0)
+
+
+def _outline_summary(inputs: TileInputs, cfg: TileConfig, out: Path) -> dict:
+    large, small = inputs.outlines, inputs.small
+    return {"file": stored_path(large.path, out, workspace_of(out, "tiles")), "sha256":
+            file_sha256(large.path), "id_field": large.id_field, "repaired": large.repaired,
+            "count": len(large), "area_km2": float(large.frame["area_km2"].sum()),
+            "area": "ellipsoidal (WGS84)", "min_area_km2": cfg.min_area_km2,
+            "small": {"count": len(small), "area_km2": float(small.frame["area_km2"].sum()),
+                      "label": cfg.small_glaciers}}
+
+
+# -- worker functions (module level so processes can run them) -------------------------------------
 
 _W: dict = {}
 
 
-def _init_worker(vrt: str, geoms, transform, out_dir: str):
+def _init_worker(vrt: str, large, small, small_label: int, transform, out_dir: str) -> None:
     import rasterio
 
-    env = bounded_gdal_cache()
-    env.__enter__()  # for the worker's lifetime
-    _W.update(env=env, src=rasterio.open(vrt), raster=OutlineRasterizer(geoms, transform),
-              out=Path(out_dir))
+    _W.update(src=rasterio.open(vrt), large=OutlineRasterizer(large, transform),
+              small=OutlineRasterizer(small, transform) if len(small) else None,
+              small_label=small_label, out=Path(out_dir))
 
 
-def _scan(args):
+def _close_worker() -> None:
+    _W.pop("src").close()
+
+
+def _scan(window: tuple[int, int, int]) -> tuple[float, float]:
     """Valid and glacier fraction of one tile window (one band read, one rasterization)."""
     from rasterio.windows import Window
 
-    r, c, row_off, col_off, size = args
-    band0 = _W["src"].read(1, window=Window(col_off, row_off, size, size))
-    valid = np.isfinite(band0)
-    gl = _W["raster"].mask(row_off, col_off, size, size) & valid
-    return float(valid.mean()), float(gl.sum()) / max(1, int(valid.sum()))
+    row_off, col_off, size = window
+    valid = np.isfinite(_W["src"].read(1, window=Window(col_off, row_off, size, size)))
+    ice = _W["large"].mask(row_off, col_off, size, size) & valid
+    return float(valid.mean()), float(ice.sum()) / max(1, int(valid.sum()))
 
 
-def _write(args):
-    """Write one tile's image and label (or read them back if done); return its statistics."""
-    import rasterio
-    from rasterio.windows import Window
-
-    tid, row_off, col_off, size, is_train = args
-    out = _W["out"]
-    img_path, lbl_path = out / IMAGES_DIR / f"{tid}.tif", out / LABELS_DIR / f"{tid}.tif"
-    if img_path.is_file() and lbl_path.is_file():
-        with rasterio.open(img_path) as s:
-            img = s.read()
-        with rasterio.open(lbl_path) as s:
-            lbl = s.read(1)
-    else:
-        src = _W["src"]
-        win = Window(col_off, row_off, size, size)
-        img = src.read(window=win)
-        valid = np.isfinite(img).all(axis=0)
-        gl = _W["raster"].mask(row_off, col_off, size, size)
-        lbl = np.where(valid, np.where(gl, LABEL_GLACIER, LABEL_BACKGROUND),
-                       LABEL_IGNORE).astype(np.uint8)
-        t = src.window_transform(win)
-        common = dict(driver="GTiff", width=size, height=size, crs=src.crs, transform=t,
-                      tiled=True, blockxsize=min(256, size), blockysize=min(256, size),
-                      compress="deflate")
-        write_geotiff(img_path, img, dict(common, count=img.shape[0], dtype="float32",
-                                        nodata=np.nan, predictor=3), BAND_NAMES)
-        write_geotiff(lbl_path, lbl[None], dict(common, count=1, dtype="uint8",
-                                              nodata=LABEL_IGNORE), ("glacier",))
+def _write(job: tuple) -> dict:
+    """Write one tile's image and label, or read them back if an earlier run wrote them and
+    they match the checksums it recorded; return its statistics and its files' checksums."""
+    tid, row_off, col_off, size, is_train, known = job
+    rels = tile_files(tid)
+    paths = [_W["out"] / rel for rel in rels]
+    records = [file_record(p) if p.is_file() else None for p in paths]
+    changed = any(r is not None and k is not None and r != k for r, k in zip(records, known))
+    intact = not changed and None not in records
+    img_lbl = _read_tile(*paths) if intact else None
+    if img_lbl is None:
+        img_lbl = _cut_tile(row_off, col_off, size)
+        _write_tile(paths, *img_lbl, row_off, col_off, size)
+        records = [file_record(p) for p in paths]
+    img, lbl = img_lbl
     valid = lbl != LABEL_IGNORE
-    stats = {"glacier_px": int((lbl == LABEL_GLACIER).sum()), "valid_px": int(valid.sum())}
+    stats = {"glacier_px": int((lbl == LABEL_GLACIER).sum()), "valid_px": int(valid.sum()),
+             "files": dict(zip(rels, records)),
+             "recut": changed}
     if is_train:
         v = img[:, valid]
         stats["sum"] = v.sum(axis=1, dtype=np.float64)
         stats["sumsq"] = (v.astype(np.float64) ** 2).sum(axis=1)
         stats["hist"] = unit_histograms(v)
-    return tid, stats
+    return stats
+
+
+def _read_tile(img_path: Path, lbl_path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """A tile an earlier run wrote, or None when either file cannot be read (then it is cut
+    again)."""
+    import rasterio
+
+    try:
+        with rasterio.open(img_path) as s:
+            img = s.read()
+        with rasterio.open(lbl_path) as s:
+            return img, s.read(1)
+    except rasterio.errors.RasterioError:
+        return None
+
+
+def _cut_tile(row_off: int, col_off: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The stack window and its label: glacier, background, 255 where any band lacks data,
+    and small glaciers as --small-glaciers says (a large outline wins where they overlap)."""
+    from rasterio.windows import Window
+
+    img = _W["src"].read(window=Window(col_off, row_off, size, size))
+    lbl = np.full((size, size), LABEL_BACKGROUND, np.uint8)
+    if _W["small"] is not None:
+        lbl[_W["small"].mask(row_off, col_off, size, size)] = _W["small_label"]
+    lbl[_W["large"].mask(row_off, col_off, size, size)] = LABEL_GLACIER
+    lbl[~np.isfinite(img).all(axis=0)] = LABEL_IGNORE
+    return img, lbl
+
+
+def _write_tile(paths: list[Path], img: np.ndarray, lbl: np.ndarray, row_off: int,
+                col_off: int, size: int) -> None:
+    from rasterio.windows import Window
+
+    src = _W["src"]
+    t = src.window_transform(Window(col_off, row_off, size, size))
+    write_geotiff(paths[0], img, geotiff_profile(size, size, img.shape[0], "float32", src.crs, t,
+                                                 np.nan), BAND_NAMES)
+    write_geotiff(paths[1], lbl[None], geotiff_profile(size, size, 1, "uint8", src.crs, t,
+                                                       LABEL_IGNORE), ("glacier",))
 
 
 def unit_histograms(v: np.ndarray) -> np.ndarray:
@@ -162,198 +509,60 @@ def unit_histograms(v: np.ndarray) -> np.ndarray:
     return np.bincount(bins.ravel(), minlength=v.shape[0] * STAT_BINS).reshape(v.shape[0], -1)
 
 
-def _pool_map(fn, items, workers, init_args, desc, quiet):
-    from tqdm import tqdm
-
-    bar = dict(total=len(items), desc=desc, unit="tile", disable=quiet, leave=False)
-    if workers <= 1:
-        _init_worker(*init_args)
-        try:
-            return [r for r in tqdm(map(fn, items), **bar)]
-        finally:
-            _W["src"].close()
-            _W.pop("env").__exit__(None, None, None)
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=init_args) as ex:
-        return list(tqdm(ex.map(fn, items, chunksize=4), **bar))
-
-
-# --------------------------------------------------------------------------------------------
-
-
-def make_tiles(*args, **kwargs) -> Path:
-    """Cut an export into labelled tiles (see _make_tiles) with GDAL's block cache capped."""
-    with bounded_gdal_cache():
-        return _make_tiles(*args, **kwargs)
-
-
-def _make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig(),
-                outlines_path: Path | None = None, name: str | None = None, workers: int = 1,
-                force: bool = False, quiet: bool = False, echo=print) -> Path:
-    import shutil
-
-    import geopandas as gpd
-    from shapely.geometry import box
-
-    exp = read_manifest(export_dir, "export")
-    if not exp.get("complete"):
-        raise GlacierError(f"{export_dir}: the export is not complete; rerun `prep export` with "
-                           "the same options to finish it")
-    grid = ExportGrid.from_dict(exp["grid"])
-    vrt = Path(export_dir) / STACK_VRT
-    check_stack(vrt)
-    cfg.check(grid)
-    if outlines_path is None:
-        outlines_path = Path(export_dir) / OUTLINES_FILE
-        if not outlines_path.is_file():
-            raise GlacierError(f"{export_dir} recorded no outlines; give --outlines FILE")
-    outlines = read_outlines(outlines_path, grid.crs).split_by_area(cfg.min_area_km2)[0].frame
-    grid_box = box(*grid.bounds)
-    if not outlines.intersects(grid_box).any():
-        raise GlacierError(
-            f"outlines {outlines_path} do not overlap the stack: outlines bounds "
-            f"{tuple(round(v) for v in outlines.total_bounds)}, stack bounds "
-            f"{tuple(round(v) for v in grid.bounds)} (both in {grid.crs})")
-    geoms = outlines.geometry.values
-
-    out = Path(workspace) / TILES_DIR / (name or Path(export_dir).name)
-    params = as_stored({"export": str(Path(export_dir).resolve()),
-                          "export_completed_at": exp.get("completed_at"),
-                          "outlines": str(outlines_path), "outlines_sha256":
-                          file_sha256(outlines_path), "config": asdict(cfg),
-                          "split_algorithm": SPLIT_ALGORITHM})
-    mf = out / TILES_MANIFEST
-    if mf.is_file():
-        old = read_manifest(mf, "tiles")
-        if old.get("parameters") != params:
-            if not force:
-                raise GlacierError(f"{out} holds tiles made with other parameters; use --force "
-                                   "to replace them or --name to tile beside them")
-            shutil.rmtree(out)
-        elif old.get("complete"):
-            echo(f"tiles {out} are complete; nothing to do")
-            return out
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = base_manifest("tiles", parameters=params, export=str(Path(export_dir).resolve()),
-                             region=exp.get("region", {}).get("name"), year=exp.get("year"),
-                             synthetic=exp.get("synthetic", False), bands=list(BAND_NAMES),
-                             grid=grid.to_dict(), tile_size=cfg.size,
-                             normalization=exp.get("normalization"))
-    write_json(mf, manifest)
-
-    init = (str(vrt), geoms, grid.transform, str(out))
-    wins = list(tile_windows(grid, cfg.size, cfg.step))
-    scans = _pool_map(_scan, [(r, c, ro, co, cfg.size) for r, c, ro, co in wins], workers, init,
-                      "scan", quiet)
-    kept = [(w, s) for w, s in zip(wins, scans) if s[0] >= cfg.min_valid and s[0] > 0]
-    if cfg.background_ratio is not None:
-        kept = _limit_background(kept, cfg.background_ratio, cfg.seed)
-    if not kept:
-        raise GlacierError(f"no tile of {cfg.size} px has a valid fraction >= {cfg.min_valid}")
-    rows = np.array([w[0] for w, _ in kept])
-    cols = np.array([w[1] for w, _ in kept])
-    if cfg.split == "random":
-        split = random_split(len(kept), cfg.val_fraction, cfg.seed)
-    else:
-        split = spatial_split(rows, cols, cfg.val_fraction, cfg.seed, cfg.block_tiles,
-                              cfg.guard_positions, [s[0] * s[1] for _, s in kept])
-
-    jobs = [(tile_id(r, c), ro, co, cfg.size, sp == TRAIN)
-            for ((r, c, ro, co), _), sp in zip(kept, split) if sp != GUARD]
-    results = dict(_pool_map(_write, jobs, workers, init, "tiles", quiet))
-
-    # Index, statistics, area check.
-    res = grid.res
-    feats = []
-    per_split = {TRAIN: _Side(), VAL: _Side()}
-    train_acc = _BandStats()
-    poly_area, raster_area = 0.0, 0.0
-    tree_geoms = outlines.geometry
-    sindex = tree_geoms.sindex
-    for ((r, c, ro, co), (vf, gf)), sp in zip(kept, split):
-        x0, y0 = grid.x0 + co * res, grid.y0 - ro * res
-        fp = box(x0, y0 - cfg.size * res, x0 + cfg.size * res, y0)
-        tid = tile_id(r, c)
-        feats.append({"tile_id": tid, "split": sp, "glacier_fraction": round(gf, 5),
-                      "valid_fraction": round(vf, 5), "row_off": ro, "col_off": co,
-                      "image": f"{IMAGES_DIR}/{tid}.tif" if sp != GUARD else None,
-                      "label": f"{LABELS_DIR}/{tid}.tif" if sp != GUARD else None,
-                      "geometry": fp})
-        if sp == GUARD:
-            continue
-        st = results[tid]
-        per_split[sp].add(st, res, fp)
-        if sp == TRAIN:
-            train_acc.add(st)
-        # Area of the union: overlapping inventory polygons must not count twice.
-        near = tree_geoms.iloc[sindex.query(fp)]
-        poly_area += float(near.union_all().intersection(fp).area) if len(near) else 0.0
-        raster_area += st["glacier_px"] * res * res
-    index = gpd.GeoDataFrame(feats, crs=grid.crs)
-    write_gpkg(index, out / TILE_INDEX, "tiles")
-
-    dist = min_distance(per_split[TRAIN].boxes, per_split[VAL].boxes)
-    manifest.update(
-        counts={"windows": len(wins), "kept": len(kept), **{k: split.count(k) for k in
-                                                            (TRAIN, VAL, GUARD)}},
-        splits={k: v.report() for k, v in per_split.items()},
-        split_distance_m=dist,
-        label_area={"polygons_km2": poly_area / 1e6, "rasterized_km2": raster_area / 1e6,
-                    "relative_difference": (raster_area - poly_area) / poly_area
-                    if poly_area else None,
-                    "rule": "pixel centre inside polygon"},
-        outlines={"file": str(outlines_path), "count": len(outlines),
-                  "min_area_km2": cfg.min_area_km2,
-                  "area_km2": float(outlines.geometry.area.sum() / 1e6)},
-        train_stats=train_acc.report(),
-        complete=True, completed_at=now_iso())
-    _overview_png(out / "overview.png", index, outlines, grid)
-    write_json(mf, manifest)
-    s = manifest["splits"]
-    echo(f"tiles complete: {out} ({s[TRAIN]['tiles']} train, {s[VAL]['tiles']} val, "
-         f"{manifest['counts'][GUARD]} guard; split distance {dist:.0f} m; labels "
-         f"{manifest['label_area']['rasterized_km2']:.2f} km^2 vs polygons "
-         f"{manifest['label_area']['polygons_km2']:.2f} km^2)")
-    return out
-
-
-def _limit_background(kept, ratio, seed):
-    rng = np.random.default_rng(seed)
-    with_gl = [k for k in kept if k[1][1] > 0]
-    without = [k for k in kept if k[1][1] == 0]
-    n = int(round(ratio * max(1, len(with_gl))))
-    pick = set(rng.permutation(len(without))[:n].tolist())
-    chosen = set(id(without[i]) for i in pick)
-    return [k for k in kept if k[1][1] > 0 or id(k) in chosen]
-
+# -- summaries ------------------------------------------------------------------------------------
 
 class _Side:
-    def __init__(self):
-        self.tiles = self.glacier_px = self.valid_px = 0
-        self.boxes = []
-        self.res = 10.0
+    """Tiles, pixels and footprints of one side of the split."""
 
-    def add(self, st, res, fp):
+    def __init__(self, res: float):
+        self.tiles = self.glacier_px = self.valid_px = 0
+        self.boxes: list = []
+        self.res = res
+
+    def add(self, st: dict, fp) -> None:
         self.tiles += 1
         self.glacier_px += st["glacier_px"]
         self.valid_px += st["valid_px"]
-        self.res = res
         self.boxes.append(fp)
 
-    def report(self):
+    def report(self) -> dict:
         return {"tiles": self.tiles, "glacier_pixels": self.glacier_px,
                 "valid_pixels": self.valid_px,
                 "glacier_area_km2": self.glacier_px * self.res ** 2 / 1e6,
                 "glacier_fraction": self.glacier_px / max(1, self.valid_px)}
 
 
+class _LabelArea:
+    """Rasterized glacier area against the polygons' area inside the same tiles (planar, in
+    the grid's CRS, as the pixels are): the check that labels follow the outlines."""
+
+    def __init__(self, geometries, res: float):
+        self.geoms, self.sindex, self.res = geometries, geometries.sindex, res
+        self.polygons = self.raster = 0.0
+
+    def add(self, st: dict, fp) -> None:
+        near = self.geoms.iloc[self.sindex.query(fp)]
+        # Area of the union: overlapping inventory polygons must not count twice.
+        self.polygons += float(near.union_all().intersection(fp).area) if len(near) else 0.0
+        self.raster += st["glacier_px"] * self.res ** 2
+
+    def report(self) -> dict:
+        return {"polygons_km2": self.polygons / 1e6, "rasterized_km2": self.raster / 1e6,
+                "relative_difference": ((self.raster - self.polygons) / self.polygons
+                                        if self.polygons else None),
+                "rule": "pixel centre inside polygon"}
+
+
 class _BandStats:
+    """Per-band mean, std and percentiles of the training split's valid pixels."""
+
     def __init__(self):
         n = len(BAND_NAMES)
         self.count = 0
         self.sum, self.sumsq = np.zeros(n), np.zeros(n)
         self.hist = np.zeros((n, STAT_BINS), np.int64)
 
-    def add(self, st):
+    def add(self, st: dict) -> None:
         self.count += st["valid_px"]
         self.sum += st["sum"]
         self.sumsq += st["sumsq"]
@@ -361,7 +570,7 @@ class _BandStats:
 
     def report(self) -> dict:
         if self.count == 0:
-            raise GlacierError("the training split has no valid pixel")
+            raise InputError("the training split has no valid pixel")
         mean = self.sum / self.count
         std = np.sqrt(np.maximum(self.sumsq / self.count - mean ** 2, 0))
         cum = np.cumsum(self.hist, axis=1)
@@ -374,7 +583,7 @@ class _BandStats:
         return out
 
 
-def _overview_png(path: Path, index, outlines, grid: ExportGrid):
+def _overview_png(path: Path, index, outlines, grid: ExportGrid) -> None:
     from matplotlib.patches import Patch
 
     from gee_export.common.figures import new_figure, save_png

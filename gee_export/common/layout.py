@@ -211,3 +211,33 @@ def file_sha256(path: Path, limit: int | None = None) -> str:
             if limit is not None and read >= limit:
                 break
     return h.hexdigest()
+
+
+# -- checksums of the files a manifest lists ----------------------------------------------------
+
+def file_record(path: Path) -> list:
+    """[size in bytes, sha256] of a file, as a manifest's "files" table records it."""
+    return [Path(path).stat().st_size, file_sha256(path)]
+
+
+def check_files(directory: Path, records: dict[str, list], full: bool = True) -> dict[str, str]:
+    """What is wrong with the files a manifest recorded (paths relative to `directory`), by
+    path: missing, a different size or, with `full`, a different checksum. Without `full` the
+    check costs one stat per file."""
+    problems = {}
+    for rel, (size, sha) in records.items():
+        path = Path(directory) / rel
+        if not path.is_file():
+            problems[rel] = "missing"
+        elif path.stat().st_size != size:
+            problems[rel] = f"{path.stat().st_size} bytes where {size} were written"
+        elif full and file_sha256(path) != sha:
+            problems[rel] = "checksum differs from the one recorded at write time"
+    return problems
+
+
+def describe_problems(problems: dict[str, str], shown: int = 3) -> str:
+    """The first few of check_files' problems on one line."""
+    items = [f"{rel}: {why}" for rel, why in list(problems.items())[:shown]]
+    more = len(problems) - shown
+    return "; ".join(items) + (f"; and {more} more" if more > 0 else "")

@@ -27,13 +27,18 @@ def geotiff_profile(width: int, height: int, count: int, dtype: str, crs, transf
     """A tiled GeoTIFF profile. Floats get the floating-point predictor and integers the
     horizontal one; band-interleaved so that reading one band decodes only that band."""
     profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=dtype,
-                   crs=crs, transform=transform, nodata=nodata, tiled=True, blockxsize=BLOCK,
-                   blockysize=BLOCK, BIGTIFF="IF_SAFER")
+                   crs=crs, transform=transform, nodata=nodata, tiled=True,
+                   blockxsize=_block(width), blockysize=_block(height), BIGTIFF="IF_SAFER")
     if band_interleaved and count > 1:
         profile["interleave"] = "band"
     if compress:
         profile.update(COMPRESSION, predictor=3 if np.dtype(dtype).kind == "f" else 2)
     return profile
+
+
+def _block(side: int) -> int:
+    """BLOCK, or the side rounded up to GDAL's multiple of 16 for rasters smaller than that."""
+    return min(BLOCK, -(-side // 16) * 16)
 
 
 def write_geotiff(path: Path, data: np.ndarray, profile: dict, names: Sequence[str] = (),

@@ -7,7 +7,7 @@ import rasterio
 from shapely.geometry import box
 
 from gee_export.common.bands import BAND_NAMES
-from gee_export.common.errors import GlacierError
+from gee_export.common.errors import GlacierError, InputError
 from gee_export.common.grid import Cell, ExportGrid
 from gee_export.stack import ExportDir, write_cell_tif
 from tiling.split import GUARD, TRAIN, VAL, spatial_split
@@ -17,19 +17,19 @@ CRS = "EPSG:32647"
 GRID = ExportGrid(CRS, 400_000.0, 4_300_000.0, 256, 256)
 
 
-def make_export(tmp_path, polygons, nodata_box=None):
-    """A complete 256 x 256 export of random values with `polygons` as outlines."""
+def make_export(tmp_path, polygons, nodata_box=None, grid=GRID):
+    """A complete export of random values on `grid` with `polygons` as outlines."""
     import geopandas as gpd
 
     ws = tmp_path / "ws"
-    exp = ExportDir.open_or_create(ws, "t-2018", {"test": 1}, {"grid": GRID.to_dict()})
-    cell = Cell(0, 0, 0, 0, GRID.height, GRID.width)
-    data = np.random.default_rng(0).random((11, 256, 256), dtype=np.float32)
+    exp = ExportDir.open_or_create(ws, "t-2018", {"test": 1}, {"grid": grid.to_dict()})
+    cell = Cell(0, 0, 0, 0, grid.height, grid.width)
+    data = np.random.default_rng(0).random((11, grid.height, grid.width), dtype=np.float32)
     if nodata_box:
         r0, r1, c0, c1 = nodata_box
         data[:, r0:r1, c0:c1] = np.nan
     exp.set_plan([cell])
-    write_cell_tif(exp.cell_file(cell), GRID, cell, data)
+    write_cell_tif(exp.cell_file(cell), grid, cell, data)
     gpd.GeoDataFrame({"id": range(len(polygons))}, geometry=polygons, crs=CRS).to_file(
         exp.path / "outlines.gpkg")
     exp.finish()
@@ -137,3 +137,105 @@ def test_unit_histograms_match_numpy_histogram():
     v[0, :4] = [0.0, 1.0, 0.9999999, 0.5]  # both ends and an exact bin edge
     want = np.stack([np.histogram(b, STAT_BINS, (0.0, 1.0))[0] for b in v])
     np.testing.assert_array_equal(unit_histograms(v), want)
+
+
+QUIET = dict(echo=lambda *a: None, quiet=True)
+SQUARE_KM = 1000.0  # side of a 1 km^2 square, m
+
+
+def labels_of(out):
+    with rasterio.open(out / "labels" / "t0000_0000.tif") as src:
+        return src.read(1)
+
+
+@pytest.mark.parametrize("rule, value", [("ignore", 255), ("background", 0), ("glacier", 1)])
+def test_small_glaciers_get_their_own_label(tmp_path, rule, value):
+    x0, y0 = GRID.x0, GRID.y0
+    large = box(x0 + 100, y0 - 100 - SQUARE_KM, x0 + 100 + SQUARE_KM, y0 - 100)  # 1 km^2
+    small = box(x0 + 1500, y0 - 1700, x0 + 1700, y0 - 1500)  # 0.04 km^2, rows/cols 150..169
+    ws, exp = make_export(tmp_path, [large, small])
+    out = make_tiles(exp, ws, TileConfig(size=256, split="random", small_glaciers=rule),
+                     **QUIET)
+    lbl = labels_of(out)
+    assert (lbl[150:170, 150:170] == value).all()
+    assert (lbl[10:110, 10:110] == 1).all()  # the large one is glacier whatever the rule
+    small_px = {v: 400 if v == value else 0 for v in (0, 1, 255)}  # a hand count
+    assert (lbl == 1).sum() == 100 * 100 + small_px[1]
+    assert (lbl == 255).sum() == small_px[255]
+    assert (lbl == 0).sum() == 256 * 256 - 100 * 100 - 400 + small_px[0]
+    small_rec = json.loads((out / "manifest.json").read_text())["outlines"]["small"]
+    assert small_rec["count"] == 1 and small_rec["label"] == rule
+    assert small_rec["area_km2"] == pytest.approx(small.area / 1e6, rel=5e-3)  # ellipsoid ~ UTM
+
+
+def test_auto_block_falls_back_until_the_split_works(tmp_path):
+    # 5 x 3 tiles, as the demo scene at 512 px: blocks of 4 leave validation twice its share.
+    grid = ExportGrid(CRS, 400_000.0, 4_300_000.0, 5 * 64, 3 * 64)
+    poly = [box(grid.x0 + 50, grid.y0 - 1800, grid.x0 + 3000, grid.y0 - 50)]
+    ws, exp = make_export(tmp_path, poly, grid=grid)
+    out = make_tiles(exp, ws, TileConfig(size=64), **QUIET)
+    m = json.loads((out / "manifest.json").read_text())
+    share = m["counts"]["val"] / (m["counts"]["val"] + m["counts"]["train"])
+    assert m["block_tiles"] < 4 and abs(share - 0.3) <= 0.1
+
+
+def test_failed_split_leaves_nothing_that_blocks_the_rerun(tmp_path):
+    grid = ExportGrid(CRS, 400_000.0, 4_300_000.0, 2 * 64, 64)  # two tiles: no guarded split
+    ws, exp = make_export(tmp_path, [box(grid.x0 + 50, grid.y0 - 600, grid.x0 + 1200,
+                                         grid.y0 - 50)], grid=grid)
+    with pytest.raises(InputError, match="leaves one side empty"):
+        make_tiles(exp, ws, TileConfig(size=64), **QUIET)
+    assert not (ws / "tiles" / "t-2018").exists()
+    out = make_tiles(exp, ws, TileConfig(size=64, split="random"), **QUIET)  # no --force
+    assert json.loads((out / "manifest.json").read_text())["complete"]
+
+
+def test_corrupt_or_missing_tiles_are_named_and_rewritten(tmp_path):
+    ws, exp = make_export(tmp_path, [box(GRID.x0 + 100, GRID.y0 - 2000, GRID.x0 + 2000,
+                                         GRID.y0 - 100)])
+    cfg = TileConfig(size=64, split="random", min_area_km2=0)
+    out = make_tiles(exp, ws, cfg, **QUIET)
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert len(files) == 2 * 16
+    truncated, flipped, gone = (out / "images/t0001_0001.tif", out / "labels/t0002_0003.tif",
+                                out / "images/t0003_0000.tif")
+
+    def flip_a_byte():
+        data = bytearray(flipped.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        flipped.write_bytes(bytes(data))
+
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    flip_a_byte()
+    gone.unlink()
+    said = []
+    make_tiles(exp, ws, cfg, echo=said.append, quiet=True)  # a cheap check finds two ...
+    assert "2 tile file(s) are corrupt or missing" in said[0]
+    assert "images/t0001_0001.tif" in said[0] and "images/t0003_0000.tif: missing" in said[0]
+    assert "1 tile(s) did not match their recorded checksums" in said[-2]  # ... the rerun all
+    assert json.loads((out / "manifest.json").read_text())["files"] == files
+    flip_a_byte()
+    said.clear()
+    make_tiles(exp, ws, cfg, echo=said.append, quiet=True)  # sizes only: not seen
+    assert said[0].endswith("are complete; nothing to do")
+    said.clear()
+    make_tiles(exp, ws, cfg, echo=said.append, quiet=True, verify=True)
+    assert "labels/t0002_0003.tif: checksum differs" in said[0]
+    said.clear()
+    make_tiles(exp, ws, cfg, echo=said.append, quiet=True, verify=True)
+    assert said == ["tiles %s are complete; 32 files match their checksums; nothing to do" % out]
+    assert json.loads((out / "manifest.json").read_text())["files"] == files  # same bytes
+
+
+def test_moved_workspace_reruns_as_a_no_op(tmp_path):
+    import shutil
+
+    ws, exp = make_export(tmp_path, [box(GRID.x0 + 100, GRID.y0 - 2000, GRID.x0 + 2000,
+                                         GRID.y0 - 100)])
+    cfg = TileConfig(size=64, split="random", min_area_km2=0)
+    make_tiles(exp, ws, cfg, **QUIET)
+    moved = tmp_path / "elsewhere" / "ws2"
+    shutil.move(ws, moved)
+    said = []
+    make_tiles(moved / "exports" / "t-2018", moved, cfg, echo=said.append, quiet=True)
+    assert said == [f"tiles {moved / 'tiles' / 't-2018'} are complete; nothing to do"]
