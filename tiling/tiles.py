@@ -38,7 +38,7 @@ from gee_export.common.layout import (
     read_manifest,
     require_complete,
     stored_path,
-    tif_name,
+    tile_files,
     workspace_of,
     write_manifest,
 )
@@ -113,11 +113,6 @@ def tile_windows(grid: ExportGrid, size: int, step: int) -> Iterable[tuple[int, 
 
 def tile_id(r: int, c: int) -> str:
     return f"t{r:04d}_{c:04d}"
-
-
-def tile_files(tid: str) -> tuple[str, str]:
-    """The image and label of a tile, relative to the tile directory."""
-    return f"{IMAGES_DIR}/{tif_name(tid)}", f"{LABELS_DIR}/{tif_name(tid)}"
 
 
 # -- what tiling reads --------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from gee_export.common.cli import CONTEXT, quiet_option, user_errors, workspace_option
+from gee_export.common.cli import CONTEXT, AutoInt, Device, quiet_option, user_errors, workspace_option
 from gee_export.common.layout import newest_complete, resolve_workspace
 
 from .trainer import TrainConfig
@@ -13,52 +13,98 @@ from .trainer import TrainConfig
 tiles_option = click.option(
     "--tiles", type=click.Path(path_type=Path), default=None,
     help="Tile directory. [default: the newest complete tiles in the workspace]")
-device_option = click.option("--device", default="auto",
+device_option = click.option("--device", type=Device(), default="auto",
                              help="auto (CUDA if present), cpu, cuda, cuda:N.")
 no_amp_option = click.option("--no-amp", is_flag=True, help="Disable bf16/fp16 autocast on GPU.")
 
 
+def _check_model(ctx, param, value: str) -> str:
+    from gee_export.common.errors import InputError
+
+    from .models import resolve
+
+    try:
+        resolve(value)
+    except InputError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[-1]) from None
+    return value
+
+
+def _check_bands(ctx, param, value: str) -> str:
+    from gee_export.common.bands import parse_bands
+    from gee_export.common.errors import InputError
+
+    try:
+        parse_bands(value)
+    except InputError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[-1]) from None
+    return value.upper()
+
+
+model_option = click.option(
+    "--model", default="lgt-unet", callback=_check_model,
+    help="Model name: lgt-unet (the paper's), a baseline or an ablation; `train models` lists "
+         "them.")
+preset_option = click.option(
+    "--preset", type=click.Choice(["paper", "paper-b", "paper-l", "tiny"]), default="paper",
+    help="Model size: paper (the text's widths 64-512 = Twins-SVT-S, 24.1 M for lgt-unet), "
+         "paper-b (Twins-SVT-B) and paper-l (Twins-SVT-L, 105.7 M, near the paper's Table 3 "
+         "107.5 M) for lgt-unet only, tiny (every model, 1-3 M, for CPUs).")
+bands_option = click.option(
+    "--bands", default="ABCD", callback=_check_bands,
+    help="Band groups: A radar, B optical, C indices, D elevation; any subset such as AB.")
+lr_option = click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4,
+                         help="AdamW learning rate (paper: 1e-4), decayed by a cosine "
+                              "schedule to 0.")
+batch_option = click.option("--batch-size", type=click.IntRange(min=1), default=4,
+                            help="Tiles per (global) batch (paper: 4); under torchrun it is "
+                                 "shared among the processes.")
+workers_option = click.option(
+    "--workers", type=AutoInt(minimum=0), default="auto",
+    help="Loader processes per training process; auto: on CUDA the CPUs available (up to 8 "
+         "per process), on CPU none (the model already uses every core).")
+
+
 @click.command(context_settings=CONTEXT)
 @tiles_option
-@click.option("--model", default="lgt-unet",
-              help="Model name: lgt-unet (the paper's), a baseline or an ablation; "
-                   "`train models` lists them.")
-@click.option("--preset", default="paper", help="Model size: paper (for lgt-unet the text's "
-              "widths 64-512, 24.1 M), paper-l (lgt-unet only: 105.7 M, near the paper's "
-              "107.5 M), tiny (every model, 1-3 M, for CPUs).")
-@click.option("--bands", default="ABCD", help="Band groups: A radar, B optical, C indices, "
-              "D elevation; any subset such as AB or ACD.")
-@click.option("--epochs", type=int, default=100, help="Training epochs.")
-@click.option("--batch-size", type=int, default=4, help="Tiles per batch (paper: 4).")
-@click.option("--lr", type=float, default=1e-4, help="AdamW learning rate (paper: 1e-4), "
-              "decayed by a cosine schedule to 0.")
-@click.option("--weight-decay", type=float, default=0.01, help="AdamW weight decay.")
-@click.option("--seed", type=int, default=0, help="Seed of weights, order and augmentation.")
+@model_option
+@preset_option
+@bands_option
+@click.option("--epochs", type=click.IntRange(min=1), default=100, help="Training epochs.")
+@batch_option
+@lr_option
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01,
+              help="AdamW weight decay.")
+@click.option("--seed", type=click.IntRange(min=0), default=0,
+              help="Seed of weights, order and augmentation.")
+@click.option("--init", "init", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              multiple=True, help="Start from published weights (repeatable): Twins-SVT "
+              "(timm key names) for lgt-unet, ResNet-18/50 (torchvision key names) for the "
+              "DeepLab baselines and lgt-unet-cnn-decoder; .safetensors or a torch state dict.")
 @device_option
 @no_amp_option
 @click.option("--no-augment", is_flag=True, help="Disable the 8 rotations/flips.")
-@click.option("--workers", type=int, default=0, help="Data loader worker processes.")
+@workers_option
 @click.option("--name", default=None, help="Run name. [default: TILES-MODEL-PRESET-BANDS]")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run from last.pt.")
+@click.option("--resume", is_flag=True, help="Only continue an interrupted run (the same "
+              "command without it continues one too, or starts it).")
 @quiet_option
 @workspace_option
 @user_errors
-def run(tiles, model, preset, bands, epochs, batch_size, lr, weight_decay, seed, device, no_amp,
-        no_augment, workers, name, resume, quiet, workspace):
-    """Train a model on tiles; writes config.json, metrics.csv, curves.png, best.pt, last.pt."""
-    from gee_export.common.bands import parse_bands
-    from gee_export.common.errors import GlacierError
-
+def run(tiles: Path | None, model: str, preset: str, bands: str, epochs: int, batch_size: int,
+        lr: float, weight_decay: float, seed: int, init: tuple[Path, ...], device: str,
+        no_amp: bool, no_augment: bool, workers: int | str, name: str | None, resume: bool,
+        quiet: bool, workspace: Path | None) -> None:
+    """Train a model on tiles; writes config.json, metrics.csv, curves.png, samples.png,
+    best.pt and last.pt. Several GPUs: torchrun --nproc_per_node N $(which train) run ..."""
     from .trainer import train as run_training
 
     ws = resolve_workspace(workspace)
-    parse_bands(bands)
-    if epochs < 1 or batch_size < 1:
-        raise GlacierError("--epochs and --batch-size must be at least 1")
     tiles = Path(tiles) if tiles else newest_complete(ws, "tiles")
-    cfg = TrainConfig(model=model, preset=preset, bands=bands.upper(), epochs=epochs,
+    cfg = TrainConfig(model=model, preset=preset, bands=bands, epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                      device=device, amp=not no_amp, workers=workers, augment=not no_augment)
+                      device=device, amp=not no_amp, workers=workers, augment=not no_augment,
+                      init=tuple(str(p) for p in init))
     run_training(tiles, ws, cfg, name, resume, quiet=quiet, echo=click.echo)
 
 
@@ -130,14 +176,15 @@ def evaluate(prediction, reference, min_area):
               help="Comma-separated models (see `train models`).")
 @click.option("--bands", "band_sets", default="ABCD",
               help="Comma-separated band sets, e.g. the paper's AD,ACD,AC,AB,BD,ABD,ABCD.")
-@click.option("--preset", default="tiny", help="Size preset for every model (tiny or paper).")
-@click.option("--epochs", type=int, default=20, help="Epochs per run.")
-@click.option("--batch-size", type=int, default=4, help="Tiles per batch (paper: 4).")
-@click.option("--lr", type=float, default=1e-4, help="AdamW learning rate (paper: 1e-4).")
-@click.option("--seed", type=int, default=0, help="One seed for every run.")
+@click.option("--preset", type=click.Choice(["paper", "tiny"]), default="tiny",
+              help="Size preset for every model.")
+@click.option("--epochs", type=click.IntRange(min=1), default=20, help="Epochs per run.")
+@batch_option
+@lr_option
+@click.option("--seed", type=click.IntRange(min=0), default=0, help="One seed for every run.")
 @device_option
 @no_amp_option
-@click.option("--workers", type=int, default=0, help="Data loader worker processes.")
+@workers_option
 @click.option("--name", default="compare", help="Comparison name: runs are NAME-MODEL-... and "
                                                 "the table goes to comparisons/NAME/.")
 @quiet_option
@@ -158,21 +205,28 @@ def compare(tiles, models, band_sets, preset, epochs, batch_size, lr, seed, devi
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--preset", default="paper", help="Preset whose parameter counts to show.")
-@click.option("--bands", default="ABCD", help="Band groups (sets the input channels).")
+@preset_option
+@bands_option
 @user_errors
-def models(preset, bands):
-    """List the models with their parameter counts and the paper's where it gives one."""
+def models(preset: str, bands: str) -> None:
+    """List the models with their parameter counts, and beside the paper presets the counts
+    the paper gives."""
+    import torch
+
     from gee_export.common.bands import parse_bands
 
-    from .models import MODELS, PAPER_PARAMS_M, build_model, count_parameters
+    from .models import MODELS, PAPER_PRESETS, build_model, count_parameters, paper_params_m
 
     n_in = len(parse_bands(bands))
     click.echo(f"{'model':<30} {'params (M)':>10} {'paper (M)':>9}  description")
     for name, spec in MODELS.items():
         if preset not in spec.presets:
             continue
-        n = count_parameters(build_model(name, preset, n_in)) / 1e6
-        paper = PAPER_PARAMS_M.get(name)
+        with torch.device("meta"):  # counts only: no memory, no initialization
+            n = count_parameters(build_model(name, preset, n_in)) / 1e6
+        paper = paper_params_m(name, preset)
         click.echo(f"{name:<30} {n:>10.2f} {paper if paper else '-':>9}  {spec.description}")
     click.echo("also: lgt-unet:P1-P2-P3-P4, one attention pattern (LL, LG, GG) per stage")
+    if preset not in PAPER_PRESETS:
+        click.echo(f"the paper's counts are shown beside the {' and '.join(PAPER_PRESETS)} "
+                   "presets only")

@@ -14,17 +14,9 @@ import numpy as np
 from gee_export.common.atomic import write_bytes, write_json
 from gee_export.common.bands import parse_bands
 from gee_export.common.errors import GlacierError
-from gee_export.common.layout import (
-    COMPARISONS_DIR,
-    LAST_CKPT,
-    METRICS_CSV,
-    RUN_CONFIG,
-    RUNS_DIR,
-    base_manifest,
-    now_iso,
-)
+from gee_export.common.layout import COMPARISONS_DIR, METRICS_CSV, RUN_CONFIG, RUNS_DIR, base_manifest, now_iso
 
-from .models import PAPER_PARAMS_M, resolve
+from .models import paper_params_m, resolve
 from .trainer import TrainConfig, default_run_name, train
 
 METRICS = (("miou", "mIoU"), ("mf1", "mean F1"), ("oa", "OA"), ("iou_glacier", "glacier IoU"),
@@ -49,8 +41,7 @@ def run_comparison(tile_dir: Path, workspace: Path, models: list[str], band_sets
         run_name = default_run_name(name, cfg)
         run_dir = Path(workspace) / RUNS_DIR / run_name
         echo(f"[{i}/{len(grid)}] {model} on bands {bands} -> {run_dir}")
-        resume = (run_dir / LAST_CKPT).is_file() and not _complete(run_dir)
-        train(tile_dir, workspace, cfg, run_name, resume=resume, quiet=quiet, echo=echo)
+        train(tile_dir, workspace, cfg, run_name, quiet=quiet, echo=echo)  # resumes by itself
         rows.append(summarize_run(run_dir, model, bands))
     out.mkdir(parents=True, exist_ok=True)
     write_table(rows, out / "comparison.csv", out / "comparison.md")
@@ -64,18 +55,13 @@ def run_comparison(tile_dir: Path, workspace: Path, models: list[str], band_sets
     return out
 
 
-def _complete(run_dir: Path) -> bool:
-    p = run_dir / RUN_CONFIG
-    return p.is_file() and bool(json.loads(p.read_text()).get("complete"))
-
-
 def summarize_run(run_dir: Path, model: str, bands: str) -> dict:
     cfg = json.loads((run_dir / RUN_CONFIG).read_text())
     epochs = list(csv.DictReader(open(run_dir / METRICS_CSV)))
     best = cfg["best"]
     return {"model": model, "bands": bands, "run": run_dir.name,
             "parameters_m": round(cfg["parameters"] / 1e6, 3),
-            "paper_parameters_m": PAPER_PARAMS_M.get(model),
+            "paper_parameters_m": paper_params_m(model, cfg["config"]["preset"]),
             **{k: round(best[k], 4) for k, _ in METRICS},
             "best_epoch": int(best["epoch"]), "epochs": len(epochs),
             "seconds_per_epoch": round(float(np.mean([float(r["seconds"]) for r in epochs])), 2)}

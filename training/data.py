@@ -8,8 +8,9 @@ import torch
 from torch.utils.data import Dataset
 
 from gee_export.common.bands import BAND_NAMES, band_indices
-from gee_export.common.errors import GlacierError
-from gee_export.common.layout import IMAGES_DIR, LABELS_DIR, read_manifest
+from gee_export.common.errors import InputError, InputNotFoundError
+from gee_export.common.layout import TILE_INDEX, read_manifest, tile_files
+from gee_export.common.rasters import open_raster
 
 
 def dihedral(img: torch.Tensor, lbl: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,13 +27,13 @@ def read_tile_split(tile_dir: Path, split: str) -> list[str]:
     """Tile ids of one split, from index.gpkg."""
     import pyogrio
 
-    index = Path(tile_dir) / "index.gpkg"
+    index = Path(tile_dir) / TILE_INDEX
     if not index.is_file():
-        raise GlacierError(f"{tile_dir}: no index.gpkg; make tiles with `prep tile`")
+        raise InputNotFoundError(f"{tile_dir}: no {TILE_INDEX}; make tiles with `prep tile`")
     df = pyogrio.read_dataframe(index, columns=["tile_id", "split"], read_geometry=False)
     ids = sorted(df.loc[df["split"] == split, "tile_id"].tolist())
     if not ids:
-        raise GlacierError(f"{tile_dir}: the {split!r} split is empty; retile with another "
+        raise InputError(f"{tile_dir}: the {split!r} split is empty; retile with another "
                            "--val-fraction, --block-tiles or --split")
     return ids
 
@@ -48,7 +49,7 @@ class NormStats:
         stats = manifest["train_stats"]["bands"]
         missing = [b for b in bands if b not in stats]
         if missing:
-            raise GlacierError(f"tiles lack band(s) {', '.join(missing)}; they have "
+            raise InputError(f"tiles lack band(s) {', '.join(missing)}; they have "
                                f"{', '.join(stats)}")
         return cls(bands, [stats[b]["mean"] for b in bands], [stats[b]["std"] for b in bands])
 
@@ -66,47 +67,109 @@ class NormStats:
         return np.nan_to_num((x - m) / s, nan=0.0)
 
 
+CACHE_MB = 1024  # decoded tiles kept in memory per process (a 512 px, 11-band tile: 11.5 MB)
+
+
+class TileCache:
+    """Decoded tiles by index, least recently used first out, within a byte budget."""
+
+    def __init__(self, max_bytes: int):
+        from collections import OrderedDict
+
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._items: OrderedDict = OrderedDict()
+
+    def get(self, i: int):
+        item = self._items.get(i)
+        if item is not None:
+            self._items.move_to_end(i)
+        return item
+
+    def put(self, i: int, item: tuple[np.ndarray, np.ndarray]) -> None:
+        size = sum(a.nbytes for a in item)
+        if size > self.max_bytes:
+            return
+        self._items[i] = item
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self.bytes -= sum(a.nbytes for a in old)
+
+
 class TileDataset(Dataset):
+    """Tiles of one split. Items are indexed by `i` or by `(i, epoch)`: the augmentation of a
+    tile is seeded by (seed, epoch, i) alone, so it changes every epoch and is the same in
+    any loader worker, with any number of workers, in a resumed run as in an unbroken one."""
+
     def __init__(self, tile_dir: Path, split: str, bands: list[str], stats: NormStats,
-                 augment: bool = False, seed: int = 0, cache: bool = True):
+                 augment: bool = False, seed: int = 0, cache_mb: float = CACHE_MB):
         self.dir = Path(tile_dir)
         self.manifest = read_manifest(self.dir, "tiles")
         have = self.manifest.get("bands", list(BAND_NAMES))
         missing = [b for b in bands if b not in have]
         if missing:
-            raise GlacierError(f"{tile_dir}: tiles lack band(s) {', '.join(missing)}")
+            raise InputError(f"{tile_dir}: tiles lack band(s) {', '.join(missing)}")
         self.ids = read_tile_split(self.dir, split)
         self.band_idx = [i + 1 for i in band_indices(bands)]  # rasterio is 1-based
-        self.stats, self.augment, self.seed, self.epoch = stats, augment, seed, 0
-        self._cache: dict[int, tuple] = {} if cache else None
+        self.stats, self.augment, self.seed = stats, augment, seed
+        self.cache = TileCache(int(cache_mb * 2 ** 20))
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.ids)
 
-    def set_epoch(self, epoch: int):
-        self.epoch = epoch
-
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        import rasterio
+        """The standardized image and the label of tile i."""
+        item = self.cache.get(i)
+        if item is None:
+            img_path, lbl_path = (self.dir / rel for rel in tile_files(self.ids[i]))
+            with open_raster(img_path, "tile") as s:
+                img = self.stats.apply(s.read(self.band_idx))
+            with open_raster(lbl_path, "label tile") as s:
+                item = (img, s.read(1))
+            self.cache.put(i, item)
+        return item
 
-        if self._cache is not None and i in self._cache:
-            return self._cache[i]
-        tid = self.ids[i]
-        with rasterio.open(self.dir / IMAGES_DIR / f"{tid}.tif") as s:
-            img = self.stats.apply(s.read(self.band_idx))
-        with rasterio.open(self.dir / LABELS_DIR / f"{tid}.tif") as s:
-            lbl = s.read(1)
-        if self._cache is not None:
-            self._cache[i] = (img, lbl)
-        return img, lbl
-
-    def __getitem__(self, i):
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        i, epoch = key if isinstance(key, tuple) else (key, 0)
         img, lbl = self.load(i)
         img, lbl = torch.from_numpy(img.copy()), torch.from_numpy(lbl.astype(np.int64))
         if self.augment:
-            # Seeded by (seed, epoch, tile): the same augmentation whatever the worker count,
-            # so runs and resumed runs are reproducible.
-            k = int(np.random.default_rng((self.seed, self.epoch, i)).integers(8))
+            k = int(np.random.default_rng((self.seed, epoch, i)).integers(8))
             img, lbl = dihedral(img, lbl, k)
         return img.contiguous(), lbl.contiguous()
 
+
+class GlobalBatches:
+    """Batch sampler: the same global batches whatever the number of processes.
+
+    Each epoch's order is a permutation seeded by (seed, epoch). Global batch j is split into
+    `world` near-equal parts and this rank takes part `rank`; a last batch with fewer tiles
+    than processes is topped up with tiles from the epoch's start, so that every process
+    steps the same number of times. Items carry the epoch, for the augmentation's seed.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True,
+                 rank: int = 0, world: int = 1):
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.rank, self.world, self.epoch = rank, world, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __iter__(self):
+        order = self.order()
+        for j in range(len(self)):
+            batch = order[j * self.batch_size:(j + 1) * self.batch_size]
+            if len(batch) < self.world:
+                batch += order[:self.world - len(batch)]
+            part = np.array_split(np.array(batch), self.world)[self.rank]
+            yield [(int(i), self.epoch) for i in part]

@@ -286,7 +286,7 @@ def sample_band_means(src, band_idx: list[int], names: list[str], n: int = 64,
 def torch_model_fn(model, device, amp_dtype) -> ModelFn:
     import torch
 
-    from training.trainer import forward
+    from training.runtime import forward
 
     @torch.no_grad()
     def fn(x: np.ndarray) -> np.ndarray:
@@ -298,7 +298,7 @@ def torch_model_fn(model, device, amp_dtype) -> ModelFn:
 
 def load_model(checkpoint: Path, device):
     from training.models import build_model
-    from training.trainer import load_checkpoint
+    from training.runtime import load_checkpoint
 
     ck = load_checkpoint(checkpoint, map_location="cpu")
     meta = ck["meta"]
@@ -322,7 +322,7 @@ def _predict(checkpoint: Path, export_dir: Path, workspace: Path, cfg: PredictCo
 
     from gee_export.common.rasters import check_stack
     from training.data import NormStats
-    from training.trainer import amp_dtype_for, resolve_device
+    from training.runtime import amp_dtype_for, resolve_device
 
     export = read_manifest(export_dir, "export")
     if not export.get("complete"):
@@ -332,7 +332,7 @@ def _predict(checkpoint: Path, export_dir: Path, workspace: Path, cfg: PredictCo
     device = resolve_device(cfg.device)
     model, meta = load_model(checkpoint, device) if model_fn is None else (None, None)
     if meta is None:
-        from training.trainer import load_checkpoint
+        from training.runtime import load_checkpoint
 
         meta = load_checkpoint(checkpoint)["meta"]
     bands = meta["band_names"]

@@ -1,38 +1,58 @@
-"""`train run`: train a segmentation model on tiles and report OA / F1 / mIoU per epoch."""
+"""`train run`: train a segmentation model on tiles and report OA / F1 / mIoU per epoch.
+
+One process or several (torchrun, DDP): every process sees the same global batches (split
+among them) and optimizes the loss of the whole global batch; validation is split among them
+and its counts summed. Rank 0 decides (a new run, a resumed one, a refusal), writes every
+file, and the others follow. An interrupted run, at any point, is finished by the same
+command: from the last completed epoch, or from the start when none completed.
+"""
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
-import os
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from gee_export.common.atomic import atomic_output, write_json
 from gee_export.common.bands import parse_bands
-from gee_export.common.errors import GlacierError
+from gee_export.common.errors import InputError, StateError
 from gee_export.common.layout import (
     BEST_CKPT,
+    CURVES_PNG,
     LAST_CKPT,
     METRICS_CSV,
     RUN_CONFIG,
     RUNS_DIR,
-    TILES_MANIFEST,
+    SAMPLES_PNG,
     base_manifest,
+    check_files,
+    describe_problems,
     file_sha256,
     now_iso,
     read_manifest,
+    require_complete,
+    stored_path,
+    write_manifest,
 )
+from gee_export.common.locks import output_lock
+from gee_export.common.workers import cpu_workers
 
-from .data import NormStats, TileDataset
-from .losses import dice_ce_loss
+from .data import GlobalBatches, NormStats, TileDataset
+from .losses import dice_ce_loss, loss_from_sums, loss_sums
 from .metrics import confusion, scores
 from .models import build_model, count_parameters
+from .runtime import Processes, amp_dtype_for, forward, load_checkpoint, resolve_device, save_checkpoint
 
-CHECKPOINT_VERSION = 1
+# Options that may differ between an interrupted run and the command that resumes it: they
+# change where and how fast it runs, not what it computes.
+RESUME_MAY_CHANGE = ("workers", "device")
 
 
 @dataclass(frozen=True)
@@ -41,14 +61,15 @@ class TrainConfig:
     preset: str = "paper"
     bands: str = "ABCD"  # paper's best combination
     epochs: int = 100
-    batch_size: int = 4  # paper
+    batch_size: int = 4  # paper; the global batch, split among DDP processes
     lr: float = 1e-4  # paper: AdamW 1e-4 with a cosine schedule
     weight_decay: float = 0.01  # AdamW's usual default; the paper does not state one
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bf16/fp16 autocast on CUDA only
-    workers: int = 0
+    workers: int | str = "auto"  # loader processes per training process; see loader_workers
     augment: bool = True  # the 8 rotations and flips
+    init: tuple[str, ...] = ()  # published weights to start from (--init)
 
 
 def default_run_name(prefix: str, cfg: TrainConfig) -> str:
@@ -56,15 +77,18 @@ def default_run_name(prefix: str, cfg: TrainConfig) -> str:
     return f"{prefix}-{cfg.model.replace(':', '_')}-{cfg.preset}-{cfg.bands}"
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GlacierError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
+def loader_workers(requested: int | str, device: torch.device, world: int) -> int:
+    """auto: on CUDA, the CPUs this process may use, shared among the training processes (up
+    to 8 each), so decoding keeps up with the GPU; on CPU none, since the model already uses
+    every core and extra processes only compete with it (benchmarks/bench_train.py)."""
+    if requested != "auto":
+        return int(requested)
+    if device.type != "cuda":
+        return 0
+    return max(1, cpu_workers("auto", cap=8 * world) // world)
 
 
-def _seed_all(seed: int):
+def _seed_all(seed: int) -> None:
     import random
 
     random.seed(seed)
@@ -72,204 +96,270 @@ def _seed_all(seed: int):
     torch.manual_seed(seed)
 
 
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank) when launched by torchrun, else (0, 1, 0)."""
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
-    return 0, 1, 0
-
-
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    """A checkpoint is data, never code: loaded with weights_only=True."""
-    path = Path(path)
-    if not path.is_file():
-        raise GlacierError(f"checkpoint {path}: no such file")
-    try:
-        ck = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # unpickling errors of several types
-        raise GlacierError(f"checkpoint {path}: cannot be loaded as data ({e.__class__.__name__})"
-                           ) from None
-    if not isinstance(ck, dict) or ck.get("checkpoint_version") != CHECKPOINT_VERSION:
-        raise GlacierError(f"checkpoint {path}: not a checkpoint of this toolkit")
-    return ck
-
-
-def _save_checkpoint(path: Path, obj: dict):
-    with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
+@dataclass
+class _Run:
+    """Everything one training run holds."""
+    cfg: TrainConfig
+    procs: Processes
+    device: torch.device
+    run_dir: Path
+    tiles: dict  # the tile manifest
+    bands: list[str]
+    stats: NormStats
+    config: dict  # what config.json records and a resume must match
+    train_ds: TileDataset
+    val_ds: TileDataset
+    model: torch.nn.Module = None
+    core: torch.nn.Module = None  # the model without its DDP wrapper
+    opt: torch.optim.Optimizer = None
+    sched: object = None
+    scaler: object = None
+    start_epoch: int = 0
+    best_miou: float = -1.0
+    step: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 def train(tile_dir: Path, workspace: Path, cfg: TrainConfig, run_name: str | None = None,
           resume: bool = False, max_steps: int | None = None, quiet: bool = False,
-          echo=print) -> Path:
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
+          echo: Callable[[str], None] = print) -> Path:
+    """Train (or finish training) a run; returns its directory."""
+    procs = Processes.start()
     tile_dir = Path(tile_dir)
-    tiles = read_manifest(tile_dir, "tiles")
-    if not tiles.get("complete"):
-        raise GlacierError(f"{tile_dir}: tiles are not complete; rerun `prep tile`")
-    bands = parse_bands(cfg.bands)
-    stats = NormStats.from_manifest(tiles, bands)
-    rank, world, local_rank = _distributed()
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    _seed_all(cfg.seed)
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-
-    run_name = run_name or default_run_name(tile_dir.name, cfg)
-    run_dir = Path(workspace) / RUNS_DIR / run_name
-    config = {**asdict(cfg), "band_names": bands, "tiles": str(tile_dir.resolve()),
-              "tiles_manifest_sha256": file_sha256(tile_dir / TILES_MANIFEST),
-              "tile_size": tiles["tile_size"]}
-    train_ds = TileDataset(tile_dir, "train", bands, stats, augment=cfg.augment, seed=cfg.seed)
-    val_ds = TileDataset(tile_dir, "val", bands, stats)
-    model = build_model(cfg.model, cfg.preset, len(bands)).to(device)
-    n_params = count_parameters(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * world))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
-    start_epoch, best_miou = 0, -1.0
-
-    if resume:
-        ck = load_checkpoint(run_dir / LAST_CKPT)
-        for key in ("model", "preset", "band_names"):
-            if ck["meta"][key] != config[key]:
-                raise GlacierError(f"--resume: {run_dir / LAST_CKPT} was trained with {key} "
-                                   f"{ck['meta'][key]!r}, this run asks for {config[key]!r}")
-        model.load_state_dict(ck["model_state"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        torch.set_rng_state(ck["torch_rng"])
-        start_epoch, best_miou = ck["epoch"] + 1, ck["best_miou"]
-        _truncate_csv(run_dir / METRICS_CSV, start_epoch)
-        echo(f"resuming {run_dir} at epoch {start_epoch + 1}")
-    elif (run_dir / RUN_CONFIG).is_file():
-        old = read_manifest(run_dir, "run")
-        if old.get("complete") and old.get("config") == config:
-            echo(f"run {run_dir} is complete; nothing to do (use --name for another run)")
-            return run_dir
-        raise GlacierError(f"{run_dir} already holds a run; use --resume to continue it or "
-                           "--name for a new one")
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        manifest = base_manifest("run", config=config, parameters=n_params,
-                                 device=str(device), world_size=world, synthetic=tiles.get(
-                                     "synthetic", False))
-        write_json(run_dir / RUN_CONFIG, manifest)
-
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        from torch.utils.data.distributed import DistributedSampler
-
-        model = DDP(model, device_ids=[local_rank] if device.type == "cuda" else None)
-        sampler = DistributedSampler(train_ds, shuffle=True, seed=cfg.seed)
+    run_dir = Path(workspace) / RUNS_DIR / (run_name or default_run_name(tile_dir.name, cfg))
+    say = echo if procs.main else (lambda *_: None)
+    if procs.main:
+        with output_lock(run_dir, wait=False, echo=echo):
+            _train(tile_dir, Path(workspace), run_dir, cfg, procs, resume, max_steps, quiet, say)
     else:
-        sampler = None
-    gen = torch.Generator().manual_seed(cfg.seed)
-    loader_kw = dict(num_workers=cfg.workers, pin_memory=device.type == "cuda",
-                     persistent_workers=cfg.workers > 0)
-    train_dl = DataLoader(train_ds, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                          generator=gen, drop_last=False, **loader_kw)
-    val_dl = DataLoader(val_ds, cfg.batch_size, shuffle=False, **loader_kw)
-    amp_dtype = amp_dtype_for(device, cfg.amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    core = model.module if world > 1 else model
-
-    metrics_path = run_dir / METRICS_CSV
-    step = 0
-    for epoch in range(start_epoch, cfg.epochs):
-        train_ds.set_epoch(epoch)
-        gen.manual_seed(cfg.seed * 100003 + epoch)  # the epoch's order, independent of resume
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        model.train()
-        t0, seen, loss_sum = time.time(), 0, 0.0
-        bar = tqdm(train_dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                   disable=quiet or rank != 0, leave=False)
-        for i, (x, y) in enumerate(bar):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = train_step(model, x, y, opt, sched, scaler, amp_dtype)
-            if loss is None:
-                raise GlacierError(f"loss is not finite at epoch {epoch + 1}, step {i + 1}; "
-                                   "lower --lr or check the tiles for bad values")
-            seen += len(x)
-            loss_sum += loss.item() * len(x)
-            bar.set_postfix(loss=f"{loss.item():.3f}",
-                            tiles_s=f"{seen / max(1e-9, time.time() - t0):.1f}")
-            step += 1
-            if max_steps is not None and step >= max_steps:
-                break
-        train_time = time.time() - t0
-        val = evaluate(core, val_dl, device, amp_dtype)
-        if rank != 0:
-            continue
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen),
-               "val_loss": val.pop("loss"), **val, "lr": sched.get_last_lr()[0],
-               "seconds": round(train_time, 2), "tiles_per_s": round(seen / train_time, 2)}
-        _append_csv(metrics_path, row, new=epoch == 0)
-        improved = row["miou"] > best_miou
-        best_miou = max(best_miou, row["miou"])
-        ck = {"checkpoint_version": CHECKPOINT_VERSION, "epoch": epoch, "best_miou": best_miou,
-              "model_state": core.state_dict(), "optimizer": opt.state_dict(),
-              "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
-              "meta": {"model": cfg.model, "preset": cfg.preset, "band_names": bands,
-                       "bands": cfg.bands, "norm_stats": stats.to_dict(),
-                       "export_normalization": tiles.get("normalization"),
-                       "tile_size": tiles["tile_size"], "num_classes": 2,
-                       "metrics": {k: v for k, v in row.items() if isinstance(v, float)}}}
-        if improved:
-            _save_checkpoint(run_dir / BEST_CKPT, ck)
-        _save_checkpoint(run_dir / LAST_CKPT, ck)
-        echo(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}, val mIoU "
-             f"{row['miou']:.4f}, F1 {row['mf1']:.4f}, OA {row['oa']:.4f} "
-             f"({row['tiles_per_s']:.1f} tiles/s)")
-        if max_steps is not None and step >= max_steps:
-            break
-    if rank == 0:
-        from .plots import plot_curves, plot_samples
-
-        plot_curves(metrics_path, run_dir / "curves.png")
-        plot_samples(core, val_ds, device, run_dir / "samples.png")
-        manifest = read_manifest(run_dir, "run")
-        rows = list(csv.DictReader(open(metrics_path)))
-        best = max(rows, key=lambda r: float(r["miou"]))
-        manifest.update(complete=max_steps is None, completed_at=now_iso(),
-                        epochs_done=len(rows), best={k: float(v) for k, v in best.items()},
-                        majority_class_miou=majority_miou(val_ds))
-        write_json(run_dir / RUN_CONFIG, manifest)
-        echo(f"run complete: {run_dir} (best val mIoU {float(best['miou']):.4f} at epoch "
-             f"{int(float(best['epoch']))}; predicting the majority class gives "
-             f"{manifest['majority_class_miou']:.4f})")
+        _train(tile_dir, Path(workspace), run_dir, cfg, procs, resume, max_steps, quiet, say)
+    procs.stop()
     return run_dir
 
 
-def amp_dtype_for(device: torch.device, amp: bool):
-    """bf16 where the GPU has it (no loss scaling needed), else fp16; None on CPU or off."""
-    if not amp or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+def _train(tile_dir: Path, workspace: Path, run_dir: Path, cfg: TrainConfig, procs: Processes,
+           resume: bool, max_steps: int | None, quiet: bool, echo) -> Path:
+    run = _open(tile_dir, workspace, run_dir, cfg, procs)
+    action = procs.decide(lambda: _claim(run, resume, echo))
+    if action == "done":
+        return run_dir
+    _build(run, action, echo)
+    procs.barrier()
+    workers = loader_workers(cfg.workers, run.device, procs.world)
+    train_dl, val_dl = _loaders(run, workers)
+    for epoch in range(run.start_epoch, cfg.epochs):
+        row, stopped = _epoch(run, train_dl, val_dl, epoch, max_steps, quiet)
+        if procs.main:
+            _record(run, epoch, row, echo)
+        procs.barrier()
+        if stopped:
+            break
+    if procs.main:
+        _finish(run, complete=max_steps is None, echo=echo)
+    return run_dir
 
 
-def forward(model, x: torch.Tensor, amp_dtype) -> torch.Tensor:
-    """The model's logits, under autocast when an AMP dtype is given (training, validation and
-    prediction all go through here)."""
-    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32,
-                        enabled=amp_dtype is not None):
-        return model(x)
+# -- what the run reads, and whether it starts, resumes or is done ------------------------------
+
+def _open(tile_dir: Path, workspace: Path, run_dir: Path, cfg: TrainConfig,
+          procs: Processes) -> _Run:
+    tiles = require_complete(tile_dir, "tiles", "rerun `prep tile` to finish them")
+    bands = parse_bands(cfg.bands)
+    stats = NormStats.from_manifest(tiles, bands)
+    device = resolve_device(cfg.device, procs.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if cfg.batch_size < procs.world:
+        raise InputError(f"--batch-size {cfg.batch_size} is the global batch; it cannot be "
+                         f"shared among {procs.world} processes")
+    config = {**asdict(cfg), "band_names": bands, "tiles": stored_path(tile_dir, run_dir,
+                                                                         workspace),
+              "tiles_id": tiles_id(tiles), "tile_size": tiles["tile_size"],
+              "init": [{"file": Path(p).name, "sha256": file_sha256(p)} for p in cfg.init]}
+    train_ds = TileDataset(tile_dir, "train", bands, stats, augment=cfg.augment, seed=cfg.seed)
+    val_ds = TileDataset(tile_dir, "val", bands, stats)
+    return _Run(cfg, procs, device, run_dir, tiles, bands, stats, json.loads(json.dumps(config)),
+                train_ds, val_ds)
 
 
-def train_step(model, x, y, opt, sched, scaler, amp_dtype) -> torch.Tensor | None:
-    """One optimization step; returns the (detached) loss, or None if it is not finite, in
-    which case the weights are left untouched."""
-    loss = dice_ce_loss(forward(model, x, amp_dtype), y)
+def tiles_id(tiles: dict) -> str:
+    """What identifies a tile set: its parameters and its files' checksums (not the paths, so
+    a moved workspace still matches; not the manifest's times, which --verify updates)."""
+    key = json.dumps([tiles.get("parameters"), tiles.get("files")], sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _claim(run: _Run, resume: bool, echo) -> str:
+    """Rank 0: check the tiles, then decide whether this command starts the run ('start'),
+    continues it ('resume') or has nothing to do ('done'); refuse a run made otherwise."""
+    _verify_tiles(Path(run.train_ds.dir), run.tiles, echo)
+    mf = run.run_dir / RUN_CONFIG
+    has_checkpoint = (run.run_dir / LAST_CKPT).is_file()
+    if not mf.is_file():
+        if resume:
+            raise StateError(f"--resume: {run.run_dir} holds no run; drop --resume to start it")
+        shutil.rmtree(run.run_dir, ignore_errors=True)  # files of no known run
+        return "start"
+    old = read_manifest(mf, "run")
+    diff = config_difference(old.get("config", {}), run.config)
+    if diff and not has_checkpoint:
+        echo(f"replacing {run.run_dir}: it was started with {diff} but finished no epoch")
+        shutil.rmtree(run.run_dir)
+        return "start"
+    if diff:
+        hint = (" (a cosine schedule planned for one number of epochs cannot be stretched to "
+                "another)" if diff.startswith("--epochs") else "")
+        raise StateError(f"{run.run_dir} holds a run made with {diff}{hint}; rerun with its "
+                         "options to finish it, or give --name for a new run")
+    if old.get("complete"):
+        echo(f"run {run.run_dir} is complete; nothing to do (use --name for another run)")
+        return "done"
+    return "resume" if has_checkpoint else "start"
+
+
+def _verify_tiles(tile_dir: Path, tiles: dict, echo) -> None:
+    files = tiles.get("files")
+    if not files:
+        echo(f"note: {tile_dir} records no checksums (made by an older version); not verified")
+        return
+    problems = check_files(tile_dir, files, full=True)
+    if problems:
+        raise StateError(f"tiles {tile_dir}: {len(problems)} file(s) are corrupt or missing "
+                         f"({describe_problems(problems)}); run `prep tile --verify` to "
+                         "rewrite them")
+
+
+def config_difference(old: dict, new: dict) -> str | None:
+    """The first option in which two run configurations differ, as the user would write it,
+    ignoring those a resumed run may change; None when they agree."""
+    for key in sorted(set(old) | set(new)):
+        if key in RESUME_MAY_CHANGE or old.get(key) == new.get(key):
+            continue
+        option = {"band_names": "bands", "tiles_id": "tiles", "tile_size": "tiles"}.get(key, key)
+        return (f"--{option.replace('_', '-')} {_shown(old.get(key))} (this command: "
+                f"{_shown(new.get(key))})")
+    return None
+
+
+def _shown(value) -> str:
+    if isinstance(value, str) and len(value) == 64:  # a checksum
+        return "of other contents"
+    return json.dumps(value)
+
+
+# -- the model, the optimizer, and where they start -------------------------------------------------
+
+def _build(run: _Run, action: str, echo) -> None:
+    cfg, procs = run.cfg, run.procs
+    _seed_all(cfg.seed)
+    if run.device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    model = build_model(cfg.model, cfg.preset, len(run.bands))
+    if action == "start" and cfg.init:
+        from .models.pretrained import load_pretrained
+
+        report = load_pretrained(model, cfg.model, [Path(p) for p in cfg.init], run.bands)
+        echo(report.describe())
+        run.notes.append(report.describe())
+    model = model.to(run.device)
+    run.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(GlobalBatches(len(run.train_ds), cfg.batch_size, cfg.seed))
+    run.sched = torch.optim.lr_scheduler.CosineAnnealingLR(run.opt, T_max=cfg.epochs *
+                                                           steps_per_epoch)
+    run.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype_for(run.device, cfg.amp)
+                                      == torch.float16)
+    if action == "resume":
+        _restore(run, model, echo)
+    elif procs.main:
+        write_manifest(run.run_dir / RUN_CONFIG, base_manifest(
+            "run", config=run.config, parameters=count_parameters(model),
+            device=str(run.device), world_size=procs.world, notes=run.notes,
+            synthetic=run.tiles.get("synthetic", False)))
+        (run.run_dir / METRICS_CSV).unlink(missing_ok=True)
+    run.core = model
+    if procs.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        if run.device.type == "cuda":  # BatchNorm over the global batch, as one process
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            run.core = model
+        model = DDP(model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    run.model = model
+
+
+def _restore(run: _Run, model: torch.nn.Module, echo) -> None:
+    ck = load_checkpoint(run.run_dir / LAST_CKPT, map_location=run.device)
+    model.load_state_dict(ck["model_state"])
+    run.opt.load_state_dict(ck["optimizer"])
+    run.sched.load_state_dict(ck["scheduler"])
+    run.scaler.load_state_dict(ck["scaler"])
+    torch.set_rng_state(ck["torch_rng"])
+    run.start_epoch, run.best_miou, run.step = ck["epoch"] + 1, ck["best_miou"], ck["step"]
+    if run.procs.main:
+        _truncate_csv(run.run_dir / METRICS_CSV, run.start_epoch)
+    echo(f"resuming {run.run_dir} at epoch {run.start_epoch + 1}")
+
+
+def _loaders(run: _Run, workers: int):
+    from torch.utils.data import DataLoader
+
+    cfg, procs = run.cfg, run.procs
+    # Each loader draws its workers' base seed from its own generator, not from the global
+    # RNG that dropout uses: the weights are then the same with or without loader workers.
+    kw = dict(num_workers=workers, pin_memory=run.device.type == "cuda",
+              persistent_workers=workers > 0, generator=torch.Generator().manual_seed(cfg.seed))
+    batches = GlobalBatches(len(run.train_ds), cfg.batch_size, cfg.seed, True, procs.rank,
+                            procs.world)
+    val_idx = list(range(procs.rank, len(run.val_ds), procs.world))  # each tile once overall
+    val_batches = [val_idx[i:i + cfg.batch_size] for i in range(0, len(val_idx),
+                                                                 cfg.batch_size)]
+    return (DataLoader(run.train_ds, batch_sampler=batches, **kw),
+            DataLoader(run.val_ds, batch_sampler=val_batches, **kw))
+
+
+# -- one epoch -----------------------------------------------------------------------------------------
+
+def _epoch(run: _Run, train_dl, val_dl, epoch: int, max_steps: int | None,
+           quiet: bool) -> tuple[dict, bool]:
+    """Train one epoch and validate; (the metrics row, whether max_steps stopped it)."""
+    from tqdm import tqdm
+
+    cfg = run.cfg
+    train_dl.batch_sampler.set_epoch(epoch)
+    run.model.train()
+    amp_dtype = amp_dtype_for(run.device, cfg.amp)
+    reduce = run.procs.loss_reduce()
+    t0, seen, loss_sum, stopped = time.time(), 0, 0.0, False
+    bar = tqdm(train_dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+               disable=quiet or not run.procs.main, leave=False)
+    for i, (x, y) in enumerate(bar):
+        x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+        loss = train_step(run.model, x, y, run.opt, run.sched, run.scaler, amp_dtype, reduce)
+        if loss is None:  # the loss of the global batch: every process stops here
+            raise StateError(f"loss is not finite at epoch {epoch + 1}, step {i + 1}; lower "
+                             "--lr or check the tiles for bad values")
+        seen += len(x) * run.procs.world
+        loss_sum += loss.item() * len(x) * run.procs.world
+        bar.set_postfix(loss=f"{loss.item():.3f}",
+                        tiles_s=f"{seen / max(1e-9, time.time() - t0):.1f}")
+        run.step += 1
+        if max_steps is not None and run.step >= max_steps:
+            stopped = True
+            break
+    train_time = time.time() - t0
+    run.procs.broadcast_buffers(run.core)
+    val = validate(run.core, val_dl, run.device, amp_dtype, run.procs)
+    row = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "val_loss": val.pop("loss"),
+           **val, "lr": run.sched.get_last_lr()[0], "seconds": round(train_time, 2),
+           "tiles_per_s": round(seen / max(train_time, 1e-9), 2)}
+    return row, stopped
+
+
+def train_step(model, x, y, opt, sched, scaler, amp_dtype,
+               reduce: Callable | None = None) -> torch.Tensor | None:
+    """One optimization step on the loss of the (global) batch; returns the detached loss,
+    or None if it is not finite, in which case the weights are left untouched."""
+    loss = dice_ce_loss(forward(model, x, amp_dtype), y, reduce)
     if not torch.isfinite(loss):
         return None
     opt.zero_grad(set_to_none=True)
@@ -282,17 +372,64 @@ def train_step(model, x, y, opt, sched, scaler, amp_dtype) -> torch.Tensor | Non
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, amp_dtype=None) -> dict:
+def validate(model, loader, device, amp_dtype=None, procs: Processes = Processes()) -> dict:
+    """Scores over every validation pixel (one confusion matrix) and the mean loss per tile;
+    each process scores its share of the tiles and the counts are summed."""
     model.eval()
     cm = np.zeros((2, 2), np.int64)
-    loss_sum, n = 0.0, 0
+    loss_sum, tiles = 0.0, 0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         logits = forward(model, x, amp_dtype)
-        loss_sum += dice_ce_loss(logits, y).item() * len(x)
-        n += len(x)
+        for j in range(len(x)):  # per tile, so that batching and sharding do not matter
+            loss_sum += loss_from_sums(loss_sums(logits[j:j + 1], y[j:j + 1])).item()
+        tiles += len(x)
         cm += confusion(logits.argmax(1).cpu().numpy(), y.cpu().numpy())
-    return {"loss": loss_sum / max(1, n), **scores(cm)}
+    total = procs.sum(np.array([*cm.ravel(), loss_sum, tiles], np.float64))
+    cm = total[:4].astype(np.int64).reshape(2, 2)
+    return {"loss": float(total[4] / max(1, total[5])), **scores(cm)}
+
+
+# -- what rank 0 writes ----------------------------------------------------------------------------------
+
+def _record(run: _Run, epoch: int, row: dict, echo) -> None:
+    _append_csv(run.run_dir / METRICS_CSV, row)
+    improved = row["miou"] > run.best_miou
+    run.best_miou = max(run.best_miou, row["miou"])
+    ck = {"epoch": epoch, "step": run.step, "best_miou": run.best_miou,
+          "model_state": run.core.state_dict(), "optimizer": run.opt.state_dict(),
+          "scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(),
+          "torch_rng": torch.get_rng_state(), "config": run.config,
+          "meta": {"model": run.cfg.model, "preset": run.cfg.preset, "band_names": run.bands,
+                   "bands": run.cfg.bands, "norm_stats": run.stats.to_dict(),
+                   "export_normalization": run.tiles.get("normalization"),
+                   "tile_size": run.tiles["tile_size"], "num_classes": 2,
+                   "metrics": {k: v for k, v in row.items() if isinstance(v, float)}}}
+    if improved:
+        save_checkpoint(run.run_dir / BEST_CKPT, ck)
+    save_checkpoint(run.run_dir / LAST_CKPT, ck)
+    echo(f"epoch {epoch + 1}/{run.cfg.epochs}: loss {row['train_loss']:.4f}, val mIoU "
+         f"{row['miou']:.4f}, F1 {row['mf1']:.4f}, OA {row['oa']:.4f} "
+         f"({row['tiles_per_s']:.1f} tiles/s)")
+
+
+def _finish(run: _Run, complete: bool, echo) -> None:
+    from .plots import plot_curves, plot_samples
+
+    metrics = run.run_dir / METRICS_CSV
+    plot_curves(metrics, run.run_dir / CURVES_PNG)
+    plot_samples(run.core, run.val_ds, run.device, run.run_dir / SAMPLES_PNG)
+    manifest = read_manifest(run.run_dir, "run")
+    with open(metrics, newline="") as f:
+        rows = list(csv.DictReader(f))
+    best = max(rows, key=lambda r: float(r["miou"]))
+    manifest.update(complete=complete, completed_at=now_iso(), epochs_done=len(rows),
+                    best={k: float(v) for k, v in best.items()},
+                    majority_class_miou=majority_miou(run.val_ds))
+    write_manifest(run.run_dir / RUN_CONFIG, manifest)
+    echo(f"run {'complete' if complete else 'stopped'}: {run.run_dir} (best val mIoU "
+         f"{float(best['miou']):.4f} at epoch {int(float(best['epoch']))}; predicting the "
+         f"majority class gives {manifest['majority_class_miou']:.4f})")
 
 
 def majority_miou(ds: TileDataset) -> float:
@@ -306,24 +443,25 @@ def majority_miou(ds: TileDataset) -> float:
     return scores(cm)["miou"]
 
 
-def _truncate_csv(path: Path, epochs: int):
+def _truncate_csv(path: Path, epochs: int) -> None:
     """Drop rows of epochs after the checkpoint (written before an interruption)."""
     if not path.is_file():
         return
-    rows = [r for r in csv.DictReader(open(path)) if int(float(r["epoch"])) <= epochs]
-    if rows:
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(float(r["epoch"])) <= epochs]
+    path.unlink()
+    for r in rows:
+        _append_csv(path, r)
 
 
-def _append_csv(path: Path, row: dict, new: bool):
-    exists = path.is_file() and not new
-    if new and path.is_file():
-        path.unlink()
+def _append_csv(path: Path, row: dict) -> None:
+    exists = path.is_file()
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(row))
         if not exists:
             w.writeheader()
         w.writerow(row)
+
+
+def steps_per_epoch(n_tiles: int, batch_size: int) -> int:
+    return math.ceil(n_tiles / batch_size)

@@ -74,6 +74,11 @@ def tif_name(item_id: str) -> str:
     return f"{item_id}.tif"
 
 
+def tile_files(tile_id: str) -> tuple[str, str]:
+    """The image and label of a tile, relative to its tile directory."""
+    return f"{IMAGES_DIR}/{tif_name(tile_id)}", f"{LABELS_DIR}/{tif_name(tile_id)}"
+
+
 def report_files(name: str) -> tuple[str, str]:
     """train evaluate's report and figure for a report name (default `report`)."""
     return f"{name}.json", ("agreement.png" if name == DEFAULT_REPORT else f"{name}.png")

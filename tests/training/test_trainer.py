@@ -7,10 +7,11 @@ from click.testing import CliRunner
 
 from gee_export.common.cli import train
 from gee_export.common.errors import GlacierError
-from training.trainer import TrainConfig, load_checkpoint
+from training.runtime import load_checkpoint
+from training.trainer import TrainConfig
 from training.trainer import train as run_train
 
-CFG = TrainConfig(preset="tiny", epochs=3, lr=2e-3, batch_size=2, seed=3)
+CFG = TrainConfig(preset="tiny", epochs=3, lr=2e-3, batch_size=2, seed=3, workers=0)
 
 
 def _quiet(*a):
@@ -52,10 +53,10 @@ def _steps_per_epoch(tiles, cfg):
 def test_resume_with_other_bands_is_refused(demo_tiles):
     ws, tiles = demo_tiles
     run_train(tiles, ws, TrainConfig(preset="tiny", epochs=1, batch_size=4), "bands",
-              quiet=True, echo=_quiet)
-    with pytest.raises(GlacierError, match="band_names"):
-        run_train(tiles, ws, TrainConfig(preset="tiny", epochs=2, bands="AB"), "bands",
-                  resume=True, quiet=True, echo=_quiet)
+              max_steps=1, quiet=True, echo=_quiet)
+    with pytest.raises(GlacierError, match=r'--bands \["VV".*\(this command: \["VV", "VH"'):
+        run_train(tiles, ws, TrainConfig(preset="tiny", epochs=1, batch_size=4, bands="A"),
+                  "bands", quiet=True, echo=_quiet)
 
 
 def test_checkpoint_with_code_is_refused(tmp_path):
@@ -98,3 +99,142 @@ def test_empty_validation_split_is_refused(demo_tiles, tmp_path):
     pyogrio.write_dataframe(index, copy / "index.gpkg", layer="tiles")
     with pytest.raises(GlacierError, match="'val' split is empty"):
         run_train(copy, ws, CFG, "empty", quiet=True, echo=_quiet)
+
+
+def _weights(run_dir):
+    return load_checkpoint(run_dir / "last.pt")["model_state"]
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_loader_workers_equals_an_unbroken_run(demo_tiles):
+    ws, tiles = demo_tiles
+    full = run_train(tiles, ws, CFG, "unbroken", quiet=True, echo=_quiet)
+    cfg = CFG.__class__(**{**CFG.__dict__, "workers": 2})  # workers may change on resume
+    run_train(tiles, ws, cfg, "workers", max_steps=_steps_per_epoch(tiles, CFG), quiet=True,
+              echo=_quiet)
+    said = []
+    run_train(tiles, ws, cfg, "workers", quiet=True, echo=said.append)  # the same command
+    assert "resuming" in said[0] and "at epoch 2" in said[0]
+    assert _same(_weights(full), _weights(ws / "runs" / "workers"))
+
+
+def test_interruption_in_the_first_epoch_is_finished_by_the_same_command(demo_tiles,
+                                                                         monkeypatch):
+    import training.trainer as trainer
+
+    ws, tiles = demo_tiles
+    real, calls = trainer.train_step, []
+
+    def interrupted(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(tiles, ws, CFG, "first-epoch", quiet=True, echo=_quiet)
+    monkeypatch.setattr(trainer, "train_step", real)
+    run = run_train(tiles, ws, CFG, "first-epoch", quiet=True, echo=_quiet)
+    assert _same(_weights(run), _weights(run_train(tiles, ws, CFG, "unbroken", quiet=True,
+                                                   echo=_quiet)))
+
+
+def test_a_failed_start_does_not_block_a_corrected_command(demo_tiles, monkeypatch):
+    import training.trainer as trainer
+
+    ws, tiles = demo_tiles
+
+    def broken(*a, **kw):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(trainer, "train_step", broken)
+    with pytest.raises(RuntimeError):
+        run_train(tiles, ws, CFG, "failed", quiet=True, echo=_quiet)
+    monkeypatch.undo()
+    said = []
+    smaller = CFG.__class__(**{**CFG.__dict__, "batch_size": 1, "epochs": 1})
+    run_train(tiles, ws, smaller, "failed", quiet=True, echo=said.append)
+    assert "finished no epoch" in said[0]
+    assert (ws / "runs" / "failed" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("change, option", [({"lr": 1e-3}, "--lr 0.002 (this command: 0.001)"),
+                                            ({"epochs": 5}, "--epochs 3 (this command: 5) (a "
+                                                            "cosine schedule"),
+                                            ({"augment": False}, "--augment true")])
+def test_resume_refuses_any_other_option(demo_tiles, change, option):
+    ws, tiles = demo_tiles
+    name = "refuse-" + next(iter(change))
+    run_train(tiles, ws, CFG, name, max_steps=1, quiet=True, echo=_quiet)
+    with pytest.raises(GlacierError) as e:
+        run_train(tiles, ws, CFG.__class__(**{**CFG.__dict__, **change}), name, quiet=True,
+                  echo=_quiet)
+    assert option in str(e.value) and "--name for a new run" in str(e.value)
+
+
+def test_corrupt_tile_is_named_before_training(demo_tiles, tmp_path):
+    import shutil
+
+    ws, tiles = demo_tiles
+    copy = tmp_path / "tiles"
+    shutil.copytree(tiles, copy)
+    victim = sorted((copy / "images").iterdir())[1]
+    victim.write_bytes(victim.read_bytes()[:5000])
+    with pytest.raises(GlacierError, match=rf"images/{victim.name}: 5000 bytes .* run `prep tile "
+                                           r"--verify`"):
+        run_train(copy, ws, CFG, "corrupt", quiet=True, echo=_quiet)
+    assert not (ws / "runs" / "corrupt").exists()
+
+
+def test_augmentation_changes_every_epoch(demo_tiles):
+    from gee_export.common.layout import read_manifest
+    from training.data import NormStats, TileDataset
+
+    ws, tiles = demo_tiles
+    bands = ["VV", "VH"]
+    stats = NormStats.from_manifest(read_manifest(tiles, "tiles"), bands)
+    ds = TileDataset(tiles, "train", bands, stats, augment=True, seed=0)
+    per_epoch = [[ds[(i, e)][1] for i in range(len(ds))] for e in range(3)]
+    assert any(not torch.equal(a, b) for a, b in zip(per_epoch[0], per_epoch[1]))
+    again = [ds[(i, 1)][1] for i in range(len(ds))]
+    assert all(torch.equal(a, b) for a, b in zip(per_epoch[1], again))
+
+
+def test_global_batches_are_the_same_for_any_number_of_processes():
+    from training.data import GlobalBatches
+
+    one = list(GlobalBatches(11, 4, seed=5))
+    for world in (2, 3):
+        parts = [list(GlobalBatches(11, 4, 5, True, r, world)) for r in range(world)]
+        assert all(len(p) == len(one) for p in parts)  # every process steps equally often
+        for j, batch in enumerate(one[:-1]):
+            assert sorted(sum((p[j] for p in parts), [])) == sorted(batch)
+    last = [list(GlobalBatches(9, 4, 5, True, r, 2))[-1] for r in range(2)]
+    assert all(len(p) == 1 for p in last)  # 1 tile left for 2 processes: topped up
+
+
+def test_the_ddp_loss_of_split_batches_is_the_loss_of_the_whole():
+    from training.losses import dice_ce_loss, loss_from_sums, loss_sums
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 2, 16, 16, generator=g)
+    target = torch.randint(0, 2, (4, 16, 16), generator=g)
+    target[1, :4] = 255
+    whole = dice_ce_loss(logits, target)
+    split = loss_from_sums(loss_sums(logits[:1], target[:1]) + loss_sums(logits[1:], target[1:]))
+    torch.testing.assert_close(whole, split)
+
+
+def test_tile_cache_stays_within_its_budget():
+    import numpy as np
+
+    from training.data import TileCache
+
+    cache = TileCache(max_bytes=3 * 1000)
+    for i in range(10):
+        cache.put(i, (np.zeros(250, np.float32), np.zeros(0, np.uint8)))  # 1000 bytes each
+    assert cache.bytes == 3000 and cache.get(9) is not None and cache.get(6) is None

@@ -47,6 +47,12 @@ MODELS: dict[str, ModelSpec] = {
 }
 # Parameter counts the paper gives (Table 3), in millions; other models it does not count.
 PAPER_PARAMS_M = {"lgt-unet": 107.5, "lgt-unet-cnn-decoder": 40.1}
+PAPER_PRESETS = ("paper", "paper-l")  # the presets meant to be the paper's model
+
+
+def paper_params_m(model: str, preset: str) -> float | None:
+    """The paper's parameter count for a model, shown beside the paper presets only."""
+    return PAPER_PARAMS_M.get(model) if preset in PAPER_PRESETS else None
 
 
 def resolve(name: str) -> tuple[ModelSpec, dict]:

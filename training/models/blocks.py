@@ -24,35 +24,45 @@ class DoubleConv(nn.Sequential):
 
 
 class BasicBlock(nn.Module):
-    """ResNet-18/34 residual block (He et al. 2016)."""
+    """ResNet-18/34 residual block (He et al. 2016), with torchvision's module names so that
+    published ResNet weights load by name."""
     expansion = 1
 
     def __init__(self, cin: int, planes: int, stride: int = 1, dilation: int = 1):
         super().__init__()
         cout = planes * self.expansion
-        self.body = nn.Sequential(conv_bn_relu(cin, planes, 3, stride, dilation),
-                                  conv_bn(planes, cout, 3, 1, dilation))
-        self.short = (conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout
-                      else nn.Identity())
-        self.act = nn.ReLU()
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, dilation, dilation, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, cout, 3, 1, dilation, dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else None
+        self.relu = nn.ReLU()
 
     def forward(self, x):
-        return self.act(self.body(x) + self.short(x))
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
 
 
 class Bottleneck(nn.Module):
-    """ResNet-50/101 bottleneck block."""
+    """ResNet-50/101 bottleneck block (stride on the 3x3 convolution, as torchvision's), with
+    torchvision's module names."""
     expansion = 4
 
     def __init__(self, cin: int, planes: int, stride: int = 1, dilation: int = 1):
         super().__init__()
         cout = planes * self.expansion
-        self.body = nn.Sequential(conv_bn_relu(cin, planes, 1), conv_bn_relu(planes, planes, 3,
-                                                                             stride, dilation),
-                                  conv_bn(planes, cout, 1))
-        self.short = (conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout
-                      else nn.Identity())
-        self.act = nn.ReLU()
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, dilation, dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.downsample = conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else None
+        self.relu = nn.ReLU()
 
     def forward(self, x):
-        return self.act(self.body(x) + self.short(x))
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))

@@ -25,30 +25,41 @@ class LGTConfig:
     depths: tuple[int, ...] = (2, 2, 10, 4)
     heads: tuple[int, ...] = (2, 4, 8, 16)
     mlp_ratio: float = 4.0
-    window: int = 8  # LSA window; Twins uses 7, 8 divides the token maps of 512 inputs
+    window: int = 7  # LSA window: Twins-SVT's, so its published weights apply unchanged
     sr_ratios: tuple[int, ...] = (8, 4, 2, 1)  # GSA sub-sampling per stage
     patterns: tuple[str, ...] = ("LG", "LG", "LG", "LG")  # Table 3 ablation: LL, LG, GG
     position: str = "cpe"  # "cpe" (paper) or "ape" (learned absolute embedding, ablation)
     decode_dim: int = 64  # UNetFormer's decoder width
     decoder: str = "lgcb"  # Table 3 ablation: "lgcb" (paper), "cnn" (ResNet blocks), "transformer"
-    decoder_window: int = 8
+    decoder_window: int = 8  # UNetFormer's
+    decoder_heads: int = 8  # UNetFormer's decoder blocks
     dropout: float = 0.1
 
 
 PRESETS = {
-    # Widths and strides as the paper's text states them (C1 = 64 ... 512): Twins-SVT-S depths.
+    # Widths and strides as the paper's text states them (C1 = 64 ... 512): Twins-SVT-S.
     "paper": LGTConfig(),
     # Twins-SVT-L widths: the size whose total matches the paper's Table 3 (107.5 M).
     "paper-l": LGTConfig(widths=(128, 256, 512, 1024), depths=(2, 2, 18, 2),
                          heads=(4, 8, 16, 32), decode_dim=256),
+    # Twins-SVT-B: between the two, for pretrained Twins-SVT-B weights.
+    "paper-b": LGTConfig(widths=(96, 192, 384, 768), depths=(2, 2, 18, 2),
+                         heads=(3, 6, 12, 24)),
     # A CPU-sized model for the demo and CI: same blocks, fewer and narrower.
     "tiny": LGTConfig(widths=(32, 64, 128, 256), depths=(2, 2, 2, 2), heads=(1, 2, 4, 8),
-                      decode_dim=32),
+                      decode_dim=32, decoder_heads=4),
 }
+# The reference Twins-SVT encoders whose weights each preset takes (timm names).
+TWINS_OF_PRESET = {"paper": "twins_svt_small", "paper-b": "twins_svt_base",
+                   "paper-l": "twins_svt_large"}
 
 
 # --------------------------------------------------------------------------------------------
-# Encoder
+# Encoder: Twins-SVT (Chu et al. 2021) as timm implements it. Module names are timm's, so a
+# published Twins-SVT state dict loads into `encoder.` unchanged; given the same weights the
+# stage outputs are the reference's (tests/training/test_pretrained.py).
+
+BLOCK_EPS = 1e-6  # Twins' norm_layer for blocks and the final norm; embeddings keep 1e-5
 
 
 def _to_map(x, h, w):
@@ -72,7 +83,9 @@ class PatchEmbed(nn.Module):
 
 
 class LocallyGroupedAttention(nn.Module):
-    """LSA: multi-head self-attention inside non-overlapping k x k windows only."""
+    """LSA: multi-head self-attention inside non-overlapping k x k windows only. Maps not
+    divisible by k are zero-padded at the right and bottom, and the padding takes part in
+    attention, as in the reference."""
 
     def __init__(self, dim, heads, window):
         super().__init__()
@@ -91,58 +104,50 @@ class LocallyGroupedAttention(nn.Module):
         win = m.reshape(b, hh, k, ww, k, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, k * k, c)
         qkv = self.qkv(win).reshape(win.shape[0], k * k, 3, self.heads, c // self.heads)
         q, kk, v = qkv.permute(2, 0, 3, 1, 4)
-        if ph or pw:  # padded tokens must not be attended to
-            valid = torch.zeros(hh * k, ww * k, dtype=torch.bool, device=x.device)
-            valid[:h, :w] = True
-            valid = valid.reshape(hh, k, ww, k).permute(0, 2, 1, 3).reshape(hh * ww, 1, 1, k * k)
-            mask = valid.repeat(b, 1, 1, 1)
-            out = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask)
-        else:
-            out = F.scaled_dot_product_attention(q, kk, v)
-        out = out.transpose(1, 2).reshape(-1, k, k, c)
-        out = out.reshape(b, hh, ww, k, k, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hh * k, ww * k, c)
+        out = F.scaled_dot_product_attention(q, kk, v)
+        out = out.transpose(1, 2).reshape(b, hh, ww, k, k, c)
+        out = out.permute(0, 1, 3, 2, 4, 5).reshape(b, hh * k, ww * k, c)
         return self.proj(out[:, :h, :w].reshape(b, n, c))
 
 
 class GlobalSubsampledAttention(nn.Module):
-    """GSA: every token queries keys/values from one representative per r x r window."""
+    """GSA: every token queries keys/values from one representative per r x r window (a
+    strided convolution, so a map not divisible by r loses its last partial row/column of
+    windows, as in the reference)."""
 
     def __init__(self, dim, heads, sr):
         super().__init__()
-        self.heads, self.sr = heads, sr
+        self.heads = heads
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
-        if sr > 1:
-            self.reduce = nn.Conv2d(dim, dim, sr, sr)
-            self.norm = nn.LayerNorm(dim)
+        self.sr = nn.Conv2d(dim, dim, sr, sr) if sr > 1 else None
+        self.norm = nn.LayerNorm(dim) if sr > 1 else None
 
     def forward(self, x, h, w):
         b, n, c = x.shape
         d = c // self.heads
         q = self.q(x).reshape(b, n, self.heads, d).transpose(1, 2)
-        if self.sr > 1:
-            m = _to_map(x, h, w)
-            ph, pw = (-h) % self.sr, (-w) % self.sr
-            if ph or pw:
-                m = F.pad(m, (0, pw, 0, ph), mode="replicate")
-            src = self.norm(_to_tokens(self.reduce(m)))
-        else:
-            src = x
+        src = x if self.sr is None else self.norm(_to_tokens(self.sr(_to_map(x, h, w))))
         kv = self.kv(src).reshape(b, -1, 2, self.heads, d).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, kv[0], kv[1])
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
-class Mlp(nn.Sequential):
+class Mlp(nn.Module):
     def __init__(self, dim, ratio):
-        super().__init__(nn.Linear(dim, int(dim * ratio)), nn.GELU(), nn.Linear(int(dim * ratio), dim))
+        super().__init__()
+        self.fc1, self.act, self.fc2 = (nn.Linear(dim, int(dim * ratio)), nn.GELU(),
+                                        nn.Linear(int(dim * ratio), dim))
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class TransformerBlock(nn.Module):
     def __init__(self, dim, heads, kind, cfg: LGTConfig, sr):
         super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=BLOCK_EPS), nn.LayerNorm(dim, eps=BLOCK_EPS)
         self.attn = (LocallyGroupedAttention(dim, heads, cfg.window) if kind == "L"
                      else GlobalSubsampledAttention(dim, heads, sr))
         self.mlp = Mlp(dim, cfg.mlp_ratio)
@@ -157,11 +162,11 @@ class PosConv(nn.Module):
 
     def __init__(self, dim):
         super().__init__()
-        self.conv = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
+        self.proj = nn.Sequential(nn.Conv2d(dim, dim, 3, 1, 1, groups=dim))
 
     def forward(self, x, h, w):
         m = _to_map(x, h, w)
-        return _to_tokens(m + self.conv(m))
+        return _to_tokens(m + self.proj(m))
 
 
 class AbsPosEmbed(nn.Module):
@@ -178,29 +183,36 @@ class AbsPosEmbed(nn.Module):
 
 
 class LGTEncoder(nn.Module):
+    """Four stages; returns the maps each stage passes on (stages 1-3 un-normalized, as the
+    reference passes them to the next stage) and the last one after the final LayerNorm."""
+
     def __init__(self, in_channels: int, cfg: LGTConfig):
         super().__init__()
-        self.embeds, self.stages, self.pos, self.norms = (nn.ModuleList() for _ in range(4))
+        self.patch_embeds, self.blocks, self.pos_block = nn.ModuleList(), nn.ModuleList(), \
+            nn.ModuleList()
         cin = in_channels
         for s, (dim, depth, heads, sr, pattern) in enumerate(zip(
                 cfg.widths, cfg.depths, cfg.heads, cfg.sr_ratios, cfg.patterns)):
-            self.embeds.append(PatchEmbed(cin, dim, 4 if s == 0 else 2))
+            self.patch_embeds.append(PatchEmbed(cin, dim, 4 if s == 0 else 2))
             kinds = [pattern[i % len(pattern)] for i in range(depth)]
-            self.stages.append(nn.ModuleList(TransformerBlock(dim, heads, k, cfg, sr)
+            self.blocks.append(nn.ModuleList(TransformerBlock(dim, heads, k, cfg, sr)
                                              for k in kinds))
-            self.pos.append(PosConv(dim) if cfg.position == "cpe" else AbsPosEmbed(dim))
-            self.norms.append(nn.LayerNorm(dim))
+            self.pos_block.append(PosConv(dim) if cfg.position == "cpe" else AbsPosEmbed(dim))
             cin = dim
+        self.norm = nn.LayerNorm(cin, eps=BLOCK_EPS)
 
     def forward(self, x):
         feats = []
-        for embed, blocks, pos, norm in zip(self.embeds, self.stages, self.pos, self.norms):
+        for s, (embed, blocks, pos) in enumerate(zip(self.patch_embeds, self.blocks,
+                                                     self.pos_block)):
             x, h, w = embed(x)
             for i, blk in enumerate(blocks):
                 x = blk(x, h, w)
                 if i == 0:
                     x = pos(x, h, w)
-            x = _to_map(norm(x), h, w)
+            if s == len(self.blocks) - 1:
+                x = self.norm(x)
+            x = _to_map(x, h, w)
             feats.append(x)
         return feats
 
@@ -214,45 +226,60 @@ def conv_bn_relu(cin, cout, k=3):
 
 
 def separable_conv_bn(cin, cout, k):
-    return nn.Sequential(nn.Conv2d(cin, cin, k, 1, k // 2, groups=cin, bias=False),
+    """Depth-wise k x k, BN, point-wise 1x1; padding (k - 1) // 2 as UNetFormer's."""
+    return nn.Sequential(nn.Conv2d(cin, cin, k, 1, (k - 1) // 2, groups=cin, bias=False),
                          nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 1, bias=False))
 
 
 class GlobalLocalAttention(nn.Module):
-    """UNetFormer's GLA: window attention with relative position bias and cross-shaped
-    context by row and column average pooling, plus a local convolution branch."""
+    """UNetFormer's GLA, as the authors' code computes it (module names are theirs): window
+    attention with relative position bias, a cross-shaped context by column and row average
+    pooling over the attention output, a local convolution branch, and a depth-wise
+    separable w x w projection. A map not divisible by the window is mirror-padded (edge
+    pixels repeated where the map is too small to mirror)."""
 
     def __init__(self, dim, heads, window):
         super().__init__()
         self.heads, self.ws = heads, window
-        self.local = nn.ModuleList([conv_bn(dim, dim, 3), conv_bn(dim, dim, 1)])
-        self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=False)
         k = window
-        self.rel_bias = nn.Parameter(torch.zeros((2 * k - 1) ** 2, heads))
-        nn.init.trunc_normal_(self.rel_bias, std=0.02)
+        self.local1, self.local2 = conv_bn(dim, dim, 3), conv_bn(dim, dim, 1)
+        self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=False)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * k - 1) ** 2, heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         coords = torch.stack(torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij")).flatten(1)
         rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (k - 1)
         self.register_buffer("rel_index", rel[..., 0] * (2 * k - 1) + rel[..., 1], persistent=False)
-        self.pool_rows = nn.AvgPool2d((k + 1, 1), 1, (k // 2, 0), count_include_pad=False)
-        self.pool_cols = nn.AvgPool2d((1, k + 1), 1, (0, k // 2), count_include_pad=False)
-        self.proj = separable_conv_bn(dim, dim, k + 1)
+        # k positions, padding k/2 - 1, over a map mirror-padded by one pixel: the size is kept,
+        # and the zero padding counts in the mean, as in the reference.
+        self.attn_x = nn.AvgPool2d((k, 1), 1, (k // 2 - 1, 0))
+        self.attn_y = nn.AvgPool2d((1, k), 1, (0, k // 2 - 1))
+        self.proj = separable_conv_bn(dim, dim, k)  # after a one-pixel mirror pad: size kept
 
     def forward(self, x):
         b, c, h, w = x.shape
-        local = self.local[0](x) + self.local[1](x)
+        local = self.local2(x) + self.local1(x)
         k = self.ws
-        ph, pw = (-h) % k, (-w) % k
-        xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x
+        xp = _mirror_pad(x, (-w) % k, (-h) % k)
         hp, wp = xp.shape[-2:]
         d = c // self.heads
         qkv = self.qkv(xp).reshape(b, 3, self.heads, d, hp // k, k, wp // k, k)
         qkv = qkv.permute(1, 0, 4, 6, 2, 5, 7, 3).reshape(3, -1, self.heads, k * k, d)
-        bias = self.rel_bias[self.rel_index.reshape(-1)].reshape(k * k, k * k, -1).permute(2, 0, 1)
+        table = self.relative_position_bias_table
+        bias = table[self.rel_index.reshape(-1)].reshape(k * k, k * k, -1).permute(2, 0, 1)
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias.to(qkv.dtype))
         out = out.reshape(b, hp // k, wp // k, self.heads, k, k, d)
         out = out.permute(0, 3, 6, 1, 4, 2, 5).reshape(b, c, hp, wp)[:, :, :h, :w]
-        out = self.pool_rows(out) + self.pool_cols(out) + local
-        return self.proj(out)
+        out = self.attn_x(_mirror_pad(out, 0, 1)) + self.attn_y(_mirror_pad(out, 1, 0)) + local
+        return self.proj(_mirror_pad(out, 1, 1))
+
+
+def _mirror_pad(x, right: int, bottom: int):
+    """Mirror-pad at the right and bottom, or repeat edge pixels where the map is too small
+    to mirror (the reference fails there)."""
+    if not (right or bottom):
+        return x
+    small = right >= x.shape[-1] or bottom >= x.shape[-2]
+    return F.pad(x, (0, right, 0, bottom), mode="replicate" if small else "reflect")
 
 
 class LGCB(nn.Module):
@@ -354,8 +381,8 @@ class LGTUNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int = 2, cfg: LGTConfig = LGTConfig()):
         super().__init__()
         self.encoder = LGTEncoder(in_channels, cfg)
-        heads = max(1, cfg.decode_dim // 32)
-        self.decoder = UNetFormerDecoder(cfg.widths, cfg.decode_dim, heads, cfg.decoder_window,
+        self.decoder = UNetFormerDecoder(cfg.widths, cfg.decode_dim, cfg.decoder_heads,
+                                         cfg.decoder_window,
                                          num_classes, cfg.dropout, cfg.decoder)
 
     def forward(self, x):

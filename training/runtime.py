@@ -1,0 +1,178 @@
+"""Where models run: the device, autocast, the one forward pass that training, validation and
+prediction share, checkpoints as data, and the processes of a distributed (DDP) run."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from gee_export.common.atomic import atomic_output
+from gee_export.common.errors import InputError, InputNotFoundError, StateError
+
+CHECKPOINT_VERSION = 2  # 2: lgt-unet with Twins-SVT and UNetFormer module names
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """auto: CUDA when present, else CPU. Under DDP each process takes its local GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {name}: CUDA is not available on this machine")
+        index = int(name.split(":")[1]) if ":" in name else local_rank
+        if index >= torch.cuda.device_count():
+            raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} "
+                             "GPU(s)")
+        return torch.device("cuda", index)
+    return torch.device(name)
+
+
+def amp_dtype_for(device: torch.device, amp: bool) -> torch.dtype | None:
+    """bf16 where the GPU has it (no loss scaling needed), else fp16; None on CPU or off."""
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def forward(model: torch.nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """The model's logits, under autocast when an AMP dtype is given (training, validation and
+    prediction all go through here)."""
+    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32,
+                        enabled=amp_dtype is not None):
+        return model(x)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint is data, never code: loaded with weights_only=True."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"checkpoint {path}: no such file")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # unpickling errors of several types
+        raise InputError(f"checkpoint {path}: cannot be loaded as data ({type(e).__name__})"
+                         ) from None
+    if not isinstance(ck, dict) or "checkpoint_version" not in ck:
+        raise InputError(f"checkpoint {path}: not a checkpoint of this toolkit")
+    if ck["checkpoint_version"] != CHECKPOINT_VERSION:
+        raise InputError(f"checkpoint {path}: version {ck['checkpoint_version']}, this toolkit "
+                         f"reads version {CHECKPOINT_VERSION} (the model's modules were "
+                         "renamed to load published weights); retrain with `train run`")
+    return ck
+
+
+def save_checkpoint(path: Path, checkpoint: dict) -> None:
+    with atomic_output(path) as tmp:
+        torch.save({"checkpoint_version": CHECKPOINT_VERSION, **checkpoint}, tmp)
+
+
+@dataclass(frozen=True)
+class Processes:
+    """The processes of a run: one, or the ranks that torchrun started (DDP). Rank 0 decides
+    and writes; the others follow its decisions."""
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def start(cls) -> "Processes":
+        """Join the process group when torchrun launched several processes."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend)
+        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+    def stop(self) -> None:
+        """Leave the process group after a finished run (every rank, together)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.barrier()
+                dist.destroy_process_group()
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def decide(self, decision: Callable[[], Any]) -> Any:
+        """Run `decision` on rank 0 and give every rank its result; an error on rank 0 is
+        raised on every rank, so all stop together."""
+        result, error = None, None
+        if self.main:
+            try:
+                result = decision()
+            except Exception as e:  # handed to every rank below
+                error = e
+        if self.world > 1:
+            import torch.distributed as dist
+
+            box = [result, None if error is None else (type(error), str(error))]
+            dist.broadcast_object_list(box, src=0)
+            result, err = box
+            if err is not None and error is None:
+                error = err[0](err[1]) if issubclass(err[0], Exception) else StateError(err[1])
+        if error is not None:
+            raise error
+        return result
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        """Element-wise sum over the processes (validation counts)."""
+        if self.world == 1:
+            return values
+        import torch.distributed as dist
+
+        t = torch.as_tensor(values, dtype=torch.float64)
+        dist.all_reduce(t)
+        return t.numpy().astype(values.dtype)
+
+    def loss_reduce(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The loss sums of all processes, with autograd (None in a single process)."""
+        return None if self.world == 1 else _SumOverProcesses.apply
+
+    def broadcast_buffers(self, model: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (BatchNorm statistics), so that all validate and
+        checkpoint the same model."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            for b in model.buffers():
+                dist.broadcast(b, src=0)
+
+
+class _SumOverProcesses(torch.autograd.Function):
+    """The sum of a tensor over all processes. Every process computes the same loss from the
+    sums, so the gradient arriving here is the same on each; summing it gives each process
+    `world` times its share, which DDP's averaging of parameter gradients then divides back:
+    the update is exactly that of the global batch's loss."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
