@@ -1,13 +1,17 @@
-"""Training throughput (tiles/s) and peak memory of the model presets on the current device,
-and the data loader's tiles/s alone, so it is clear whether loading or compute limits
-training. Each figure comes from its own subprocess. On CUDA each preset runs with AMP on and
-off; peak memory is then the GPU's (torch.cuda.max_memory_allocated), else the process's RSS.
+"""Training throughput, side by side in one run, per preset: the model alone (synthetic tensors
+already on the device), the data loader alone (real tiles, the default number of workers for
+the device), and the full step as `train run` does it (loader + model), with their ratios.
 
-Tiles come from the demo pipeline (synthetic demo export, tiled at --tile-size), made once
-and not timed.
+Targets: full step >= 0.9 x model alone on CPU with default options; on a GPU (paper preset)
+bf16 AMP >= 2 x fp32 and the loader >= 3 x the model's rate. channels_last and torch.compile
+are measured beside the default and kept only where they help.
+
+The loader is timed cold (first epoch: every tile decoded) and warm (later epochs: decoded
+tiles come from the dataset's bounded cache), since training runs for many epochs. Each
+figure comes from its own subprocess. Tiles come from the demo pipeline (not timed).
 
     .venv/bin/python benchmarks/bench_train.py [--presets tiny paper] [--tile-size 256]
-        [--batch-size 4] [--steps 8] [--device auto]
+        [--batch-size 4] [--steps 8] [--device auto] [--variants]
 """
 from __future__ import annotations
 
@@ -21,73 +25,121 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import child_main, run_child  # noqa: E402
 
 
-def _dataset(tiles: str, split="train", augment=True):
+def _setup(tiles: str, device_name: str):
+    import torch
+
     from gee_export.common.bands import parse_bands
     from gee_export.common.layout import read_manifest
     from training.data import NormStats, TileDataset
-
-    bands = parse_bands("ABCD")
-    stats = NormStats.from_manifest(read_manifest(Path(tiles), "tiles"), bands)
-    return TileDataset(Path(tiles), split, bands, stats, augment=augment, seed=0), bands
-
-
-def _loader(ds, batch_size, workers, device):
-    from torch.utils.data import DataLoader
-
-    return DataLoader(ds, batch_size, shuffle=True, num_workers=int(workers),
-                      pin_memory=device.type == "cuda", persistent_workers=int(workers) > 0)
-
-
-def loader(tiles: str, batch_size: str, workers: str, epochs: str):
-    """Tiles per second delivered by the data loader alone (read, standardize, augment)."""
-    import torch
-
-    ds, _ = _dataset(tiles)
-    dl = _loader(ds, int(batch_size), workers, torch.device("cpu"))
-    n, t = 0, time.perf_counter()
-    for e in range(int(epochs)):
-        ds.set_epoch(e)
-        for x, _ in dl:
-            n += len(x)
-    return {"tiles_per_s": n / (time.perf_counter() - t), "tiles": n}
-
-
-def train(tiles: str, preset: str, batch_size: str, steps: str, device_name: str, amp: str):
-    """Training steps on real tiles (loading included); the first step is warm-up."""
-    import torch
-
-    from training.models import build_model, count_parameters
-    from training.trainer import amp_dtype_for, resolve_device, train_step
+    from training.runtime import resolve_device
 
     device = resolve_device(device_name)
+    bands = parse_bands("ABCD")
+    stats = NormStats.from_manifest(read_manifest(Path(tiles), "tiles"), bands)
     torch.manual_seed(0)
-    ds, bands = _dataset(tiles)
-    dl = _loader(ds, int(batch_size), 2 if device.type == "cuda" else 0, device)
-    model = build_model("lgt-unet", preset, len(bands)).to(device).train()
+    return device, bands, TileDataset(Path(tiles), "train", bands, stats, augment=True, seed=0)
+
+
+def _loader(ds, batch_size: int, device, workers: int | None = None):
+    """The training loader as `train run` builds it, with its default workers."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from training.data import GlobalBatches
+    from training.trainer import loader_workers
+
+    workers = loader_workers("auto", device, 1) if workers is None else workers
+    batches = GlobalBatches(len(ds), batch_size, seed=0)
+    return batches, workers, DataLoader(ds, batch_sampler=batches, num_workers=workers,
+                                        pin_memory=device.type == "cuda",
+                                        persistent_workers=workers > 0,
+                                        generator=torch.Generator().manual_seed(0))
+
+
+def _model(preset: str, n_bands: int, device, amp: str, variant: str):
+    import torch
+
+    from training.models import build_model
+    from training.runtime import amp_dtype_for
+
+    model = build_model("lgt-unet", preset, n_bands).to(device).train()
+    if "channels_last" in variant:
+        model = model.to(memory_format=torch.channels_last)
+    if "compile" in variant:
+        model = torch.compile(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     amp_dtype = amp_dtype_for(device, amp == "on")
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    batches = []
-    while len(batches) < int(steps) + 1:  # enough batches, cycling over the split
-        batches.extend(dl)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    return model, opt, scaler, amp_dtype
+
+
+def _timed_steps(model, opt, scaler, amp_dtype, batches, device, variant: str, warmup: int):
+    import torch
+
+    from training.trainer import train_step
+
     n, t = 0, None
-    for i, (x, y) in enumerate(batches[:int(steps) + 1]):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        train_step(model, x, y, opt, None, scaler, amp_dtype)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i == 0:
+    for i, (x, y) in enumerate(batches):
+        if i == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             t = time.perf_counter()
-        else:
-            n += len(x)
-    out = {"tiles_per_s": n / (time.perf_counter() - t), "device": str(device),
-           "params_m": count_parameters(model) / 1e6,
-           "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off"}
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if "channels_last" in variant:
+            x = x.contiguous(memory_format=torch.channels_last)
+        train_step(model, x, y, opt, None, scaler, amp_dtype)
+        n += len(x) if i >= warmup else 0
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return n / (time.perf_counter() - t)
+
+
+def model_alone(tiles: str, preset: str, batch: str, steps: str, device_name: str, amp: str,
+                variant: str):
+    """Training steps on synthetic tensors already on the device."""
+    import torch
+
+    device, bands, ds = _setup(tiles, device_name)
+    x0, _ = ds[0]
+    b, warmup = int(batch), 3 if "compile" in variant else 1
+    x = torch.randn(b, *x0.shape, device=device)
+    y = torch.randint(0, 2, (b, *x0.shape[1:]), device=device)
+    model, opt, scaler, amp_dtype = _model(preset, len(bands), device, amp, variant)
+    rate = _timed_steps(model, opt, scaler, amp_dtype, [(x, y)] * (int(steps) + warmup), device,
+                        variant, warmup)
+    out = {"tiles_per_s": rate, "device": str(device)}
     if device.type == "cuda":
         out["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
     return out
+
+
+def loader_alone(tiles: str, batch: str, device_name: str, epochs: str):
+    """Tiles per second from the loader alone: the first epoch cold, the others warm."""
+    device, _, ds = _setup(tiles, device_name)
+    batches, workers, dl = _loader(ds, int(batch), device)
+    rates = []
+    for e in range(int(epochs)):
+        batches.set_epoch(e)
+        n, t = 0, time.perf_counter()
+        for x, _ in dl:
+            n += len(x)
+        rates.append(n / (time.perf_counter() - t))
+    return {"cold": rates[0], "warm": sum(rates[1:]) / max(1, len(rates) - 1),
+            "workers": workers}
+
+
+def full_step(tiles: str, preset: str, batch: str, epochs: str, device_name: str, amp: str):
+    """Loader + model as train run runs them; the first epoch (cold cache) apart."""
+    device, bands, ds = _setup(tiles, device_name)
+    batches, workers, dl = _loader(ds, int(batch), device)
+    model, opt, scaler, amp_dtype = _model(preset, len(bands), device, amp, "default")
+    rates = []
+    for e in range(int(epochs)):
+        batches.set_epoch(e)
+        rates.append(_timed_steps(model, opt, scaler, amp_dtype, dl, device, "default",
+                                  1 if e == 0 else 0))
+    return {"cold": rates[0], "warm": sum(rates[1:]) / max(1, len(rates) - 1),
+            "workers": workers}
 
 
 def make_tiles(root: Path, tile_size: int) -> Path:
@@ -101,7 +153,7 @@ def make_tiles(root: Path, tile_size: int) -> Path:
         res = CliRunner().invoke(prep, args + ["--workspace", str(root)])
         if res.exit_code != 0:
             raise SystemExit(res.output)
-    return next((root / "tiles").iterdir())
+    return next(p for p in (root / "tiles").iterdir() if p.is_dir())
 
 
 def main():
@@ -110,11 +162,15 @@ def main():
     ap.add_argument("--tile-size", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=3, help="full step and loader epochs")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--variants", action="store_true",
+                    help="also time channels_last and torch.compile (model alone)")
     ap.add_argument("--child", nargs="+")
     a = ap.parse_args()
     if a.child:
-        return child_main({"loader": loader, "train": train}, a.child)
+        return child_main({"model": model_alone, "loader": loader_alone, "full": full_step},
+                          a.child)
     import torch
 
     cuda = a.device != "cpu" and torch.cuda.is_available()
@@ -123,18 +179,35 @@ def main():
         print(f"tiles {a.tile_size} px, batch {a.batch_size}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} CPU threads, "
               f"{torch.cuda.get_device_name(0) if cuda else 'no GPU'}")
-        for workers in (0, 2):
-            r = run_child(__file__, "loader", tiles, a.batch_size, workers, 3)
-            print(f"loader, {workers} workers: {r['tiles_per_s']:8.1f} tiles/s "
-                  f"(peak RSS {r['peak_mb']:.0f} MB)")
+        ld = run_child(__file__, "loader", tiles, a.batch_size, a.device, a.epochs)
+        print(f"loader alone ({ld['workers']} workers): cold {ld['cold']:.1f} tiles/s, "
+              f"warm {ld['warm']:.1f} tiles/s")
         for preset in a.presets:
-            for amp in (("on", "off") if cuda else ("off",)):
-                r = run_child(__file__, "train", tiles, preset, a.batch_size, a.steps,
-                              a.device, amp)
-                mem = (f"GPU peak {r['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in r
-                       else f"peak RSS {r['peak_mb']:.0f} MB")
-                print(f"train {preset:<6} ({r['params_m']:.1f} M) on {r['device']}, AMP "
-                      f"{r['amp']}: {r['tiles_per_s']:8.2f} tiles/s, {mem}")
+            report_preset(preset, a, tiles, ld, cuda)
+
+
+def report_preset(preset: str, a, tiles: Path, ld: dict, cuda: bool) -> None:
+    amps = ("on", "off") if cuda else ("off",)
+    model = {amp: run_child(__file__, "model", tiles, preset, a.batch_size, a.steps, a.device,
+                            amp, "default") for amp in amps}
+    full = run_child(__file__, "full", tiles, preset, a.batch_size, a.epochs, a.device, amps[0])
+    m = model[amps[0]]["tiles_per_s"]
+    print(f"{preset:<6} model alone {m:8.2f} tiles/s | full step cold {full['cold']:8.2f}, "
+          f"warm {full['warm']:8.2f} tiles/s | full/model warm {full['warm'] / m:.2f}x "
+          f"(target >= 0.9) | loader/model warm {ld['warm'] / m:.1f}x (target >= 3)")
+    if cuda:
+        print(f"{preset:<6} AMP {model['on']['tiles_per_s']:.2f} vs fp32 "
+              f"{model['off']['tiles_per_s']:.2f} tiles/s: "
+              f"{model['on']['tiles_per_s'] / model['off']['tiles_per_s']:.2f}x (target >= 2)")
+    if a.variants:
+        for variant in ("channels_last", "compile", "channels_last+compile"):
+            try:
+                r = run_child(__file__, "model", tiles, preset, a.batch_size, a.steps, a.device,
+                              amps[0], variant)
+                print(f"{preset:<6} {variant:<22} {r['tiles_per_s']:8.2f} tiles/s: "
+                      f"{r['tiles_per_s'] / m:.2f}x the default")
+            except SystemExit as e:
+                print(f"{preset:<6} {variant:<22} failed: {str(e).splitlines()[-1][:100]}")
 
 
 if __name__ == "__main__":

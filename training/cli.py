@@ -5,7 +5,17 @@ from pathlib import Path
 
 import click
 
-from gee_export.common.cli import CONTEXT, AutoInt, Device, quiet_option, user_errors, workspace_option
+from gee_export.common.cli import (
+    CONTEXT,
+    AutoInt,
+    Device,
+    force_option,
+    multiple_of,
+    quiet_option,
+    user_errors,
+    wait_option,
+    workspace_option,
+)
 from gee_export.common.layout import newest_complete, resolve_workspace
 
 from .trainer import TrainConfig
@@ -108,66 +118,100 @@ def run(tiles: Path | None, model: str, preset: str, bands: str, epochs: int, ba
     run_training(tiles, ws, cfg, name, resume, quiet=quiet, echo=click.echo)
 
 
+checkpoint_option = click.option(
+    "--checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
+    help="A checkpoint of `train run`, e.g. workspace/runs/NAME/best.pt.")
+
+
+def predict_options(fn):
+    """The options of train predict that train change passes on to it."""
+    for option in reversed([
+        click.option("--window", type=click.IntRange(min=32), default=None,
+                     callback=multiple_of(32), help="Window side in px, a multiple of 32. "
+                     "[default: the training tile size]"),
+        click.option("--overlap", type=click.IntRange(min=0), default=None,
+                     help="Overlap of neighbouring windows in px, below --window. [default: a "
+                          "quarter window]"),
+        click.option("--batch-size", type=click.IntRange(min=1), default=4,
+                     help="Windows per forward pass."),
+        click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     default=0.5, help="Glacier probability threshold."),
+        click.option("--tta", is_flag=True, help="Average over the 8 rotations and flips; "
+                     "probability.tif then has the spread as band 2."),
+        device_option, no_amp_option]):
+        fn = option(fn)
+    return fn
+
+
 @click.command(context_settings=CONTEXT)
-@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
-              help="A checkpoint of `train run`, e.g. workspace/runs/NAME/best.pt.")
-@click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
-              help="Export to predict (any year or region with the checkpoint's bands). "
-                   "[default: the newest complete export]")
-@click.option("--window", type=int, default=None,
-              help="Window side in px, a multiple of 32. [default: the training tile size]")
-@click.option("--overlap", type=int, default=None,
-              help="Overlap of neighbouring windows in px. [default: a quarter window]")
-@click.option("--batch-size", type=int, default=4, help="Windows per forward pass.")
-@click.option("--threshold", type=float, default=0.5, help="Glacier probability threshold.")
-@click.option("--min-area", type=float, default=0.05,
+@checkpoint_option
+@click.option("--export", "export_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None, help="Export to predict (any year or region with the "
+              "checkpoint's bands). [default: the newest complete export]")
+@predict_options
+@click.option("--min-area", type=click.FloatRange(min=0), default=0.05,
               help="Drop glacier polygons smaller than this, km^2 (paper: 0.05).")
-@click.option("--max-hole", type=float, default=0.01,
+@click.option("--max-hole", type=click.FloatRange(min=0), default=0.01,
               help="Fill holes in glacier polygons smaller than this, km^2.")
-@click.option("--simplify", type=float, default=0.0,
+@click.option("--simplify", type=click.FloatRange(min=0), default=0.0,
               help="Simplify outlines with this tolerance in metres (0: exact pixel edges).")
-@device_option
-@no_amp_option
 @click.option("--name", default=None, help="Output name under predictions/RUN/. "
                                            "[default: the export's name]")
-@click.option("--force", is_flag=True, help="Replace a prediction made with other parameters.")
+@force_option
+@wait_option
 @quiet_option
 @workspace_option
 @user_errors
-def predict(checkpoint, export_dir, window, overlap, batch_size, threshold, min_area, max_hole,
-            simplify, device, no_amp, name, force, quiet, workspace):
-    """Predict glacier probability over a whole export and write glacier outlines."""
-    from gee_export.common.errors import GlacierError
-
+def predict(checkpoint: Path, export_dir: Path | None, window: int | None, overlap: int | None,
+            batch_size: int, threshold: float, tta: bool, device: str, no_amp: bool,
+            min_area: float, max_hole: float, simplify: float, name: str | None, force: bool,
+            wait: bool, quiet: bool, workspace: Path | None) -> None:
+    """Predict glacier probability over a whole export and write glacier outlines
+    (glaciers.gpkg: layer glaciers, and by_glacier with each inventory glacier's ice)."""
     from .predict import PredictConfig
     from .predict import predict as run_predict
 
     ws = resolve_workspace(workspace)
-    if batch_size < 1 or not 0 < threshold < 1:
-        raise GlacierError("--batch-size must be >= 1 and --threshold in (0, 1)")
     export_dir = Path(export_dir) if export_dir else newest_complete(ws, "export")
     cfg = PredictConfig(window=window, overlap=overlap, batch_size=batch_size,
                         threshold=threshold, min_area_km2=min_area, max_hole_km2=max_hole,
-                        simplify_m=simplify, device=device, amp=not no_amp)
-    run_predict(Path(checkpoint), export_dir, ws, cfg, name, force, quiet, click.echo)
+                        simplify_m=simplify, device=device, amp=not no_amp, tta=tta)
+    run_predict(Path(checkpoint), export_dir, ws, cfg, name, force, quiet, click.echo,
+                wait=wait)
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--prediction", type=click.Path(path_type=Path), required=True,
-              help="A directory written by `train predict`.")
-@click.option("--reference", type=click.Path(path_type=Path), default=None,
-              help="Reference glacier outlines (any CRS). [default: the outlines the "
-                   "predicted export recorded]")
-@click.option("--min-area", type=float, default=0.0,
-              help="Ignore reference glaciers smaller than this, km^2.")
+@click.option("--prediction", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              required=True, help="A directory written by `train predict`.")
+@click.option("--reference", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              default=None, help="Reference glacier outlines (any CRS). [default: the outlines "
+              "the predicted export recorded]")
+@click.option("--min-area", type=click.FloatRange(min=0), default=0.05,
+              help="Reference glaciers smaller than this (km^2, ellipsoidal) are ignored, as "
+                   "prep tile labels them 255.")
+@click.option("--id-field", default=None, help="Field of the reference holding glacier ids. "
+              "[default: the first of glac_id, rgi_id, RGIId, GLIMSId, ... present]")
+@click.option("--zone-buffer", type=click.FloatRange(min=0), default=500.0,
+              help="Predicted ice within this distance (m) of a reference glacier counts for "
+                   "the nearest one.")
+@click.option("--name", default="report", help="Report name: NAME.json and its figure "
+              "(report.json and agreement.png by default).")
+@click.option("--force", is_flag=True, help="Replace a report of this name made otherwise.")
 @user_errors
-def evaluate(prediction, reference, min_area):
-    """Score a prediction against reference outlines: report.json and agreement.png."""
-    from .evaluation import evaluate_prediction
+def evaluate(prediction: Path, reference: Path | None, min_area: float, id_field: str | None,
+             zone_buffer: float, name: str, force: bool) -> None:
+    """Score a prediction against reference outlines, over the pixels with data: pixel
+    scores, areas (planar and ellipsoidal), per-glacier errors by zones, outer-boundary
+    distances; writes report.json and agreement.png."""
+    from .evaluation import EvalConfig, evaluate_prediction
     from .predict import reference_default
 
-    evaluate_prediction(Path(prediction), Path(reference) if reference else
-                        reference_default(Path(prediction)), min_area, click.echo)
+    ref = Path(reference) if reference else reference_default(Path(prediction))
+    if not ref.is_file():
+        raise click.UsageError(f"{prediction}: its export recorded no outlines; give "
+                               "--reference FILE")
+    evaluate_prediction(Path(prediction), ref, EvalConfig(min_area, id_field, zone_buffer),
+                        name, force, click.echo)
 
 
 @click.command(context_settings=CONTEXT)

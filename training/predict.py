@@ -14,9 +14,10 @@ from typing import Callable
 
 import numpy as np
 
-from gee_export.common.atomic import as_stored, atomic_output, write_json
+from gee_export.common.atomic import as_stored, atomic_output
 from gee_export.common.bands import BAND_NAMES
-from gee_export.common.errors import GlacierError
+from gee_export.common.errors import InputError, StateError
+from gee_export.common.grid import ExportGrid
 from gee_export.common.layout import (
     GLACIERS_GPKG,
     OUTLINES_FILE,
@@ -28,8 +29,14 @@ from gee_export.common.layout import (
     file_sha256,
     now_iso,
     read_manifest,
+    require_complete,
+    resolved_path,
+    stored_path,
+    write_manifest,
 )
-from gee_export.common.rasters import bounded_gdal_cache
+from gee_export.common.locks import output_lock
+from gee_export.common.rasters import bounded_gdal_cache, geotiff_profile
+from gee_export.common.vectors import write_gpkg_layers
 
 RAW_SUFFIX = ".raw.tif"  # uncompressed working copy, kept between runs for resume
 MIN_WEIGHT = 1e-3  # floor of the blending weight, so scene-edge pixels are never divided by 0
@@ -47,6 +54,7 @@ class PredictConfig:
     band_width: int = 4096  # columns per streamed band: bounds memory on wide scenes
     device: str = "auto"
     amp: bool = True
+    tta: bool = False  # average over the 8 rotations and flips; band 2 holds their spread
 
 
 # -- windows and blending (pure) -------------------------------------------------------------
@@ -69,7 +77,9 @@ def blend_weights(window: int) -> np.ndarray:
     return np.outer(w, w).astype(np.float32)
 
 
-ModelFn = Callable[[np.ndarray], np.ndarray]  # (B, C, w, w) standardized -> (B, w, w) prob
+# (B, C, w, w) standardized -> (B, w, w) glacier probability, or (B, K, w, w) with more bands
+# (with --tta: the mean and the spread over the 8 rotations and flips).
+ModelFn = Callable[[np.ndarray], np.ndarray]
 
 
 def _read_window(src, band_idx, row, col, window):
@@ -85,63 +95,67 @@ def stream_probability(src, dst, model_fn: ModelFn, band_idx: list[int], standar
                        window: int, overlap: int, batch_size: int, band_width: int,
                        done_bands: set[int] = frozenset(), on_band=None,
                        progress=None) -> None:
-    """Blend model outputs over overlapping windows of `src` into band 1 of `dst` (same grid).
+    """Blend model outputs over overlapping windows of `src` into the bands of `dst` (same
+    grid), one per output band of the model.
 
     Every pixel gets sum(w * p) / sum(w) over the windows covering it, with w zero where the
     stack is nodata (so nodata stays NaN). Windows sit on one global lattice whatever the
     column band, so the result does not depend on `band_width`.
     """
+    if not 0 <= overlap < window:
+        raise InputError(f"--overlap {overlap} must lie in [0, window {window})")
+    step = window - overlap
+    rows, cols = window_starts(src.height, window, step), window_starts(src.width, window, step)
+    for c0 in range(0, src.width, band_width):
+        bcols = [c for c in cols if c < min(src.width, c0 + band_width) and c + window > c0]
+        if c0 not in done_bands:
+            _stream_band(src, dst, model_fn, band_idx, standardize, window, batch_size, c0,
+                         min(src.width, c0 + band_width), rows, bcols, progress)
+            if on_band:
+                on_band(c0)
+        elif progress:
+            progress(len(rows) * len(bcols))
+
+
+def _stream_band(src, dst, model_fn, band_idx, standardize, window, batch_size, c0, c1, rows,
+                 bcols, progress) -> None:
+    """One column band: a rolling buffer one window tall, flushed as rows are finished."""
     from rasterio.windows import Window
 
-    if not 0 <= overlap < window:
-        raise GlacierError(f"--overlap {overlap} must lie in [0, window {window})")
-    H, W = src.height, src.width
-    step = window - overlap
-    rows, cols = window_starts(H, window, step), window_starts(W, window, step)
     weight = blend_weights(window)
-    for c0 in range(0, W, band_width):
-        if c0 in done_bands:
+    x0 = bcols[0]
+    num = np.zeros((dst.count, window, bcols[-1] + window - x0), np.float32)
+    den = np.zeros(num.shape[1:], np.float32)
+    r0 = 0
+
+    def flush(upto: int) -> int:
+        upto = min(upto, src.height)
+        if upto <= r0:
+            return r0
+        n = upto - r0
+        d = den[:n, c0 - x0:c1 - x0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = np.where(d > 0, num[:, :n, c0 - x0:c1 - x0] / d, np.nan).astype(np.float32)
+        dst.write(p, window=Window(c0, r0, c1 - c0, n))
+        num[:, :-n], den[:-n] = num[:, n:].copy(), den[n:].copy()
+        num[:, -n:], den[-n:] = 0, 0
+        return upto
+
+    for r in rows:
+        r0 = flush(r)
+        for i in range(0, len(bcols), batch_size):
+            batch = bcols[i:i + batch_size]
+            raw = np.stack([_read_window(src, band_idx, r, c, window) for c in batch])
+            valid = np.isfinite(raw).all(axis=1)
+            prob = model_fn(np.stack([standardize(x) for x in raw]))
+            prob = prob[:, None] if prob.ndim == 3 else prob
+            for c, p, v in zip(batch, prob, valid):
+                w = weight * v
+                num[:, :, c - x0:c - x0 + window] += w * p
+                den[:, c - x0:c - x0 + window] += w
             if progress:
-                progress(len(rows) * sum(1 for c in cols if c < c0 + band_width
-                                         and c + window > c0))
-            continue
-        c1 = min(W, c0 + band_width)
-        bcols = [c for c in cols if c < c1 and c + window > c0]
-        x0 = bcols[0]
-        num = np.zeros((window, bcols[-1] + window - x0), np.float32)
-        den = np.zeros_like(num)
-        state = {"r0": 0}
-
-        def flush(upto: int):
-            r0 = state["r0"]
-            upto = min(upto, H)
-            if upto <= r0:
-                return
-            n = upto - r0
-            d = den[:n, c0 - x0:c1 - x0]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                p = np.where(d > 0, num[:n, c0 - x0:c1 - x0] / d, np.nan).astype(np.float32)
-            dst.write(p, 1, window=Window(c0, r0, c1 - c0, n))
-            num[:-n], den[:-n] = num[n:].copy(), den[n:].copy()
-            num[-n:], den[-n:] = 0, 0
-            state["r0"] = upto
-
-        for r in rows:
-            flush(r)
-            for i in range(0, len(bcols), batch_size):
-                batch = bcols[i:i + batch_size]
-                raw = np.stack([_read_window(src, band_idx, r, c, window) for c in batch])
-                valid = np.isfinite(raw).all(axis=1)
-                prob = model_fn(np.stack([standardize(x) for x in raw]))
-                for c, p, v in zip(batch, prob, valid):
-                    w = weight * v
-                    num[:, c - x0:c - x0 + window] += w * p
-                    den[:, c - x0:c - x0 + window] += w
-                if progress:
-                    progress(len(batch))
-        flush(H)
-        if on_band:
-            on_band(c0)
+                progress(len(batch))
+    flush(src.height)
 
 
 # -- outlines (pure on arrays and geometries) --------------------------------------------------
@@ -204,6 +218,7 @@ def mean_probability(src, polys: list, block: int = 1024) -> list[float]:
     import shapely
     from rasterio import features
     from rasterio.windows import Window
+    from rasterio.windows import bounds as window_bounds
     from shapely.geometry import box
 
     n = len(polys)
@@ -216,7 +231,7 @@ def mean_probability(src, polys: list, block: int = 1024) -> list[float]:
         for c in range(0, src.width, block):
             win = Window(c, r, min(block, src.width - c), min(block, src.height - r))
             t = src.window_transform(win)
-            idx = tree.query(box(*rasterio_bounds(t, win)))
+            idx = tree.query(box(*window_bounds(win, src.transform)))
             if not len(idx):
                 continue
             p = src.read(1, window=win)
@@ -228,12 +243,6 @@ def mean_probability(src, polys: list, block: int = 1024) -> list[float]:
     with np.errstate(invalid="ignore"):
         return [float(v) for v in np.where(counts > 0, sums / np.maximum(counts, 1),
                                            np.nan)[1:]]
-
-
-def rasterio_bounds(transform, win) -> tuple[float, float, float, float]:
-    x0, y0 = transform * (0, 0)
-    x1, y1 = transform * (win.width, win.height)
-    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
 
 
 # -- checks against the checkpoint ------------------------------------------------------------
@@ -281,192 +290,327 @@ def sample_band_means(src, band_idx: list[int], names: list[str], n: int = 64,
         return {b: float(s / k) if k else float("nan") for b, s, k in zip(names, sums, counts)}
 
 
-# -- the command ------------------------------------------------------------------------------
+# -- the model as a function of arrays ------------------------------------------------------------
 
-def torch_model_fn(model, device, amp_dtype) -> ModelFn:
+def torch_model_fn(model, device, amp_dtype, tta: bool = False) -> ModelFn:
+    """The model as ModelFn; with `tta`, the mean and the spread (standard deviation) of its
+    probabilities over the 8 rotations and flips, each mapped back before averaging."""
     import torch
 
     from training.runtime import forward
 
+    def prob(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(forward(model, x, amp_dtype).float(), 1)[:, 1]
+
     @torch.no_grad()
     def fn(x: np.ndarray) -> np.ndarray:
-        logits = forward(model, torch.from_numpy(np.ascontiguousarray(x)).to(device), amp_dtype)
-        return torch.softmax(logits.float(), 1)[:, 1].cpu().numpy()
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+        if not tta:
+            return prob(t).cpu().numpy()
+        views = torch.stack([undo_dihedral(prob(dihedral_view(t, k)), k) for k in range(8)])
+        return torch.stack([views.mean(0), views.std(0, unbiased=False)], 1).cpu().numpy()
 
     return fn
 
 
+def dihedral_view(x, k: int):
+    """The k-th of the 8 rotations and flips of a (..., h, w) tensor (k in 0..7)."""
+    import torch
+
+    x = x.flip(-1) if k >= 4 else x
+    return torch.rot90(x, k % 4, (-2, -1))
+
+
+def undo_dihedral(x, k: int):
+    """The inverse of dihedral_view(., k)."""
+    import torch
+
+    x = torch.rot90(x, -(k % 4), (-2, -1))
+    return x.flip(-1) if k >= 4 else x
+
+
 def load_model(checkpoint: Path, device):
     from training.models import build_model
-    from training.runtime import load_checkpoint
+    from training.runtime import load_checkpoint, prepared
 
     ck = load_checkpoint(checkpoint, map_location="cpu")
     meta = ck["meta"]
     model = build_model(meta["model"], meta["preset"], len(meta["band_names"]))
     model.load_state_dict(ck["model_state"])
-    return model.to(device).eval(), meta
+    return prepared(model, device).eval(), meta
 
 
-def predict(*args, **kwargs) -> Path:
-    """Probability GeoTIFF and glacier outlines for one export (see _predict); rerunning
-    resumes. GDAL's block cache is capped: every block is read about once."""
-    with bounded_gdal_cache():
-        return _predict(*args, **kwargs)
+# -- the command ------------------------------------------------------------------------------
+
+def predict(checkpoint: Path, export_dir: Path, workspace: Path,
+            cfg: PredictConfig = PredictConfig(), name: str | None = None, force: bool = False,
+            quiet: bool = False, echo: Callable[[str], None] = print,
+            model_fn: ModelFn | None = None, wait: bool = False) -> Path:
+    """Probability GeoTIFF and glacier outlines for one export; rerunning resumes. GDAL's
+    block cache is capped: every block is read about once."""
+    job = _PredictJob.open(Path(checkpoint), Path(export_dir), Path(workspace), cfg, name,
+                           model_fn)
+    with output_lock(job.out, wait, echo), bounded_gdal_cache():
+        manifest = job.claim(force, echo)
+        if manifest is None:
+            return job.out
+        job.probability(manifest, quiet, echo)
+        job.outlines(manifest, echo)
+    return job.out
 
 
-def _predict(checkpoint: Path, export_dir: Path, workspace: Path, cfg: PredictConfig,
-             name: str | None = None, force: bool = False, quiet: bool = False,
-             echo=print, model_fn: ModelFn | None = None) -> Path:
-    import rasterio
-    from tqdm import tqdm
+@dataclass
+class _PredictJob:
+    checkpoint: Path
+    export_dir: Path
+    export: dict
+    workspace: Path
+    cfg: PredictConfig
+    meta: dict
+    window: int
+    overlap: int
+    out: Path
+    model_fn: ModelFn | None
 
-    from gee_export.common.rasters import check_stack
-    from training.data import NormStats
-    from training.runtime import amp_dtype_for, resolve_device
-
-    export = read_manifest(export_dir, "export")
-    if not export.get("complete"):
-        raise GlacierError(f"{export_dir}: the export is not complete; finish `prep export`")
-    vrt = Path(export_dir) / STACK_VRT
-    check_stack(vrt)
-    device = resolve_device(cfg.device)
-    model, meta = load_model(checkpoint, device) if model_fn is None else (None, None)
-    if meta is None:
+    @classmethod
+    def open(cls, checkpoint: Path, export_dir: Path, workspace: Path, cfg: PredictConfig,
+             name: str | None, model_fn: ModelFn | None) -> "_PredictJob":
+        from gee_export.common.rasters import check_stack
         from training.runtime import load_checkpoint
 
+        export = require_complete(export_dir, "export", "finish it with `prep export`")
+        check_stack(export_dir / STACK_VRT)
         meta = load_checkpoint(checkpoint)["meta"]
-    bands = meta["band_names"]
-    missing = [b for b in bands if b not in BAND_NAMES]
-    if missing:
-        raise GlacierError(f"{checkpoint}: trained on band(s) {', '.join(missing)} that the "
-                           "stack lacks")
-    window = cfg.window or meta["tile_size"]
-    if window % 32:
-        raise GlacierError(f"--window {window}: must be a multiple of 32 (the encoder's stride)")
-    overlap = window // 4 if cfg.overlap is None else cfg.overlap
-    if not 0 <= overlap < window:
-        raise GlacierError(f"--overlap {overlap} must lie in [0, window {window})")
-    stats = NormStats.from_dict(meta["norm_stats"])
-    band_idx = [BAND_NAMES.index(b) + 1 for b in bands]
-    if model_fn is None:
-        model_fn = torch_model_fn(model, device, amp_dtype_for(device, cfg.amp))
+        missing = [b for b in meta["band_names"] if b not in BAND_NAMES]
+        if missing:
+            raise InputError(f"{checkpoint}: trained on band(s) {', '.join(missing)} that the "
+                             "stack lacks")
+        window = cfg.window or meta["tile_size"]
+        if window % 32 or window < 32:
+            raise InputError(f"--window {window}: must be a multiple of 32 (the encoder's "
+                             "stride)")
+        overlap = window // 4 if cfg.overlap is None else cfg.overlap
+        if not 0 <= overlap < window:
+            raise InputError(f"--overlap {overlap} must lie in [0, window {window})")
+        run_name = checkpoint.resolve().parent.name
+        out = workspace / PREDICTIONS_DIR / run_name / (name or export_dir.name)
+        return cls(checkpoint, export_dir, export, workspace, cfg, meta, window, overlap, out,
+                   model_fn)
 
-    run_name = Path(checkpoint).resolve().parent.name
-    out = Path(workspace) / PREDICTIONS_DIR / run_name / (name or Path(export_dir).name)
-    params = as_stored({
-        "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256":
-        file_sha256(checkpoint), "export": str(Path(export_dir).resolve()),
-        "export_completed_at": export.get("completed_at"),
-        "config": {**asdict(cfg), "window": window, "overlap": overlap}})
-    mf = out / PREDICTION_MANIFEST
-    manifest = None
-    if mf.is_file():
-        old = read_manifest(mf, "prediction")
-        if old.get("parameters") == params and not force:
-            if old.get("complete"):
-                echo(f"prediction {out} is complete; nothing to do")
-                return out
-            manifest = old
-        elif not force:
-            raise GlacierError(f"{out} holds a prediction made with other parameters; use "
-                               "--force to replace it or --name to predict beside it")
-    if manifest is None:
+    def parameters(self) -> dict:
+        """What makes two predictions the same: the checkpoint by content, the export by
+        its place in the workspace and its completion, the options."""
+        return as_stored({
+            "checkpoint": self.checkpoint.name, "checkpoint_sha256": file_sha256(self.checkpoint),
+            "export": stored_path(self.export_dir, self.out, self.workspace),
+            "export_completed_at": self.export.get("completed_at"),
+            "config": {**asdict(self.cfg), "window": self.window, "overlap": self.overlap}})
+
+    def claim(self, force: bool, echo) -> dict | None:
+        """The manifest to continue, a fresh one, or None when the prediction is done."""
         import shutil
 
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-        manifest = base_manifest("prediction", parameters=params, bands=bands,
-                                 grid=export["grid"], export=str(Path(export_dir).resolve()),
-                                 region=export.get("region", {}).get("name"),
-                                 year=export.get("year"), synthetic=export.get("synthetic"),
-                                 bands_done=[])
-        write_json(mf, manifest)
+        params, mf = self.parameters(), self.out / PREDICTION_MANIFEST
+        if mf.is_file():
+            old = read_manifest(mf, "prediction")
+            if old.get("parameters") == params:
+                if old.get("complete"):
+                    echo(f"prediction {self.out} is complete; nothing to do")
+                    return None
+                return old
+            if not force:
+                raise StateError(f"{self.out} holds a prediction made with other parameters; "
+                                 "use --force to replace it or --name to predict beside it")
+        shutil.rmtree(self.out, ignore_errors=True)
+        ex = self.export
+        manifest = base_manifest(
+            "prediction", parameters=params, bands=self.meta["band_names"], grid=ex["grid"],
+            export=stored_path(self.export_dir, self.out, self.workspace),
+            region=ex.get("region", {}).get("name"), year=ex.get("year"),
+            synthetic=ex.get("synthetic"), bands_done=[],
+            probability_bands=list(PROBABILITY_BANDS[:2 if self.cfg.tta else 1]))
+        write_manifest(mf, manifest)
+        return manifest
 
-    raw = out / (PROBABILITY_TIF + RAW_SUFFIX)
-    with rasterio.open(vrt) as src:
-        if "warnings" not in manifest:
-            manifest["warnings"] = normalization_warnings(
-                meta, export, sample_band_means(src, band_idx, bands))
-            for w in manifest["warnings"]:
-                echo(f"warning: {w}")
-            write_json(mf, manifest)
-        if not (out / PROBABILITY_TIF).is_file():
+    def probability(self, manifest: dict, quiet: bool, echo) -> None:
+        """probability.tif, streamed into an uncompressed working copy that survives an
+        interruption (finished column bands are recorded), then compressed."""
+        import rasterio
+
+        if (self.out / PROBABILITY_TIF).is_file():
+            return
+        raw = self.out / (PROBABILITY_TIF + RAW_SUFFIX)
+        mf = self.out / PREDICTION_MANIFEST
+        with rasterio.open(self.export_dir / STACK_VRT) as src:
+            band_idx = [BAND_NAMES.index(b) + 1 for b in self.meta["band_names"]]
+            if "warnings" not in manifest:
+                manifest["warnings"] = normalization_warnings(
+                    self.meta, self.export, sample_band_means(src, band_idx,
+                                                              self.meta["band_names"]))
+                for w in manifest["warnings"]:
+                    echo(f"warning: {w}")
             if not raw.is_file():
                 manifest["bands_done"] = []
-            prof = dict(driver="GTiff", width=src.width, height=src.height, count=1,
-                        dtype="float32", crs=src.crs, transform=src.transform, nodata=np.nan,
-                        tiled=True, blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER")
-            step = window - overlap
-            total = len(window_starts(src.height, window, step)) * sum(
-                len([c for c in window_starts(src.width, window, step)
-                     if c < c0 + cfg.band_width and c + window > c0])
-                for c0 in range(0, src.width, cfg.band_width))
-            bar = tqdm(total=total, desc="predict", unit="window", disable=quiet, leave=False)
+            write_manifest(mf, manifest)
 
-            def band_done(c0):
+            def band_done(c0: int) -> None:
                 manifest["bands_done"].append(c0)
-                write_json(mf, manifest)
+                write_manifest(mf, manifest)
 
-            with rasterio.open(raw, "r+" if raw.is_file() else "w",
-                               **({} if raw.is_file() else prof)) as dst:
-                stream_probability(src, dst, model_fn, band_idx, stats.apply, window, overlap,
-                                   cfg.batch_size, cfg.band_width,
-                                   set(manifest["bands_done"]), band_done, bar.update)
-            bar.close()
-            _compress(raw, out / PROBABILITY_TIF)
-            raw.unlink()
+            self._stream(src, raw, band_idx, set(manifest["bands_done"]), band_done, quiet)
+        _compress(raw, self.out / PROBABILITY_TIF, manifest["probability_bands"])
+        raw.unlink()
 
-    echo("polygonizing")
-    with rasterio.open(out / PROBABILITY_TIF) as prob:
-        res = prob.res[0]
-        raw_polys, valid_px = polygonize_blocks(prob, cfg.threshold)
-        polys = clean_polygons(raw_polys, cfg.min_area_km2 * 1e6, cfg.max_hole_km2 * 1e6,
-                               cfg.simplify_m)
-        means = mean_probability(prob, polys)
-        crs = prob.crs
-        valid_km2 = valid_px * abs(prob.res[0] * prob.res[1]) / 1e6
-    _write_glaciers(out / GLACIERS_GPKG, polys, means, crs)
-    area = sum(p.area for p in polys) / 1e6
-    manifest.update(complete=True, completed_at=now_iso(), glaciers=len(polys),
-                    glacier_area_km2=area, valid_area_km2=valid_km2, pixel_size_m=res)
-    write_json(mf, manifest)
-    echo(f"prediction complete: {out} ({len(polys)} glaciers, {area:.2f} km^2)")
-    return out
+    def _stream(self, src, raw: Path, band_idx: list[int], done: set[int], band_done,
+                quiet: bool) -> None:
+        import rasterio
+        from tqdm import tqdm
+
+        from training.data import NormStats
+        from training.runtime import amp_dtype_for, resolve_device
+
+        cfg = self.cfg
+        model_fn = self.model_fn
+        if model_fn is None:
+            device = resolve_device(cfg.device)
+            model, _ = load_model(self.checkpoint, device)
+            model_fn = torch_model_fn(model, device, amp_dtype_for(device, cfg.amp), cfg.tta)
+        step = self.window - self.overlap
+        cols = window_starts(src.width, self.window, step)
+        total = len(window_starts(src.height, self.window, step)) * sum(
+            len([c for c in cols if c < c0 + cfg.band_width and c + self.window > c0])
+            for c0 in range(0, src.width, cfg.band_width))
+        count = 2 if cfg.tta else 1
+        profile = geotiff_profile(src.width, src.height, count, "float32", src.crs,
+                                  src.transform, np.nan, compress=False)
+        with rasterio.open(raw, "r+") if raw.is_file() else rasterio.open(raw, "w",
+                                                                          **profile) as dst, \
+                tqdm(total=total, desc="predict", unit="window", disable=quiet,
+                     leave=False) as bar:
+            stream_probability(src, dst, model_fn, band_idx,
+                               NormStats.from_dict(self.meta["norm_stats"]).apply, self.window,
+                               self.overlap, cfg.batch_size, cfg.band_width, done, band_done,
+                               bar.update)
+
+    def outlines(self, manifest: dict, echo) -> None:
+        """glaciers.gpkg: the predicted glaciers and, where the export recorded an inventory,
+        the predicted ice of each inventory glacier (by zones)."""
+        import rasterio
+
+        cfg = self.cfg
+        echo("polygonizing")
+        inventory = self._inventory()
+        with rasterio.open(self.out / PROBABILITY_TIF) as prob:
+            raw_polys, valid_px = polygonize_blocks(prob, cfg.threshold)
+            polys = clean_polygons(raw_polys, cfg.min_area_km2 * 1e6, cfg.max_hole_km2 * 1e6,
+                                   cfg.simplify_m)
+            layers = {"glaciers": _glacier_frame(polys, mean_probability(prob, polys),
+                                                 prob.crs)}
+            if inventory is not None:
+                layers["by_glacier"] = ice_by_glacier(prob, inventory, cfg.threshold)
+                layers["glaciers"] = _with_inventory_ids(layers["glaciers"],
+                                                         layers["by_glacier"])
+            valid_km2 = valid_px * abs(prob.res[0] * prob.res[1]) / 1e6
+        write_gpkg_layers(layers, self.out / GLACIERS_GPKG)
+        g = layers["glaciers"]
+        manifest.update(complete=True, completed_at=now_iso(), glaciers=len(g),
+                        glacier_area_km2=float(g["area_km2"].sum()),
+                        glacier_area_planar_km2=float(g.geometry.area.sum() / 1e6),
+                        valid_area_km2=valid_km2, inventory_layer=inventory is not None)
+        write_manifest(self.out / PREDICTION_MANIFEST, manifest)
+        echo(f"prediction complete: {self.out} ({len(g)} glaciers, "
+             f"{manifest['glacier_area_km2']:.2f} km^2)")
+
+    def _inventory(self):
+        from gee_export.common.outlines import read_outlines
+
+        path = self.export_dir / OUTLINES_FILE
+        if not path.is_file():
+            return None
+        return read_outlines(path, ExportGrid.from_dict(self.export["grid"]).crs)
 
 
-def _compress(raw: Path, dest: Path) -> None:
+PROBABILITY_BANDS = ("glacier_probability", "tta_spread")
+
+
+def ice_by_glacier(prob, inventory, threshold: float):
+    """The predicted ice of each inventory glacier: the pixels at or over the threshold in
+    its zone, as a polygon, with the glacier's id and the ellipsoidal area."""
+    import geopandas as gpd
+    from rasterio.windows import Window
+
+    from gee_export.common.outlines import ellipsoidal_area_km2
+
+    from .zones import ZoneRaster, blocks, dissolve, zone_polygons
+
+    zones = ZoneRaster(inventory.geometries, prob.transform)
+    pieces: dict[int, list] = {}
+    for r, c, h, w in blocks(prob.height, prob.width):
+        win = Window(c, r, w, h)
+        _, zone = zones.window(r, c, h, w)
+        ice = np.nan_to_num(prob.read(1, window=win), nan=0.0) >= threshold
+        for k, v in zone_polygons(np.where(ice, zone, 0), prob.window_transform(win)).items():
+            pieces.setdefault(k, []).extend(v)
+    merged = dissolve(pieces)
+    ids = inventory.ids
+    keys = sorted(merged)
+    geoms = [merged[k] for k in keys]
+    return gpd.GeoDataFrame(
+        {"glacier_id": [ids[k - 1] for k in keys],
+         "area_km2": ellipsoidal_area_km2(geoms, prob.crs) if geoms else []},
+        geometry=geoms, crs=prob.crs)
+
+
+def _glacier_frame(polys: list, means: list[float], crs):
+    import geopandas as gpd
+
+    from gee_export.common.outlines import ellipsoidal_area_km2
+
+    return gpd.GeoDataFrame(
+        {"polygon_id": np.arange(1, len(polys) + 1, dtype=np.int64),
+         "area_km2": ellipsoidal_area_km2(polys, crs) if polys else [],
+         "mean_probability": means}, geometry=list(polys), crs=crs)
+
+
+def _with_inventory_ids(glaciers, by_glacier):
+    """Each predicted polygon with the ids of the inventory glaciers whose ice it holds
+    (several where glaciers touch)."""
+    import geopandas as gpd
+
+    pairs = gpd.sjoin(glaciers[["polygon_id", "geometry"]], by_glacier[["glacier_id",
+                                                                         "geometry"]],
+                      predicate="intersects")
+    ids = pairs.groupby("polygon_id")["glacier_id"].apply(lambda v: ",".join(sorted(set(v))))
+    return glaciers.assign(glacier_ids=glaciers["polygon_id"].map(ids).fillna(""))
+
+
+def _compress(raw: Path, dest: Path, names: list[str]) -> None:
     """The working file as a compressed, tiled GeoTIFF with overviews, renamed when done."""
     import rasterio
     from rasterio.enums import Resampling
     from rasterio.shutil import copy as rio_copy
 
+    with rasterio.open(raw) as src:
+        profile = geotiff_profile(src.width, src.height, src.count, "float32", src.crs,
+                                  src.transform, np.nan)
+    options = {k: v for k, v in profile.items() if k not in (
+        "driver", "width", "height", "count", "dtype", "crs", "transform", "nodata")}
     with atomic_output(dest) as tmp:
-        rio_copy(raw, tmp, driver="GTiff", COMPRESS="DEFLATE", PREDICTOR=3, TILED="YES",
-                 BLOCKXSIZE=256, BLOCKYSIZE=256, BIGTIFF="IF_SAFER")
+        rio_copy(raw, tmp, driver="GTiff", **options)
         with rasterio.open(tmp, "r+") as f:
-            f.set_band_description(1, "glacier_probability")
+            for i, n in enumerate(names, 1):
+                f.set_band_description(i, n)
             factors = [2 ** k for k in range(1, 6) if max(f.width, f.height) // 2 ** k >= 256]
             if factors:
                 f.build_overviews(factors, Resampling.average)
 
 
-def _write_glaciers(path: Path, polys, means, crs) -> None:
-    import geopandas as gpd
-
-    from gee_export.common.vectors import write_gpkg
-
-    df = gpd.GeoDataFrame({"glacier_id": np.arange(1, len(polys) + 1, dtype=np.int64),
-                           "area_km2": [p.area / 1e6 for p in polys],
-                           "mean_probability": means}, geometry=list(polys), crs=crs)
-    write_gpkg(df, path, "glaciers")
-
-
 def reference_default(prediction_dir: Path) -> Path:
     """The outlines the predicted export recorded, for `train evaluate` without --reference."""
-    m = read_manifest(prediction_dir / PREDICTION_MANIFEST, "prediction")
-    p = Path(m["export"]) / OUTLINES_FILE
-    if not p.is_file():
-        raise GlacierError(f"{prediction_dir}: its export recorded no outlines; give "
-                           "--reference FILE")
-    return p
+    return prediction_export(prediction_dir) / OUTLINES_FILE
+
+
+def prediction_export(prediction_dir: Path) -> Path:
+    """The export a prediction was made from (stored relative to the prediction)."""
+    m = read_manifest(Path(prediction_dir) / PREDICTION_MANIFEST, "prediction")
+    return resolved_path(m["export"], Path(prediction_dir))

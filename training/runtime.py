@@ -38,9 +38,16 @@ def amp_dtype_for(device: torch.device, amp: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def prepared(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The model on its device in channels-last memory format: its convolutions run 4-10 %
+    faster that way on CPU (benchmarks/bench_train.py); the results do not change."""
+    return model.to(device, memory_format=torch.channels_last)
+
+
 def forward(model: torch.nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None) -> torch.Tensor:
     """The model's logits, under autocast when an AMP dtype is given (training, validation and
     prediction all go through here)."""
+    x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32,
                         enabled=amp_dtype is not None):
         return model(x)

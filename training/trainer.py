@@ -48,7 +48,7 @@ from .data import GlobalBatches, NormStats, TileDataset
 from .losses import dice_ce_loss, loss_from_sums, loss_sums
 from .metrics import confusion, scores
 from .models import build_model, count_parameters
-from .runtime import Processes, amp_dtype_for, forward, load_checkpoint, resolve_device, save_checkpoint
+from .runtime import Processes, amp_dtype_for, forward, load_checkpoint, prepared, resolve_device, save_checkpoint
 
 # Options that may differ between an interrupted run and the command that resumes it: they
 # change where and how fast it runs, not what it computes.
@@ -261,7 +261,7 @@ def _build(run: _Run, action: str, echo) -> None:
         report = load_pretrained(model, cfg.model, [Path(p) for p in cfg.init], run.bands)
         echo(report.describe())
         run.notes.append(report.describe())
-    model = model.to(run.device)
+    model = prepared(model, run.device)
     run.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(GlobalBatches(len(run.train_ds), cfg.batch_size, cfg.seed))
     run.sched = torch.optim.lr_scheduler.CosineAnnealingLR(run.opt, T_max=cfg.epochs *

@@ -94,6 +94,7 @@ MAKER = {
     "run": "train run",
     "sources": "prep export --region demo (generates them)",
     "prediction": "train predict --checkpoint RUN/best.pt",
+    "evaluation": "train evaluate --prediction DIR",
 }
 
 

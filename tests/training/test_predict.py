@@ -13,7 +13,7 @@ from shapely.geometry import Polygon, box
 
 from gee_export.common.bands import BAND_NAMES
 from gee_export.common.errors import GlacierError
-from training.evaluation import boundary_distances, per_glacier_areas, pixel_confusion
+from training.evaluation import boundary_distances, score_scene
 from training.predict import (
     PredictConfig,
     blend_weights,
@@ -135,27 +135,42 @@ def test_clean_polygons_fills_small_holes_and_drops_small_glaciers():
     assert len(clean_polygons([holey], 0.05e6, 0.01e6)) == 1
 
 
-def test_pixel_confusion_against_hand_counts(tmp_path):
+def test_scene_scores_against_hand_counts(tmp_path):
     prob = np.zeros((10, 10), np.float32)
     prob[:, :6] = 0.8  # predicted glacier: columns 0-5
     prob[9, 9] = np.nan  # one nodata pixel, ignored
     path = _write(tmp_path / "p.tif", prob)
     ref = [box(T.c, T.f - 100, T.c + 50, T.f)]  # columns 0-4, all rows
+    small = [box(T.c + 70, T.f - 20, T.c + 90, T.f)]  # rows 0-1, columns 7-8: ignored
     with rasterio.open(path) as src:
-        cm = pixel_confusion(src, ref, 0.5)
-    assert cm.tolist() == [[39, 10], [0, 50]]  # [true bg: TN, FP], [true glacier: FN, TP]
+        s = score_scene(src, ref, small, 0.5, buffer_m=15)
+    assert s.confusion.tolist() == [[35, 10], [0, 50]]  # [TN, FP], [FN, TP]
+    # Zone of 1.5 px around the glacier: column 5 (10 predicted px) is in it, so nothing of
+    # the prediction lies outside every zone.
+    assert s.zones.reference[1] == 50 and s.zones.predicted["ice"][1] == 60
+    assert s.zones.outside["ice"] == 0
 
 
-def test_boundary_distance_and_per_glacier_area_by_hand():
+def test_touching_glaciers_are_scored_apart(tmp_path):
+    """The issue's minimal case: two glaciers sharing a divide, predicted as one polygon."""
+    prob = np.zeros((10, 20), np.float32)
+    prob[:, :20] = 1.0
+    path = _write(tmp_path / "p.tif", prob)
+    left, right = box(T.c, T.f - 100, T.c + 100, T.f), box(T.c + 100, T.f - 100, T.c + 200, T.f)
+    with rasterio.open(path) as src:
+        s = score_scene(src, [left, right], [], 0.5)
+    assert s.zones.reference[1:].tolist() == [100, 100]
+    assert s.zones.predicted["ice"][1:].tolist() == [100, 100]  # errors 0, not +1 and -1
+
+
+def test_boundary_distance_by_hand():
     a, b = box(0, 0, 100, 100), box(-10, -10, 110, 110)
     d = boundary_distances([a], [b], spacing=10)
     np.testing.assert_allclose(d, 10.0, atol=1e-9)
-    ref = [box(0, 0, 1000, 1000), box(5000, 0, 6000, 500)]
-    pred = [box(0, 0, 1000, 800), box(900, 0, 1100, 100), box(5000, 0, 5500, 500)]
-    g = per_glacier_areas(ref, pred)
-    assert g[0]["predicted_km2"] == pytest.approx(0.8 + 0.02)
-    assert g[1]["predicted_km2"] == pytest.approx(0.25)
-    assert g[1]["relative_error"] == pytest.approx(-0.5)
+    keep = box(-1, -1, 50, 101)  # only the points of a's boundary left of x = 50
+    # 41 points every 10 m from (100, 0) round the ring: 5 on the top edge, 10 on the left,
+    # 4 on the bottom lie left of x = 50.
+    assert len(boundary_distances([a], [b], spacing=10, keep=keep)) == 5 + 10 + 4
 
 
 def test_normalization_warnings_name_the_bands():
@@ -184,23 +199,51 @@ def test_predict_and_evaluate_on_the_demo(tiny_run, demo_export, cli, tmp_path):
     assert np.nanmin(prob) >= 0 and np.nanmax(prob) <= 1
     m = json.loads((out / "prediction.json").read_text())
     assert m["complete"] and m["parameters"]["config"]["window"] == 128
-    glaciers = gpd.read_file(out / "glaciers.gpkg")
-    assert {"area_km2", "mean_probability"} <= set(glaciers.columns)
+    glaciers = gpd.read_file(out / "glaciers.gpkg", layer="glaciers")
+    assert {"area_km2", "mean_probability", "glacier_ids"} <= set(glaciers.columns)
     assert (glaciers["area_km2"] >= 0.05).all()
     assert (glaciers["mean_probability"] >= 0.5).all()
+    inventory = gpd.read_file(exp / "outlines.gpkg")
+    by_glacier = gpd.read_file(out / "glaciers.gpkg", layer="by_glacier")
+    assert set(by_glacier["glacier_id"]) <= set(inventory["glac_id"])
     res = cli(train, ["evaluate", "--prediction", out])
     report = json.loads((out / "report.json").read_text())
     assert (out / "agreement.png").is_file()
     cm = np.array(report["pixels"]["confusion_matrix"])
-    assert cm.sum() == np.isfinite(prob).sum()
+    # Every pixel with data is scored, except those of glaciers under 0.05 km^2 (ignored).
+    small = _small_glacier_pixels(exp, inventory, prob)
+    assert small > 0 and cm.sum() == np.isfinite(prob).sum() - small
+    ids = [g["glacier_id"] for g in report["per_glacier"]["glaciers"]]
+    assert sorted(ids) == sorted(inventory.loc[inventory["area_km2"] >= 0.05, "glac_id"])
     # The same reference in lon/lat gives the same scores (reprojected onto the grid).
     ref = gpd.read_file(exp / "outlines.gpkg").to_crs("EPSG:4326")
     ref.to_file(tmp_path / "ref4326.gpkg")
-    cli(train, ["evaluate", "--prediction", out, "--reference", tmp_path / "ref4326.gpkg"])
-    again = json.loads((out / "report.json").read_text())
+    refused = cli(train, ["evaluate", "--prediction", out, "--reference",
+                          tmp_path / "ref4326.gpkg"], ok=False)
+    assert refused.exit_code == 1 and "--name for another report" in refused.output
+    cli(train, ["evaluate", "--prediction", out, "--reference", tmp_path / "ref4326.gpkg",
+                "--name", "lonlat"])
+    assert (out / "lonlat.png").is_file()
+    again = json.loads((out / "lonlat.json").read_text())
     assert np.abs(np.array(again["pixels"]["confusion_matrix"]) - cm).sum() <= 0.001 * cm.sum()
     assert again["area"]["reference_km2"] == pytest.approx(report["area"]["reference_km2"],
                                                            rel=1e-3)
+
+
+def _small_glacier_pixels(exp, inventory, prob):
+    """Pixels with data inside an outline under 0.05 km^2 and outside every larger one."""
+    from rasterio.features import rasterize
+
+    with rasterio.open(exp / "stack.vrt") as s:
+        t, shape = s.transform, s.shape
+    big = inventory["area_km2"] >= 0.05
+
+    def burn(df):
+        if df.empty:
+            return np.zeros(shape, bool)
+        return rasterize(df.to_crs(s.crs).geometry, out_shape=shape, transform=t) > 0
+
+    return int((burn(inventory[~big]) & ~burn(inventory[big]) & np.isfinite(prob)).sum())
 
 
 def test_interrupted_prediction_resumes_to_the_same_result(tiny_run, demo_export, tmp_path):
@@ -243,3 +286,51 @@ def test_predict_refuses_incomplete_export_and_bad_window(tiny_run, demo_export,
     with pytest.raises(GlacierError, match="no such file"):
         predict(tmp_path / "none.pt", exp, tmp_path, PredictConfig(), quiet=True,
                 echo=lambda *a: None)
+
+
+def test_tta_averages_the_eight_views_mapped_back():
+    import torch
+
+    from training.predict import dihedral_view, torch_model_fn, undo_dihedral
+
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    assert all(torch.equal(undo_dihedral(dihedral_view(x, k), k), x) for k in range(8))
+    assert len({tuple(dihedral_view(x, k).flatten().tolist()) for k in range(8)}) == 8
+
+    class Shifted(torch.nn.Module):  # glacier logit = the pixel's right neighbour: not symmetric
+        def forward(self, t):
+            right = torch.roll(t[:, :1], -1, dims=-1)
+            return torch.cat([torch.zeros_like(right), right], 1)
+
+    g = np.random.default_rng(0).random((1, 3, 8, 8)).astype(np.float32)
+    out = torch_model_fn(Shifted(), torch.device("cpu"), None, tta=True)(g)
+    assert out.shape == (1, 2, 8, 8)
+    # Independently: each view in numpy, the model, the view undone, then mean and std.
+    views = []
+    for k in range(8):
+        a = g[0, 0][:, ::-1] if k >= 4 else g[0, 0]
+        a = np.rot90(a, k % 4)
+        p = 1 / (1 + np.exp(-np.roll(a, -1, axis=-1)))  # softmax of (0, logit)
+        p = np.rot90(p, -(k % 4))
+        views.append(p[:, ::-1] if k >= 4 else p)
+    np.testing.assert_allclose(out[0, 0], np.mean(views, 0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out[0, 1], np.std(views, 0), rtol=1e-5, atol=1e-6)
+    assert out[0, 1].max() > 0.01
+    # A per-pixel (1x1) model is symmetric: TTA changes nothing and the spread is 0.
+    conv = torch.nn.Conv2d(3, 2, 1)
+    plain = torch_model_fn(conv, torch.device("cpu"), None)(g)
+    both = torch_model_fn(conv, torch.device("cpu"), None, tta=True)(g)
+    np.testing.assert_allclose(both[:, 0], plain, atol=1e-6)
+    assert np.abs(both[:, 1]).max() < 1e-6
+
+
+def test_predict_with_tta_writes_mean_and_spread(tiny_run, demo_export, tmp_path):
+    ws, run = tiny_run
+    _, exp = demo_export
+    out = predict(run / "best.pt", exp, tmp_path, PredictConfig(tta=True, overlap=32), "tta",
+                  quiet=True, echo=lambda *a: None)
+    with rasterio.open(out / "probability.tif") as p:
+        assert p.count == 2 and p.descriptions == ("glacier_probability", "tta_spread")
+        mean, spread = p.read(1), p.read(2)
+    ok = np.isfinite(mean)
+    assert (spread[ok] >= 0).all() and spread[ok].max() > 0 and (spread[ok] <= 0.5).all()
