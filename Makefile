@@ -1,7 +1,8 @@
 # Two entry points, each works on a fresh machine with only Python 3.10+ installed:
-#   make demo   install into .venv, then export -> tile -> train -> predict -> evaluate on the
-#               synthetic demo region
-#   make test   install into .venv (with test extras), then run the test suite
+#   make demo       install into .venv, then export -> tile -> train -> predict -> evaluate on
+#                   the synthetic demo region, and the glacier change over 2018-2020
+#   make test       install into .venv (with test extras), then run the whole test suite
+#   make test-fast  the same without the tests marked slow (for development)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,7 @@ WS     ?= workspace
 # torch is pinned to the CPU build by constraints.txt; an unpinned torch pulls GBs of CUDA.
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test install install-dev clean-demo
+.PHONY: demo test test-fast install install-dev clean-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +29,16 @@ demo: install
 	$(BIN)/train run --workspace $(WS) --preset tiny --epochs 15 --lr 1e-3 --name demo-tiny
 	$(BIN)/train predict --workspace $(WS) --checkpoint $(WS)/runs/demo-tiny/best.pt
 	$(BIN)/train evaluate --prediction $(WS)/predictions/demo-tiny/demo-2018
+	$(BIN)/prep export --region demo --year 2019 --workspace $(WS)
+	$(BIN)/prep export --region demo --year 2020 --workspace $(WS)
+	$(BIN)/train change --workspace $(WS) --checkpoint $(WS)/runs/demo-tiny/best.pt \
+	    --region demo --years 2018-2020
 
 test: install-dev
 	$(BIN)/python -m pytest -q -n 2 tests
+
+test-fast: install-dev
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
 
 clean-demo:
 	rm -rf $(WS)

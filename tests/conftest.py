@@ -56,3 +56,15 @@ def tiny_run(demo_tiles):
     invoke(train, ["run", "--tiles", tiles, "--workspace", ws, "--preset", "tiny", "--epochs", 2,
                    "--lr", "2e-3", "--batch-size", 4, "--name", "tiny-fixture", "--quiet"])
     return ws, ws / "runs" / "tiny-fixture"
+
+
+@pytest.fixture(scope="session")
+def demo_years(demo_export):
+    """The demo exported for 2019 and 2020 beside 2018: glaciers that change by known amounts."""
+    from gee_export.common.cli import prep
+
+    ws, _ = demo_export
+    for year in (2019, 2020):
+        invoke(prep, ["export", "--region", "demo", "--year", year, "--demo-size",
+                      DEMO_TEST_SIZE, "--cell-size", 256, "--workspace", ws, "--quiet"])
+    return ws, [ws / "exports" / f"demo-{y}" for y in (2018, 2019, 2020)]

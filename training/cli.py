@@ -215,6 +215,63 @@ def evaluate(prediction: Path, reference: Path | None, min_area: float, id_field
 
 
 @click.command(context_settings=CONTEXT)
+@click.option("--checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              default=None, help="Predict every year with this checkpoint of `train run` "
+              "(resumable), then measure the change.")
+@click.option("--region", default=None, help="With --checkpoint: the exports "
+              "REGION-YEAR of the workspace.")
+@click.option("--years", default=None, help="With --checkpoint: FIRST-LAST (2018-2024) or a "
+              "list (2018,2020,2024); years without a complete export are named and skipped.")
+@click.option("--predictions", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              multiple=True, help="Instead of --checkpoint: existing `train predict` outputs, "
+              "one per year (repeat the option).")
+@predict_options
+@click.option("--reference", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              default=None, help="Glacier outlines that define the zones and ids. [default: "
+              "the outlines of the first year's export]")
+@click.option("--id-field", default=None, help="Field of the reference holding glacier ids.")
+@click.option("--zone-buffer", type=click.FloatRange(min=0), default=500.0,
+              help="Predicted ice within this distance (m) of a reference glacier counts for "
+                   "the nearest one.")
+@click.option("--name", default=None, help="Output name under predictions/RUN/. [default: "
+              "REGION-change]")
+@force_option
+@quiet_option
+@workspace_option
+@user_errors
+def change(checkpoint: Path | None, region: str | None, years: str | None,
+           predictions: tuple[Path, ...], window: int | None, overlap: int | None,
+           batch_size: int, threshold: float, tta: bool, device: str, no_amp: bool,
+           reference: Path | None, id_field: str | None, zone_buffer: float, name: str | None,
+           force: bool, quiet: bool, workspace: Path | None) -> None:
+    """Glacier change across years: area per glacier and year, trend and bounds.
+
+    Writes predictions/RUN/REGION-change/: change.csv (glacier_id, area_km2_YEAR per year,
+    rate_km2_per_year and rate_percent_per_year from a least-squares fit, rate_low and
+    rate_high, observed_min), change.gpkg (predicted outlines per glacier and year, with a
+    `year` attribute), change.png (area against year; ice lost and gained on a map) and
+    change.json. Areas are ellipsoidal. Bounds come from the TTA spread with --tta, else from
+    the threshold -/+ 0.1; they do not cover seasonal snow, debris cover or a model trained
+    on another year (see the README)."""
+    from .change import ChangeConfig, parse_years, predict_years, run_change
+    from .predict import PredictConfig
+
+    ws = resolve_workspace(workspace)
+    if bool(checkpoint) == bool(predictions):
+        raise click.UsageError("give either --checkpoint with --region and --years, or "
+                               "--predictions DIR (repeated)")
+    if checkpoint:
+        if not region or not years:
+            raise click.UsageError("--checkpoint needs --region and --years")
+        cfg = PredictConfig(window=window, overlap=overlap, batch_size=batch_size,
+                            threshold=threshold, device=device, amp=not no_amp, tta=tta)
+        predictions = predict_years(Path(checkpoint), ws, region, parse_years(years), cfg,
+                                    quiet, click.echo)
+    run_change(list(predictions), ws, reference, ChangeConfig(zone_buffer, id_field), name,
+               force, click.echo)
+
+
+@click.command(context_settings=CONTEXT)
 @tiles_option
 @click.option("--models", default="lgt-unet,unet",
               help="Comma-separated models (see `train models`).")

@@ -32,7 +32,7 @@ from gee_export.common.layout import (
 )
 
 from .metrics import confusion, scores
-from .zones import ZONE_BUFFER_M, ZoneCounts, ZoneRaster, blocks
+from .zones import ZONE_BUFFER_M, ZoneCounts, ZoneRaster, blocks, ellipsoidal_ratios
 
 BOUNDARY_PERCENTILE = 95
 
@@ -217,11 +217,9 @@ def per_glacier(ref, scene: SceneScores) -> tuple[list[dict], float]:
     """Each reference glacier: its area (rasterized, where the stack has data), the predicted
     ice in its zone, the error; ellipsoidal, by the glacier's ellipsoidal/planar ratio."""
     z, px = scene.zones, scene.pixel_area_m2 / 1e6
-    planar = np.array([g.area / 1e6 for g in ref.geometries])
-    ratios = np.where(planar > 0, ref.frame["area_km2"].to_numpy() / np.maximum(planar, 1e-12),
-                      1.0)
+    ratios = ellipsoidal_ratios(ref)
     out = []
-    for i, (gid, k) in enumerate(zip(ref.ids, ratios), 1):
+    for i, (gid, k) in enumerate(zip(ref.ids, ratios[1:]), 1):
         a_ref = z.reference[i] * px * k
         a_pred = z.predicted["ice"][i] * px * k
         out.append({"glacier_id": gid, "reference_km2": a_ref, "predicted_km2": a_pred,
@@ -230,9 +228,7 @@ def per_glacier(ref, scene: SceneScores) -> tuple[list[dict], float]:
                     "observed_fraction": (z.reference[i] / z.reference_all[i]
                                           if z.reference_all[i] else 0.0),
                     "inventory_km2": float(ref.frame["area_km2"].iloc[i - 1])})
-    total_planar = planar.sum()
-    ratio = float(ref.frame["area_km2"].sum() / total_planar) if total_planar else 1.0
-    return out, ratio
+    return out, float(ratios[0])
 
 
 def _boundaries(ref, scene: SceneScores) -> dict:

@@ -54,3 +54,79 @@ def plot_samples(model, ds, device, out: Path, n: int = 4):
             a.axis("off")
     fig.tight_layout()
     save_png(fig, out)
+
+
+def change_png(path: Path, ref, per_year: list, table: list[dict], largest: int = 5,
+               max_side: int = 1200) -> None:
+    """Area against year (total with its bounds, and the largest glaciers), and a map of the
+    ice lost and gained between the first and the last year."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    years = [y.year for y in per_year]
+    fig, (a, b) = new_figure(1, 2, figsize=(15, 5.5))
+    total = table[-1]
+    area = [total[f"area_km2_{y}"] for y in years]
+    low = [p.km2["low"][1:].sum() for p in per_year]
+    high = [p.km2["high"][1:].sum() for p in per_year]
+    a.fill_between(years, low, high, color="#9ecae1", alpha=0.6, label="total: bounds")
+    a.plot(years, area, "o-", color="#08519c", label=f"total ({total['rate_km2_per_year']:+.2f} "
+           "km^2/yr)")
+    rows = sorted(table[:-1], key=lambda r: -r[f"area_km2_{years[0]}"])[:largest]
+    for r in rows:
+        a.plot(years, [r[f"area_km2_{y}"] for y in years], ".--", linewidth=1,
+               label=f"{r['glacier_id']} ({r['rate_percent_per_year']:+.1f} %/yr)")
+    a.set_xlabel("year"), a.set_ylabel("glacier area (km^2, ellipsoidal)")
+    a.set_xticks(years)
+    a.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    a.set_title("area per year")
+    cls, extent, crs = _lost_gained(per_year[0].prediction, per_year[-1].prediction, max_side)
+    colors = ["#ffffff", "#6baed6", "#de2d26", "#31a354", "#404040"]
+    b.imshow(cls, cmap=ListedColormap(colors), vmin=0, vmax=4, interpolation="nearest",
+             extent=extent)
+    for g in ref.geometries:
+        for ring in _rings(g):
+            x, y = ring.xy
+            b.plot(np.array(x) / 1e3, np.array(y) / 1e3, color="black", linewidth=0.4)
+    b.set_xlabel(f"easting (km, {crs})"), b.set_ylabel("northing (km)")
+    b.legend(handles=[Patch(color=c, label=n) for c, n in zip(
+        colors[1:], ["ice in both years", f"lost since {years[0]}", f"gained by {years[-1]}",
+                     "no data"])] + [Patch(facecolor="none", edgecolor="black",
+                                           label="reference outlines")],
+        loc="lower right", fontsize=7)
+    b.set_title(f"ice {years[0]} -> {years[-1]}")
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def _rings(geom) -> list:
+    import shapely
+
+    return [r for p in shapely.get_parts(geom) for r in [p.exterior, *p.interiors]]
+
+
+def _lost_gained(first: Path, last: Path, max_side: int):
+    """Classes on a decimated grid: 0 none, 1 both, 2 lost, 3 gained, 4 no data."""
+    import json
+
+    import rasterio
+    from rasterio.enums import Resampling
+
+    from gee_export.common.layout import PREDICTION_MANIFEST, PROBABILITY_TIF
+
+    probs = []
+    for pred in (first, last):
+        threshold = json.loads((pred / PREDICTION_MANIFEST).read_text())[
+            "parameters"]["config"]["threshold"]
+        with rasterio.open(pred / PROBABILITY_TIF) as src:
+            f = max(1, int(np.ceil(max(src.width, src.height) / max_side)))
+            h, w = src.height // f or 1, src.width // f or 1
+            p = src.read(1, out_shape=(h, w), resampling=Resampling.nearest)
+            left, bottom, right, top = src.bounds
+            crs = src.crs.to_string()
+        probs.append((p, threshold))
+    (p0, t0), (p1, t1) = probs
+    a, b = np.nan_to_num(p0) >= t0, np.nan_to_num(p1) >= t1
+    cls = np.select([a & b, a & ~b, ~a & b], [1, 2, 3], 0)
+    cls[~np.isfinite(p0) | ~np.isfinite(p1)] = 4
+    return cls, (left / 1e3, right / 1e3, bottom / 1e3, top / 1e3), crs

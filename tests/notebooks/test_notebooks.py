@@ -21,9 +21,10 @@ def test_walkthrough_runs_headless(tmp_path, monkeypatch):
     NotebookClient(nb, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     assert (tmp_path / "predictions" / "walkthrough" / "demo-2018" / "report.json").is_file()
+    assert (tmp_path / "predictions" / "walkthrough" / "demo-change" / "change.csv").is_file()
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]
-    assert len(images) >= 4  # stack bands, split, curves + samples, prediction map
+    assert len(images) >= 5  # stack bands, split, curves + samples, prediction map, change
 
 
 def test_earth_engine_notebook_parses_and_uses_the_recipe():
