@@ -123,6 +123,16 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
                        cloud_score_band=cloud_score_band, s2_level=s2_level,
                        norm_mode=norm_mode, outline_buffer_m=buffer_m)
     norm = load_norm_from(norm_from) if norm_from else None
+    if outlines is not None:
+        from gee_export.common.outlines import check_outlines_readable
+
+        check_outlines_readable(outlines)
+    on_earth_engine = source_dir is None and not reg.synthetic
+    if on_earth_engine:
+        from gee_export.earthengine.runner import EEOptions
+
+        options = EEOptions(cell_size, hma_asset, norm, target, bucket, folder,
+                            8 if workers == "auto" else workers, dem_source_map)
     if dry_run:
         return _dry_run(reg, outlines, source_dir, buffer_m, cell_size)
     if reg.synthetic and source_dir is None:
@@ -136,10 +146,8 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
         run_local_export(ws, reg, cfg, Path(source_dir), outlines, options, force, name, wait,
                          quiet, click.echo)
         return
-    from gee_export.earthengine.runner import EEOptions, run_ee_export
+    from gee_export.earthengine.runner import run_ee_export
 
-    options = EEOptions(cell_size, hma_asset, norm, target, bucket, folder,
-                        8 if workers == "auto" else workers, dem_source_map)
     run_ee_export(ws, reg, cfg, options, project=project, outlines_path=outlines, force=force,
                   name=name, wait=wait, quiet=quiet, echo=click.echo)
 

@@ -37,6 +37,12 @@ def region_from_file(path: Path, crs: str | None = None) -> Region:
 
 def resolve_region(name: str | None, bbox: tuple[float, ...] | None = None,
                    region_file: Path | None = None, crs: str | None = None) -> Region:
+    given = [o for o, v in (("--bbox", bbox), ("--region-file", region_file)) if v is not None]
+    if len(given) > 1:
+        raise InputError("give --bbox or --region-file, not both")
+    if given and name in builtin_regions():
+        raise InputError(f"--region {name} is a built-in region; with {given[0]}, --region "
+                         "only names the new region: choose another name")
     if region_file is not None:
         return region_from_file(region_file, crs)
     if bbox is not None:

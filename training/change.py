@@ -118,8 +118,9 @@ def run_change(predictions: list[Path], workspace: Path, reference: Path | None 
     predictions = [Path(predictions[i]) for i in order]
     manifests = [manifests[i] for i in order]
     years = [m.get("year") for m in manifests]
-    if None in years or len(set(years)) != len(years):
-        raise InputError(f"--predictions: need one prediction per year, got years {years}")
+    if None in years or len(set(years)) != len(years) or len(years) < 2:
+        raise InputError(f"--predictions: a change needs one prediction per year, of two "
+                         f"years or more; got years {years}")
     reference = Path(reference) if reference else reference_default(predictions[0])
     if not reference.is_file():
         raise InputError(f"{predictions[0]}: its export recorded no outlines; give "

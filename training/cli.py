@@ -36,7 +36,7 @@ def _check_model(ctx, param, value: str) -> str:
     try:
         resolve(value)
     except InputError as e:
-        raise click.BadParameter(str(e).split(": ", 1)[-1]) from None
+        raise click.BadParameter(f"{value!r}: {str(e).split(': ', 1)[-1]}") from None
     return value
 
 

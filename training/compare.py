@@ -13,7 +13,7 @@ import numpy as np
 
 from gee_export.common.atomic import write_bytes, write_json
 from gee_export.common.bands import parse_bands
-from gee_export.common.errors import GlacierError
+from gee_export.common.errors import InputError
 from gee_export.common.layout import COMPARISONS_DIR, METRICS_CSV, RUN_CONFIG, RUNS_DIR, base_manifest, now_iso
 
 from .models import paper_params_m, resolve
@@ -28,7 +28,7 @@ def run_comparison(tile_dir: Path, workspace: Path, models: list[str], band_sets
                    echo=print) -> Path:
     """Train every model x band set (resuming or skipping finished runs), then tabulate."""
     if not models or not band_sets:
-        raise GlacierError("give at least one --models and one --bands")
+        raise InputError("give at least one --models and one --bands")
     for m in models:
         resolve(m)  # unknown names fail before any training
     for b in band_sets:

@@ -65,21 +65,24 @@ def change_png(path: Path, ref, per_year: list, table: list[dict], largest: int 
 
     years = [y.year for y in per_year]
     fig, (a, b) = new_figure(1, 2, figsize=(15, 5.5))
+    # Relative to the first year, so that a 5 km^2 glacier's change shows beside the total's.
     total = table[-1]
-    area = [total[f"area_km2_{y}"] for y in years]
-    low = [p.km2["low"][1:].sum() for p in per_year]
-    high = [p.km2["high"][1:].sum() for p in per_year]
+    first = total[f"area_km2_{years[0]}"] or 1.0
+    area = [100 * total[f"area_km2_{y}"] / first for y in years]
+    low = [100 * p.km2["low"][1:].sum() / first for p in per_year]
+    high = [100 * p.km2["high"][1:].sum() / first for p in per_year]
     a.fill_between(years, low, high, color="#9ecae1", alpha=0.6, label="total: bounds")
-    a.plot(years, area, "o-", color="#08519c", label=f"total ({total['rate_km2_per_year']:+.2f} "
-           "km^2/yr)")
+    a.plot(years, area, "o-", color="#08519c", linewidth=2,
+           label=f"total, {first:.2f} km^2 ({total['rate_km2_per_year']:+.3f} km^2/yr)")
     rows = sorted(table[:-1], key=lambda r: -r[f"area_km2_{years[0]}"])[:largest]
     for r in rows:
-        a.plot(years, [r[f"area_km2_{y}"] for y in years], ".--", linewidth=1,
-               label=f"{r['glacier_id']} ({r['rate_percent_per_year']:+.1f} %/yr)")
-    a.set_xlabel("year"), a.set_ylabel("glacier area (km^2, ellipsoidal)")
+        r0 = r[f"area_km2_{years[0]}"] or 1.0
+        a.plot(years, [100 * r[f"area_km2_{y}"] / r0 for y in years], ".--", linewidth=1,
+               label=f"{r['glacier_id']}, {r0:.2f} km^2 ({r['rate_percent_per_year']:+.1f} %/yr)")
+    a.set_xlabel("year"), a.set_ylabel(f"glacier area, % of {years[0]} (ellipsoidal)")
     a.set_xticks(years)
     a.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    a.set_title("area per year")
+    a.set_title(f"area per year: the total and the {len(rows)} largest glaciers")
     cls, extent, crs = _lost_gained(per_year[0].prediction, per_year[-1].prediction, max_side)
     colors = ["#ffffff", "#6baed6", "#de2d26", "#31a354", "#404040"]
     b.imshow(cls, cmap=ListedColormap(colors), vmin=0, vmax=4, interpolation="nearest",

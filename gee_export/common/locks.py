@@ -3,7 +3,9 @@
 A second command on the same output stops at once, naming the process that holds it (or waits
 with --wait); commands on different outputs run side by side. The lock is an flock on a hidden
 file beside the directory: the kernel releases it when its holder exits, however it exits, so
-a lock left by a killed process is simply taken over.
+a lock left by a killed process is simply taken over. The holder removes the file when it is
+done; a waiter that then wakes on the removed file sees that its inode is no longer the path's
+and starts over on a new one, so two processes never hold "the" lock at once.
 """
 from __future__ import annotations
 
@@ -39,30 +41,48 @@ def _holder(fd: int) -> str:
             f"(`{info.get('command', '?')}`, since {since})")
 
 
+def _acquire(path: Path, directory: Path, wait: bool, echo: Callable[[str], None]) -> int:
+    """An fd holding the flock on the file that is at `path` now."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise write_error(path, e) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            if not wait:
+                os.close(fd)
+                raise BusyError(f"{directory} is being written by {holder}; let it finish, "
+                                "or rerun with --wait") from None
+            echo(f"waiting for {holder} to finish with {directory}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            return fd
+        os.close(fd)  # the holder removed that file as we waited on it: start over
+
+
 @contextmanager
 def output_lock(directory: Path, wait: bool = False,
                 echo: Callable[[str], None] = print) -> Iterator[None]:
     """Hold the lock on `directory` for the block; BusyError if another process holds it."""
     path = lock_path(directory)
     make_dirs(path.parent)
+    fd = _acquire(path, Path(directory), wait, echo)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as e:
-        raise write_error(path, e) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(fd)
-            if not wait:
-                raise BusyError(f"{directory} is being written by {holder}; let it finish, "
-                                "or rerun with --wait") from None
-            echo(f"waiting for {holder} to finish with {directory}")
-            fcntl.flock(fd, fcntl.LOCK_EX)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
                 "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])[:200]}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         yield
     finally:
-        os.close(fd)  # releases the lock; the file stays (removing it would race a waiter)
+        try:
+            path.unlink()  # while still holding it; see the module's note
+        except OSError:
+            pass
+        os.close(fd)

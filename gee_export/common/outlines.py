@@ -56,6 +56,20 @@ def ellipsoidal_area_km2(geoms, crs) -> np.ndarray:
     return np.array([abs(geod.geometry_area_perimeter(g)[0]) / 1e6 for g in lonlat])
 
 
+def check_outlines_readable(path: Path) -> None:
+    """Refuse a missing or unreadable outlines file cheaply (its header only), before any
+    long work that would need it."""
+    import pyogrio
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"outlines {path}: no such file")
+    try:
+        pyogrio.read_info(path)
+    except Exception as e:  # pyogrio raises several types for unreadable files
+        raise InputError(f"outlines {path}: cannot be read ({str(e).splitlines()[0]})") from None
+
+
 def read_outlines(path: Path, crs: str, id_field: str | None = None) -> Outlines:
     """Outlines from any file pyogrio reads, in any CRS, reprojected to `crs` and repaired.
 
@@ -63,9 +77,7 @@ def read_outlines(path: Path, crs: str, id_field: str | None = None) -> Outlines
     """
     import geopandas as gpd
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputNotFoundError(f"outlines {path}: no such file")
+    check_outlines_readable(path)
     try:
         df = gpd.read_file(path)
     except Exception as e:  # pyogrio raises several types for unreadable files

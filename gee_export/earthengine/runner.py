@@ -46,6 +46,12 @@ class EEOptions:
     dem_source_map: bool = False
     retry: Retry = field(default_factory=Retry, compare=False)
 
+    def __post_init__(self):
+        if self.target == "gcs" and not self.bucket:
+            raise InputError("--to gcs needs --bucket NAME")
+        if self.target == "drive" and not self.folder:
+            raise InputError("--to drive needs --folder NAME")
+
 
 def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig,
                   options: EEOptions = EEOptions(), *, client: EarthEngineClient | None = None,
@@ -55,10 +61,6 @@ def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig,
     """The Earth Engine recipe for one region and year; rerunning resumes."""
     from gee_export.earthengine import batch
 
-    if options.target == "gcs" and not options.bucket:
-        raise InputError("--to gcs needs --bucket NAME")
-    if options.target == "drive" and not options.folder:
-        raise InputError("--to drive needs --folder NAME")
     name = name or product_name(region.name, cfg.year)
     with output_lock(Path(workspace) / EXPORTS_DIR / name, wait, echo):
         client = client or EarthEngineClient.connect(project)

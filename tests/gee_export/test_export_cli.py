@@ -114,3 +114,28 @@ def test_every_option_documented():
         for p in cmd.params:
             if p.name != "help":
                 assert p.help, f"prep {name} {p.name} has no help"
+
+
+def test_dry_run_without_outlines_says_it_is_an_upper_bound(tmp_path, cli):
+    res = cli(prep, ["export", "--region", "qilian", "--year", 2018, "--dry-run",
+                     "--workspace", tmp_path])
+    assert "GLIMS" in res.output and "upper bound" in res.output
+    assert not list(tmp_path.iterdir())  # a dry run writes nothing
+
+
+def test_demo_sources_are_made_only_when_needed_and_said_so(demo_export, tmp_path, cli):
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(demo_export[0], ws, ignore=shutil.ignore_patterns("tiles", "runs",
+                                                                      "predictions"))
+    args = ["export", "--region", "demo", "--year", 2018, "--demo-size", 512, "--cell-size",
+            256, "--workspace", ws, "--quiet"]
+    res = cli(prep, args)
+    assert res.output.startswith("using SYNTHETIC demo sources") and "nothing to do" in res.output
+    shutil.rmtree(ws / "sources")
+    res = cli(prep, args)  # complete export, sources gone: they are not made again
+    assert "generating" not in res.output and "are not needed" in res.output
+    assert not (ws / "sources").exists() or not list((ws / "sources").iterdir())
+    res = cli(prep, args[:4] + ["2021"] + args[5:])  # a new year: made, and said so
+    assert res.output.startswith("generating SYNTHETIC demo sources")

@@ -239,3 +239,20 @@ def test_moved_workspace_reruns_as_a_no_op(tmp_path):
     said = []
     make_tiles(moved / "exports" / "t-2018", moved, cfg, echo=said.append, quiet=True)
     assert said == [f"tiles {moved / 'tiles' / 't-2018'} are complete; nothing to do"]
+
+
+def test_invalid_outlines_are_repaired_and_counted(tmp_path):
+    from shapely.geometry import Polygon
+
+    x, y = GRID.x0 + 200, GRID.y0 - 200
+    bowtie = Polygon([(x, y), (x + 1500, y - 1500), (x + 1500, y), (x, y - 1500)])
+    assert not bowtie.is_valid
+    ws, exp = make_export(tmp_path, [bowtie, box(x + 1800, y - 1500, x + 2300, y)])
+    said = []
+    make_tiles(exp, ws, TileConfig(size=64, split="random", min_area_km2=0), echo=said.append,
+               quiet=True)
+    assert any(s.startswith("repaired 1 invalid outline polygon(s) in ") for s in said), said
+    m = json.loads((ws / "tiles" / exp.name / "manifest.json").read_text())
+    # The repaired bow tie keeps both of its triangles: 2 x 1500^2 / 4 m^2, plus the box.
+    assert m["label_area"]["polygons_km2"] == pytest.approx(2 * 1.5 ** 2 / 4 + 0.5 * 1.5,
+                                                           rel=1e-6)

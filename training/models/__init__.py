@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from gee_export.common.errors import GlacierError
+from gee_export.common.errors import InputError
 
 from . import deeplab, lgt_unet, swin_unet, unet
 
@@ -60,11 +60,11 @@ def resolve(name: str) -> tuple[ModelSpec, dict]:
     if name.startswith("lgt-unet:"):
         stages = tuple(name.split(":", 1)[1].upper().split("-"))
         if len(stages) != 4 or any(p not in PATTERNS for p in stages):
-            raise GlacierError(f"--model {name!r}: give four stage patterns from "
+            raise InputError(f"--model {name!r}: give four stage patterns from "
                                f"{'/'.join(PATTERNS)}, e.g. lgt-unet:LL-LG-LG-GG")
         return MODELS["lgt-unet"], {"patterns": stages}
     if name not in MODELS:
-        raise GlacierError(f"--model {name!r}: known models are {', '.join(MODELS)} "
+        raise InputError(f"--model {name!r}: known models are {', '.join(MODELS)} "
                            "(or lgt-unet:P1-P2-P3-P4 with patterns LL, LG, GG per stage)")
     spec = MODELS[name]
     return spec, dict(spec.overrides)
@@ -73,7 +73,7 @@ def resolve(name: str) -> tuple[ModelSpec, dict]:
 def build_model(name: str, preset: str, in_channels: int, num_classes: int = 2, **overrides):
     spec, base = resolve(name)
     if preset not in spec.presets:
-        raise GlacierError(f"--preset {preset!r} for {name}: use one of "
+        raise InputError(f"--preset {preset!r} for {name}: use one of "
                            f"{', '.join(spec.presets)}")
     cfg = replace(spec.presets[preset], **{**base, **overrides})
     return spec.cls(in_channels, num_classes, cfg)

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,44 @@ def test_atomic_write_leaves_no_partial(tmp_path):
     write_json(p, {"a": 1})
     assert json.loads(p.read_text()) == {"a": 1}
     assert [f.name for f in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_a_moved_workspace_reruns_every_stage_as_a_no_op(demo_years, tiny_run, tmp_path):
+    """Manifests store paths relative to the workspace: after a move, every command of the
+    chain (export, tile, run, predict, change, evaluate) finds its work done."""
+    import shutil
+
+    from gee_export.common.cli import prep, train
+    from tests.conftest import DEMO_TEST_SIZE, invoke
+
+    first = tmp_path / "a" / "ws"
+    shutil.copytree(tiny_run[0], first, ignore=shutil.ignore_patterns("predictions"))
+    ckpt = Path("runs") / "tiny-fixture" / "best.pt"
+
+    def chain(ws: Path) -> list[str]:
+        said = []
+        for year in (2018, 2019):
+            said.append(invoke(prep, ["export", "--region", "demo", "--year", year,
+                                      "--demo-size", DEMO_TEST_SIZE, "--cell-size", 256,
+                                      "--workspace", ws, "--quiet"]).output)
+        said.append(invoke(prep, ["tile", "--export", ws / "exports" / "demo-2018",
+                                  "--workspace", ws, "--size", 128, "--block-tiles", 1,
+                                  "--quiet"]).output)
+        said.append(invoke(train, ["run", "--tiles", ws / "tiles" / "demo-2018", "--workspace",
+                                   ws, "--preset", "tiny", "--epochs", 2, "--lr", "2e-3",
+                                   "--batch-size", 4, "--name", "tiny-fixture",
+                                   "--quiet"]).output)
+        said.append(invoke(train, ["change", "--checkpoint", ws / ckpt, "--region", "demo",
+                                   "--years", "2018-2019", "--workspace", ws,
+                                   "--quiet"]).output)
+        said.append(invoke(train, ["evaluate", "--prediction",
+                                   ws / "predictions" / "tiny-fixture" / "demo-2018"]).output)
+        return said
+
+    chain(first)
+    moved = tmp_path / "b" / "deeper" / "ws"
+    moved.parent.mkdir(parents=True)
+    shutil.move(first, moved)
+    said = chain(moved)
+    assert all(("nothing to do" in s) for s in said), said
+    assert sum(s.count("nothing to do") for s in said) == 8  # change: 2 predictions + itself
