@@ -63,8 +63,12 @@ class NormStats:
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Standardize a (bands, h, w) array; NaN (nodata) becomes 0, the training mean."""
         m = np.asarray(self.mean, np.float32)[:, None, None]
-        s = np.asarray(self.std, np.float32)[:, None, None]
-        return np.nan_to_num((x - m) / s, nan=0.0)
+        inv = (1 / np.asarray(self.std, np.float32))[:, None, None]
+        y = (x - m) * inv
+        # copyto with a mask, not nan_to_num: the latter also scans for +-inf, which made this
+        # a fifth of `train predict` (measured at 4096^2).
+        np.copyto(y, 0.0, where=~np.isfinite(y))
+        return y
 
 
 CACHE_MB = 1024  # decoded tiles kept in memory per process (a 512 px, 11-band tile: 11.5 MB)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -82,13 +82,24 @@ def blend_weights(window: int) -> np.ndarray:
 ModelFn = Callable[[np.ndarray], np.ndarray]
 
 
-def _read_window(src, band_idx, row, col, window):
+def _read_block(src, band_idx, row: int, col: int, height: int, width: int) -> np.ndarray:
+    """The bands of a block of `src`, NaN where it reaches past the scene."""
     from rasterio.windows import Window
 
-    win = Window(col, row, window, window)
-    inside = row + window <= src.height and col + window <= src.width
+    win = Window(col, row, width, height)
+    inside = row + height <= src.height and col + width <= src.width
     return src.read(band_idx, window=win, boundless=not inside, fill_value=np.nan,
                     out_dtype="float32")
+
+
+def _strips(src, band_idx, rows: list[int], col: int, height: int,
+            width: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(row, the bands of rows row..row+height) for each row of windows: one read per row of
+    windows, not one per window (a GDAL call each, and every horizontal overlap decoded
+    again). Vertical overlaps come from GDAL's block cache, sized for them by STREAM_CACHE_MB.
+    Measured at 4096^2 on 2 cores: reading took 4.8 s per window, 1.6 s per row."""
+    for r in rows:
+        yield r, _read_block(src, band_idx, r, col, height, width)
 
 
 def stream_probability(src, dst, model_fn: ModelFn, band_idx: list[int], standardize,
@@ -141,16 +152,16 @@ def _stream_band(src, dst, model_fn, band_idx, standardize, window, batch_size, 
         num[:, -n:], den[-n:] = 0, 0
         return upto
 
-    for r in rows:
+    for r, strip in _strips(src, band_idx, rows, x0, window, num.shape[2]):
         r0 = flush(r)
+        valid = np.isfinite(strip).all(axis=0)
+        strip = standardize(strip)
         for i in range(0, len(bcols), batch_size):
             batch = bcols[i:i + batch_size]
-            raw = np.stack([_read_window(src, band_idx, r, c, window) for c in batch])
-            valid = np.isfinite(raw).all(axis=1)
-            prob = model_fn(np.stack([standardize(x) for x in raw]))
+            prob = model_fn(np.stack([strip[:, :, c - x0:c - x0 + window] for c in batch]))
             prob = prob[:, None] if prob.ndim == 3 else prob
-            for c, p, v in zip(batch, prob, valid):
-                w = weight * v
+            for c, p in zip(batch, prob):
+                w = weight * valid[:, c - x0:c - x0 + window]
                 num[:, :, c - x0:c - x0 + window] += w * p
                 den[:, c - x0:c - x0 + window] += w
             if progress:
@@ -272,9 +283,10 @@ def normalization_warnings(meta: dict, export: dict, sample_mean: dict[str, floa
     return warnings
 
 
-def sample_band_means(src, band_idx: list[int], names: list[str], n: int = 64,
-                      size: int = 64, seed: int = 0) -> dict[str, float]:
-    """Per-band mean over n random small windows: a bounded look at the scene."""
+def sample_band_means(src, band_idx: list[int], names: list[str], n: int = 16,
+                      size: int = 128, seed: int = 0) -> dict[str, float]:
+    """Per-band mean over n random small windows: a bounded look at the scene (few, larger
+    windows: each read through the VRT costs a fixed few milliseconds)."""
     from rasterio.windows import Window
 
     rng = np.random.default_rng(seed)
@@ -350,7 +362,7 @@ def predict(checkpoint: Path, export_dir: Path, workspace: Path,
     block cache is capped: every block is read about once."""
     job = _PredictJob.open(Path(checkpoint), Path(export_dir), Path(workspace), cfg, name,
                            model_fn)
-    with output_lock(job.out, wait, echo), bounded_gdal_cache():
+    with output_lock(job.out, wait, echo), bounded_gdal_cache(STREAM_CACHE_MB):
         manifest = job.claim(force, echo)
         if manifest is None:
             return job.out
@@ -530,6 +542,10 @@ class _PredictJob:
         return read_outlines(path, ExportGrid.from_dict(self.export["grid"]).crs)
 
 
+# Two rows of 256 px blocks of a 4096 px column band of 11 float32 bands (92 MB), so that
+# each block is decoded once although consecutive rows of windows overlap; GDAL's default
+# 64 MB decoded the overlaps again (reading took 2.6x as long at 4096^2).
+STREAM_CACHE_MB = 160
 PROBABILITY_BANDS = ("glacier_probability", "tta_spread")
 
 
