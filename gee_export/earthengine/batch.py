@@ -94,7 +94,7 @@ def refresh_status(exp: ExportDir, client, retry: Retry = Retry()) -> dict[str, 
 def continue_queue(exp: ExportDir, client, retry: Retry = Retry(), echo=print) -> int:
     """Submit the cells still waiting for room in the queue, with the image the export
     recorded (grid, recipe, HMA asset, DEM offset, normalization)."""
-    from gee_export.earthengine.runner import export_image_for
+    from gee_export.earthengine.recipe import export_image_for
 
     m = exp.manifest
     cfg = RecipeConfig.from_dict(m["recipe"])
@@ -114,7 +114,7 @@ def pull_cells(exp: ExportDir, client=None, from_dir: Path | None = None,
                echo=print) -> int:
     """Bring finished batch files into stack/: from Cloud Storage, or from a folder where the
     user put the files (Drive downloads). Each file is checked against its cell's grid."""
-    from gee_export.earthengine.runner import land_cell
+    from gee_export.earthengine.cells import land_cell
 
     batch = exp.manifest.get("batch") or {}
     if from_dir is None and batch.get("target") != "gcs":

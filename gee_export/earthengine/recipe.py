@@ -357,3 +357,11 @@ def export_task(image: ee.Image, grid: ExportGrid, cell: Cell, target: str, desc
     if target == "drive":
         return ee.batch.Export.image.toDrive(folder=folder, fileNamePrefix=cell.id, **common)
     raise InputError(f"--to {target!r}: use download, gcs or drive")
+
+
+def export_image_for(grid: ExportGrid, cfg: RecipeConfig, hma_asset: str | None, offset: float,
+                     norm: Normalization) -> ee.Image:
+    """The image every cell request or task computes (also rebuilt from a manifest by `prep
+    status`, which submits more batch tasks as others finish)."""
+    aoi = grid_rectangle(grid)
+    return export_image(physical_stack(aoi, cfg, hma_asset, offset), norm, qa_counts(aoi, cfg))

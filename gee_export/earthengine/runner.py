@@ -22,9 +22,11 @@ from gee_export.common.layout import DEM_SOURCE_DIR, EXPORTS_DIR, product_name, 
 from gee_export.common.locks import output_lock
 from gee_export.common.outlines import OutlineRasterizer, read_outlines
 from gee_export.config import DEM_OFFSET_SCALE_M, Normalization, RecipeConfig
+from gee_export.earthengine.cells import land_cell
 from gee_export.earthengine.client import EarthEngineClient, Retry, TooBig
+from gee_export.earthengine.recipe import export_image_for
 from gee_export.export import Plan, ensure_normalization, plan_cells, record_outlines
-from gee_export.local import OffsetHistogram, PercentileAccumulator, mask_invalid_pixels
+from gee_export.local import OffsetHistogram, PercentileAccumulator
 from gee_export.stack import ExportDir, write_cell_tif
 
 # computePixels refuses requests over 48 MiB; some clients count a mask byte per pixel.
@@ -83,17 +85,6 @@ def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig,
         exp.finish()
     echo(f"export complete: {exp.path} ({len(exp.cells)} cells, stack.vrt)")
     return exp
-
-
-def export_image_for(grid: ExportGrid, cfg: RecipeConfig, hma_asset: str | None, offset: float,
-                     norm: Normalization):
-    """The image every cell request or task computes (also rebuilt from a manifest by `prep
-    status`, which submits more batch tasks as others finish)."""
-    from gee_export.earthengine import recipe as R
-
-    aoi = R.grid_rectangle(grid)
-    return R.export_image(R.physical_stack(aoi, cfg, hma_asset, offset), norm,
-                          R.qa_counts(aoi, cfg))
 
 
 @dataclass
@@ -400,34 +391,6 @@ def structured_to_bands(arr, bands: tuple[str, ...], cell: Cell) -> np.ndarray:
 
 
 # -- landing a cell in stack/ (shared by download and pull) ------------------------------------
-
-def land_cell(exp: ExportDir, cell: Cell, data: np.ndarray, glacier: np.ndarray | None,
-              save: bool = True, **info) -> None:
-    """Write the 11 stack bands of an EXPORT_BANDS array as the cell's file, with its record.
-
-    EE_NODATA becomes NaN (the stack's nodata); the QA bands give the share of glacier-outline
-    observations the cloud mask removed in this cell and the pixels each validity rule removed.
-    """
-    from gee_export.earthengine.recipe import EE_NODATA, QA_BANDS
-
-    n = len(BAND_NAMES)
-    stack = data[:n].astype(np.float32, copy=True)
-    stack[stack <= EE_NODATA + 1] = np.nan
-    mask_invalid_pixels(stack)
-    qa = dict(zip(QA_BANDS, data[n:n + len(QA_BANDS)]))
-    removed = None
-    if "s2_masked" in qa and glacier is not None and glacier.any():
-        observed, masked = qa["s2_observed"][glacier].sum(), qa["s2_masked"][glacier].sum()
-        removed = round(float(masked / observed), 4) if observed > 0 else None
-    record = {"valid_fraction": round(float(np.isfinite(stack[0]).mean()), 4),
-              "glacier_pixels_masked": {"all_scenes": removed},
-              "removed_pixels": {"s1_noise_floor": int(qa["s1_removed"].sum()),
-                                 "s2_cloud_mask": int(qa["s2_masked"].sum()),
-                                 "missing_band": int(qa["missing_band"].sum())}
-              if "missing_band" in qa else {}, **info}
-    write_cell_tif(exp.cell_file(cell), exp.grid, cell, stack, info=record)
-    exp.mark(cell, "done", save=save, **record)
-
 
 def _download_dem_source(exp: ExportDir, client, dem_src, retry: Retry) -> None:
     fetcher = CellFetcher(client, dem_src.unmask(0), exp.grid, ("dem_source",), retry)

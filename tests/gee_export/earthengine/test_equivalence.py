@@ -12,7 +12,8 @@ from gee_export.config import SRTM_ASSET, Normalization, RecipeConfig
 from gee_export.demo import demo_region
 from gee_export.earthengine import recipe as R
 from gee_export.earthengine.client import Retry
-from gee_export.earthengine.runner import EEOptions, export_image_for, run_ee_export
+from gee_export.earthengine.recipe import export_image_for
+from gee_export.earthengine.runner import EEOptions, run_ee_export
 from gee_export.local_export import LocalOptions, run_local_export
 
 # The July scene has 9 % scene cloud in the 512 px demo: raise the limit so that the

@@ -32,7 +32,8 @@ from gee_export.demo import demo_region
 from gee_export.earthengine import recipe as R
 from gee_export.earthengine import runner
 from gee_export.earthengine.client import Retry, TooBig, classify_error
-from gee_export.earthengine.runner import CellFetcher, EEJob, EEOptions, export_image_for
+from gee_export.earthengine.recipe import export_image_for
+from gee_export.earthengine.runner import CellFetcher, EEJob, EEOptions
 from gee_export.export import plan_cells
 from gee_export.regions import QILIAN
 

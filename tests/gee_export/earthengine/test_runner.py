@@ -74,7 +74,9 @@ def test_a_cell_out_of_memory_is_split_and_reassembled(tmp_path, double, outline
     exp = _run(tmp_path / "split", double, outlines)
     split = [c for c in exp.cells.values() if c["requests"] > 1]
     assert len(split) == 1 and split[0]["requests"] == 2
-    np.testing.assert_array_equal(_stack(exp), whole)
+    # Equal up to float32 rounding: the halves' bilinear resampling (the test double warps
+    # with GDAL, whose chunking depends on its cache) can differ in the last bits.
+    np.testing.assert_allclose(_stack(exp), whole, rtol=1e-5, atol=0, equal_nan=True)
 
 
 def test_quota_errors_back_off_then_give_up_naming_the_cell(tmp_path, double, outlines):
