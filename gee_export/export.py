@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from gee_export.common.layout import OUTLINES_FILE, SOURCES_DIR, read_manifest
 from gee_export.common.vectors import write_gpkg
 from gee_export.config import Normalization, RecipeConfig
 from gee_export.stack import ExportDir
+
+if TYPE_CHECKING:
+    from geopandas import GeoDataFrame
 
 
 @dataclass
@@ -46,7 +50,7 @@ class Plan:
                 f"bounding box ({s['bbox_area_km2']:.0f} km^2); cells chosen by {s['outlines']}")
 
 
-def plan_cells(region: Region, outlines=None, buffer_m: float = 1000.0,
+def plan_cells(region: Region, outlines: GeoDataFrame | None = None, buffer_m: float = 1000.0,
                cell_size: int = DEFAULT_CELL_SIZE, outline_source: str = "") -> Plan:
     """The grid cells within `buffer_m` of a glacier outline, or the whole box without outlines."""
     grid = region.grid
@@ -69,7 +73,8 @@ def plan_cells(region: Region, outlines=None, buffer_m: float = 1000.0,
 
 
 def ensure_normalization(exp: ExportDir, cfg: RecipeConfig, norm_from: Normalization | None,
-                         percentiles) -> Normalization:
+                         percentiles: Callable[[], dict[str, tuple[float, float]]]
+                         ) -> Normalization:
     """The export's normalization, decided once and frozen in its manifest: another export's
     (--norm-from), region percentiles (`percentiles()`, only called in that mode) or fixed."""
     if "normalization" not in exp.manifest:
@@ -84,7 +89,8 @@ def ensure_normalization(exp: ExportDir, cfg: RecipeConfig, norm_from: Normaliza
     return Normalization.from_dict(exp.manifest["normalization"], str(exp.path))
 
 
-def record_outlines(exp: ExportDir, outlines, source: str, **fields) -> None:
+def record_outlines(exp: ExportDir, outlines: GeoDataFrame | None, source: str,
+                    **fields: Any) -> None:
     """Copy the outlines that chose the cells into the export (labels and evaluation default
     to them) and say where they came from."""
     if not (exp.path / OUTLINES_FILE).is_file():

@@ -20,7 +20,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -29,6 +29,12 @@ from gee_export.common.errors import InputError, InputNotFoundError
 from gee_export.common.grid import Cell, ExportGrid, coarse_cell, coarse_grid
 from gee_export.common.outlines import OutlineRasterizer
 from gee_export.config import DEM_OFFSET_SCALE_M, Normalization, RecipeConfig, normalize
+
+if TYPE_CHECKING:
+    from affine import Affine
+    from rasterio.crs import CRS
+    from rasterio.io import DatasetReader
+    from rasterio.windows import Window
 
 # SCL classes masked as no data (0, 1), cloud shadow (3), cloud (8, 9) or cirrus (10).
 SCL_MASKED = (0, 1, 3, 8, 9, 10)
@@ -213,7 +219,7 @@ class PercentileAccumulator:
 _CANONICAL = {"CS": "cs", "CS_CDF": "cs_cdf"}  # Cloud Score+ keeps its lower-case names
 
 
-def band_map(src) -> dict[str, int]:
+def band_map(src: DatasetReader) -> dict[str, int]:
     """Band name -> 1-based index from band descriptions (B02 and B2 both accepted)."""
     out = {}
     for i, d in enumerate(src.descriptions, 1):
@@ -254,7 +260,8 @@ def _valid_mask(src, data: np.ndarray, indexes: list[int], window, kind: str) ->
     return valid
 
 
-def source_window(crs, transform, shape: tuple[int, int], grid: ExportGrid, cell: Cell):
+def source_window(crs: str | CRS, transform: Affine, shape: tuple[int, int], grid: ExportGrid,
+                  cell: Cell) -> Window | None:
     """The window of a source (its CRS, transform and (height, width)) that covers the cell
     plus a margin for interpolation, clipped to the source (None when they do not overlap),
     and whether it covers the whole cell. The margin holds every pixel an interpolation
@@ -293,7 +300,7 @@ def _aligned_offset(crs, t, grid: ExportGrid, cell: Cell) -> tuple[int, int] | N
     return int(round(row)), int(round(col))
 
 
-def read_source(source, kind: str, grid: ExportGrid, cell: Cell, bands: list[str] | None,
+def read_source(source: Path, kind: str, grid: ExportGrid, cell: Cell, bands: list[str] | None,
                 resampling: str = "bilinear",
                 native_rule: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
                 ) -> tuple[dict[str, np.ndarray], int]:
@@ -330,7 +337,8 @@ def _opened(source):
         yield source
 
 
-def placer(crs, window_transform, grid: ExportGrid, cell: Cell, covers: bool = False):
+def placer(crs: str | CRS, window_transform: Affine, grid: ExportGrid, cell: Cell,
+           covers: bool = False) -> Callable[[np.ndarray, str], np.ndarray]:
     """A function putting (bands, h, w) arrays of a source window (its CRS and transform), NaN
     where it has no data, onto the cell; NaN where nothing lands: a plain copy where the
     source shares the cell's pixel lattice, numpy where it is only shifted or scaled on the
@@ -585,7 +593,7 @@ class LocalRecipe:
                 "cloud_mask": self.cloud_mask}
 
     # -- sources ------------------------------------------------------------------------------
-    def dataset(self, path: Path):
+    def dataset(self, path: Path) -> DatasetReader:
         """The source opened once and kept open: consecutive cells then share GDAL's block
         cache for the blocks their windows overlap."""
         if path not in self._datasets:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class LocalOptions:
 def run_local_export(workspace: Path, region: Region, cfg: RecipeConfig, source_dir: Path,
                      outlines_path: Path | None = None, options: LocalOptions = LocalOptions(),
                      force: bool = False, name: str | None = None, wait: bool = False,
-                     quiet: bool = False, echo=print) -> ExportDir:
+                     quiet: bool = False, echo: Callable[[str], None] = print) -> ExportDir:
     """Export the 11-band stack of a region and year from local rasters; rerunning resumes."""
     name = name or product_name(region.name, cfg.year)
     with output_lock(Path(workspace) / EXPORTS_DIR / name, wait, echo):

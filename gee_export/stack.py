@@ -10,6 +10,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Callable, Sequence
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -41,7 +42,7 @@ CELL_INFO_TAG = "GLACIER_CELL_INFO"  # the cell's record (valid fraction, masks.
 
 
 def write_cell_tif(path: Path, grid: ExportGrid, cell: Cell, data: np.ndarray,
-                   names=BAND_NAMES, info: dict | None = None) -> None:
+                   names: Sequence[str] = BAND_NAMES, info: dict | None = None) -> None:
     """Write one cell's (bands, h, w) float32 stack atomically, band descriptions set and the
     cell's record in its metadata, so a cell file describes itself even if the manifest was
     last saved before it landed."""
@@ -61,7 +62,7 @@ def read_cell_info(path: Path) -> dict:
 
 
 def write_vrt(path: Path, grid: ExportGrid, cells: list[tuple[Cell, str]],
-              names=BAND_NAMES) -> None:
+              names: Sequence[str] = BAND_NAMES) -> None:
     """A GDAL VRT mosaicking cell files (paths relative to the VRT) onto the region grid."""
     from rasterio.crs import CRS
 
@@ -105,7 +106,8 @@ class ExportDir:
     # -- creation and reopening ---------------------------------------------------------------
     @classmethod
     def open_or_create(cls, workspace: Path, name: str, parameters: dict, fields: dict,
-                       force: bool = False, echo=print) -> "ExportDir":
+                       force: bool = False, echo: Callable[[str], None] = print
+                       ) -> "ExportDir":
         """Reopen an export with the same parameters (resume) or start a new one.
 
         An export made with other parameters is replaced with --force, or without it when it

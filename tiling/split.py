@@ -35,7 +35,8 @@ CANDIDATES = 200  # seeded block orders tried; the best balances tiles and glaci
 
 
 def spatial_split(rows: np.ndarray, cols: np.ndarray, val_fraction: float, seed: int,
-                  block: int = 4, guard: int = 1, glacier=None) -> list[str]:
+                  block: int = 4, guard: int = 1, glacier: np.ndarray | None = None
+                  ) -> list[str]:
     """Split tiles at integer grid positions (rows, cols) by blocks with a guard ring.
 
     Validation blocks are drawn in a seeded order until validation holds `val_fraction` of the

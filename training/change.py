@@ -21,7 +21,7 @@ import csv
 import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -42,6 +42,11 @@ from gee_export.common.layout import (
 from gee_export.common.locks import output_lock
 
 from .zones import ZONE_BUFFER_M, ZoneCounts, ZoneRaster, blocks, dissolve, ellipsoidal_ratios, zone_polygons
+
+if TYPE_CHECKING:
+    from gee_export.common.outlines import Outlines
+
+    from .predict import PredictConfig
 
 BOUNDS_MARGIN = 0.1  # without --tta: bounds at threshold -/+ this
 RULES = ("ice", "low", "high")
@@ -81,7 +86,8 @@ def parse_years(spec: str) -> list[int]:
 
 
 def predict_years(checkpoint: Path, workspace: Path, region: str, years: list[int],
-                  predict_cfg, quiet: bool, echo: Callable[[str], None]) -> list[Path]:
+                  predict_cfg: PredictConfig, quiet: bool,
+                  echo: Callable[[str], None]) -> list[Path]:
     """Run (or resume) `train predict` for every year whose export exists; name the others."""
     from gee_export.common.layout import EXPORTS_DIR, product_name
 
@@ -168,7 +174,8 @@ def _reference(reference: Path, prediction: Path, cfg: ChangeConfig):
         return read_outlines(reference, src.crs.to_string(), cfg.id_field)
 
 
-def measure_year(prediction: Path, manifest: dict, ref, cfg: ChangeConfig) -> YearAreas:
+def measure_year(prediction: Path, manifest: dict, ref: Outlines, cfg: ChangeConfig
+                 ) -> YearAreas:
     """One pass over a prediction: per-glacier areas (ice, low, high) and ice outlines."""
     import rasterio
     from rasterio.windows import Window
@@ -216,7 +223,7 @@ def slope_bounds(years: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[
             float((w * np.where(w > 0, high, low)).sum()))
 
 
-def change_table(ref, per_year: list[YearAreas]) -> list[dict]:
+def change_table(ref: Outlines, per_year: list[YearAreas]) -> list[dict]:
     """One row per reference glacier, then the total over all glaciers (outside zones not
     included): areas per year, slope in km^2/yr and %/yr of the first year, bounds."""
     years = np.array([y.year for y in per_year], float)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 
@@ -123,7 +124,7 @@ checkpoint_option = click.option(
     help="A checkpoint of `train run`, e.g. workspace/runs/NAME/best.pt.")
 
 
-def predict_options(fn):
+def predict_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The options of train predict that train change passes on to it."""
     for option in reversed([
         click.option("--window", type=click.IntRange(min=32), default=None,

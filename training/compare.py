@@ -8,6 +8,7 @@ import io
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -25,7 +26,7 @@ METRICS = (("miou", "mIoU"), ("mf1", "mean F1"), ("oa", "OA"), ("iou_glacier", "
 
 def run_comparison(tile_dir: Path, workspace: Path, models: list[str], band_sets: list[str],
                    base: TrainConfig, name: str = "compare", quiet: bool = False,
-                   echo=print) -> Path:
+                   echo: Callable[[str], None] = print) -> Path:
     """Train every model x band set (resuming or skipping finished runs), then tabulate."""
     if not models or not band_sets:
         raise InputError("give at least one --models and one --bands")

@@ -83,7 +83,7 @@ class TileCache:
         self.max_bytes, self.bytes = max_bytes, 0
         self._items: OrderedDict = OrderedDict()
 
-    def get(self, i: int):
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         item = self._items.get(i)
         if item is not None:
             self._items.move_to_end(i)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -34,6 +34,13 @@ from gee_export.common.layout import (
 from .metrics import confusion, scores
 from .zones import ZONE_BUFFER_M, ZoneCounts, ZoneRaster, blocks, ellipsoidal_ratios
 
+if TYPE_CHECKING:
+    from geopandas import GeoDataFrame
+    from rasterio.io import DatasetReader
+    from shapely.geometry.base import BaseGeometry
+
+    from gee_export.common.outlines import Outlines
+
 BOUNDARY_PERCENTILE = 95
 
 
@@ -44,7 +51,8 @@ class EvalConfig:
     zone_buffer_m: float = ZONE_BUFFER_M
 
 
-def boundary_distances(a, b, spacing: float, keep=None) -> np.ndarray:
+def boundary_distances(a: BaseGeometry, b: BaseGeometry, spacing: float,
+                       keep: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Distance from points every `spacing` metres along the boundaries of `a` to the nearest
     boundary of `b`; with `keep` (a polygon), only points inside it count."""
     import shapely
@@ -146,7 +154,8 @@ class SceneScores:
     pixel_area_m2: float
 
 
-def score_scene(src, ref_geoms, small_geoms, threshold: float,
+def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
+                small_geoms: Sequence[BaseGeometry], threshold: float,
                 buffer_m: float = ZONE_BUFFER_M) -> SceneScores:
     """One pass over the probability raster, block by block: the confusion matrix, the
     per-zone counts, and the polygons of valid data and predicted ice."""
@@ -213,7 +222,7 @@ def _report(pred_dir: Path, reference: Path, ref, small, scene: SceneScores, thr
         boundary_distance=_boundaries(ref, scene))
 
 
-def per_glacier(ref, scene: SceneScores) -> tuple[list[dict], float]:
+def per_glacier(ref: Outlines, scene: SceneScores) -> tuple[list[dict], float]:
     """Each reference glacier: its area (rasterized, where the stack has data), the predicted
     ice in its zone, the error; ellipsoidal, by the glacier's ellipsoidal/planar ratio."""
     z, px = scene.zones, scene.pixel_area_m2 / 1e6
@@ -248,7 +257,8 @@ def _boundaries(ref, scene: SceneScores) -> dict:
             "divides_excluded_km": max(0.0, float(divides) / 1e3)}
 
 
-def agreement_png(path: Path, prob_tif: Path, ref_geoms, small_geoms, threshold: float,
+def agreement_png(path: Path, prob_tif: Path, ref_geoms: Sequence[BaseGeometry],
+                  small_geoms: Sequence[BaseGeometry], threshold: float,
                   report: dict, max_side: int = 1600) -> None:
     """True/false positives/negatives, no data and ignored small glaciers on a decimated grid
     (at most max_side px a side), with map coordinates in km."""
@@ -290,7 +300,7 @@ def agreement_png(path: Path, prob_tif: Path, ref_geoms, small_geoms, threshold:
     save_png(fig, path)
 
 
-def predicted_glaciers(pred_dir: Path):
+def predicted_glaciers(pred_dir: Path) -> GeoDataFrame:
     """The predicted glacier polygons of a prediction."""
     import geopandas as gpd
 

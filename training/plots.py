@@ -3,14 +3,20 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from gee_export.common.figures import new_figure, save_png
 
+if TYPE_CHECKING:
+    from gee_export.common.outlines import Outlines
 
-def plot_curves(metrics_csv: Path, out: Path):
+    from .data import TileDataset
+
+
+def plot_curves(metrics_csv: Path, out: Path) -> None:
     rows = list(csv.DictReader(open(metrics_csv)))
     ep = [int(float(r["epoch"])) for r in rows]
     fig, (a, b) = new_figure(1, 2, figsize=(11, 4))
@@ -26,7 +32,8 @@ def plot_curves(metrics_csv: Path, out: Path):
 
 
 @torch.no_grad()
-def plot_samples(model, ds, device, out: Path, n: int = 4):
+def plot_samples(model: torch.nn.Module, ds: TileDataset, device: torch.device, out: Path,
+                 n: int = 4) -> None:
     """RGB (or the first band), reference and prediction for the val tiles richest in ice."""
     frac = []
     for i in range(len(ds)):
@@ -56,7 +63,7 @@ def plot_samples(model, ds, device, out: Path, n: int = 4):
     save_png(fig, out)
 
 
-def change_png(path: Path, ref, per_year: list, table: list[dict], largest: int = 5,
+def change_png(path: Path, ref: Outlines, per_year: list, table: list[dict], largest: int = 5,
                max_side: int = 1200) -> None:
     """Area against year (total with its bounds, and the largest glaciers), and a map of the
     ice lost and gained between the first and the last year."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -37,6 +37,13 @@ from gee_export.common.layout import (
 from gee_export.common.locks import output_lock
 from gee_export.common.rasters import bounded_gdal_cache, geotiff_profile
 from gee_export.common.vectors import write_gpkg_layers
+
+if TYPE_CHECKING:
+    import torch
+    from geopandas import GeoDataFrame
+    from rasterio.io import DatasetReader, DatasetWriter
+
+    from gee_export.common.outlines import Outlines
 
 RAW_SUFFIX = ".raw.tif"  # uncompressed working copy, kept between runs for resume
 MIN_WEIGHT = 1e-3  # floor of the blending weight, so scene-edge pixels are never divided by 0
@@ -102,10 +109,12 @@ def _strips(src, band_idx, rows: list[int], col: int, height: int,
         yield r, _read_block(src, band_idx, r, col, height, width)
 
 
-def stream_probability(src, dst, model_fn: ModelFn, band_idx: list[int], standardize,
+def stream_probability(src: DatasetReader, dst: DatasetWriter, model_fn: ModelFn,
+                       band_idx: list[int], standardize: Callable[[np.ndarray], np.ndarray],
                        window: int, overlap: int, batch_size: int, band_width: int,
-                       done_bands: set[int] = frozenset(), on_band=None,
-                       progress=None) -> None:
+                       done_bands: set[int] = frozenset(),
+                       on_band: Callable[[int], None] | None = None,
+                       progress: Callable[[int], None] | None = None) -> None:
     """Blend model outputs over overlapping windows of `src` into the bands of `dst` (same
     grid), one per output band of the model.
 
@@ -171,7 +180,7 @@ def _stream_band(src, dst, model_fn, band_idx, standardize, window, batch_size, 
 
 # -- outlines (pure on arrays and geometries) --------------------------------------------------
 
-def polygonize_blocks(src, threshold: float, block: int = 1024) -> tuple[list, int]:
+def polygonize_blocks(src: DatasetReader, threshold: float, block: int = 1024) -> tuple[list, int]:
     """Glacier polygons (probability >= threshold, 4-connected) of a probability raster, read
     block by block; pieces cut by block borders are dissolved back into one polygon. Also
     returns the number of valid (non-NaN) pixels, counted in the same pass."""
@@ -223,7 +232,7 @@ def clean_polygons(polys: list, min_area_m2: float, max_hole_m2: float,
     return out
 
 
-def mean_probability(src, polys: list, block: int = 1024) -> list[float]:
+def mean_probability(src: DatasetReader, polys: list, block: int = 1024) -> list[float]:
     """Mean probability inside each polygon (pixel-centre rule), accumulated block by block so
     a glacier as big as the scene costs no more memory than a small one."""
     import shapely
@@ -283,7 +292,7 @@ def normalization_warnings(meta: dict, export: dict, sample_mean: dict[str, floa
     return warnings
 
 
-def sample_band_means(src, band_idx: list[int], names: list[str], n: int = 16,
+def sample_band_means(src: DatasetReader, band_idx: list[int], names: list[str], n: int = 16,
                       size: int = 128, seed: int = 0) -> dict[str, float]:
     """Per-band mean over n random small windows: a bounded look at the scene (few, larger
     windows: each read through the VRT costs a fixed few milliseconds)."""
@@ -304,7 +313,8 @@ def sample_band_means(src, band_idx: list[int], names: list[str], n: int = 16,
 
 # -- the model as a function of arrays ------------------------------------------------------------
 
-def torch_model_fn(model, device, amp_dtype, tta: bool = False) -> ModelFn:
+def torch_model_fn(model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None,
+                   tta: bool = False) -> ModelFn:
     """The model as ModelFn; with `tta`, the mean and the spread (standard deviation) of its
     probabilities over the 8 rotations and flips, each mapped back before averaging."""
     import torch
@@ -325,7 +335,7 @@ def torch_model_fn(model, device, amp_dtype, tta: bool = False) -> ModelFn:
     return fn
 
 
-def dihedral_view(x, k: int):
+def dihedral_view(x: torch.Tensor, k: int) -> torch.Tensor:
     """The k-th of the 8 rotations and flips of a (..., h, w) tensor (k in 0..7)."""
     import torch
 
@@ -333,7 +343,7 @@ def dihedral_view(x, k: int):
     return torch.rot90(x, k % 4, (-2, -1))
 
 
-def undo_dihedral(x, k: int):
+def undo_dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     """The inverse of dihedral_view(., k)."""
     import torch
 
@@ -341,7 +351,7 @@ def undo_dihedral(x, k: int):
     return x.flip(-1) if k >= 4 else x
 
 
-def load_model(checkpoint: Path, device):
+def load_model(checkpoint: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
     from training.models import build_model
     from training.runtime import load_checkpoint, prepared
 
@@ -549,7 +559,8 @@ STREAM_CACHE_MB = 160
 PROBABILITY_BANDS = ("glacier_probability", "tta_spread")
 
 
-def ice_by_glacier(prob, inventory, threshold: float):
+def ice_by_glacier(prob: DatasetReader, inventory: Outlines, threshold: float
+                   ) -> GeoDataFrame:
     """The predicted ice of each inventory glacier: the pixels at or over the threshold in
     its zone, as a polygon, with the glacier's id and the ellipsoidal area."""
     import geopandas as gpd

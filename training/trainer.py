@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -49,6 +49,9 @@ from .losses import dice_ce_loss, loss_from_sums, loss_sums
 from .metrics import confusion, scores
 from .models import build_model, count_parameters
 from .runtime import Processes, amp_dtype_for, forward, load_checkpoint, prepared, resolve_device, save_checkpoint
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
 
 # Options that may differ between an interrupted run and the command that resumes it: they
 # change where and how fast it runs, not what it computes.
@@ -355,7 +358,9 @@ def _epoch(run: _Run, train_dl, val_dl, epoch: int, max_steps: int | None,
     return row, stopped
 
 
-def train_step(model, x, y, opt, sched, scaler, amp_dtype,
+def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+               opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+               scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None,
                reduce: Callable | None = None) -> torch.Tensor | None:
     """One optimization step on the loss of the (global) batch; returns the detached loss,
     or None if it is not finite, in which case the weights are left untouched."""
@@ -372,7 +377,8 @@ def train_step(model, x, y, opt, sched, scaler, amp_dtype,
 
 
 @torch.no_grad()
-def validate(model, loader, device, amp_dtype=None, procs: Processes = Processes()) -> dict:
+def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device,
+             amp_dtype: torch.dtype | None = None, procs: Processes = Processes()) -> dict:
     """Scores over every validation pixel (one confusion matrix) and the mean loss per tile;
     each process scores its share of the tiles and the counts are summed."""
     model.eval()

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from gee_export.common.outlines import OutlineRasterizer
+
+if TYPE_CHECKING:
+    from affine import Affine
+
+    from gee_export.common.outlines import Outlines
 
 # Ice within this distance of a reference glacier counts for it (retreat and advance stay
 # inside); farther away it is a false positive outside every zone.
@@ -88,7 +93,7 @@ class ZoneCounts:
             self.hits += np.bincount(ref[ice["ice"] & valid].ravel(), minlength=k)
 
 
-def ellipsoidal_ratios(ref) -> np.ndarray:
+def ellipsoidal_ratios(ref: Outlines) -> np.ndarray:
     """Ellipsoidal over planar area per reference glacier (index 1..n) and, at index 0, of the
     whole reference: pixel counts times the pixel area, times this, give the areas that
     inventories quote (the grid's projection distorts areas by up to about 0.5 %)."""
@@ -99,7 +104,7 @@ def ellipsoidal_ratios(ref) -> np.ndarray:
     return np.concatenate([[whole], each])
 
 
-def zone_polygons(labels: np.ndarray, transform) -> dict[int, list]:
+def zone_polygons(labels: np.ndarray, transform: Affine) -> dict[int, list]:
     """Polygons of each non-zero label of a block (4-connected pixel edges)."""
     from rasterio import features
     from shapely.geometry import shape

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 
@@ -45,7 +46,8 @@ class LazyGroup(click.Group):
             return getattr(importlib.import_module(module), attr)
         return super().get_command(ctx, name)
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(self, args: list[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         """Like click's, but a usage error (a bad option value) is one 'Error: ...' line
         naming the option, as every other failure is, not a usage block."""
         if not standalone_mode:
@@ -99,7 +101,7 @@ def failure_line(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}: {first} (set {DEBUG_ENV}=1 for the traceback)"
 
 
-def user_errors(fn):
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn any failure into one 'Error: ...' line and exit status 1; Ctrl-C into 130."""
     @functools.wraps(fn)
     def wrapper(*a, **kw):
@@ -138,7 +140,8 @@ class AutoInt(click.ParamType):
     def __init__(self, minimum: int = 0):
         self.minimum = minimum
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int | str | None:
         if value is None or value == "auto" or isinstance(value, int):
             if isinstance(value, int) and value < self.minimum:
                 self.fail(f"{value} is below the minimum {self.minimum}", param, ctx)
@@ -156,13 +159,14 @@ class Device(click.ParamType):
     """auto, cpu, cuda or cuda:N."""
     name = "auto|cpu|cuda|cuda:N"
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
         if re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(value)):
             return str(value)
         self.fail(f"{value!r}: use auto, cpu, cuda or cuda:N", param, ctx)
 
 
-def multiple_of(n: int):
+def multiple_of(n: int) -> Callable[[click.Context, click.Parameter, int | None], int | None]:
     """A click callback refusing values that are not multiples of n (None passes)."""
     def check(ctx, param, value):
         if value is not None and value % n:

@@ -3,11 +3,15 @@ matplotlib backend (that would silence inline figures in a notebook) or keep fig
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_output
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def new_figure(nrows: int = 1, ncols: int = 1, **kw):
+
+def new_figure(nrows: int = 1, ncols: int = 1, **kw: Any) -> tuple[Figure, Any]:
     """A standalone Figure and its axes (fig, ax or array of axes), any backend."""
     from matplotlib.figure import Figure
 
@@ -15,7 +19,7 @@ def new_figure(nrows: int = 1, ncols: int = 1, **kw):
     return fig, fig.subplots(nrows, ncols, **kw)
 
 
-def save_png(fig, path: Path, dpi: int = 100) -> None:
+def save_png(fig: Figure, path: Path, dpi: int = 100) -> None:
     """Write the figure atomically."""
     with atomic_output(Path(path)) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")

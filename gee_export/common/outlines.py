@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .errors import InputError, InputNotFoundError
+
+if TYPE_CHECKING:
+    from rasterio.crs import CRS
+    from shapely.geometry.base import BaseGeometry
 
 # Identifier fields of the common inventories, tried in this order: GLIMS, RGI 7, RGI 6,
 # the Chinese inventories, then anything called id.
@@ -46,7 +51,7 @@ class Outlines:
         return f"{len(self)} outlines from {self.path.name} ({src}{rep})"
 
 
-def ellipsoidal_area_km2(geoms, crs) -> np.ndarray:
+def ellipsoidal_area_km2(geoms: Sequence[BaseGeometry], crs: str | CRS) -> np.ndarray:
     """Area of each geometry on the WGS84 ellipsoid, in km^2 (what inventories quote)."""
     import geopandas as gpd
     from pyproj import Geod

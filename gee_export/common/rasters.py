@@ -3,13 +3,19 @@ cache of the streamed stages, and the check that a stack is the band table's."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .atomic import atomic_output
 from .bands import BAND_NAMES
 from .errors import InputError, StateError
+
+if TYPE_CHECKING:
+    import rasterio
+    from affine import Affine
+    from rasterio.crs import CRS
+    from rasterio.io import DatasetReader
 
 BLOCK = 256  # GeoTIFF tile side: every product is tiled, so QGIS and windowed reads stay fast
 # ZSTD at level 1 writes about 4x faster than DEFLATE's default level for the same size on
@@ -21,7 +27,8 @@ COMPRESSION = {"compress": "zstd", "zstd_level": 1}
 GDAL_CACHE_MB = 64
 
 
-def geotiff_profile(width: int, height: int, count: int, dtype: str, crs, transform,
+def geotiff_profile(width: int, height: int, count: int, dtype: str, crs: str | CRS,
+                    transform: Affine,
                     nodata: float | None = None, *, compress: bool = True,
                     band_interleaved: bool = True) -> dict:
     """A tiled GeoTIFF profile. Floats get the floating-point predictor and integers the
@@ -55,7 +62,7 @@ def write_geotiff(path: Path, data: np.ndarray, profile: dict, names: Sequence[s
                 dst.update_tags(**tags)
 
 
-def bounded_gdal_cache(megabytes: int = GDAL_CACHE_MB):
+def bounded_gdal_cache(megabytes: int = GDAL_CACHE_MB) -> rasterio.Env:
     """A rasterio environment with GDAL's block cache capped at `megabytes`."""
     import rasterio
 
@@ -64,7 +71,7 @@ def bounded_gdal_cache(megabytes: int = GDAL_CACHE_MB):
     return rasterio.Env(GDAL_CACHEMAX=megabytes * 2 ** 20)
 
 
-def open_raster(path: Path, what: str = "raster"):
+def open_raster(path: Path, what: str = "raster") -> DatasetReader:
     """rasterio.open with one clear line for a missing or unreadable file."""
     import rasterio
 

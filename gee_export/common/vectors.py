@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .atomic import atomic_output
 
+if TYPE_CHECKING:
+    from geopandas import GeoDataFrame
 
-def write_gpkg(df, path: Path, layer: str) -> None:
+
+def write_gpkg(df: GeoDataFrame, path: Path, layer: str) -> None:
     """Write a GeoDataFrame as one GeoPackage layer, atomically."""
     with atomic_output(path) as tmp:
         df.to_file(tmp, driver="GPKG", layer=layer)

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable
+from typing import Any, Callable, Iterable, Iterator
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -77,7 +77,7 @@ class WorkerPool:
         elif self._teardown is not None:
             self._teardown()
 
-    def map(self, fn: Callable, items):
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
         """Yield (item, fn(item)) as they finish. At most two items per worker are in flight,
         so results never pile up; after Ctrl-C or an error nothing new starts, and items
         already running finish before the pool closes."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -19,13 +20,20 @@ from gee_export.config import Normalization, RecipeConfig
 from gee_export.earthengine.client import Retry, TooBig, first_line
 from gee_export.stack import ExportDir
 
+if TYPE_CHECKING:
+    import ee
+    from rasterio.io import DatasetReader
+
+    from gee_export.earthengine.client import EarthEngineClient
+
 MAX_QUEUED = 2900  # of Earth Engine's 3000 queued tasks per project: room for the user's own
 LIVE_STATES = ("SUBMITTED", "READY", "RUNNING")  # a task in the queue
 RESTART_STATES = ("FAILED", "CANCELLED")  # a task to start again; COMPLETED awaits `prep pull`
 QUEUE_FULL_TEXT = "too many tasks"  # what the service answers a start beyond its queue limit
 
 
-def submit_tasks(exp: ExportDir, client, image, retry: Retry = Retry(), echo=print,
+def submit_tasks(exp: ExportDir, client: EarthEngineClient, image: ee.Image,
+                 retry: Retry = Retry(), echo: Callable[[str], None] = print,
                  max_queued: int | None = None) -> int:
     """Start a task for each pending cell without a live one (failed or cancelled ones again),
     keeping at most `max_queued` in the queue; a rerun or `prep status` starts the rest."""
@@ -73,7 +81,8 @@ def _destination(batch: dict, cell: Cell) -> str:
     return f"Drive:{batch['folder']}/{cell.id}.tif"
 
 
-def refresh_status(exp: ExportDir, client, retry: Retry = Retry()) -> dict[str, int]:
+def refresh_status(exp: ExportDir, client: EarthEngineClient, retry: Retry = Retry()
+                   ) -> dict[str, int]:
     """Ask Earth Engine for the state of every recorded task; returns counts per state."""
     ids = {info["task_id"]: cid for cid, info in exp.cells.items()
            if info.get("task_id") and info.get("state") != "done"}
@@ -91,7 +100,8 @@ def refresh_status(exp: ExportDir, client, retry: Retry = Retry()) -> dict[str, 
     return state_counts(exp)
 
 
-def continue_queue(exp: ExportDir, client, retry: Retry = Retry(), echo=print) -> int:
+def continue_queue(exp: ExportDir, client: EarthEngineClient, retry: Retry = Retry(),
+                   echo: Callable[[str], None] = print) -> int:
     """Submit the cells still waiting for room in the queue, with the image the export
     recorded (grid, recipe, HMA asset, DEM offset, normalization)."""
     from gee_export.earthengine.recipe import export_image_for
@@ -110,8 +120,8 @@ def state_counts(exp: ExportDir) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def pull_cells(exp: ExportDir, client=None, from_dir: Path | None = None,
-               echo=print) -> int:
+def pull_cells(exp: ExportDir, client: EarthEngineClient | None = None,
+               from_dir: Path | None = None, echo: Callable[[str], None] = print) -> int:
     """Bring finished batch files into stack/: from Cloud Storage, or from a folder where the
     user put the files (Drive downloads). Each file is checked against its cell's grid."""
     from gee_export.earthengine.cells import land_cell
@@ -175,7 +185,7 @@ def _read_cell_file(src: Path, grid: ExportGrid, cell: Cell) -> np.ndarray:
         raise InputError(f"{src}: cannot be read as a GeoTIFF ({first_line(e)})") from None
 
 
-def check_cell_file(f, path: Path, grid: ExportGrid, cell: Cell, bands: int) -> None:
+def check_cell_file(f: DatasetReader, path: Path, grid: ExportGrid, cell: Cell, bands: int) -> None:
     from rasterio.crs import CRS
 
     want = cell.transform(grid)

@@ -13,11 +13,14 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from gee_export.common.errors import InputError, ServiceError
+
+if TYPE_CHECKING:
+    import ee
 
 AUTH_HELP = ("run `earthengine authenticate` (or set GOOGLE_APPLICATION_CREDENTIALS to a "
              "service-account key file), then rerun")
@@ -58,7 +61,7 @@ class EarthEngineClient:
             raise ServiceError(connect_error_message(e, project)) from None
         return cls(project)
 
-    def compute_value(self, obj):
+    def compute_value(self, obj: ee.ComputedObject) -> Any:
         import ee
 
         return ee.data.computeValue(obj)
@@ -68,7 +71,7 @@ class EarthEngineClient:
 
         return ee.data.computePixels(params)
 
-    def start_task(self, task) -> str:
+    def start_task(self, task: ee.batch.Task) -> str:
         task.start()
         return task.id
 
@@ -161,7 +164,7 @@ class Retry:
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
 
-    def call(self, step: str, fn: Callable, *args):
+    def call(self, step: str, fn: Callable[..., Any], *args: Any) -> Any:
         for attempt in range(self.max_retries + 1):
             try:
                 return fn(*args)

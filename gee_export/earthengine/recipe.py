@@ -8,6 +8,8 @@ initialized `ee` library.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Sequence
+
 import ee
 import numpy as np
 
@@ -23,6 +25,10 @@ from gee_export.config import (
     Normalization,
     RecipeConfig,
 )
+
+if TYPE_CHECKING:
+    from geopandas import GeoDataFrame
+    from shapely.geometry.base import BaseGeometry
 
 # Value of masked pixels in what Earth Engine sends: 0 is a valid normalized value, and batch
 # exports need one numeric type. Turned back into NaN when a cell lands in stack/.
@@ -50,12 +56,12 @@ def grid_rectangle(grid: ExportGrid, cell: Cell | None = None) -> ee.Geometry:
     return ee.Geometry.Rectangle([x0, y0, x1, y1], grid.crs, False)
 
 
-def shapely_to_ee(geom, crs: str) -> ee.Geometry:
+def shapely_to_ee(geom: BaseGeometry, crs: str) -> ee.Geometry:
     """A shapely geometry in `crs` as a planar ee.Geometry (no lon/lat round trip)."""
     return ee.Geometry(geom.__geo_interface__, crs, False)
 
 
-def outlines_collection(geoms, crs: str, simplify_m: float = 5.0) -> ee.FeatureCollection:
+def outlines_collection(geoms: Sequence[BaseGeometry], crs: str, simplify_m: float = 5.0) -> ee.FeatureCollection:
     """Outlines as an in-request FeatureCollection, simplified to half a pixel so the request
     stays small (labels are rasterized locally from the full-resolution file)."""
     import shapely
@@ -78,7 +84,7 @@ def page(collection: ee.FeatureCollection, offset: int, count: int) -> ee.Featur
     return ee.FeatureCollection(collection.toList(count, offset))
 
 
-def glims_glaciers(frame, year: int):
+def glims_glaciers(frame: GeoDataFrame, year: int) -> GeoDataFrame:
     """One outline per GLIMS glacier, the analysis whose source date is nearest the year, with
     its internal rocks (nunataks) cut out."""
     import pandas as pd
@@ -342,7 +348,8 @@ def cell_grid(grid: ExportGrid, cell: Cell) -> dict:
 
 
 def export_task(image: ee.Image, grid: ExportGrid, cell: Cell, target: str, description: str,
-                prefix: str, bucket: str | None = None, folder: str | None = None):
+                prefix: str, bucket: str | None = None, folder: str | None = None
+                ) -> ee.batch.Task:
     """An unstarted batch task writing one cell as one cloud-optimized GeoTIFF named
     `<prefix>/<cell>.tif` (Drive: `<cell>.tif` in the folder), EE_NODATA tagged as nodata."""
     t = cell.transform(grid)

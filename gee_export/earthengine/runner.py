@@ -11,7 +11,7 @@ from __future__ import annotations
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -28,6 +28,11 @@ from gee_export.earthengine.recipe import export_image_for
 from gee_export.export import Plan, ensure_normalization, plan_cells, record_outlines
 from gee_export.local import OffsetHistogram, PercentileAccumulator
 from gee_export.stack import ExportDir, write_cell_tif
+
+if TYPE_CHECKING:
+    import ee
+    from geopandas import GeoDataFrame
+    from shapely.geometry.base import BaseGeometry
 
 # computePixels refuses requests over 48 MiB; some clients count a mask byte per pixel.
 REQUEST_LIMIT_BYTES = 48 * 1024 * 1024
@@ -59,7 +64,7 @@ def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig,
                   options: EEOptions = EEOptions(), *, client: EarthEngineClient | None = None,
                   project: str | None = None, outlines_path: Path | None = None,
                   force: bool = False, name: str | None = None, wait: bool = False,
-                  quiet: bool = False, echo=print) -> ExportDir:
+                  quiet: bool = False, echo: Callable[[str], None] = print) -> ExportDir:
     """The Earth Engine recipe for one region and year; rerunning resumes."""
     from gee_export.earthengine import batch
 
@@ -98,8 +103,9 @@ class EEJob:
     options: EEOptions
 
     @classmethod
-    def prepare(cls, client, region: Region, cfg: RecipeConfig, outlines_path: Path | None,
-                options: EEOptions, echo) -> "EEJob":
+    def prepare(cls, client: EarthEngineClient, region: Region, cfg: RecipeConfig,
+                outlines_path: Path | None, options: EEOptions,
+                echo: Callable[[str], None]) -> "EEJob":
         """The outlines (the user's, else GLIMS from the catalogue) and the cells near them."""
         if outlines_path:
             outl = read_outlines(outlines_path, region.crs).split_by_area(
@@ -124,7 +130,8 @@ class EEJob:
                 "target": o.target, "bucket": o.bucket, "folder": o.folder,
                 "outlines": self.outline_source}
 
-    def open(self, workspace: Path, name: str, force: bool, echo) -> ExportDir:
+    def open(self, workspace: Path, name: str, force: bool,
+             echo: Callable[[str], None]) -> ExportDir:
         fields = {"region": self.region.to_dict(), "year": self.cfg.year,
                   "grid": self.plan.grid.to_dict(), "bands": list(BAND_NAMES),
                   "synthetic": False, "source": "earthengine", "plan": self.plan.summary(),
@@ -136,10 +143,10 @@ class EEJob:
             record_outlines(exp, self.outlines, self.outline_source)
         exp.set_plan(self.plan.cells)
 
-    def call(self, step: str, fn: Callable, *args):
+    def call(self, step: str, fn: Callable[..., Any], *args: Any) -> Any:
         return self.options.retry.call(step, fn, *args)
 
-    def inventory(self, exp: ExportDir, echo) -> None:
+    def inventory(self, exp: ExportDir, echo: Callable[[str], None]) -> None:
         """Every image id, date and footprint each filter kept; cells no image covers are
         refused by name (the 2017-2018 L2A hole)."""
         if "images" in exp.manifest:
@@ -169,7 +176,7 @@ class EEJob:
         echo(f"images: {len(s1)} Sentinel-1, {len(s2)} of {sizes['s2_in_window']} Sentinel-2 "
              f"scenes under {cfg.s2_max_scene_cloud:g} % scene cloud")
 
-    def features(self, step: str, collection, size: int):
+    def features(self, step: str, collection: ee.FeatureCollection, size: int) -> list[dict]:
         """A feature collection fetched in pages of PAGE elements, in the grid's CRS."""
         from gee_export.earthengine import recipe as R
 
@@ -252,7 +259,7 @@ class EEJob:
                 acc.counts[b] += counts[b]
         return acc.normalization(self.cfg.norm_percentiles)
 
-    def download(self, exp: ExportDir, image, quiet: bool) -> None:
+    def download(self, exp: ExportDir, image: ee.Image, quiet: bool) -> None:
         """computePixels for every pending cell, `workers` in flight; files land in this
         thread, so the manifest has one writer."""
         from gee_export.earthengine import recipe as R
@@ -314,7 +321,8 @@ def requests(items: list, fn: Callable, workers: int, desc: str, quiet: bool,
                            "resume")
 
 
-def split_until_small(cell: Cell, build: Callable[[Cell], object], client, retry: Retry,
+def split_until_small(cell: Cell, build: Callable[[Cell], object], client: EarthEngineClient,
+                      retry: Retry,
                       step: str) -> list:
     """computeValue of build(cell); where the service answers that it is too big (memory,
     time), the cell in halves, recursively; the results of the parts, to be added up."""
@@ -377,7 +385,7 @@ class CellFetcher:
         return np.concatenate([da, db], axis=axis), na + nb
 
 
-def structured_to_bands(arr, bands: tuple[str, ...], cell: Cell) -> np.ndarray:
+def structured_to_bands(arr: np.ndarray, bands: tuple[str, ...], cell: Cell) -> np.ndarray:
     """computePixels' structured NUMPY_NDARRAY (h, w) with one field per band -> (b, h, w)."""
     names = getattr(getattr(arr, "dtype", None), "names", None) or ()
     missing = [b for b in bands if b not in names]
@@ -404,7 +412,8 @@ def _download_dem_source(exp: ExportDir, client, dem_src, retry: Retry) -> None:
 
 # -- outlines and footprints ------------------------------------------------------------------
 
-def fetch_glims(client, region: Region, year: int, retry: Retry):
+def fetch_glims(client: EarthEngineClient, region: Region, year: int, retry: Retry
+                ) -> GeoDataFrame:
     """GLIMS outlines over the region in pages under the collection limit, one analysis per
     glacier with its nunataks cut out, in the region's CRS (None when there is none)."""
     from gee_export.earthengine import recipe as R
@@ -429,7 +438,7 @@ def _lonlat_frame(features: list, crs: str):
     return gpd.GeoDataFrame.from_features(features, crs="EPSG:4326").to_crs(crs)
 
 
-def count_per_cell(footprints, grid: ExportGrid, cells: list[Cell]) -> dict[str, int]:
+def count_per_cell(footprints: Sequence[BaseGeometry], grid: ExportGrid, cells: list[Cell]) -> dict[str, int]:
     """How many images' footprints touch each cell (footprints already in the grid CRS)."""
     import shapely
     from shapely.geometry import box

@@ -4,6 +4,9 @@ H, W that are multiples of 32."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
+
+from torch import nn
 
 from gee_export.common.errors import InputError
 
@@ -70,14 +73,15 @@ def resolve(name: str) -> tuple[ModelSpec, dict]:
     return spec, dict(spec.overrides)
 
 
-def build_model(name: str, preset: str, in_channels: int, num_classes: int = 2, **overrides):
+def build_model(name: str, preset: str, in_channels: int, num_classes: int = 2,
+                **overrides: Any) -> nn.Module:
     spec, base = resolve(name)
     if preset not in spec.presets:
         raise InputError(f"--preset {preset!r} for {name}: use one of "
-                           f"{', '.join(spec.presets)}")
+                         f"{', '.join(spec.presets)}")
     cfg = replace(spec.presets[preset], **{**base, **overrides})
     return spec.cls(in_channels, num_classes, cfg)
 
 
-def count_parameters(model) -> int:
+def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

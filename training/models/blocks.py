@@ -1,7 +1,7 @@
 """Convolution building blocks shared by the CNN models (one home for conv-BN-ReLU)."""
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 
 def conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, dilation: int = 1,
@@ -12,7 +12,7 @@ def conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, dilation: int = 1,
 
 
 def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1,
-                 relu=nn.ReLU) -> nn.Sequential:
+                 relu: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     return nn.Sequential(*conv_bn(cin, cout, k, stride, dilation), relu())
 
 
@@ -38,7 +38,7 @@ class BasicBlock(nn.Module):
         self.downsample = conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else None
         self.relu = nn.ReLU()
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + (x if self.downsample is None else self.downsample(x)))
@@ -61,7 +61,7 @@ class Bottleneck(nn.Module):
         self.downsample = conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else None
         self.relu = nn.ReLU()
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from .blocks import conv_bn_relu
 from .resnet import ResNet
@@ -37,7 +37,7 @@ class ASPP(nn.Module):
                                   nn.ReLU())
         self.out_dim = dim * (len(rates) + 2)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         pooled = F.interpolate(self.pool(x), size=x.shape[-2:], mode="bilinear",
                                align_corners=False)
         return torch.cat([b(x) for b in self.branches] + [pooled], 1)
@@ -52,7 +52,7 @@ class CBAM(nn.Module):
         self.mlp = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, dim, 1))
         self.spatial = nn.Conv2d(2, 1, kernel, padding=kernel // 2)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         ch = torch.sigmoid(self.mlp(F.adaptive_avg_pool2d(x, 1)) +
                            self.mlp(F.adaptive_max_pool2d(x, 1)))
         x = x * ch
@@ -79,7 +79,7 @@ class DeepLabV3Plus(nn.Module):
                                      conv_bn_relu(cfg.aspp_dim, cfg.aspp_dim),
                                      nn.Conv2d(cfg.aspp_dim, num_classes, 1))
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         size = x.shape[-2:]
         low, high = self.backbone(x)
         ctx = self.aspp(high)

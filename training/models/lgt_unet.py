@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from .blocks import BasicBlock, conv_bn
 from .blocks import conv_bn_relu as _conv_bn_relu
@@ -76,7 +76,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(cin, cout, patch, patch)
         self.norm = nn.LayerNorm(cout)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         x = self.proj(x)
         h, w = x.shape[-2:]
         return self.norm(_to_tokens(x)), h, w
@@ -93,7 +93,7 @@ class LocallyGroupedAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x, h, w):
+    def forward(self, x: Tensor, h: int, w: int) -> Tensor:
         b, n, c = x.shape
         k = self.k
         m = x.reshape(b, h, w, c)
@@ -124,7 +124,7 @@ class GlobalSubsampledAttention(nn.Module):
         self.sr = nn.Conv2d(dim, dim, sr, sr) if sr > 1 else None
         self.norm = nn.LayerNorm(dim) if sr > 1 else None
 
-    def forward(self, x, h, w):
+    def forward(self, x: Tensor, h: int, w: int) -> Tensor:
         b, n, c = x.shape
         d = c // self.heads
         q = self.q(x).reshape(b, n, self.heads, d).transpose(1, 2)
@@ -140,7 +140,7 @@ class Mlp(nn.Module):
         self.fc1, self.act, self.fc2 = (nn.Linear(dim, int(dim * ratio)), nn.GELU(),
                                         nn.Linear(int(dim * ratio), dim))
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -152,7 +152,7 @@ class TransformerBlock(nn.Module):
                      else GlobalSubsampledAttention(dim, heads, sr))
         self.mlp = Mlp(dim, cfg.mlp_ratio)
 
-    def forward(self, x, h, w):
+    def forward(self, x: Tensor, h: int, w: int) -> Tensor:
         x = x + self.attn(self.norm1(x), h, w)
         return x + self.mlp(self.norm2(x))
 
@@ -164,7 +164,7 @@ class PosConv(nn.Module):
         super().__init__()
         self.proj = nn.Sequential(nn.Conv2d(dim, dim, 3, 1, 1, groups=dim))
 
-    def forward(self, x, h, w):
+    def forward(self, x: Tensor, h: int, w: int) -> Tensor:
         m = _to_map(x, h, w)
         return _to_tokens(m + self.proj(m))
 
@@ -177,7 +177,7 @@ class AbsPosEmbed(nn.Module):
         self.pos = nn.Parameter(torch.zeros(1, dim, ref, ref))
         nn.init.trunc_normal_(self.pos, std=0.02)
 
-    def forward(self, x, h, w):
+    def forward(self, x: Tensor, h: int, w: int) -> Tensor:
         p = F.interpolate(self.pos, size=(h, w), mode="bilinear", align_corners=False)
         return x + _to_tokens(p)
 
@@ -201,7 +201,7 @@ class LGTEncoder(nn.Module):
             cin = dim
         self.norm = nn.LayerNorm(cin, eps=BLOCK_EPS)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         feats = []
         for s, (embed, blocks, pos) in enumerate(zip(self.patch_embeds, self.blocks,
                                                      self.pos_block)):
@@ -221,11 +221,11 @@ class LGTEncoder(nn.Module):
 # Decoder (UNetFormer)
 
 
-def conv_bn_relu(cin, cout, k=3):
+def conv_bn_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
     return _conv_bn_relu(cin, cout, k, relu=nn.ReLU6)  # UNetFormer uses ReLU6
 
 
-def separable_conv_bn(cin, cout, k):
+def separable_conv_bn(cin: int, cout: int, k: int) -> nn.Sequential:
     """Depth-wise k x k, BN, point-wise 1x1; padding (k - 1) // 2 as UNetFormer's."""
     return nn.Sequential(nn.Conv2d(cin, cin, k, 1, (k - 1) // 2, groups=cin, bias=False),
                          nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 1, bias=False))
@@ -255,7 +255,7 @@ class GlobalLocalAttention(nn.Module):
         self.attn_y = nn.AvgPool2d((1, k), 1, (0, k // 2 - 1))
         self.proj = separable_conv_bn(dim, dim, k)  # after a one-pixel mirror pad: size kept
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         local = self.local2(x) + self.local1(x)
         k = self.ws
@@ -292,7 +292,7 @@ class LGCB(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.ReLU6(), nn.Conv2d(hidden, dim, 1))
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
@@ -306,7 +306,7 @@ class WeightedFusion(nn.Module):
         self.weights = nn.Parameter(torch.ones(2))
         self.post = conv_bn_relu(dim, dim, 3)
 
-    def forward(self, x, skip):
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
         x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
         w = F.relu(self.weights)
         w = w / (w.sum() + 1e-8)
@@ -326,7 +326,7 @@ class FeatureRefinementHead(nn.Module):
         self.shortcut = conv_bn(dim, dim, 1)
         self.proj = separable_conv_bn(dim, dim, 3)
 
-    def forward(self, x, skip):
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
         x = self.fuse(x, skip)
         out = self.spatial(x) * x + self.channel(x) * x
         return F.relu(self.proj(out) + self.shortcut(x))
@@ -340,7 +340,7 @@ class MapTransformerBlock(nn.Module):
         super().__init__()
         self.block = TransformerBlock(dim, heads, "L", LGTConfig(window=window), 1)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         return _to_map(self.block(_to_tokens(x), h, w), h, w)
 
@@ -368,7 +368,7 @@ class UNetFormerDecoder(nn.Module):
         self.head = nn.Sequential(conv_bn_relu(dim, dim, 3), nn.Dropout2d(dropout),
                                   nn.Conv2d(dim, num_classes, 1))
 
-    def forward(self, feats, size):
+    def forward(self, feats: list[Tensor], size: tuple[int, int]) -> Tensor:
         e1, e2, e3, e4 = feats
         x = self.b4(self.pre4(e4))
         x = self.b3(self.fuse3(x, e3))
@@ -385,5 +385,5 @@ class LGTUNet(nn.Module):
                                          cfg.decoder_window,
                                          num_classes, cfg.dropout, cfg.decoder)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return self.decoder(self.encoder(x), x.shape[-2:])

@@ -2,7 +2,7 @@
 any number of input bands, output stride 16 or 32 by dilating the last stage."""
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from .blocks import BasicBlock, Bottleneck
 
@@ -35,7 +35,7 @@ class ResNet(nn.Module):
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
         self.channels = (width * block.expansion, cin)  # layer1, layer4
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         low = self.layer1(x)
         return low, self.layer4(self.layer3(self.layer2(low)))

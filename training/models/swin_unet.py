@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class SwinBlock(nn.Module):
                              persistent=False)
         self.mlp = Mlp(dim, mlp_ratio)
 
-    def forward(self, x):  # (B, H, W, C)
+    def forward(self, x: Tensor) -> Tensor:  # (B, H, W, C)
         b, h, w, c = x.shape
         k = self.window
         # A map no bigger than the window is one window: shifting it would change nothing.
@@ -109,7 +109,7 @@ class PatchMerging(nn.Module):
         super().__init__()
         self.norm, self.reduce = nn.LayerNorm(4 * dim), nn.Linear(4 * dim, 2 * dim, bias=False)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]],
                       -1)
         return self.reduce(self.norm(x))
@@ -124,7 +124,7 @@ class PatchExpand(nn.Module):
         self.expand = nn.Linear(dim, scale * scale * out_dim, bias=False)
         self.norm = nn.LayerNorm(out_dim)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         b, h, w, _ = x.shape
         s = self.scale
         x = self.expand(x).reshape(b, h, w, s, s, self.out_dim)
@@ -150,7 +150,7 @@ class SwinUNet(nn.Module):
         self.final_expand = PatchExpand(dims[0], dims[0], 4)
         self.head = nn.Conv2d(dims[0], num_classes, 1)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         x = self.embed_norm(self.embed(x).permute(0, 2, 3, 1))  # (B, H/4, W/4, C)
         skips = []
         for i, stage in enumerate(self.encoder):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .blocks import DoubleConv
 
@@ -29,7 +29,7 @@ class UNet(nn.Module):
         self.merge = nn.ModuleList(DoubleConv(2 * a, a) for a in w[:-1])
         self.head = nn.Conv2d(w[0], num_classes, 1)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else self.pool(x))
