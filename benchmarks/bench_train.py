@@ -63,6 +63,8 @@ def _model(preset: str, n_bands: int, device, amp: str, variant: str):
     from training.runtime import amp_dtype_for
 
     model = build_model("lgt-unet", preset, n_bands).to(device).train()
+    if "tf32" in variant:  # TensorFloat-32 matrix products in fp32 (Ampere and later)
+        torch.backends.cuda.matmul.allow_tf32 = True
     if "channels_last" in variant:
         model = model.to(memory_format=torch.channels_last)
     if "compile" in variant:
@@ -91,6 +93,9 @@ def _timed_steps(model, opt, scaler, amp_dtype, batches, device, variant: str, w
         n += len(x) if i >= warmup else 0
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    if t is None:
+        raise SystemExit(f"fewer batches than the {warmup} warm-up step(s): use more tiles "
+                         "or a smaller --batch-size")
     return n / (time.perf_counter() - t)
 
 
@@ -102,8 +107,9 @@ def model_alone(tiles: str, preset: str, batch: str, steps: str, device_name: st
     device, bands, ds = _setup(tiles, device_name)
     x0, _ = ds[0]
     b, warmup = int(batch), 3 if "compile" in variant else 1
-    x = torch.randn(b, *x0.shape, device=device)
-    y = torch.randint(0, 2, (b, *x0.shape[1:]), device=device)
+    shape = (x0.shape[0], 512, 512) if "px512" in variant else x0.shape  # the paper's tiles
+    x = torch.randn(b, *shape, device=device)
+    y = torch.randint(0, 2, (b, *shape[1:]), device=device)
     model, opt, scaler, amp_dtype = _model(preset, len(bands), device, amp, variant)
     rate = _timed_steps(model, opt, scaler, amp_dtype, [(x, y)] * (int(steps) + warmup), device,
                         variant, warmup)
@@ -164,6 +170,8 @@ def main():
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=3, help="full step and loader epochs")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--tiles", type=Path, default=None,
+                    help="use these tiles (made by prep tile) instead of making demo tiles")
     ap.add_argument("--variants", action="store_true",
                     help="also time channels_last and torch.compile (model alone)")
     ap.add_argument("--child", nargs="+")
@@ -175,7 +183,7 @@ def main():
 
     cuda = a.device != "cpu" and torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as tmp:
-        tiles = make_tiles(Path(tmp), a.tile_size)
+        tiles = a.tiles or make_tiles(Path(tmp), a.tile_size)
         print(f"tiles {a.tile_size} px, batch {a.batch_size}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} CPU threads, "
               f"{torch.cuda.get_device_name(0) if cuda else 'no GPU'}")

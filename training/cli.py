@@ -26,7 +26,11 @@ tiles_option = click.option(
     help="Tile directory. [default: the newest complete tiles in the workspace]")
 device_option = click.option("--device", type=Device(), default="auto",
                              help="auto (CUDA if present), cpu, cuda, cuda:N.")
-no_amp_option = click.option("--no-amp", is_flag=True, help="Disable bf16/fp16 autocast on GPU.")
+amp_option = click.option(
+    "--amp", is_flag=True,
+    help="bf16 autocast on GPU (fp16 where bf16 is missing): about a third less GPU memory. "
+         "Off by default: on an H200 the paper model ran 0.74-0.93x as fast with it as in "
+         "fp32 with TF32 matrix products (benchmarks/bench_train.py).")
 
 
 def _check_model(ctx, param, value: str) -> str:
@@ -93,7 +97,7 @@ workers_option = click.option(
               "(timm key names) for lgt-unet, ResNet-18/50 (torchvision key names) for the "
               "DeepLab baselines and lgt-unet-cnn-decoder; .safetensors or a torch state dict.")
 @device_option
-@no_amp_option
+@amp_option
 @click.option("--no-augment", is_flag=True, help="Disable the 8 rotations/flips.")
 @workers_option
 @click.option("--name", default=None, help="Run name. [default: TILES-MODEL-PRESET-BANDS]")
@@ -104,7 +108,7 @@ workers_option = click.option(
 @user_errors
 def run(tiles: Path | None, model: str, preset: str, bands: str, epochs: int, batch_size: int,
         lr: float, weight_decay: float, seed: int, init: tuple[Path, ...], device: str,
-        no_amp: bool, no_augment: bool, workers: int | str, name: str | None, resume: bool,
+        amp: bool, no_augment: bool, workers: int | str, name: str | None, resume: bool,
         quiet: bool, workspace: Path | None) -> None:
     """Train a model on tiles; writes config.json, metrics.csv, curves.png, samples.png,
     best.pt and last.pt. Several GPUs: torchrun --nproc_per_node N $(which train) run ..."""
@@ -114,7 +118,7 @@ def run(tiles: Path | None, model: str, preset: str, bands: str, epochs: int, ba
     tiles = Path(tiles) if tiles else newest_complete(ws, "tiles")
     cfg = TrainConfig(model=model, preset=preset, bands=bands, epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                      device=device, amp=not no_amp, workers=workers, augment=not no_augment,
+                      device=device, amp=amp, workers=workers, augment=not no_augment,
                       init=tuple(str(p) for p in init))
     run_training(tiles, ws, cfg, name, resume, quiet=quiet, echo=click.echo)
 
@@ -139,7 +143,7 @@ def predict_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      default=0.5, help="Glacier probability threshold."),
         click.option("--tta", is_flag=True, help="Average over the 8 rotations and flips; "
                      "probability.tif then has the spread as band 2."),
-        device_option, no_amp_option]):
+        device_option, amp_option]):
         fn = option(fn)
     return fn
 
@@ -164,7 +168,7 @@ def predict_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @workspace_option
 @user_errors
 def predict(checkpoint: Path, export_dir: Path | None, window: int | None, overlap: int | None,
-            batch_size: int, threshold: float, tta: bool, device: str, no_amp: bool,
+            batch_size: int, threshold: float, tta: bool, device: str, amp: bool,
             min_area: float, max_hole: float, simplify: float, name: str | None, force: bool,
             wait: bool, quiet: bool, workspace: Path | None) -> None:
     """Predict glacier probability over a whole export and write glacier outlines
@@ -176,7 +180,7 @@ def predict(checkpoint: Path, export_dir: Path | None, window: int | None, overl
     export_dir = Path(export_dir) if export_dir else newest_complete(ws, "export")
     cfg = PredictConfig(window=window, overlap=overlap, batch_size=batch_size,
                         threshold=threshold, min_area_km2=min_area, max_hole_km2=max_hole,
-                        simplify_m=simplify, device=device, amp=not no_amp, tta=tta)
+                        simplify_m=simplify, device=device, amp=amp, tta=tta)
     run_predict(Path(checkpoint), export_dir, ws, cfg, name, force, quiet, click.echo,
                 wait=wait)
 
@@ -242,7 +246,7 @@ def evaluate(prediction: Path, reference: Path | None, min_area: float, id_field
 @user_errors
 def change(checkpoint: Path | None, region: str | None, years: str | None,
            predictions: tuple[Path, ...], window: int | None, overlap: int | None,
-           batch_size: int, threshold: float, tta: bool, device: str, no_amp: bool,
+           batch_size: int, threshold: float, tta: bool, device: str, amp: bool,
            reference: Path | None, id_field: str | None, zone_buffer: float, name: str | None,
            force: bool, quiet: bool, workspace: Path | None) -> None:
     """Glacier change across years: area per glacier and year, trend and bounds.
@@ -265,7 +269,7 @@ def change(checkpoint: Path | None, region: str | None, years: str | None,
         if not region or not years:
             raise click.UsageError("--checkpoint needs --region and --years")
         cfg = PredictConfig(window=window, overlap=overlap, batch_size=batch_size,
-                            threshold=threshold, device=device, amp=not no_amp, tta=tta)
+                            threshold=threshold, device=device, amp=amp, tta=tta)
         predictions = predict_years(Path(checkpoint), ws, region, parse_years(years), cfg,
                                     quiet, click.echo)
     run_change(list(predictions), ws, reference, ChangeConfig(zone_buffer, id_field), name,
@@ -285,14 +289,14 @@ def change(checkpoint: Path | None, region: str | None, years: str | None,
 @lr_option
 @click.option("--seed", type=click.IntRange(min=0), default=0, help="One seed for every run.")
 @device_option
-@no_amp_option
+@amp_option
 @workers_option
 @click.option("--name", default="compare", help="Comparison name: runs are NAME-MODEL-... and "
                                                 "the table goes to comparisons/NAME/.")
 @quiet_option
 @workspace_option
 @user_errors
-def compare(tiles, models, band_sets, preset, epochs, batch_size, lr, seed, device, no_amp,
+def compare(tiles, models, band_sets, preset, epochs, batch_size, lr, seed, device, amp,
             workers, name, quiet, workspace):
     """Train a grid of models x band sets on the same tiles; write a table and a bar chart."""
     from .compare import run_comparison
@@ -300,7 +304,7 @@ def compare(tiles, models, band_sets, preset, epochs, batch_size, lr, seed, devi
     ws = resolve_workspace(workspace)
     tiles = Path(tiles) if tiles else newest_complete(ws, "tiles")
     base = TrainConfig(preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                       device=device, amp=not no_amp, workers=workers)
+                       device=device, amp=amp, workers=workers)
     run_comparison(tiles, ws, [m.strip() for m in models.split(",") if m.strip()],
                    [b.strip() for b in band_sets.split(",") if b.strip()], base, name, quiet,
                    click.echo)

@@ -60,7 +60,7 @@ class PredictConfig:
     simplify_m: float = 0.0  # 0 keeps the pixel staircase exactly
     band_width: int = 4096  # columns per streamed band: bounds memory on wide scenes
     device: str = "auto"
-    amp: bool = True
+    amp: bool = False  # bf16 autocast on CUDA (see TrainConfig.amp)
     tta: bool = False  # average over the 8 rotations and flips; band 2 holds their spread
 
 

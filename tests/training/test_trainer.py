@@ -238,3 +238,22 @@ def test_tile_cache_stays_within_its_budget():
     for i in range(10):
         cache.put(i, (np.zeros(250, np.float32), np.zeros(0, np.uint8)))  # 1000 bytes each
     assert cache.bytes == 3000 and cache.get(9) is not None and cache.get(6) is None
+
+
+def test_tile_splits_read_with_sqlite_equal_pyogrio(demo_tiles, tmp_path):
+    """The split is read from index.gpkg with the standard library; GDAL agrees."""
+    import pyogrio
+
+    from gee_export.common.errors import InputError
+    from training.data import read_tile_split
+
+    _, tiles = demo_tiles
+    frame = pyogrio.read_dataframe(tiles / "index.gpkg", read_geometry=False)
+    for split in ("train", "val"):
+        want = sorted(frame.loc[frame["split"] == split, "tile_id"])
+        assert want and read_tile_split(tiles, split) == want
+    bad = tmp_path / "tiles"
+    bad.mkdir()
+    (bad / "index.gpkg").write_text("not a database")
+    with pytest.raises(InputError, match="cannot be read as the tile index"):
+        read_tile_split(bad, "train")
