@@ -65,6 +65,7 @@ class YearAreas:
     prediction: Path
     km2: dict[str, np.ndarray]  # rule -> ellipsoidal km^2 per reference glacier
     observed: np.ndarray  # fraction of each reference glacier with data
+    observed_all: float  # fraction of all the reference's glacier pixels with data
     outlines: dict[int, object]  # predicted ice per glacier (zone index -> polygon)
     bounds: str  # how low/high were made
 
@@ -127,6 +128,10 @@ def run_change(predictions: list[Path], workspace: Path, reference: Path | None 
     if None in years or len(set(years)) != len(years) or len(years) < 2:
         raise InputError(f"--predictions: a change needs one prediction per year, of two "
                          f"years or more; got years {years}")
+    for p, m in zip(predictions[1:], manifests[1:]):
+        if m.get("grid") != manifests[0].get("grid"):
+            raise InputError(f"--predictions: {p} lies on another grid than {predictions[0]}; "
+                             "a change compares one region's years on one grid")
     reference = Path(reference) if reference else reference_default(predictions[0])
     if not reference.is_file():
         raise InputError(f"{predictions[0]}: its export recorded no outlines; give "
@@ -203,7 +208,9 @@ def measure_year(prediction: Path, manifest: dict, ref: Outlines, cfg: ChangeCon
     ratio = ellipsoidal_ratios(ref)
     km2 = {rule: counts.predicted[rule] * px * ratio for rule in RULES}
     observed = counts.reference / np.maximum(counts.reference_all, 1)
-    return YearAreas(manifest["year"], prediction, km2, observed[1:], dissolve(pieces),
+    observed_all = counts.reference[1:].sum() / max(counts.reference_all[1:].sum(), 1)
+    return YearAreas(manifest["year"], prediction, km2, observed[1:], float(observed_all),
+                     dissolve(pieces),
                      "tta spread" if tta else f"threshold +- {BOUNDS_MARGIN}")
 
 
@@ -241,8 +248,8 @@ def change_table(ref: Outlines, per_year: list[YearAreas]) -> list[dict]:
                "rate_km2_per_year": rate,
                "rate_percent_per_year": 100 * rate / area[0] if area[0] > 0 else float("nan"),
                "rate_low": lo, "rate_high": hi,
-               "observed_min": (1.0 if gid == "total" else
-                                float(min(y.observed[i] for y in per_year)))}
+               "observed_min": float(min(y.observed_all if gid == "total" else y.observed[i]
+                                         for y in per_year))}
         rows.append(row)
     return rows
 

@@ -265,6 +265,14 @@ def change(checkpoint: Path | None, region: str | None, years: str | None,
     if bool(checkpoint) == bool(predictions):
         raise click.UsageError("give either --checkpoint with --region and --years, or "
                                "--predictions DIR (repeated)")
+    if predictions:
+        ctx = click.get_current_context()
+        given = [f"--{n.replace('_', '-')}" for n in ("window", "overlap", "batch_size",
+                                                      "threshold", "tta", "device", "amp")
+                 if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: these make predictions, so they go "
+                                   "with --checkpoint; --predictions are measured as made")
     if checkpoint:
         if not region or not years:
             raise click.UsageError("--checkpoint needs --region and --years")

@@ -28,12 +28,13 @@ def read_tile_split(tile_dir: Path, split: str) -> list[str]:
     are two attribute columns, so the standard library reads them: training needs no GDAL
     vector driver (nor its 25 MB wheel on a GPU machine)."""
     import sqlite3
+    from contextlib import closing
 
     index = Path(tile_dir) / TILE_INDEX
     if not index.is_file():
         raise InputNotFoundError(f"{tile_dir}: no {TILE_INDEX}; make tiles with `prep tile`")
     try:
-        with sqlite3.connect(f"file:{index}?mode=ro", uri=True) as db:
+        with closing(sqlite3.connect(index.resolve().as_uri() + "?mode=ro", uri=True)) as db:
             (table,) = db.execute("SELECT table_name FROM gpkg_contents "
                                   "WHERE data_type = 'features'").fetchone()
             rows = db.execute(f'SELECT tile_id FROM "{table}" WHERE split = ?',

@@ -428,6 +428,16 @@ class _PredictJob:
             "export_completed_at": self.export.get("completed_at"),
             "config": {**asdict(self.cfg), "window": self.window, "overlap": self.overlap}})
 
+    def _same(self, old: dict, new: dict) -> bool:
+        """Whether a stored prediction was made with these parameters. AMP does nothing on a
+        CPU (and predictions from before --amp became opt-in recorded it on)."""
+        from training.runtime import resolve_device
+
+        if resolve_device(self.cfg.device).type != "cuda":
+            old, new = ({**p, "config": {k: v for k, v in p.get("config", {}).items()
+                                         if k != "amp"}} for p in (old, new))
+        return old == new
+
     def claim(self, force: bool, echo) -> dict | None:
         """The manifest to continue, a fresh one, or None when the prediction is done."""
         import shutil
@@ -435,7 +445,7 @@ class _PredictJob:
         params, mf = self.parameters(), self.out / PREDICTION_MANIFEST
         if mf.is_file():
             old = read_manifest(mf, "prediction")
-            if old.get("parameters") == params:
+            if self._same(old.get("parameters") or {}, params):
                 if old.get("complete"):
                     echo(f"prediction {self.out} is complete; nothing to do")
                     return None

@@ -204,7 +204,9 @@ def _claim(run: _Run, resume: bool, echo) -> str:
         shutil.rmtree(run.run_dir, ignore_errors=True)  # files of no known run
         return "start"
     old = read_manifest(mf, "run")
-    diff = config_difference(old.get("config", {}), run.config)
+    # AMP does nothing on a CPU (and runs from before --amp became opt-in recorded it on).
+    diff = config_difference(old.get("config", {}), run.config,
+                             ignore=("amp",) if run.device.type != "cuda" else ())
     if diff and not has_checkpoint:
         echo(f"replacing {run.run_dir}: it was started with {diff} but finished no epoch")
         shutil.rmtree(run.run_dir)
@@ -232,15 +234,18 @@ def _verify_tiles(tile_dir: Path, tiles: dict, echo) -> None:
                          "rewrite them")
 
 
-def config_difference(old: dict, new: dict) -> str | None:
+def config_difference(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> str | None:
     """The first option in which two run configurations differ, as the user would write it,
-    ignoring those a resumed run may change; None when they agree."""
+    ignoring those a resumed run may change (and `ignore`); None when they agree."""
     for key in sorted(set(old) | set(new)):
-        if key in RESUME_MAY_CHANGE or old.get(key) == new.get(key):
+        if key in RESUME_MAY_CHANGE or key in ignore or old.get(key) == new.get(key):
             continue
         option = {"band_names": "bands", "tiles_id": "tiles", "tile_size": "tiles"}.get(key, key)
-        return (f"--{option.replace('_', '-')} {_shown(old.get(key))} (this command: "
-                f"{_shown(new.get(key))})")
+        option = "--" + option.replace("_", "-")
+        if isinstance(old.get(key), bool) or isinstance(new.get(key), bool):  # a flag
+            return (f"{option} {'on' if old.get(key) else 'off'} (this command: "
+                    f"{'on' if new.get(key) else 'off'})")
+        return f"{option} {_shown(old.get(key))} (this command: {_shown(new.get(key))})"
     return None
 
 

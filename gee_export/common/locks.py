@@ -49,21 +49,24 @@ def _acquire(path: Path, directory: Path, wait: bool, echo: Callable[[str], None
         except OSError as e:
             raise write_error(path, e) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(fd)
-            if not wait:
-                os.close(fd)
-                raise BusyError(f"{directory} is being written by {holder}; let it finish, "
-                                "or rerun with --wait") from None
-            echo(f"waiting for {holder} to finish with {directory}")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            current = os.stat(path).st_ino
-        except FileNotFoundError:
-            current = None
-        if current == os.fstat(fd).st_ino:
-            return fd
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(fd)
+                if not wait:
+                    raise BusyError(f"{directory} is being written by {holder}; let it "
+                                    "finish, or rerun with --wait") from None
+                echo(f"waiting for {holder} to finish with {directory}")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                return fd
+        except BaseException:  # refused, interrupted: never keep the fd (and the lock)
+            os.close(fd)
+            raise
         os.close(fd)  # the holder removed that file as we waited on it: start over
 
 

@@ -216,3 +216,26 @@ def test_train_change_on_the_demo_recovers_the_change(demo_years, demo_tiles):
     again = invoke(train, ["change", "--checkpoint", ckpt, "--region", "demo", "--years",
                            "2018-2020", "--workspace", ws])
     assert again.output.count("nothing to do") == 4  # three predictions and the change
+
+
+def test_predictions_on_other_grids_are_refused_and_gaps_show_in_the_total(demo_years,
+                                                                          tmp_path):
+    ws, exports = demo_years
+    preds = [oracle_prediction(ws, e, y, 0.0) for e, y in zip(exports[:2], YEARS[:2])]
+    for i, p in enumerate(preds):
+        m = json.loads((p / "prediction.json").read_text())
+        (p / "prediction.json").write_text(json.dumps({**m, "grid": {"crs": f"EPSG:3264{i}"}}))
+    with pytest.raises(ValueError, match="lies on another grid"):
+        run_change(preds, ws, name="grids", echo=lambda *_: None)
+    # A data gap over part of the glaciers in one year: the total says how much was seen.
+    for p in preds:
+        m = json.loads((p / "prediction.json").read_text())
+        (p / "prediction.json").write_text(json.dumps({**m, "grid": None}))
+    with rasterio.open(preds[1] / "probability.tif", "r+") as f:
+        a = f.read(1)
+        rows = np.flatnonzero((a == 1).any(axis=1))
+        a[rows[0]:rows[len(rows) // 2]] = np.nan
+        f.write(a, 1)
+    out = run_change(preds, ws, name="gap", echo=lambda *_: None)
+    total = read_rows(out)["total"]
+    assert 0.2 < float(total["observed_min"]) < 0.9

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from gee_export.common.cli import train
 from gee_export.common.errors import GlacierError
+from tests.conftest import invoke
 from training.runtime import load_checkpoint
 from training.trainer import TrainConfig
 from training.trainer import train as run_train
@@ -165,7 +166,7 @@ def test_a_failed_start_does_not_block_a_corrected_command(demo_tiles, monkeypat
 @pytest.mark.parametrize("change, option", [({"lr": 1e-3}, "--lr 0.002 (this command: 0.001)"),
                                             ({"epochs": 5}, "--epochs 3 (this command: 5) (a "
                                                             "cosine schedule"),
-                                            ({"augment": False}, "--augment true")])
+                                            ({"augment": False}, "--augment on (this command: off)")])
 def test_resume_refuses_any_other_option(demo_tiles, change, option):
     ws, tiles = demo_tiles
     name = "refuse-" + next(iter(change))
@@ -257,3 +258,45 @@ def test_tile_splits_read_with_sqlite_equal_pyogrio(demo_tiles, tmp_path):
     (bad / "index.gpkg").write_text("not a database")
     with pytest.raises(InputError, match="cannot be read as the tile index"):
         read_tile_split(bad, "train")
+
+
+def test_runs_and_predictions_from_before_amp_was_opt_in_still_resume(tiny_run, tmp_path):
+    """Older runs recorded amp on (it did nothing on a CPU): the same command still finds the
+    run and its prediction done instead of refusing them."""
+    import json
+    import shutil
+
+    ws0, run0 = tiny_run
+    ws = tmp_path / "ws"
+    shutil.copytree(ws0, ws, ignore=shutil.ignore_patterns("predictions"))
+    run = ws / "runs" / run0.name
+    args = ["--workspace", ws, "--quiet"]
+    pred = ["predict", "--checkpoint", run / "best.pt", "--export",
+            ws / "exports" / "demo-2018", *args]
+    invoke(train, pred)
+    for path, key in ((run / "config.json", ("config",)),
+                      (ws / "predictions" / run.name / "demo-2018" / "prediction.json",
+                       ("parameters", "config"))):
+        m = json.loads(path.read_text())
+        node = m
+        for k in key:
+            node = node[k]
+        node["amp"] = True
+        path.write_text(json.dumps(m))
+    again = invoke(train, ["run", "--tiles", ws / "tiles" / "demo-2018", "--preset", "tiny",
+                           "--epochs", 2, "--lr", "2e-3", "--batch-size", 4, "--name",
+                           run.name, *args])
+    assert "nothing to do" in again.output
+    assert "nothing to do" in invoke(train, pred).output
+
+
+def test_a_workspace_path_with_url_characters(demo_tiles, tmp_path):
+    import shutil
+
+    from training.data import read_tile_split
+
+    _, tiles = demo_tiles
+    odd = tmp_path / "a#b%41?c" / "tiles"
+    shutil.copytree(tiles, odd)
+    assert read_tile_split(odd, "train") == read_tile_split(tiles, "train")
+    assert not (tmp_path / "a").exists()

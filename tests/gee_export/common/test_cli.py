@@ -94,6 +94,7 @@ CASES = [
     ("train change", "--predictions {pred}", "--predictions"),
     ("train change", "--predictions {pred} --predictions {pred}", "--predictions"),
     ("train change", "--predictions {empty} --predictions {pred}", "{empty}"),
+    ("train change", "--predictions {pred} --predictions {pred} --tta", "--tta"),
     # train compare, models
     ("train compare", "--tiles {tiles} --models unet,nosuchnet", "nosuchnet"),
     ("train compare", "--tiles {tiles} --bands AB,XY", "XY"),
