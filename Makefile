@@ -25,9 +25,12 @@ install-dev: $(BIN)/python
 
 demo: install
 	$(BIN)/prep export --region demo --year 2018 --workspace $(WS)
-	$(BIN)/prep tile --workspace $(WS) --size 256 --block-tiles 2 --workers 2
-	$(BIN)/train run --workspace $(WS) --preset tiny --epochs 15 --lr 1e-3 --name demo-tiny
-	$(BIN)/train predict --workspace $(WS) --checkpoint $(WS)/runs/demo-tiny/best.pt
+	$(BIN)/prep tile --workspace $(WS) --export $(WS)/exports/demo-2018 --size 256 \
+	    --block-tiles 2 --workers 2
+	$(BIN)/train run --workspace $(WS) --tiles $(WS)/tiles/demo-2018 --preset tiny \
+	    --epochs 15 --lr 1e-3 --name demo-tiny
+	$(BIN)/train predict --workspace $(WS) --checkpoint $(WS)/runs/demo-tiny/best.pt \
+	    --export $(WS)/exports/demo-2018
 	$(BIN)/train evaluate --prediction $(WS)/predictions/demo-tiny/demo-2018
 	$(BIN)/prep export --region demo --year 2019 --workspace $(WS)
 	$(BIN)/prep export --region demo --year 2020 --workspace $(WS)

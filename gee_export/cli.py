@@ -128,6 +128,9 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
 
         check_outlines_readable(outlines)
     on_earth_engine = source_dir is None and not reg.synthetic
+    if not on_earth_engine and (target != "download" or bucket or folder):
+        raise InputError("--to, --bucket and --folder are for Earth Engine exports; this one "
+                         "runs on local sources")
     if on_earth_engine:
         from gee_export.earthengine.runner import EEOptions
 

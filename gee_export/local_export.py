@@ -56,7 +56,7 @@ def run_local_export(workspace: Path, region: Region, cfg: RecipeConfig, source_
     with output_lock(Path(workspace) / EXPORTS_DIR / name, wait, echo):
         job = _LocalJob.prepare(region, cfg, Path(source_dir), outlines_path, options, echo)
         exp = job.open(Path(workspace), name, force, echo)
-        if exp.manifest.get("complete"):
+        if exp.manifest.get("complete") and not exp.reopen_broken(echo):
             echo(f"export {exp.path} is complete; nothing to do")
             return exp
         job.record(exp)

@@ -190,6 +190,33 @@ class ExportDir:
             out.append(cell)
         return out
 
+    def reopen_broken(self, echo: Callable[[str], None] = print) -> int:
+        """For a complete export: remove cell files that are missing or cannot be opened on
+        their cell's grid (a disk error, a stray copy), so that the same command exports
+        them again; how many. What `prep tile` checks, with the remedy it names."""
+        import rasterio
+
+        broken = []
+        for c in self.cells.values():
+            cell = Cell.from_dict(c)
+            f = self.cell_file(cell)
+            try:
+                with rasterio.open(f) as src:
+                    ok = (src.width, src.height) == (cell.width, cell.height)
+            except rasterio.errors.RasterioIOError:
+                ok = False
+            if not ok:
+                broken.append(cell.id)
+                f.unlink(missing_ok=True)
+                c["state"] = "pending"
+        if broken:
+            echo(f"{self.path}: {len(broken)} cell(s) missing or unreadable "
+                 f"({', '.join(broken[:5])}); exporting them again")
+            self.manifest["complete"] = False
+            self.vrt.unlink(missing_ok=True)
+            self.save()
+        return len(broken)
+
     def mark(self, cell: Cell, state: str, save: bool = True, **info) -> None:
         self.cells[cell.id].update(state=state, **info)
         if save:

@@ -209,7 +209,13 @@ def _known_files(out: Path, params: dict, force: bool, verify: bool,
         for sub in (IMAGES_DIR, LABELS_DIR):  # tiles without a manifest belong to no known run
             shutil.rmtree(out / sub, ignore_errors=True)
         return {}
-    old = read_manifest(mf, "tiles")
+    try:
+        old = read_manifest(mf, "tiles")
+    except InputError:
+        if not force:
+            raise StateError(f"{mf} is damaged; rerun with --force to cut the tiles "
+                             "again") from None
+        old = {}
     if old.get("parameters") != params:
         if not force:
             raise StateError(f"{out} holds tiles made with other parameters; use --force to "

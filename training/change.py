@@ -81,6 +81,8 @@ def parse_years(spec: str) -> list[int]:
     except ValueError:
         raise InputError(f"--years {spec!r}: give FIRST-LAST (2018-2024) or a list "
                          "(2018,2020,2024)") from None
+    if "-" in spec and len(years) < 2 and years != [int(spec.split("-")[0])]:
+        raise InputError(f"--years {spec!r}: FIRST comes before LAST")
     if len(years) < 2:
         raise InputError(f"--years {spec!r}: a change needs at least two years")
     return years
@@ -108,7 +110,15 @@ def predict_years(checkpoint: Path, workspace: Path, region: str, years: list[in
     out = []
     for year, exp in found:
         echo(f"{year}: predicting {exp}")
-        out.append(predict(checkpoint, exp, workspace, predict_cfg, quiet=quiet, echo=echo))
+        try:
+            out.append(predict(checkpoint, exp, workspace, predict_cfg, quiet=quiet, echo=echo))
+        except StateError as e:
+            if "holds a prediction made with other" not in str(e):
+                raise
+            raise StateError(f"{str(e).split('; use --force')[0]}; train change reuses that "
+                             "prediction: rerun with the options it was made with, or remake "
+                             f"it first with `train predict --export {exp} --force` and "
+                             "these options") from None
     return out
 
 

@@ -251,11 +251,15 @@ def change(checkpoint: Path | None, region: str | None, years: str | None,
            force: bool, quiet: bool, workspace: Path | None) -> None:
     """Glacier change across years: area per glacier and year, trend and bounds.
 
-    Writes predictions/RUN/REGION-change/: change.csv (glacier_id, area_km2_YEAR per year,
-    rate_km2_per_year and rate_percent_per_year from a least-squares fit, rate_low and
-    rate_high, observed_min), change.gpkg (predicted outlines per glacier and year, with a
-    `year` attribute), change.png (area against year; ice lost and gained on a map) and
-    change.json. Areas are ellipsoidal. Bounds come from the TTA spread with --tta, else from
+    With --checkpoint, each year is first predicted into predictions/RUN/REGION-YEAR/ (RUN:
+    the checkpoint's run directory; an existing prediction made with the same options is
+    reused). Writes predictions/RUN/REGION-change/ (with --predictions, RUN and REGION are the
+    first prediction's): change.csv (one row per glacier and a `total` row: glacier_id,
+    area_km2_YEAR per year, rate_km2_per_year and rate_percent_per_year from a least-squares
+    fit, rate_low and rate_high, observed_min), change.gpkg (predicted outlines per glacier
+    and year, with a `year` attribute), change.png (area against year; ice lost and gained on
+    a map) and change.json (parameters, method, and on the demo the check against the
+    truth). Areas are ellipsoidal. Bounds come from the TTA spread with --tta, else from
     the threshold -/+ 0.1; they do not cover seasonal snow, debris cover or a model trained
     on another year (see the README)."""
     from .change import ChangeConfig, parse_years, predict_years, run_change
@@ -267,12 +271,14 @@ def change(checkpoint: Path | None, region: str | None, years: str | None,
                                "--predictions DIR (repeated)")
     if predictions:
         ctx = click.get_current_context()
-        given = [f"--{n.replace('_', '-')}" for n in ("window", "overlap", "batch_size",
-                                                      "threshold", "tta", "device", "amp")
+        given = [f"--{n.replace('_', '-')}" for n in ("region", "years", "window", "overlap",
+                                                      "batch_size", "threshold", "tta",
+                                                      "device", "amp")
                  if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]
         if given:
-            raise click.UsageError(f"{', '.join(given)}: these make predictions, so they go "
-                                   "with --checkpoint; --predictions are measured as made")
+            raise click.UsageError(f"{', '.join(given)}: these choose and make predictions, "
+                                   "so they go with --checkpoint; --predictions are measured "
+                                   "as they were made")
     if checkpoint:
         if not region or not years:
             raise click.UsageError("--checkpoint needs --region and --years")

@@ -31,7 +31,10 @@ def run_comparison(tile_dir: Path, workspace: Path, models: list[str], band_sets
     if not models or not band_sets:
         raise InputError("give at least one --models and one --bands")
     for m in models:
-        resolve(m)  # unknown names fail before any training
+        try:
+            resolve(m)  # unknown names fail before any training
+        except InputError as e:
+            raise InputError(str(e).replace("--model ", "--models: ", 1)) from None
     for b in band_sets:
         parse_bands(b)
     out = Path(workspace) / COMPARISONS_DIR / name

@@ -451,8 +451,9 @@ class _PredictJob:
                     return None
                 return old
             if not force:
-                raise StateError(f"{self.out} holds a prediction made with other parameters; "
-                                 "use --force to replace it or --name to predict beside it")
+                raise StateError(f"{self.out} holds a prediction made with other "
+                                 f"{_differences(old.get('parameters') or {}, params)}; use "
+                                 "--force to replace it or --name to predict beside it")
         shutil.rmtree(self.out, ignore_errors=True)
         ex = self.export
         manifest = base_manifest(
@@ -560,6 +561,16 @@ class _PredictJob:
         if not path.is_file():
             return None
         return read_outlines(path, ExportGrid.from_dict(self.export["grid"]).crs)
+
+
+def _differences(old: dict, new: dict) -> str:
+    """What differs between two predictions' parameters, as options: '--tta, --threshold'."""
+    names = {"checkpoint_sha256": "--checkpoint (contents)", "export": "--export",
+             "export_completed_at": "--export (remade since)"}
+    keys = [names[k] for k in names if old.get(k) != new.get(k)]
+    oc, nc = old.get("config") or {}, new.get("config") or {}
+    keys += [f"--{k.replace('_', '-')}" for k in sorted(set(oc) | set(nc)) if oc.get(k) != nc.get(k)]
+    return ", ".join(keys) if keys else "parameters"
 
 
 # Two rows of 256 px blocks of a 4096 px column band of 11 float32 bands (92 MB), so that

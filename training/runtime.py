@@ -3,6 +3,7 @@ prediction share, checkpoints as data, and the processes of a distributed (DDP) 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 
 from gee_export.common.atomic import atomic_output
-from gee_export.common.errors import InputError, InputNotFoundError, StateError
+from gee_export.common.errors import InputError, InputNotFoundError, StateError, WriteError
 
 CHECKPOINT_VERSION = 2  # 2: lgt-unet with Twins-SVT and UNetFormer module names
 
@@ -80,7 +81,12 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 def save_checkpoint(path: Path, checkpoint: dict) -> None:
     with atomic_output(path) as tmp:
-        torch.save({"checkpoint_version": CHECKPOINT_VERSION, **checkpoint}, tmp)
+        try:
+            torch.save({"checkpoint_version": CHECKPOINT_VERSION, **checkpoint}, tmp)
+        except RuntimeError as e:  # torch reports a failed write so ("unexpected pos ...")
+            full = shutil.disk_usage(Path(path).parent).free < 2 ** 26
+            reason = "no space left on device" if full else str(e).strip().splitlines()[0]
+            raise WriteError(f"cannot write {path}: {reason}") from None
 
 
 @dataclass(frozen=True)

@@ -296,7 +296,11 @@ def _build(run: _Run, action: str, echo) -> None:
 
 
 def _restore(run: _Run, model: torch.nn.Module, echo) -> None:
-    ck = load_checkpoint(run.run_dir / LAST_CKPT, map_location=run.device)
+    try:
+        ck = load_checkpoint(run.run_dir / LAST_CKPT, map_location=run.device)
+    except InputError as e:  # damaged on disk: say how to get going again
+        raise StateError(f"{e}; the run cannot resume from it: delete {run.run_dir} to start "
+                         "it again, or give --name for a new run") from None
     model.load_state_dict(ck["model_state"])
     run.opt.load_state_dict(ck["optimizer"])
     run.sched.load_state_dict(ck["scheduler"])

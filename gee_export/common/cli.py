@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import os
 import re
 import sys
@@ -19,6 +20,9 @@ import click
 from .errors import GlacierError
 
 DEBUG_ENV = "GLACIER_DEBUG"  # set to 1 to see full tracebacks of unexpected errors
+# GDAL's own error lines (e.g. "_tiffWriteProc: No space left on device" four times) reach
+# Python's last-resort log handler before the one line we print for the same failure.
+logging.getLogger("rasterio").addHandler(logging.NullHandler())
 
 COMMANDS: dict[str, dict[str, str]] = {
     "prep": {"export": "gee_export.cli:export", "status": "gee_export.cli:status",

@@ -164,8 +164,8 @@ def region_from_lonlat(name: str, bounds: tuple[float, float, float, float],
     w, s, e, n = bounds
     if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
         source = description.removeprefix("from ") or f"region {name}"
-        raise InputError(f"{source}: bounds {bounds} are not west < east, south < north in "
-                         "degrees (give W S E N)")
+        raise InputError(f"{source}: bounds {bounds} must be W S E N in degrees, with "
+                         "-180 <= W < E <= 180 and -90 <= S < N <= 90")
     crs = crs or utm_crs_for((w + e) / 2, (s + n) / 2)
     try:
         CRS.from_user_input(crs)

@@ -105,4 +105,5 @@ def check_stack(path: Path) -> None:
                                          f"stack in {crs}; cells of one stack must share one CRS")
             except rasterio.errors.RasterioIOError:
                 raise StateError(f"{path}: cell {f} is missing or unreadable; rerun `prep "
-                                 "export` with the same options to restore it") from None
+                                 "export` with the same options: it exports that cell "
+                                 "again") from None

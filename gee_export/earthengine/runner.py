@@ -58,6 +58,9 @@ class EEOptions:
             raise InputError("--to gcs needs --bucket NAME")
         if self.target == "drive" and not self.folder:
             raise InputError("--to drive needs --folder NAME")
+        if self.target != "drive" and self.folder or self.target != "gcs" and self.bucket:
+            raise InputError(f"--to {self.target}: --bucket goes with --to gcs and --folder "
+                             "with --to drive")
 
 
 def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig,
@@ -73,7 +76,7 @@ def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig,
         client = client or EarthEngineClient.connect(project)
         job = EEJob.prepare(client, region, cfg, outlines_path, options, echo)
         exp = job.open(Path(workspace), name, force, echo)
-        if exp.manifest.get("complete"):
+        if exp.manifest.get("complete") and not exp.reopen_broken(echo):
             echo(f"export {exp.path} is complete; nothing to do")
             return exp
         job.record(exp)

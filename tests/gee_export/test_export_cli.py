@@ -139,3 +139,26 @@ def test_demo_sources_are_made_only_when_needed_and_said_so(demo_export, tmp_pat
     assert not (ws / "sources").exists() or not list((ws / "sources").iterdir())
     res = cli(prep, args[:4] + ["2021"] + args[5:])  # a new year: made, and said so
     assert res.output.startswith("generating SYNTHETIC demo sources")
+
+
+def test_a_damaged_cell_of_a_complete_export_is_made_again(demo_export, tmp_path, cli):
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(demo_export[0], ws, ignore=shutil.ignore_patterns("tiles", "runs",
+                                                                      "predictions"))
+    exp = ws / "exports" / "demo-2018"
+    victim = sorted((exp / "stack").glob("*.tif"))[0]
+    good = victim.read_bytes()
+    victim.write_bytes(good[:200])  # truncated by a disk error
+    res = CliRunner().invoke(prep, ["tile", "--export", str(exp), "--workspace", str(ws)])
+    assert res.exit_code == 1 and "rerun `prep export` with the same options" in res.output
+    res = cli(prep, ["export", "--region", "demo", "--year", 2018, "--demo-size", 512,
+                     "--cell-size", 256, "--workspace", ws, "--quiet"])
+    assert "1 cell(s) missing or unreadable" in res.output
+    with rasterio.open(victim) as a, rasterio.open(demo_export[1] / "stack" / victim.name) as b:
+        assert np.array_equal(a.read(), b.read(), equal_nan=True)
+    assert json.loads((exp / "export.json").read_text())["complete"]
+    assert "nothing to do" in cli(prep, ["export", "--region", "demo", "--year", 2018,
+                                         "--demo-size", 512, "--cell-size", 256,
+                                         "--workspace", ws, "--quiet"]).output

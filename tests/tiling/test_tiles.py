@@ -256,3 +256,17 @@ def test_invalid_outlines_are_repaired_and_counted(tmp_path):
     # The repaired bow tie keeps both of its triangles: 2 x 1500^2 / 4 m^2, plus the box.
     assert m["label_area"]["polygons_km2"] == pytest.approx(2 * 1.5 ** 2 / 4 + 0.5 * 1.5,
                                                            rel=1e-6)
+
+
+def test_a_damaged_manifest_is_replaced_with_force(tmp_path):
+    from gee_export.common.errors import StateError
+
+    ws, exp = make_export(tmp_path, [box(GRID.x0 + 100, GRID.y0 - 2000, GRID.x0 + 2000,
+                                         GRID.y0 - 100)])
+    cfg = TileConfig(size=64, split="random", min_area_km2=0)
+    out = make_tiles(exp, ws, cfg, echo=lambda *a: None, quiet=True)
+    (out / "manifest.json").write_text('{"format_version": 1, "kind": "til')
+    with pytest.raises(StateError, match="damaged; rerun with --force"):
+        make_tiles(exp, ws, cfg, echo=lambda *a: None, quiet=True)
+    make_tiles(exp, ws, cfg, force=True, echo=lambda *a: None, quiet=True)
+    assert json.loads((out / "manifest.json").read_text())["complete"]

@@ -35,12 +35,13 @@ def glaciers_of(export: Path, year: int) -> list:
             if g.gid in listed and not p.is_empty]
 
 
-def oracle_prediction(ws: Path, export: Path, year: int, ring_m: float = 0.0) -> Path:
+def oracle_prediction(ws: Path, export: Path, year: int, ring_m: float = 0.0,
+                      run: str | None = None) -> Path:
     """A prediction that is the truth: probability 1 on the year's true glaciers; with
     ring_m, bands of that width at 0.45 outside and 0.55 inside each outline, both with a TTA
     spread of 0.1: ice for the high bound, not ice for the low bound."""
     polys = glaciers_of(export, year)
-    out = ws / "predictions" / f"oracle-{ring_m:g}" / f"demo-{year}"
+    out = ws / "predictions" / (run or f"oracle-{ring_m:g}") / f"demo-{year}"
     out.mkdir(parents=True)
     with rasterio.open(export / "stack.vrt") as src:
         shape, t, crs = (src.height, src.width), src.transform, src.crs
@@ -216,12 +217,17 @@ def test_train_change_on_the_demo_recovers_the_change(demo_years, demo_tiles):
     again = invoke(train, ["change", "--checkpoint", ckpt, "--region", "demo", "--years",
                            "2018-2020", "--workspace", ws])
     assert again.output.count("nothing to do") == 4  # three predictions and the change
+    other = invoke(train, ["change", "--checkpoint", ckpt, "--region", "demo", "--years",
+                           "2018-2020", "--tta", "--workspace", ws], ok=False)
+    error = other.output.strip().splitlines()[-1]
+    assert other.exit_code == 1 and "other --tta" in error and "train predict --export" in error
 
 
 def test_predictions_on_other_grids_are_refused_and_gaps_show_in_the_total(demo_years,
                                                                           tmp_path):
     ws, exports = demo_years
-    preds = [oracle_prediction(ws, e, y, 0.0) for e, y in zip(exports[:2], YEARS[:2])]
+    preds = [oracle_prediction(ws, e, y, run="oracle-grids")
+             for e, y in zip(exports[:2], YEARS[:2])]
     for i, p in enumerate(preds):
         m = json.loads((p / "prediction.json").read_text())
         (p / "prediction.json").write_text(json.dumps({**m, "grid": {"crs": f"EPSG:3264{i}"}}))

@@ -300,3 +300,29 @@ def test_a_workspace_path_with_url_characters(demo_tiles, tmp_path):
     shutil.copytree(tiles, odd)
     assert read_tile_split(odd, "train") == read_tile_split(tiles, "train")
     assert not (tmp_path / "a").exists()
+
+
+def test_a_damaged_checkpoint_says_how_to_go_on_and_a_failed_save_is_one_line(
+        demo_tiles, tmp_path, monkeypatch):
+    import shutil
+
+    from gee_export.common.errors import StateError, WriteError
+    from training import runtime
+
+    ws, tiles = demo_tiles
+    cfg = CFG.__class__(**{**CFG.__dict__, "epochs": 2})
+    run = run_train(tiles, ws, cfg, "damaged", quiet=True, echo=_quiet, max_steps=1)
+    last = run / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(StateError, match=f"cannot resume from it: delete {run}"):
+        run_train(tiles, ws, cfg, "damaged", quiet=True, echo=_quiet)
+    shutil.rmtree(run)
+
+    def failing_save(*a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    monkeypatch.setattr(runtime.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 1, 0))
+    with pytest.raises(WriteError, match=r"cannot write .*last.pt: no space left on device"):
+        runtime.save_checkpoint(tmp_path / "last.pt", {})
+    assert not list(tmp_path.iterdir())
