@@ -116,27 +116,33 @@ def _rings(geom) -> list:
 
 
 def _lost_gained(first: Path, last: Path, max_side: int):
-    """Classes on a decimated grid: 0 none, 1 both, 2 lost, 3 gained, 4 no data."""
+    """Classes on a grid of at most max_side pixels a side: 0 none, 1 both, 2 lost, 3 gained,
+    4 no data. Each map pixel shows the most telling class of the block it covers (gained,
+    then lost, then ice, then no data), so that margins of a pixel or two stay visible at the
+    scale of a whole region; read a strip of blocks at a time."""
     import json
 
     import rasterio
-    from rasterio.enums import Resampling
+    from rasterio.windows import Window
 
     from gee_export.common.layout import PREDICTION_MANIFEST, PROBABILITY_TIF
 
-    probs = []
-    for pred in (first, last):
-        threshold = json.loads((pred / PREDICTION_MANIFEST).read_text())[
-            "parameters"]["config"]["threshold"]
-        with rasterio.open(pred / PROBABILITY_TIF) as src:
-            f = max(1, int(np.ceil(max(src.width, src.height) / max_side)))
-            h, w = src.height // f or 1, src.width // f or 1
-            p = src.read(1, out_shape=(h, w), resampling=Resampling.nearest)
-            left, bottom, right, top = src.bounds
-            crs = src.crs.to_string()
-        probs.append((p, threshold))
-    (p0, t0), (p1, t1) = probs
-    a, b = np.nan_to_num(p0) >= t0, np.nan_to_num(p1) >= t1
-    cls = np.select([a & b, a & ~b, ~a & b], [1, 2, 3], 0)
-    cls[~np.isfinite(p0) | ~np.isfinite(p1)] = 4
-    return cls, (left / 1e3, right / 1e3, bottom / 1e3, top / 1e3), crs
+    thresholds = [json.loads((p / PREDICTION_MANIFEST).read_text())["parameters"]["config"]
+                  ["threshold"] for p in (first, last)]
+    priority_to_class = np.array([0, 4, 1, 2, 3])  # none, no data, both, lost, gained
+    with rasterio.open(first / PROBABILITY_TIF) as s0, rasterio.open(last / PROBABILITY_TIF) as s1:
+        f = max(1, int(np.ceil(max(s0.width, s0.height) / max_side)))
+        h, w = -(-s0.height // f), -(-s0.width // f)
+        out = np.zeros((h, w), np.uint8)
+        for r in range(h):
+            win = Window(0, r * f, s0.width, min(f, s0.height - r * f))
+            p0, p1 = s0.read(1, window=win), s1.read(1, window=win)
+            a, b = np.nan_to_num(p0) >= thresholds[0], np.nan_to_num(p1) >= thresholds[1]
+            prio = np.select([~a & b, a & ~b, a & b, ~np.isfinite(p0) | ~np.isfinite(p1)],
+                             [4, 3, 2, 1], 0).astype(np.uint8)
+            pad = np.zeros((prio.shape[0], w * f), np.uint8)
+            pad[:, :prio.shape[1]] = prio
+            out[r] = pad.reshape(prio.shape[0], w, f).max(axis=(0, 2))
+        left, bottom, right, top = s0.bounds
+        crs = s0.crs.to_string()
+    return priority_to_class[out], (left / 1e3, right / 1e3, bottom / 1e3, top / 1e3), crs

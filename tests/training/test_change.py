@@ -245,3 +245,36 @@ def test_predictions_on_other_grids_are_refused_and_gaps_show_in_the_total(demo_
     out = run_change(preds, ws, name="gap", echo=lambda *_: None)
     total = read_rows(out)["total"]
     assert 0.2 < float(total["observed_min"]) < 0.9
+
+
+def test_the_change_map_keeps_one_pixel_margins_visible(tmp_path):
+    """At a tenth of the resolution, a block with a single lost or gained pixel shows it; no
+    data shows only where nothing else is."""
+    from affine import Affine
+
+    from training.plots import _lost_gained
+
+    first = np.zeros((100, 100), np.float32)
+    first[:50] = 1.0
+    last = first.copy()
+    last[5, 5] = 0.0  # lost, in block (0, 0)
+    last[55, 55] = 1.0  # gained, in block (5, 5)
+    last[15, 15] = 0.0  # lost, in block (1, 1)
+    last[65, 15] = 1.0  # gained, in block (6, 1)
+    last[90:, 90:] = np.nan  # no data in block (9, 9)
+    dirs = []
+    for name, p in (("a", first), ("b", last)):
+        d = tmp_path / name
+        d.mkdir()
+        with rasterio.open(d / "probability.tif", "w", driver="GTiff", width=100, height=100,
+                           count=1, dtype="float32", crs="EPSG:32647", nodata=np.nan,
+                           transform=Affine(10, 0, 400000, 0, -10, 4300000)) as f:
+            f.write(p, 1)
+        (d / "prediction.json").write_text(json.dumps({"parameters": {"config": {
+            "threshold": 0.5}}}))
+        dirs.append(d)
+    cls, extent, crs = _lost_gained(dirs[0], dirs[1], max_side=10)
+    assert cls.shape == (10, 10) and crs == "EPSG:32647"
+    assert cls[0, 0] == 2 and cls[5, 5] == 3 and cls[9, 9] == 4
+    assert cls[1, 1] == 2 and cls[6, 1] == 3 and cls[2, 2] == 1 and cls[7, 7] == 0
+    assert extent == (400.0, 401.0, 4299.0, 4300.0)
