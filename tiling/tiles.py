@@ -586,6 +586,7 @@ class _BandStats:
 
 def _overview_png(path: Path, index, outlines, grid: ExportGrid) -> None:
     from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter
 
     from gee_export.common.figures import new_figure, save_png
 
@@ -602,7 +603,10 @@ def _overview_png(path: Path, index, outlines, grid: ExportGrid) -> None:
               [Patch(facecolor="none", edgecolor="#1b3a6b", label="glacier outlines")],
               loc="upper right", fontsize=8)
     ax.set_title("tiles by split, glacier outlines, export footprint")
-    ax.set_xlabel(f"easting (m, {grid.crs})")
-    ax.set_ylabel("northing (m)")
+    km = FuncFormatter(lambda v, _: f"{v / 1e3:g}")  # as the other maps: km, no 1e6 offset
+    ax.xaxis.set_major_formatter(km)
+    ax.yaxis.set_major_formatter(km)
+    ax.set_xlabel(f"easting (km, {grid.crs})")
+    ax.set_ylabel("northing (km)")
     fig.tight_layout()
     save_png(fig, path)
