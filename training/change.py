@@ -37,6 +37,7 @@ from gee_export.common.layout import (
     now_iso,
     read_manifest,
     require_complete,
+    resolved_path,
     stored_path,
 )
 from gee_export.common.locks import output_lock
@@ -68,6 +69,7 @@ class YearAreas:
     observed_all: float  # fraction of all the reference's glacier pixels with data
     outlines: dict[int, object]  # predicted ice per glacier (zone index -> polygon)
     bounds: str  # how low/high were made
+    threshold: float  # the prediction's ice threshold
 
 
 def parse_years(spec: str) -> list[int]:
@@ -221,7 +223,7 @@ def measure_year(prediction: Path, manifest: dict, ref: Outlines, cfg: ChangeCon
     observed_all = counts.reference[1:].sum() / max(counts.reference_all[1:].sum(), 1)
     return YearAreas(manifest["year"], prediction, km2, observed[1:], float(observed_all),
                      dissolve(pieces),
-                     "tta spread" if tta else f"threshold +- {BOUNDS_MARGIN}")
+                     "tta spread" if tta else f"threshold +- {BOUNDS_MARGIN}", threshold)
 
 
 def slope(years: np.ndarray, areas: np.ndarray) -> float:
@@ -268,8 +270,7 @@ def _write(out: Path, params: dict, ref, per_year: list[YearAreas], table: list[
            manifests: list[dict], echo) -> None:
     from .plots import change_png
 
-    manifest_name, csv_name, gpkg_name, png_name = (CHANGE_FILES[0], CHANGE_FILES[1],
-                                                    CHANGE_FILES[2], CHANGE_FILES[3])
+    manifest_name, csv_name, gpkg_name, png_name = CHANGE_FILES
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, list(table[0]))
     w.writeheader()
@@ -309,13 +310,11 @@ def _write_outlines(path: Path, ref, per_year: list[YearAreas]) -> None:
 def truth_check(table: list[dict], per_year: list[YearAreas], manifests: list[dict]) -> dict:
     """Against the demo's known areas (export.json synthetic_truth), when every year has
     them: total change, signs of glaciers over 1 km^2, truth inside the bounds."""
-    from .predict import prediction_export
-
     truths = []
-    for y in per_year:
-        if "export" not in read_manifest(y.prediction / PREDICTION_MANIFEST, "prediction"):
+    for y, m in zip(per_year, manifests):
+        if "export" not in m:
             return {}
-        exp = read_manifest(prediction_export(y.prediction), "export")
+        exp = read_manifest(resolved_path(m["export"], y.prediction), "export")
         truth = (exp.get("synthetic_truth") or {}).get("glacier_area_km2")
         if not truth:
             return {}

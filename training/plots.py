@@ -90,7 +90,9 @@ def change_png(path: Path, ref: Outlines, per_year: list, table: list[dict], lar
     a.set_xticks(years)
     a.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     a.set_title(f"area per year: the total and the {len(rows)} largest glaciers")
-    cls, extent, crs = _lost_gained(per_year[0].prediction, per_year[-1].prediction, max_side)
+    cls, extent, crs = _lost_gained([(y.prediction, y.threshold) for y in (per_year[0],
+                                                                            per_year[-1])],
+                                    max_side)
     colors = ["#ffffff", "#6baed6", "#de2d26", "#31a354", "#404040"]
     b.imshow(cls, cmap=ListedColormap(colors), vmin=0, vmax=4, interpolation="nearest",
              extent=extent)
@@ -115,20 +117,18 @@ def _rings(geom) -> list:
     return [r for p in shapely.get_parts(geom) for r in [p.exterior, *p.interiors]]
 
 
-def _lost_gained(first: Path, last: Path, max_side: int):
-    """Classes on a grid of at most max_side pixels a side: 0 none, 1 both, 2 lost, 3 gained,
-    4 no data. Each map pixel shows the most telling class of the block it covers (gained,
-    then lost, then ice, then no data), so that margins of a pixel or two stay visible at the
-    scale of a whole region; read a strip of blocks at a time."""
-    import json
-
+def _lost_gained(years: list[tuple[Path, float]], max_side: int):
+    """For the first and last (prediction, threshold): classes on a grid of at most max_side
+    pixels a side: 0 none, 1 both, 2 lost, 3 gained, 4 no data. Each map pixel shows the most
+    telling class of the block it covers (gained, then lost, then ice, then no data), so that
+    margins of a pixel or two stay visible at the scale of a whole region; read a strip of
+    blocks at a time."""
     import rasterio
     from rasterio.windows import Window
 
-    from gee_export.common.layout import PREDICTION_MANIFEST, PROBABILITY_TIF
+    from gee_export.common.layout import PROBABILITY_TIF
 
-    thresholds = [json.loads((p / PREDICTION_MANIFEST).read_text())["parameters"]["config"]
-                  ["threshold"] for p in (first, last)]
+    (first, t0), (last, t1) = years
     priority_to_class = np.array([0, 4, 1, 2, 3])  # none, no data, both, lost, gained
     with rasterio.open(first / PROBABILITY_TIF) as s0, rasterio.open(last / PROBABILITY_TIF) as s1:
         f = max(1, int(np.ceil(max(s0.width, s0.height) / max_side)))
@@ -137,7 +137,7 @@ def _lost_gained(first: Path, last: Path, max_side: int):
         for r in range(h):
             win = Window(0, r * f, s0.width, min(f, s0.height - r * f))
             p0, p1 = s0.read(1, window=win), s1.read(1, window=win)
-            a, b = np.nan_to_num(p0) >= thresholds[0], np.nan_to_num(p1) >= thresholds[1]
+            a, b = np.nan_to_num(p0) >= t0, np.nan_to_num(p1) >= t1
             prio = np.select([~a & b, a & ~b, a & b, ~np.isfinite(p0) | ~np.isfinite(p1)],
                              [4, 3, 2, 1], 0).astype(np.uint8)
             pad = np.zeros((prio.shape[0], w * f), np.uint8)

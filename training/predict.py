@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -99,16 +99,6 @@ def _read_block(src, band_idx, row: int, col: int, height: int, width: int) -> n
                     out_dtype="float32")
 
 
-def _strips(src, band_idx, rows: list[int], col: int, height: int,
-            width: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(row, the bands of rows row..row+height) for each row of windows: one read per row of
-    windows, not one per window (a GDAL call each, and every horizontal overlap decoded
-    again). Vertical overlaps come from GDAL's block cache, sized for them by STREAM_CACHE_MB.
-    Measured at 4096^2 on 2 cores: reading took 4.8 s per window, 1.6 s per row."""
-    for r in rows:
-        yield r, _read_block(src, band_idx, r, col, height, width)
-
-
 def stream_probability(src: DatasetReader, dst: DatasetWriter, model_fn: ModelFn,
                        band_idx: list[int], standardize: Callable[[np.ndarray], np.ndarray],
                        window: int, overlap: int, batch_size: int, band_width: int,
@@ -161,8 +151,12 @@ def _stream_band(src, dst, model_fn, band_idx, standardize, window, batch_size, 
         num[:, -n:], den[-n:] = 0, 0
         return upto
 
-    for r, strip in _strips(src, band_idx, rows, x0, window, num.shape[2]):
+    for r in rows:
         r0 = flush(r)
+        # One read per row of windows, not per window (a GDAL call each, and every
+        # horizontal overlap decoded again); vertical overlaps come from the block cache,
+        # sized for them (STREAM_CACHE_MB). At 4096^2: reading 4.8 s per window, 1.6 s per row.
+        strip = _read_block(src, band_idx, r, x0, window, num.shape[2])
         valid = np.isfinite(strip).all(axis=0)
         strip = standardize(strip)
         for i in range(0, len(bcols), batch_size):
@@ -429,13 +423,12 @@ class _PredictJob:
             "config": {**asdict(self.cfg), "window": self.window, "overlap": self.overlap}})
 
     def _same(self, old: dict, new: dict) -> bool:
-        """Whether a stored prediction was made with these parameters. AMP does nothing on a
-        CPU (and predictions from before --amp became opt-in recorded it on)."""
-        from training.runtime import resolve_device
+        """Whether a stored prediction was made with these parameters, as they act here."""
+        from training.runtime import effective_config, resolve_device
 
-        if resolve_device(self.cfg.device).type != "cuda":
-            old, new = ({**p, "config": {k: v for k, v in p.get("config", {}).items()
-                                         if k != "amp"}} for p in (old, new))
+        device = resolve_device(self.cfg.device)
+        old, new = ({**p, "config": effective_config(p.get("config", {}), device)}
+                    for p in (old, new))
         return old == new
 
     def claim(self, force: bool, echo) -> dict | None:

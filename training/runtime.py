@@ -32,6 +32,13 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+def effective_config(config: dict, device: torch.device) -> dict:
+    """A run's or a prediction's configuration as it acts on `device`: AMP does nothing off
+    CUDA, so there it is left out (older products recorded it on by default), and two
+    configurations that compute the same compare equal."""
+    return config if device.type == "cuda" else {k: v for k, v in config.items() if k != "amp"}
+
+
 def amp_dtype_for(device: torch.device, amp: bool) -> torch.dtype | None:
     """bf16 where the GPU has it (no loss scaling needed), else fp16; None on CPU or off."""
     if not amp or device.type != "cuda":

@@ -48,7 +48,16 @@ from .data import GlobalBatches, NormStats, TileDataset
 from .losses import dice_ce_loss, loss_from_sums, loss_sums
 from .metrics import confusion, scores
 from .models import build_model, count_parameters
-from .runtime import Processes, amp_dtype_for, forward, load_checkpoint, prepared, resolve_device, save_checkpoint
+from .runtime import (
+    Processes,
+    amp_dtype_for,
+    effective_config,
+    forward,
+    load_checkpoint,
+    prepared,
+    resolve_device,
+    save_checkpoint,
+)
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -204,9 +213,8 @@ def _claim(run: _Run, resume: bool, echo) -> str:
         shutil.rmtree(run.run_dir, ignore_errors=True)  # files of no known run
         return "start"
     old = read_manifest(mf, "run")
-    # AMP does nothing on a CPU (and runs from before --amp became opt-in recorded it on).
-    diff = config_difference(old.get("config", {}), run.config,
-                             ignore=("amp",) if run.device.type != "cuda" else ())
+    diff = config_difference(effective_config(old.get("config", {}), run.device),
+                             effective_config(run.config, run.device))
     if diff and not has_checkpoint:
         echo(f"replacing {run.run_dir}: it was started with {diff} but finished no epoch")
         shutil.rmtree(run.run_dir)
@@ -234,11 +242,11 @@ def _verify_tiles(tile_dir: Path, tiles: dict, echo) -> None:
                          "rewrite them")
 
 
-def config_difference(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> str | None:
+def config_difference(old: dict, new: dict) -> str | None:
     """The first option in which two run configurations differ, as the user would write it,
-    ignoring those a resumed run may change (and `ignore`); None when they agree."""
+    ignoring those a resumed run may change; None when they agree."""
     for key in sorted(set(old) | set(new)):
-        if key in RESUME_MAY_CHANGE or key in ignore or old.get(key) == new.get(key):
+        if key in RESUME_MAY_CHANGE or old.get(key) == new.get(key):
             continue
         option = {"band_names": "bands", "tiles_id": "tiles", "tile_size": "tiles"}.get(key, key)
         option = "--" + option.replace("_", "-")

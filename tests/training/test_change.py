@@ -270,10 +270,8 @@ def test_the_change_map_keeps_one_pixel_margins_visible(tmp_path):
                            count=1, dtype="float32", crs="EPSG:32647", nodata=np.nan,
                            transform=Affine(10, 0, 400000, 0, -10, 4300000)) as f:
             f.write(p, 1)
-        (d / "prediction.json").write_text(json.dumps({"parameters": {"config": {
-            "threshold": 0.5}}}))
-        dirs.append(d)
-    cls, extent, crs = _lost_gained(dirs[0], dirs[1], max_side=10)
+        dirs.append((d, 0.5))
+    cls, extent, crs = _lost_gained(dirs, max_side=10)
     assert cls.shape == (10, 10) and crs == "EPSG:32647"
     assert cls[0, 0] == 2 and cls[5, 5] == 3 and cls[9, 9] == 4
     assert cls[1, 1] == 2 and cls[6, 1] == 3 and cls[2, 2] == 1 and cls[7, 7] == 0
