@@ -134,6 +134,39 @@ def coarse_cell(grid: ExportGrid, cell: Cell, res: float) -> Cell | None:
     return Cell(cell.row, cell.col, r0, c0, h, w) if h > 0 and w > 0 else None
 
 
+# No projected grid of 10 m pixels spans more than this; a region file whose polygon crosses
+# the antimeridian has bounds of about 360 degrees (its parts at -180 and +180).
+MAX_LON_SPAN = 180.0
+
+
+def check_grid_crs(crs: str) -> None:
+    """Refuse a CRS a 10 m grid cannot be laid on: unknown, geographic (degrees), geocentric
+    (3-D metres) or projected in any unit but the metre (feet).
+
+    Raises:
+        InputError: naming --crs and why.
+    """
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        c = CRS.from_user_input(crs)
+    except CRSError:
+        raise InputError(f"--crs {crs!r} is not a CRS pyproj knows") from None
+    why = None
+    if c.is_geocentric:
+        why = "a geocentric (earth-centred 3-D) CRS"
+    elif not c.is_projected:
+        why = "a geographic CRS in degrees"
+    else:
+        units = {a.unit_name for a in c.axis_info[:2]}
+        if units != {"metre"}:
+            why = f"a projected CRS in {', '.join(sorted(units))}, not metres"
+    if why:
+        raise InputError(f"--crs {crs!r} ({c.name}) is {why}; the grid's 10 m pixels need a "
+                         "projected CRS in metres, such as the region's UTM zone (the default)")
+
+
 def utm_crs_for(lon: float, lat: float) -> str:
     zone = min(60, int((lon + 180) // 6) + 1)
     return f"EPSG:{32600 + zone if lat >= 0 else 32700 + zone}"
@@ -158,19 +191,21 @@ class Region:
 def region_from_lonlat(name: str, bounds: tuple[float, float, float, float],
                        crs: str | None = None, description: str = "",
                        geometry_wkt: str | None = None) -> Region:
-    from pyproj import CRS, Transformer
-    from pyproj.exceptions import CRSError
+    from pyproj import Transformer
 
     w, s, e, n = bounds
     if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
         source = description.removeprefix("from ") or f"region {name}"
         raise InputError(f"{source}: bounds {bounds} must be W S E N in degrees, with "
                          "-180 <= W < E <= 180 and -90 <= S < N <= 90")
+    if e - w > MAX_LON_SPAN:
+        source = description.removeprefix("from ") or f"region {name}"
+        raise InputError(f"{source}: spans {e - w:g} degrees of longitude ({w:g} to {e:g}), "
+                         f"more than {MAX_LON_SPAN:g}: a region crossing the antimeridian "
+                         "(180 degrees) is refused, as --bbox refuses it; export one region "
+                         "on each side of it")
     crs = crs or utm_crs_for((w + e) / 2, (s + n) / 2)
-    try:
-        CRS.from_user_input(crs)
-    except CRSError:
-        raise InputError(f"--crs {crs!r} is not a CRS pyproj knows") from None
+    check_grid_crs(crs)
     t = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     proj = t.transform_bounds(w, s, e, n, densify_pts=51)
     return Region(name, crs, tuple(bounds), ExportGrid.covering(crs, proj), False, description,

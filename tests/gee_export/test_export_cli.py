@@ -81,12 +81,39 @@ def test_dry_run_qilian_needs_no_network(tmp_path, cli):
     (["--region", "atlantis", "--year", 2018], "unknown region 'atlantis'"),
     (["--region", "demo", "--year", 2015], "2017"),
     (["--region", "demo", "--year", 2018, "--s2-window", "13-01", "14-01"], "MM-DD"),
+    (["--bbox", 93, 37, 94, 38, "--year", 2018, "--crs", "EPSG:4326", "--dry-run"],
+     "--crs 'EPSG:4326' (WGS 84) is a geographic CRS in degrees"),
+    (["--bbox", -122, 37, -121, 38, "--year", 2018, "--crs", "EPSG:2227", "--dry-run"],
+     "--crs 'EPSG:2227' (NAD83 / California zone 3 (ftUS)) is a projected CRS in US survey "
+     "foot, not metres"),
+    (["--bbox", 93, 37, 94, 38, "--year", 2018, "--crs", "EPSG:4978", "--dry-run"],
+     "--crs 'EPSG:4978' (WGS 84) is a geocentric"),
+    (["--bbox", -179.5, 50, 179.5, 51, "--year", 2018, "--dry-run"],
+     "spans 359 degrees of longitude"),
 ])
 def test_export_bad_input_one_line(tmp_path, args, msg):
     res = CliRunner().invoke(prep, ["export", *map(str, args), "--workspace", str(tmp_path)])
     assert res.exit_code != 0
     assert msg in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_a_region_file_crossing_the_antimeridian_is_refused_like_a_bbox(tmp_path):
+    """A polygon over the antimeridian, as GeoJSON writers split it (RFC 7946: one part on
+    each side), once planned a world-wide grid of 795,223 cells."""
+    import geopandas as gpd
+    from shapely.geometry import MultiPolygon, box
+
+    f = tmp_path / "aleutians.geojson"
+    gpd.GeoDataFrame(geometry=[MultiPolygon([box(179, 51, 180, 52), box(-180, 51, -179, 52)])],
+                     crs="EPSG:4326").to_file(f)
+    res = CliRunner().invoke(prep, ["export", "--region-file", str(f), "--year", "2018",
+                                    "--dry-run", "--workspace", str(tmp_path)])
+    assert res.exit_code == 1, res.output
+    assert res.output.strip().splitlines() == [
+        "Error: aleutians.geojson: spans 360 degrees of longitude (-180 to 180), more than "
+        "180: a region crossing the antimeridian (180 degrees) is refused, as --bbox refuses "
+        "it; export one region on each side of it"]
 
 
 def test_workspace_that_is_a_file(tmp_path):
