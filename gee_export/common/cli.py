@@ -50,6 +50,13 @@ class LazyGroup(click.Group):
             return getattr(importlib.import_module(module), attr)
         return super().get_command(ctx, name)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None:
+            refuse_options_as_values(ctx, cmd, rest)
+        return name, cmd, rest
+
     def main(self, args: list[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         """Like click's, but a usage error (a bad option value) is one 'Error: ...' line
@@ -65,6 +72,26 @@ class LazyGroup(click.Group):
             click.echo("Aborted!", err=True)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def refuse_options_as_values(ctx: click.Context, cmd: click.Command, args: list[str]) -> None:
+    """Refuse an option given without its value: click would take the next option as the
+    value (`--bands --size 256` would set --bands to '--size' and leave 256 stray).
+
+    Raises:
+        click.UsageError: naming the option that lacks its value.
+    """
+    options = [p for p in cmd.get_params(ctx) if isinstance(p, click.Option)]
+    known = {o for p in options for o in p.opts + p.secondary_opts}
+    takes = {o: p.nargs for p in options if not p.is_flag and not p.count for o in p.opts}
+    i = 0
+    while i < len(args) and args[i] != "--":
+        n = takes.get(args[i], 0)
+        for value in args[i + 1:i + 1 + n]:
+            if value in known or value.startswith("--"):
+                raise click.UsageError(f"{args[i]} needs a value; it was followed by the "
+                                       f"option {value}")
+        i += 1 + n
 
 
 def _version() -> str:

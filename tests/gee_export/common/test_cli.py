@@ -43,6 +43,9 @@ CASES = [
     ("prep export", "--region qilian --year 2018 --to gcs --dry-run", "--bucket"),
     ("prep export", "--region demo --bbox 1 2 3 4 --year 2018", "--region demo"),
     ("prep export", "--bbox 1 2 3 4 --region-file {text} --year 2018", "not both"),
+    ("prep export", "--bbox 93 37 94 38 --year 2018 --crs EPSG:4326 --dry-run", "--crs"),
+    ("prep export", "--bbox 93 37 94 38 --year 2018 --crs EPSG:2227 --dry-run", "--crs"),
+    ("prep export", "--bbox 93 37 94 --year 2018", "--bbox needs a value"),
     # prep tile
     ("prep tile", "--export {exp} --size 100", "--size"),
     ("prep tile", "--export {exp} --size 0", "--size"),
@@ -70,6 +73,7 @@ CASES = [
     ("train run", "--tiles {tiles} --batch-size 0", "--batch-size"),
     ("train run", "--tiles {tiles} --preset huge", "--preset"),
     ("train run", "--tiles {tiles} --bands XYZ --name bad-bands", "XYZ"),
+    ("train run", "--tiles {tiles} --bands --size 256", "--bands needs a value"),
     ("train run", "--tiles {tiles} --model nosuchnet --name bad-model", "nosuchnet"),
     ("train run", "--tiles {tiles} --init {text} --name bad-init", "{text}"),
     ("train run", "--tiles {empty}", "{empty}"),
@@ -153,6 +157,28 @@ def test_bad_value_is_one_line_naming_the_culprit(command, args, culprit, places
     assert len(errors) == 1, res.output
     assert culprit.format(**places) in errors[0], errors[0]
     assert snapshot(Path(places["ws"])) ^ before == set()  # nothing left behind
+
+
+@pytest.mark.parametrize("argv,message", [
+    ("train run --bands --size 256", "--bands needs a value; it was followed by the option "
+                                     "--size"),
+    ("train models --bands --preset tiny", "--bands needs a value"),
+    ("train models --preset -h", "--preset needs a value; it was followed by the option -h"),
+    ("prep tile --size --stride 64", "--size needs a value"),
+    ("prep export --year 2018 --bbox 93 37 94 --crs EPSG:32647", "--bbox needs a value"),
+])
+def test_an_option_without_its_value_does_not_swallow_the_next(argv, message):
+    group, *args = argv.split()
+    res = CliRunner().invoke(GROUPS[group], args)
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert lines[0].startswith(f"Error: {message}"), res.output
+
+
+def test_negative_numbers_are_still_values():
+    res = CliRunner().invoke(prep, ["export", "--bbox", "-70", "-33", "-69", "-32", "--year",
+                                    "2018", "--crs", "EPSG:4326", "--dry-run"])
+    assert "--crs" in res.output and "needs a value" not in res.output, res.output
 
 
 def test_version_and_help_cite_only_what_ships():
