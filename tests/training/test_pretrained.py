@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gee_export.common.bands import BAND_NAMES
+from gee_export.common.bands import BAND_NAMES, parse_bands
 from gee_export.common.errors import InputError
 from training.models import build_model
 from training.models.pretrained import adapt_input_conv, load_pretrained
@@ -300,6 +300,78 @@ def test_resnet18_blocks_into_the_cnn_decoder(tmp_path):
     assert report.loaded == 2 * (1 + 5 + 1 + 5)  # two blocks: conv1, bn1 (5 tensors), conv2, bn2
     torch.testing.assert_close(model.decoder.b3.conv2.weight, sd["layer1.0.conv2.weight"])
     torch.testing.assert_close(model.decoder.b2.bn1.running_var, sd["layer1.1.bn1.running_var"])
+
+
+# -- the first convolution: saved for our bands, for RGB, or for neither --------------------------
+
+FIRST = {"twins": ("lgt-unet", "patch_embeds.0.proj.weight", "encoder.patch_embeds.0.proj.weight"),
+         "resnet": ("deeplabv3plus", "conv1.weight", "backbone.conv1.weight")}
+
+
+def state_with_channels(kind: str, channels: int) -> dict:
+    """A timm Twins-SVT-S or torchvision ResNet-50 state dict whose first convolution takes
+    `channels` inputs."""
+    if kind == "twins":
+        return random_state(twins_shapes(**TWINS["paper"], in_chans=channels))
+    sd = resnet_state("resnet50")
+    sd["conv1.weight"] = torch.randn(64, channels, 7, 7, generator=torch.Generator().manual_seed(5))
+    return sd
+
+
+def init_first_conv(tmp_path, kind: str, channels: int, bands: list[str]):
+    """(the file's first kernel, ours after --init, the report)."""
+    model_name, key, dst = FIRST[kind]
+    sd = state_with_channels(kind, channels)
+    model = build_model(model_name, "paper", len(bands))
+    report = load_pretrained(model, model_name, [save(sd, tmp_path / "w.safetensors")], bands)
+    return sd[key], model.state_dict()[dst], report
+
+
+@pytest.mark.parametrize("kind", list(FIRST))
+def test_a_first_convolution_saved_for_our_bands_is_loaded_as_is(tmp_path, kind):
+    theirs, ours, report = init_first_conv(tmp_path, kind, len(BAND_NAMES), list(BAND_NAMES))
+    assert torch.equal(ours, theirs) and report.adapted == []
+
+
+def test_twins_saved_for_our_bands_computes_what_it_computed(tmp_path):
+    """Every stage of the encoder equals Twins-SVT-S with 11 input channels."""
+    cfg = TWINS["paper"]
+    sd = random_state(twins_shapes(**cfg, in_chans=len(BAND_NAMES)))
+    model = build_model("lgt-unet", "paper", len(BAND_NAMES)).eval()
+    load_pretrained(model, "lgt-unet", [save(sd, tmp_path / "w.pt")], list(BAND_NAMES))
+    x = torch.randn(1, len(BAND_NAMES), 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for s, (a, b) in enumerate(zip(model.encoder(x), ref_twins_stages(sd, x, **cfg))):
+            err = ((a - b).abs().max() / b.abs().max()).item()
+            assert err < 1e-5, f"stage {s + 1}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("kind", list(FIRST))
+@pytest.mark.parametrize("bands", ["ABCD", "C"])  # C: three bands, NDVI, NDSI and NDWI
+def test_an_rgb_first_convolution_is_adapted_to_the_bands(tmp_path, kind, bands):
+    """Three channels are RGB, also for a run of three bands."""
+    names = parse_bands(bands)
+    theirs, ours, report = init_first_conv(tmp_path, kind, 3, names)
+    torch.testing.assert_close(ours, adapt_input_conv(theirs, names), rtol=0, atol=0)
+    assert report.adapted == [FIRST[kind][1]]
+
+
+@pytest.mark.parametrize("kind", list(FIRST))
+@pytest.mark.parametrize("channels, bands", [(4, "ABCD"), (11, "ACD")])
+def test_a_first_convolution_for_other_bands_is_refused(tmp_path, kind, channels, bands):
+    model_name, key, dst = FIRST[kind]
+    names = parse_bands(bands)
+    model = build_model(model_name, "paper", len(names))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    k = tuple(before[dst].shape[2:])
+    path = save(state_with_channels(kind, channels), tmp_path / "w.safetensors")
+    with pytest.raises(InputError) as e:
+        load_pretrained(model, model_name, [path], names)
+    assert str(e.value) == (
+        f"--init {path}: {key} is {(64, channels, *k)} in the file but {(64, len(names), *k)} "
+        f"in --model {model_name}: its {channels} input channels are neither 3 (RGB, adapted "
+        f"to the bands) nor the run's {len(names)} bands")
+    assert all(torch.equal(before[n], v) for n, v in model.state_dict().items())  # untouched
 
 
 # -- UNetFormer's decoder block, from ../shared/MODEL.md ------------------------------------------------

@@ -7,9 +7,11 @@
   `lgt-unet-cnn-decoder` (paper preset, decoder width 64).
 
 Our modules carry the reference names, so mapping a key is adding a prefix. The first
-convolution takes 3 RGB bands in the file and our selected bands here; it is adapted by one
-rule (`adapt_input_conv`). A file whose keys or shapes do not fit is refused with one line
-naming the first mismatch; nothing is loaded then.
+convolution is the one tensor that sees the bands (`fit_input_conv`): one saved for as many
+input channels as the run has bands is taken as is (weights trained on our stack); one with
+3 channels is read as RGB, as published ImageNet weights are, and adapted to the bands by one
+rule (`adapt_input_conv`); any other count is refused. A file whose keys or shapes do not fit
+is refused with one line naming the first mismatch; nothing is loaded then.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from gee_export.common.errors import InputError, InputNotFoundError
 
 # The RGB channels of an ImageNet model's first convolution, as our band names.
 RGB_BANDS = ("B4", "B3", "B2")
+# The keys of the first convolution, the one tensor whose input channels are the bands.
+FIRST_CONVS = ("patch_embeds.0.proj.weight", "conv1.weight")
 
 
 @dataclass
@@ -86,6 +90,24 @@ def adapt_input_conv(weight: torch.Tensor, bands: list[str]) -> torch.Tensor:
     return torch.stack([rgb.get(b, mean) for b in bands], 1) * (3 / len(bands))
 
 
+def fit_input_conv(weight: torch.Tensor, bands: list[str]) -> torch.Tensor | None:
+    """A file's first-layer kernel (out, channels, k, k) for a run on `bands`.
+
+    Args:
+        weight: the kernel as the file holds it.
+        bands: the run's band names, in the order the model sees them.
+
+    Returns:
+        The kernel adapted by `adapt_input_conv` when it has 3 channels (RGB, whatever the
+        band count: published weights are RGB); the kernel itself when it has one channel per
+        band; None for any other count, which the caller refuses.
+    """
+    channels = weight.shape[1]
+    if channels == len(RGB_BANDS):
+        return adapt_input_conv(weight, bands)
+    return weight if channels == len(bands) else None
+
+
 def _targets(model_name: str, kind: str) -> tuple[Callable[[str], str | None], tuple[str, ...]]:
     """How a key of the file maps into the model (None: not used), and the prefix of our
     tensors that the file is expected to cover completely."""
@@ -125,9 +147,17 @@ def load_pretrained(model: nn.Module, model_name: str, paths: list[Path],
             if dst not in ours:
                 raise InputError(f"--init {path}: {key} has no place in --model {model_name} "
                                  f"(looked for {dst})")
-            if key in ("patch_embeds.0.proj.weight", "conv1.weight") and tensor.ndim == 4:
-                tensor = adapt_input_conv(tensor, bands)
-                report.adapted.append(key)
+            if key in FIRST_CONVS and tensor.ndim == 4:
+                fitted = fit_input_conv(tensor, bands)
+                if fitted is None:
+                    raise InputError(
+                        f"--init {path}: {key} is {tuple(tensor.shape)} in the file but "
+                        f"{tuple(ours[dst].shape)} in --model {model_name}: its "
+                        f"{tensor.shape[1]} input channels are neither 3 (RGB, adapted to the "
+                        f"bands) nor the run's {len(bands)} bands")
+                if tensor.shape[1] == len(RGB_BANDS):
+                    report.adapted.append(key)
+                tensor = fitted
             if tensor.shape != ours[dst].shape:
                 raise InputError(f"--init {path}: {key} is {tuple(tensor.shape)} in the file "
                                  f"but {tuple(ours[dst].shape)} in --model {model_name} "
