@@ -131,6 +131,11 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
     if not on_earth_engine and (target != "download" or bucket or folder):
         raise InputError("--to, --bucket and --folder are for Earth Engine exports; this one "
                          "runs on local sources")
+    if not on_earth_engine and orbit != "both":
+        raise InputError(f"--orbit {orbit}: local Sentinel-1 files (S1_<date>*.tif) do not "
+                         "record their orbit direction, so the export cannot choose it; put "
+                         f"only the {orbit} scenes in the source directory and leave --orbit "
+                         "at both (Earth Engine exports honour --orbit)")
     if on_earth_engine:
         from gee_export.earthengine.runner import EEOptions
 
@@ -230,6 +235,8 @@ def _export_dir(ws: Path, export: Path | None):
     found = sorted((ws / EXPORTS_DIR).glob(f"*/{EXPORT_MANIFEST}"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise InputNotFoundError(f"no export in {ws / EXPORTS_DIR}; run `prep export` first")
+    click.echo(f"--export: {found[-1].parent} (the most recently changed of {len(found)} in "
+               f"{ws / EXPORTS_DIR}; give --export to choose another)")
     return ExportDir.open(found[-1].parent)
 
 

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from gee_export.common.bands import BAND_NAMES
-from gee_export.common.errors import StateError
+from gee_export.common.errors import InputError, StateError
 from gee_export.common.grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region
 from gee_export.common.layout import (
     DEM_SOURCE_DIR,
@@ -101,25 +101,29 @@ class _LocalJob:
         recipe = LocalRecipe(sources, plan.grid, cfg, options.cloud_mask)
         return cls(region, cfg, source_dir, sources, outlines, plan, recipe, options)
 
-    def parameters(self) -> dict:
-        """What makes two exports the same: a rerun with equal parameters resumes."""
+    def parameters(self, inputs: dict[str, dict]) -> dict:
+        """What makes two exports the same: a rerun with equal parameters resumes. `inputs`
+        are the source files' identities (source_identities)."""
         o = self.options
         return {"region": self.region.name, "grid": self.plan.grid.to_dict(),
                 "recipe": self.cfg.to_dict(), "cell_size": o.cell_size, "source": "local",
                 "cloud_mask": self.recipe.cloud_mask,
                 "norm_from": o.norm_from.to_dict() if o.norm_from else None,
-                "inputs": {f.name: file_sha256(f, 1 << 22) for f in self.sources.all_files()},
+                "inputs": {n: r["sha256"] for n, r in inputs.items()},
                 "outlines": (file_sha256(self.outlines.path) if self.outlines else None)}
 
     def open(self, workspace: Path, name: str, force: bool, echo) -> ExportDir:
         exp_dir = workspace / EXPORTS_DIR / name
+        inputs = source_identities(self.sources.all_files(), _recorded_inputs(exp_dir))
         fields = {"region": self.region.to_dict(), "year": self.cfg.year,
                   "grid": self.plan.grid.to_dict(), "bands": list(BAND_NAMES),
                   "synthetic": self.region.synthetic, "source": "local",
                   "source_dir": stored_path(self.source_dir, exp_dir, workspace),
                   "plan": self.plan.summary(), "recipe": self.cfg.to_dict(),
-                  "images": self.recipe.report(), **self._synthetic_truth()}
-        return ExportDir.open_or_create(workspace, name, self.parameters(), fields, force, echo)
+                  "images": self.recipe.report(), "input_files": inputs,
+                  **self._synthetic_truth()}
+        return ExportDir.open_or_create(workspace, name, self.parameters(inputs), fields, force,
+                                        echo)
 
     def _synthetic_truth(self) -> dict:
         """The demo generator's truth (glacier areas of the year), carried into export.json."""
@@ -202,6 +206,33 @@ class _LocalJob:
             bar.update(len(infos))
         bar.close()
         exp.save()
+
+
+def source_identities(files: list[Path], known: dict[str, dict] | None = None
+                      ) -> dict[str, dict]:
+    """Each source file's identity by name: its size, modification time (ns) and the SHA-256
+    of its whole content. An edit anywhere in a file changes it. A file whose size and
+    modification time equal a `known` record (what the export recorded) keeps that record's
+    checksum without being read again, so a rerun costs a stat per file."""
+    known = known or {}
+    out = {}
+    for f in files:
+        st = f.stat()
+        rec = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        old = known.get(f.name) or {}
+        same = {k: old.get(k) for k in rec} == rec and isinstance(old.get("sha256"), str)
+        out[f.name] = {**rec, "sha256": old["sha256"] if same else file_sha256(f)}
+    return out
+
+
+def _recorded_inputs(exp_dir: Path) -> dict[str, dict]:
+    """The source identities an earlier run of this export recorded, if any (read only)."""
+    try:
+        m = read_manifest(exp_dir, "export")
+    except (InputError, OSError):
+        return {}
+    rec = m.get("input_files")
+    return rec if isinstance(rec, dict) else {}
 
 
 def _runs(cells: list[Cell], length: int = CELLS_PER_TASK) -> list[list[Cell]]:

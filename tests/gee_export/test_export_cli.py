@@ -90,6 +90,8 @@ def test_dry_run_qilian_needs_no_network(tmp_path, cli):
      "--crs 'EPSG:4978' (WGS 84) is a geocentric"),
     (["--bbox", -179.5, 50, 179.5, 51, "--year", 2018, "--dry-run"],
      "spans 359 degrees of longitude"),
+    (["--region", "demo", "--year", 2018, "--orbit", "ascending"],
+     "--orbit ascending: local Sentinel-1 files (S1_<date>*.tif) do not record their orbit"),
 ])
 def test_export_bad_input_one_line(tmp_path, args, msg):
     res = CliRunner().invoke(prep, ["export", *map(str, args), "--workspace", str(tmp_path)])

@@ -373,3 +373,53 @@ def _write_typed(path, data, profile, names, dtype):
         f.write(np.asarray(data).astype(dtype))
         for i, n in enumerate(names, 1):
             f.set_band_description(i, n)
+
+
+# -- what identifies the sources -----------------------------------------------------------------
+
+def test_an_edit_anywhere_in_a_source_changes_its_identity(tmp_path, monkeypatch):
+    """Sources were once identified by their first 4 MiB: an edit further in went unnoticed.
+    A file whose size and time are those recorded is not read again."""
+    import os
+
+    from gee_export import local_export
+
+    f = tmp_path / "S1_2018-07-08_dB.tif"
+    data = bytearray(os.urandom(5 << 20))
+    f.write_bytes(bytes(data))
+    first = local_export.source_identities([f])
+    data[-10] ^= 0xFF  # past the first 4 MiB, same size
+    f.write_bytes(bytes(data))
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, first[f.name]["mtime_ns"] + 1))
+    edited = local_export.source_identities([f], first)
+    assert edited[f.name]["sha256"] != first[f.name]["sha256"]
+    assert edited[f.name]["size"] == first[f.name]["size"]
+
+    reads = []
+    monkeypatch.setattr(local_export, "file_sha256", lambda p, *a: reads.append(p) or "x")
+    assert local_export.source_identities([f], edited) == edited and reads == []
+    os.utime(f, ns=(st.st_atime_ns, edited[f.name]["mtime_ns"] + 1))  # touched: read again
+    assert local_export.source_identities([f], edited)[f.name]["sha256"] == "x"
+    assert reads == [f]
+
+
+def test_an_edited_source_is_noticed_by_the_rerun(demo_export, tmp_path, cli):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from gee_export.common.cli import prep
+
+    ws = tmp_path / "ws"
+    shutil.copytree(demo_export[0], ws, ignore=shutil.ignore_patterns("tiles", "runs",
+                                                                      "predictions"))
+    args = ["export", "--region", "demo", "--year", "2018", "--demo-size", "512",
+            "--cell-size", "256", "--workspace", str(ws), "--quiet"]
+    assert "nothing to do" in cli(prep, args).output
+    s1 = sorted((ws / "sources").glob("*/S1_*.tif"))[0]
+    raw = bytearray(s1.read_bytes())
+    raw[-3] ^= 0xFF
+    s1.write_bytes(bytes(raw))
+    res = CliRunner().invoke(prep, args)
+    assert res.exit_code == 1 and "other parameters (inputs)" in res.output, res.output

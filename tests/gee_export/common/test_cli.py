@@ -30,6 +30,7 @@ CASES = [
      "--cloud-score-threshold"),
     ("prep export", "--region demo --year 2018 --s2-window 13-01 14-01", "MM-DD"),
     ("prep export", "--region demo --year 2018 --orbit sideways", "--orbit"),
+    ("prep export", "--region demo --year 2018 --orbit descending", "--orbit descending"),
     ("prep export", "--region demo --year 2018 --norm zscore", "--norm"),
     ("prep export", "--region demo --year 2018 --workers -1", "--workers"),
     ("prep export", "--region demo --year 2018 --demo-size 100", "--demo-size"),
