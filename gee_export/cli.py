@@ -21,10 +21,14 @@ from gee_export.common.layout import resolve_workspace
 from gee_export.config import FIRST_YEAR, ORBITS
 
 
-def _this_year() -> int:
+def _today():
     from datetime import date
 
-    return date.today().year
+    return date.today()
+
+
+def _this_year() -> int:
+    return _today().year
 
 
 @click.command(context_settings=CONTEXT)
@@ -122,6 +126,8 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
                        cloud_score_threshold=cloud_score_threshold,
                        cloud_score_band=cloud_score_band, s2_level=s2_level,
                        norm_mode=norm_mode, outline_buffer_m=buffer_m)
+    if (season := cfg.incomplete_season(_today())) is not None:
+        click.echo(season)
     norm = load_norm_from(norm_from) if norm_from else None
     if outlines is not None:
         from gee_export.common.outlines import check_outlines_readable

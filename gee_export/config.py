@@ -93,6 +93,21 @@ class RecipeConfig:
         return _dated(self.year, self.s2_window[0]), _dated(self.year, self.s2_window[1])
 
     @property
+    def season_end(self) -> str:
+        """The day after the last one the composite's date windows take (ISO)."""
+        return max(self.s1_dates[1], self.s2_dates[1])
+
+    def incomplete_season(self, today: date) -> str | None:
+        """A one-line warning when `today` falls before the end of the season the composite
+        takes: it would miss the scenes still to be acquired. None when the season is over."""
+        if today.isoformat() >= self.season_end:
+            return None
+        return (f"warning: --year {self.year}: its season is incomplete (the date windows end "
+                f"on {self.season_end}, today is {today.isoformat()}): the composite takes only "
+                "the scenes acquired so far, and a rerun later reuses it as it is; rerun with "
+                "--force after the season for the whole of it")
+
+    @property
     def s2_collection(self) -> str:
         return S2_COLLECTIONS[self.s2_level]
 

@@ -130,6 +130,34 @@ def test_year_outside_sentinel_era(year):
         RecipeConfig(year)
 
 
+def test_a_season_still_in_progress_is_said_in_one_line(tmp_path, monkeypatch, cli):
+    from datetime import date
+
+    from gee_export import cli as export_cli
+    from gee_export.common.cli import prep
+
+    cfg = RecipeConfig(2018)  # Sentinel-1 in July, Sentinel-2 July-September
+    assert cfg.season_end == "2018-10-01"
+    assert cfg.incomplete_season(date(2018, 10, 1)) is None
+    assert cfg.incomplete_season(date(2019, 3, 1)) is None
+    assert "end on 2018-10-01, today is 2018-09-30" in cfg.incomplete_season(date(2018, 9, 30))
+    assert RecipeConfig(2018, s2_window=("07-01", "08-01")).incomplete_season(
+        date(2018, 8, 5)) is None
+    monkeypatch.setattr(export_cli, "_today", lambda: date(2018, 8, 15))
+    res = cli(prep, ["export", "--region", "demo", "--year", 2018, "--demo-size", 512,
+                     "--dry-run", "--workspace", tmp_path])
+    warned = [ln for ln in res.output.splitlines() if "season" in ln]
+    assert warned == [
+        "warning: --year 2018: its season is incomplete (the date windows end on 2018-10-01, "
+        "today is 2018-08-15): the composite takes only the scenes acquired so far, and a "
+        "rerun later reuses it as it is; rerun with --force after the season for the whole "
+        "of it"]
+    monkeypatch.setattr(export_cli, "_today", lambda: date(2018, 10, 2))
+    res = cli(prep, ["export", "--region", "demo", "--year", 2018, "--demo-size", 512,
+                     "--dry-run", "--workspace", tmp_path])
+    assert "season" not in res.output
+
+
 def test_s1_window_widens_after_sentinel_1b():
     assert RecipeConfig(2019).s1_dates == ("2019-07-01", "2019-08-01")
     assert RecipeConfig(2023).s1_dates == ("2023-06-15", "2023-08-16")
