@@ -190,27 +190,24 @@ class ExportDir:
             out.append(cell)
         return out
 
-    def reopen_broken(self, echo: Callable[[str], None] = print) -> int:
-        """For a complete export: remove cell files that are missing or cannot be opened on
-        their cell's grid (a disk error, a stray copy), so that the same command exports
-        them again; how many. What `prep tile` checks, with the remedy it names."""
-        import rasterio
+    def broken_cells(self) -> list[Cell]:
+        """The cells whose file is missing, unreadable or not on the cell's grid (size, CRS,
+        transform, bands): what `prep tile` refuses. Reads only."""
+        grid = self.grid
+        return [cell for cell in map(Cell.from_dict, self.cells.values())
+                if not _on_grid(self.cell_file(cell), grid, cell)]
 
-        broken = []
-        for c in self.cells.values():
-            cell = Cell.from_dict(c)
-            f = self.cell_file(cell)
-            try:
-                with rasterio.open(f) as src:
-                    ok = (src.width, src.height) == (cell.width, cell.height)
-            except rasterio.errors.RasterioIOError:
-                ok = False
-            if not ok:
-                broken.append(cell.id)
-                f.unlink(missing_ok=True)
-                c["state"] = "pending"
+    def reopen_broken(self, echo: Callable[[str], None] = print) -> int:
+        """For a complete export: remove cell files that are missing, unreadable or not on
+        their cell's grid (a disk error, a stray copy, a file in another CRS), so that the
+        same command exports them again; how many. What `prep tile` checks, with the remedy
+        it names."""
+        broken = [cell.id for cell in self.broken_cells()]
+        for cid in broken:
+            self.cell_file(Cell.from_dict(self.cells[cid])).unlink(missing_ok=True)
+            self.cells[cid]["state"] = "pending"
         if broken:
-            echo(f"{self.path}: {len(broken)} cell(s) missing or unreadable "
+            echo(f"{self.path}: {len(broken)} cell(s) missing, unreadable or off their grid "
                  f"({', '.join(broken[:5])}); exporting them again")
             self.manifest["complete"] = False
             self.vrt.unlink(missing_ok=True)
@@ -235,3 +232,19 @@ class ExportDir:
         self.manifest.update(fields)
         self.manifest.update(complete=True, completed_at=now_iso())
         self.save()
+
+
+def _on_grid(path: Path, grid: ExportGrid, cell: Cell) -> bool:
+    """Whether a cell file opens with the cell's size, transform and band count in the
+    grid's CRS."""
+    import rasterio
+    from rasterio.crs import CRS
+
+    try:
+        with rasterio.open(path) as src:
+            return ((src.width, src.height, src.count) == (cell.width, cell.height,
+                                                           len(BAND_NAMES))
+                    and src.crs == CRS.from_user_input(grid.crs)
+                    and src.transform.almost_equals(cell.transform(grid)))
+    except rasterio.errors.RasterioIOError:
+        return False

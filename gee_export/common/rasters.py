@@ -101,8 +101,9 @@ def check_stack(path: Path) -> None:
             try:
                 with rasterio.open(f) as cell:
                     if cell.crs != crs:
-                        raise InputError(f"{path}: cell {Path(f).name} is in {cell.crs}, the "
-                                         f"stack in {crs}; cells of one stack must share one CRS")
+                        raise StateError(f"{path}: cell {Path(f).name} is in {cell.crs}, the "
+                                         f"stack in {crs}; rerun `prep export` with the same "
+                                         "options: it exports that cell again")
             except rasterio.errors.RasterioIOError:
                 raise StateError(f"{path}: cell {f} is missing or unreadable; rerun `prep "
                                  "export` with the same options: it exports that cell "

@@ -184,10 +184,39 @@ def test_a_damaged_cell_of_a_complete_export_is_made_again(demo_export, tmp_path
     assert res.exit_code == 1 and "rerun `prep export` with the same options" in res.output
     res = cli(prep, ["export", "--region", "demo", "--year", 2018, "--demo-size", 512,
                      "--cell-size", 256, "--workspace", ws, "--quiet"])
-    assert "1 cell(s) missing or unreadable" in res.output
+    assert "1 cell(s) missing, unreadable or off their grid" in res.output
     with rasterio.open(victim) as a, rasterio.open(demo_export[1] / "stack" / victim.name) as b:
         assert np.array_equal(a.read(), b.read(), equal_nan=True)
     assert json.loads((exp / "export.json").read_text())["complete"]
     assert "nothing to do" in cli(prep, ["export", "--region", "demo", "--year", 2018,
                                          "--demo-size", 512, "--cell-size", 256,
                                          "--workspace", ws, "--quiet"]).output
+
+
+def test_a_cell_in_another_crs_is_made_again(demo_export, tmp_path, cli):
+    """A stack cell in the wrong CRS was detected by `prep tile` while `prep export` said
+    'complete; nothing to do'."""
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(demo_export[0], ws, ignore=shutil.ignore_patterns("tiles", "runs",
+                                                                      "predictions"))
+    exp = ws / "exports" / "demo-2018"
+    victim = sorted((exp / "stack").glob("*.tif"))[1]
+    with rasterio.open(victim) as src:
+        profile, data, names = src.profile, src.read(), src.descriptions
+    victim.unlink()
+    with rasterio.open(victim, "w", **dict(profile, crs="EPSG:32646")) as dst:
+        dst.write(data)
+        dst.descriptions = names
+    res = CliRunner().invoke(prep, ["tile", "--export", str(exp), "--workspace", str(ws)])
+    assert res.exit_code == 1 and "is in EPSG:32646" in res.output
+    assert "rerun `prep export` with the same options" in res.output
+    args = ["export", "--region", "demo", "--year", 2018, "--demo-size", 512, "--cell-size",
+            256, "--workspace", ws, "--quiet"]
+    res = cli(prep, args)
+    assert f"1 cell(s) missing, unreadable or off their grid ({victim.stem})" in res.output
+    with rasterio.open(victim) as a, rasterio.open(demo_export[1] / "stack" / victim.name) as b:
+        assert a.crs == b.crs and a.transform == b.transform
+        assert np.array_equal(a.read(), b.read(), equal_nan=True)
+    assert "nothing to do" in cli(prep, args).output
