@@ -154,16 +154,35 @@ class TileInputs:
 
     def parameters(self, out: Path, workspace: Path, cfg: TileConfig) -> dict:
         """What makes two tile sets the same. Paths are stored relative to the workspace and
-        the outlines by checksum, so a moved workspace is still up to date."""
+        the outlines by checksum, so a moved workspace is still up to date. The export counts
+        by its identity, not by when it last completed: a cell it made again with the same
+        options (a repair) leaves the tiles current."""
         return as_stored({"export": stored_path(self.export_dir, out, workspace),
-                          "export_completed_at": self.export.get("completed_at"),
+                          "export_id": export_identity(self.export),
                           "outlines_sha256": file_sha256(self.outlines.path),
                           "config": asdict(cfg), "split_algorithm": SPLIT_ALGORITHM})
+
+    def earlier_parameters(self, params: dict) -> dict:
+        """`params` as tile sets made before export_id recorded them (by the export's
+        completion time): still current while the export has not completed again since."""
+        old = {k: v for k, v in params.items() if k != "export_id"}
+        return as_stored({**old, "export_completed_at": self.export.get("completed_at")})
 
     def worker_args(self, out: Path, cfg: TileConfig) -> tuple:
         return (str(self.export_dir / STACK_VRT), self.outlines.geometries,
                 self.small.geometries, SMALL_GLACIER_LABELS[cfg.small_glaciers],
                 self.grid.transform, str(out))
+
+
+def export_identity(export: dict) -> str:
+    """What identifies one export: its parameters and when it was created. Resuming or
+    repairing it keeps both; replacing it (--force, other parameters) changes them."""
+    import hashlib
+    import json
+
+    key = json.dumps([export.get("parameters"), export.get("created_at")], sort_keys=True,
+                     default=str)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 # -- the command --------------------------------------------------------------------------------
@@ -178,7 +197,8 @@ def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig()
     out = Path(workspace) / TILES_DIR / (name or Path(export_dir).name)
     with output_lock(out, wait, echo), bounded_gdal_cache():
         params = inputs.parameters(out, Path(workspace), cfg)
-        known = _known_files(out, params, force, verify, echo)
+        known = _known_files(out, params, force, verify, echo,
+                             inputs.earlier_parameters(params))
         if known is None:
             return out
         with WorkerPool(workers, _init_worker, inputs.worker_args(out, cfg),
@@ -199,7 +219,7 @@ def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig()
 
 
 def _known_files(out: Path, params: dict, force: bool, verify: bool,
-                 echo: Callable[[str], None]) -> dict | None:
+                 echo: Callable[[str], None], earlier: dict | None = None) -> dict | None:
     """None when `out` holds these tiles, complete and intact. Otherwise make `out` ready for
     a run that resumes (same parameters) or starts over (--force, or no manifest), and return
     the checksums recorded for the files it keeps: a kept file that no longer matches its
@@ -216,7 +236,7 @@ def _known_files(out: Path, params: dict, force: bool, verify: bool,
             raise StateError(f"{mf} is damaged; rerun with --force to cut the tiles "
                              "again") from None
         old = {}
-    if old.get("parameters") != params:
+    if old.get("parameters") not in (params, earlier):
         if not force:
             raise StateError(f"{out} holds tiles made with other parameters; use --force to "
                              "replace them or --name to tile beside them")

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import rasterio
+from click.testing import CliRunner
 from shapely.geometry import box
 
 from gee_export.common.bands import BAND_NAMES
@@ -270,3 +271,41 @@ def test_a_damaged_manifest_is_replaced_with_force(tmp_path):
         make_tiles(exp, ws, cfg, echo=lambda *a: None, quiet=True)
     make_tiles(exp, ws, cfg, force=True, echo=lambda *a: None, quiet=True)
     assert json.loads((out / "manifest.json").read_text())["complete"]
+
+
+def test_tiles_stay_current_when_a_cell_of_their_export_is_made_again(demo_tiles, tmp_path,
+                                                                      cli):
+    """A deleted cell exported again with the same options once made `prep tile` ask for
+    --force: the export's completion time changed, though nothing else did."""
+    import shutil
+
+    from gee_export.common.cli import prep
+
+    ws = tmp_path / "ws"
+    shutil.copytree(demo_tiles[0], ws, ignore=shutil.ignore_patterns("runs", "predictions"))
+    exp = ws / "exports" / "demo-2018"
+    sorted((exp / "stack").glob("*.tif"))[0].unlink()
+    export = ["export", "--region", "demo", "--year", 2018, "--demo-size", 512, "--cell-size",
+              256, "--workspace", ws, "--quiet"]
+    assert "exporting them again" in cli(prep, export).output
+    tile = ["tile", "--export", exp, "--workspace", ws, "--size", 128, "--block-tiles", 1,
+            "--quiet"]
+    assert "are complete; nothing to do" in cli(prep, tile).output
+    cli(prep, export + ["--force"])  # replaced: the tiles are of another export now
+    res = CliRunner().invoke(prep, [str(a) for a in tile])
+    assert res.exit_code == 1 and "other parameters" in res.output
+
+
+def test_tiles_made_before_the_export_id_are_still_current(tmp_path):
+    ws, exp = make_export(tmp_path, [box(GRID.x0 + 100, GRID.y0 - 2000, GRID.x0 + 2000,
+                                         GRID.y0 - 100)])
+    cfg = TileConfig(size=64, split="random", min_area_km2=0)
+    out = make_tiles(exp, ws, cfg, **QUIET)
+    m = json.loads((out / "manifest.json").read_text())
+    p = m["parameters"]
+    p["export_completed_at"] = json.loads((exp / "export.json").read_text())["completed_at"]
+    del p["export_id"]
+    (out / "manifest.json").write_text(json.dumps(m))
+    said = []
+    make_tiles(exp, ws, cfg, echo=said.append, quiet=True)
+    assert said[0].endswith("are complete; nothing to do")
