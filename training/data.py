@@ -8,9 +8,10 @@ import torch
 from torch.utils.data import Dataset
 
 from gee_export.common.bands import BAND_NAMES, band_indices
-from gee_export.common.errors import InputError, InputNotFoundError
-from gee_export.common.layout import TILE_INDEX, read_manifest, tile_files
+from gee_export.common.errors import InputError
+from gee_export.common.layout import read_manifest, tile_files
 from gee_export.common.rasters import open_raster
+from gee_export.common.tile_index import read_tile_rows
 
 
 def dihedral(img: torch.Tensor, lbl: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,24 +25,8 @@ def dihedral(img: torch.Tensor, lbl: torch.Tensor, k: int) -> tuple[torch.Tensor
 
 
 def read_tile_split(tile_dir: Path, split: str) -> list[str]:
-    """Tile ids of one split, from index.gpkg. A GeoPackage is an SQLite database and these
-    are two attribute columns, so the standard library reads them: training needs no GDAL
-    vector driver (nor its 25 MB wheel on a GPU machine)."""
-    import sqlite3
-    from contextlib import closing
-
-    index = Path(tile_dir) / TILE_INDEX
-    if not index.is_file():
-        raise InputNotFoundError(f"{tile_dir}: no {TILE_INDEX}; make tiles with `prep tile`")
-    try:
-        with closing(sqlite3.connect(index.resolve().as_uri() + "?mode=ro", uri=True)) as db:
-            (table,) = db.execute("SELECT table_name FROM gpkg_contents "
-                                  "WHERE data_type = 'features'").fetchone()
-            rows = db.execute(f'SELECT tile_id FROM "{table}" WHERE split = ?',
-                              (split,)).fetchall()
-    except (sqlite3.Error, TypeError, ValueError) as e:
-        raise InputError(f"{index}: cannot be read as the tile index ({e})") from None
-    ids = sorted(r[0] for r in rows)
+    """Tile ids of one split, from index.gpkg (read with sqlite3: no GDAL needed)."""
+    ids = [r[0] for r in read_tile_rows(tile_dir, split)]
     if not ids:
         raise InputError(f"{tile_dir}: the {split!r} split is empty; retile with another "
                            "--val-fraction, --block-tiles or --split")

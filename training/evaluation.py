@@ -21,7 +21,6 @@ from gee_export.common.bands import LABEL_IGNORE
 from gee_export.common.errors import InputError, StateError
 from gee_export.common.layout import (
     DEFAULT_REPORT,
-    GLACIERS_GPKG,
     PREDICTION_MANIFEST,
     PROBABILITY_TIF,
     file_sha256,
@@ -31,11 +30,11 @@ from gee_export.common.layout import (
     require_complete,
 )
 
+from .heldout import UNKNOWN, TrainingFootprint, training_footprint, unknown_footprint
 from .metrics import confusion, scores
 from .zones import ZONE_BUFFER_M, ZoneCounts, ZoneRaster, blocks, ellipsoidal_ratios
 
 if TYPE_CHECKING:
-    from geopandas import GeoDataFrame
     from rasterio.io import DatasetReader
     from shapely.geometry.base import BaseGeometry
 
@@ -51,27 +50,36 @@ class EvalConfig:
     zone_buffer_m: float = ZONE_BUFFER_M
 
 
-def boundary_distances(a: BaseGeometry, b: BaseGeometry, spacing: float,
-                       keep: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-    """Distance from points every `spacing` metres along the boundaries of `a` to the nearest
-    boundary of `b`; with `keep` (a polygon), only points inside it count."""
+def boundary_points(a: BaseGeometry, spacing: float, keep: BaseGeometry | None = None
+                    ) -> np.ndarray:
+    """Points every `spacing` metres along the boundaries of `a`; with `keep` (a polygon),
+    only those inside it."""
     import shapely
 
-    la = shapely.get_parts(shapely.boundary(np.asarray(a)))
-    lb = shapely.get_parts(shapely.boundary(np.asarray(b)))
-    if not len(la) or not len(lb):
-        return np.array([])
     pts = []
-    for line in la:
+    for line in shapely.get_parts(shapely.boundary(np.asarray(a))):
         n = max(2, int(np.ceil(line.length / spacing)) + 1)
         pts.append(shapely.line_interpolate_point(line, np.linspace(0, line.length, n)))
-    pts = np.concatenate(pts)
-    if keep is not None:
-        pts = pts[shapely.contains(keep, pts)]
-    if not len(pts):
+    pts = np.concatenate(pts) if pts else np.array([], object)
+    return pts[shapely.contains(keep, pts)] if keep is not None and len(pts) else pts
+
+
+def nearest_boundary(pts: np.ndarray, b: BaseGeometry) -> np.ndarray:
+    """Distance from each point to the nearest boundary of `b` (empty when `b` has none)."""
+    import shapely
+
+    lb = shapely.get_parts(shapely.boundary(np.asarray(b)))
+    if not len(pts) or not len(lb):
         return np.array([])
     _, dist = shapely.STRtree(lb).query_nearest(pts, return_distance=True, all_matches=False)
     return dist
+
+
+def boundary_distances(a: BaseGeometry, b: BaseGeometry, spacing: float,
+                       keep: BaseGeometry | None = None) -> np.ndarray:
+    """Distance from points every `spacing` metres along the boundaries of `a` to the nearest
+    boundary of `b`; with `keep` (a polygon), only points inside it count."""
+    return nearest_boundary(boundary_points(a, spacing, keep), b)
 
 
 def _summary(d: np.ndarray) -> dict:
@@ -85,7 +93,8 @@ def _summary(d: np.ndarray) -> dict:
 def evaluate_prediction(pred_dir: Path, reference: Path, cfg: EvalConfig = EvalConfig(),
                         name: str = DEFAULT_REPORT, force: bool = False,
                         echo: Callable[[str], None] = print) -> dict:
-    """Score a prediction; writes NAME.json and its figure beside the prediction."""
+    """Score a prediction, held-out pixels apart from those the model trained on; writes
+    NAME.json and its figure beside the prediction."""
     import rasterio
 
     from gee_export.common.atomic import write_json
@@ -99,20 +108,41 @@ def evaluate_prediction(pred_dir: Path, reference: Path, cfg: EvalConfig = EvalC
     if not _needed(pred_dir / report_json, params, force, echo):
         return read_manifest(pred_dir / report_json, "evaluation")
     threshold = m["parameters"]["config"]["threshold"]
+    footprint = training_footprint(pred_dir, m)
     with rasterio.open(pred_dir / PROBABILITY_TIF) as src:
         ref, small = _reference(reference, src, cfg)
-        scene = score_scene(src, ref.geometries, small.geometries, threshold, cfg.zone_buffer_m)
+        scene = score_scene(src, ref.geometries, small.geometries, threshold, cfg.zone_buffer_m,
+                            footprint)
     report = _report(pred_dir, reference, ref, small, scene, threshold, params, m)
     write_json(pred_dir / report_json, report)
     agreement_png(pred_dir / figure, pred_dir / PROBABILITY_TIF, ref.geometries,
-                  small.geometries, threshold, report)
-    p, a = report["pixels"], report["area"]
-    echo(f"evaluation: OA {p['oa']:.4f}, mF1 {p['mf1']:.4f}, mIoU {p['miou']:.4f}, glacier "
-         f"area {a['predicted_km2']:.2f} km^2 predicted vs {a['reference_km2']:.2f} km^2 "
-         f"reference (ellipsoidal, where the stack has data); outer boundary distance mean "
-         f"{report['boundary_distance']['predicted_to_reference']['mean_m'] or 0:.1f} m "
-         f"({pred_dir / report_json})")
+                  small.geometries, threshold, report, footprint)
+    echo(summary_line(report) + f" ({pred_dir / report_json})")
     return report
+
+
+def summary_line(report: dict) -> str:
+    """What `train evaluate` prints: the headline scores first, named for what they cover."""
+    p, a, split = report["pixels"], report["area"], report["pixels"]["split"]
+    head = p[p["headline"]]
+    label = {"held_out": "HELD-OUT", "all": "ALL PIXELS"}[p["headline"]]
+    line = (f"evaluation, {label} ({split['note']}): OA {head['oa']:.4f}, mF1 "
+            f"{head['mf1']:.4f}, mIoU {head['miou']:.4f}")
+    if p["training"]:
+        line += (f"; in-sample (training tiles): mIoU {p['training']['miou']:.4f}; all pixels: "
+                 f"mIoU {p['all']['miou']:.4f}")
+    d = report["boundary_distance"][p["headline"]]
+    return (line + f"; glacier area {a['predicted_km2']:.2f} km^2 predicted vs "
+            f"{a['reference_km2']:.2f} km^2 reference (ellipsoidal, where the stack has data); "
+            f"outer boundary distance ({p['headline'].replace('_', '-')}) predicted->reference "
+            f"{_distance(d['predicted_to_reference'])}, reference->predicted "
+            f"{_distance(d['reference_to_predicted'])}")
+
+
+def _distance(s: dict) -> str:
+    if not s["points"]:
+        return "n/a (no boundary to measure)"
+    return f"mean {s['mean_m']:.1f} m, p{BOUNDARY_PERCENTILE} {s[f'p{BOUNDARY_PERCENTILE}_m']:.1f} m"
 
 
 def _needed(path: Path, params: dict, force: bool, echo) -> bool:
@@ -145,20 +175,29 @@ def _reference(reference: Path, src, cfg: EvalConfig):
         cfg.min_area_km2)
 
 
+SPLITS = ("held_out", "training")
+
+
 @dataclass
 class SceneScores:
-    confusion: np.ndarray  # cm[true, predicted] over valid pixels, small glaciers left out
+    confusion: dict[str, np.ndarray]  # split -> cm[true, predicted] over valid pixels
     zones: ZoneCounts
+    reference_in_training: np.ndarray  # reference pixels with data in training tiles, by glacier
     valid_area: object  # polygon of the pixels with data (for boundary distances)
     predicted_union: object  # the predicted ice as polygons
     pixel_area_m2: float
+    footprint: TrainingFootprint
+    training_area: object  # the training tiles as a polygon (empty when none)
 
 
 def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
                 small_geoms: Sequence[BaseGeometry], threshold: float,
-                buffer_m: float = ZONE_BUFFER_M) -> SceneScores:
-    """One pass over the probability raster, block by block: the confusion matrix, the
-    per-zone counts, and the polygons of valid data and predicted ice."""
+                buffer_m: float = ZONE_BUFFER_M,
+                footprint: TrainingFootprint | None = None) -> SceneScores:
+    """One pass over the probability raster, block by block: the confusion matrices of the
+    held-out and training pixels, the per-zone counts, and the polygons of valid data and
+    predicted ice. A prediction without a single pixel with data is refused: its scores
+    would be zeros that look like a result."""
     import shapely
     from rasterio.windows import Window
 
@@ -166,10 +205,12 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
 
     from .zones import dissolve, zone_polygons
 
+    footprint = footprint or unknown_footprint("not given")
     zones = ZoneRaster(ref_geoms, src.transform, buffer_m)
     small = OutlineRasterizer(small_geoms, src.transform) if len(small_geoms) else None
     counts = ZoneCounts(len(ref_geoms))
-    cm = np.zeros((2, 2), np.int64)
+    in_training = np.zeros(len(ref_geoms) + 1, np.int64)
+    cm = {k: np.zeros((2, 2), np.int64) for k in SPLITS}
     pieces: dict[int, list] = {}
     for r, c, h, w in blocks(src.height, src.width):
         win = Window(c, r, w, h)
@@ -181,15 +222,54 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
         counts.add(ref, zone, valid, {"ice": ice}, ignore)
         truth = (ref > 0).astype(np.uint8)
         truth[~valid if ignore is None else ~valid | ignore] = LABEL_IGNORE
-        cm += confusion(ice.astype(np.uint8), truth)
+        train = footprint.mask(r, c, h, w)
+        cm["training"] += confusion(ice[train], truth[train])
+        cm["held_out"] += confusion(ice[~train], truth[~train])
+        in_training += np.bincount(ref[valid & train].ravel(), minlength=len(in_training))
         t = src.window_transform(win)
         for k, v in zone_polygons(valid.astype(np.uint8) + ice, t).items():
             pieces.setdefault(k, []).extend(v)  # 1: valid, no ice; 2: ice
+    if not sum(m.sum() for m in cm.values()):
+        raise InputError(f"{src.name}: no pixel with data to score (the probabilities are "
+                         "all no-data); remake the prediction rather than score it")
     merged = dissolve(pieces)
     empty = shapely.Polygon()
     ice_area = merged.get(2, empty)
-    return SceneScores(cm, counts, shapely.union(merged.get(1, empty), ice_area), ice_area,
-                       abs(src.res[0] * src.res[1]))
+    return SceneScores(cm, counts, in_training, shapely.union(merged.get(1, empty), ice_area),
+                       ice_area, abs(src.res[0] * src.res[1]), footprint,
+                       _tiles_polygon(footprint, src.transform))
+
+
+def _tiles_polygon(footprint: TrainingFootprint, transform) -> BaseGeometry:
+    """The training tiles of a scene as one polygon in map coordinates."""
+    import shapely
+
+    boxes = []
+    s = footprint.tile_size
+    if footprint.in_sample_possible:
+        for r, c in footprint.windows:
+            (x0, y0), (x1, y1) = transform * (c, r + s), transform * (c + s, r)
+            boxes.append(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+    return shapely.union_all(boxes) if boxes else shapely.Polygon()
+
+
+def _pixel_block(cm: np.ndarray) -> dict | None:
+    """Scores of one set of pixels, or None when it holds none (zeros would read as
+    scores)."""
+    if not cm.sum():
+        return None
+    return {"pixels": int(cm.sum()), "confusion_matrix": cm.tolist(), **scores(cm)}
+
+
+def pixel_scores(scene: SceneScores) -> dict:
+    """report.json's `pixels`: held-out, training and all, and which one is the headline."""
+    fp = scene.footprint
+    everything = sum(scene.confusion.values())
+    held_out = None if fp.relation == UNKNOWN else _pixel_block(scene.confusion["held_out"])
+    return {"headline": "held_out" if held_out else "all", "split": fp.to_dict(),
+            "held_out": held_out,
+            "training": _pixel_block(scene.confusion["training"]),
+            "all": _pixel_block(everything)}
 
 
 def _report(pred_dir: Path, reference: Path, ref, small, scene: SceneScores, threshold: float,
@@ -206,13 +286,14 @@ def _report(pred_dir: Path, reference: Path, ref, small, scene: SceneScores, thr
         "evaluation", parameters=as_stored(params), complete=True, evaluated_at=now_iso(),
         prediction=str(pred_dir), reference=str(reference), id_field=ref.id_field,
         threshold=threshold, synthetic=prediction.get("synthetic"),
-        pixels={"confusion_matrix": scene.confusion.tolist(), **scores(scene.confusion)},
+        pixels=pixel_scores(scene),
         area={"reference_km2": ref_planar * ratio, "predicted_km2": pred_planar * ratio,
               "reference_planar_km2": ref_planar, "predicted_planar_km2": pred_planar,
               "outside_zones_km2": z.outside["ice"] * px * ratio,
               "reference_glaciers": len(ref), "small_glaciers_ignored": len(small),
               "small_glaciers_km2": float(small.frame["area_km2"].sum()),
-              "note": "over pixels with data; ellipsoidal = planar x the reference's "
+              "note": "over all pixels with data (training tiles included; see each "
+                      "glacier's training_fraction); ellipsoidal = planar x the reference's "
                       "ellipsoidal/planar ratio"},
         per_glacier={"zone_buffer_m": params["config"]["zone_buffer_m"],
                      "mean_abs_error_km2": float(np.mean([abs(g["error_km2"])
@@ -236,13 +317,18 @@ def per_glacier(ref: Outlines, scene: SceneScores) -> tuple[list[dict], float]:
                     "relative_error": (a_pred - a_ref) / a_ref if a_ref else None,
                     "observed_fraction": (z.reference[i] / z.reference_all[i]
                                           if z.reference_all[i] else 0.0),
+                    "training_fraction": (None if scene.footprint.relation == UNKNOWN
+                                          else float(scene.reference_in_training[i]
+                                                     / z.reference[i]) if z.reference[i]
+                                          else 0.0),
                     "inventory_km2": float(ref.frame["area_km2"].iloc[i - 1])})
     return out, float(ratios[0])
 
 
 def _boundaries(ref, scene: SceneScores) -> dict:
     """Distances between the outer outlines, at points with data on both sides (one pixel in
-    from any data gap or the scene's edge); divides inside the reference are not counted."""
+    from any data gap or the scene's edge); divides inside the reference are not counted.
+    Split like the pixels: points in no training tile (held out), in one, and all."""
     import shapely
 
     res = float(np.sqrt(scene.pixel_area_m2))
@@ -250,58 +336,82 @@ def _boundaries(ref, scene: SceneScores) -> dict:
     outer = shapely.union_all(ref.geometries)
     divides = shapely.length(shapely.union_all(shapely.boundary(ref.geometries))) - \
         shapely.length(shapely.boundary(outer))
-    return {"predicted_to_reference": _summary(boundary_distances(
-                [scene.predicted_union], [outer], res, keep)),
-            "reference_to_predicted": _summary(boundary_distances(
-                [outer], [scene.predicted_union], res, keep)),
-            "divides_excluded_km": max(0.0, float(divides) / 1e3)}
+    out: dict = {k: {} for k in ("held_out", "training", "all")}
+    for direction, a, b in (("predicted_to_reference", scene.predicted_union, outer),
+                            ("reference_to_predicted", outer, scene.predicted_union)):
+        pts = boundary_points([a], res, keep)
+        d = nearest_boundary(pts, [b])
+        inside = (shapely.contains(scene.training_area, pts) if len(d)
+                  else np.zeros(0, bool))
+        for split, sel in (("held_out", ~inside), ("training", inside),
+                           ("all", np.ones(len(d), bool))):
+            out[split][direction] = _summary(d[sel])
+    if scene.footprint.relation == UNKNOWN:
+        out["held_out"] = None
+    if not scene.footprint.in_sample_possible:
+        out["training"] = None
+    return {**out, "divides_excluded_km": max(0.0, float(divides) / 1e3)}
+
+
+# Map classes, in the order a map pixel that covers several raster pixels shows them: the
+# errors first, so that a missed margin one pixel wide stays visible over a whole region.
+_CLASSES = (("true negative", "#f2f2f2"), ("no data", "#404040"),
+            ("small glacier (ignored)", "#b39ddb"), ("true positive", "#2b8cbe"),
+            ("false positive", "#e34a33"), ("false negative", "#ffd700"))
 
 
 def agreement_png(path: Path, prob_tif: Path, ref_geoms: Sequence[BaseGeometry],
-                  small_geoms: Sequence[BaseGeometry], threshold: float,
-                  report: dict, max_side: int = 1600) -> None:
-    """True/false positives/negatives, no data and ignored small glaciers on a decimated grid
-    (at most max_side px a side), with map coordinates in km."""
+                  small_geoms: Sequence[BaseGeometry], threshold: float, report: dict,
+                  footprint: TrainingFootprint | None = None, max_side: int = 1600) -> None:
+    """True/false positives/negatives, no data and ignored small glaciers on a grid of at most
+    max_side px a side (each map pixel shows the most telling class of its block), the
+    training tiles outlined, map coordinates in km."""
     import rasterio
     from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
-    from rasterio.enums import Resampling
+    from matplotlib.patches import Patch, Rectangle
 
-    from gee_export.common.figures import new_figure, save_png
+    from gee_export.common.figures import max_per_block, new_figure, save_png
     from gee_export.common.outlines import OutlineRasterizer
 
     with rasterio.open(prob_tif) as src:
         f = max(1, int(np.ceil(max(src.width, src.height) / max_side)))
-        h, w = src.height // f or 1, src.width // f or 1
-        p = src.read(1, out_shape=(h, w), resampling=Resampling.nearest)
-        t = src.transform * src.transform.scale(src.width / w, src.height / h)
+        h, w = -(-src.height // f), -(-src.width // f)
+        truth = OutlineRasterizer(ref_geoms, src.transform)
+        small = OutlineRasterizer(small_geoms, src.transform) if len(small_geoms) else None
+        cls = np.zeros((h, w), np.uint8)
+        for r in range(h):
+            r0, n = r * f, min(f, src.height - r * f)
+            p = src.read(1, window=((r0, r0 + n), (0, src.width)))
+            t, pred = truth.mask(r0, 0, n, src.width), np.nan_to_num(p, nan=0.0) >= threshold
+            code = np.select([t & ~pred, pred & ~t, t & pred], [5, 4, 3], 0).astype(np.uint8)
+            if small is not None:
+                code[(code == 0) & small.mask(r0, 0, n, src.width)] = 2
+            code[~np.isfinite(p)] = 1
+            cls[r] = max_per_block(code, f, w)
         left, bottom, right, top = src.bounds
-        crs = src.crs.to_string()
-    truth = OutlineRasterizer(ref_geoms, t).mask(0, 0, h, w)
-    pred = np.nan_to_num(p, nan=0.0) >= threshold
-    cls = np.where(truth & pred, 1, np.where(pred, 2, np.where(truth, 3, 0)))
-    if len(small_geoms):
-        cls[OutlineRasterizer(small_geoms, t).mask(0, 0, h, w) & ~truth] = 4
-    cls[~np.isfinite(p)] = 5
-    colors = ["#f2f2f2", "#2b8cbe", "#e34a33", "#fdbb84", "#b39ddb", "#404040"]
-    names = ["true negative", "true positive", "false positive", "false negative",
-             "small glacier (ignored)", "no data"]
+        res, crs = src.res[0], src.crs.to_string()
     fig, ax = new_figure(figsize=(8, 8 * h / w + 0.8))
-    ax.imshow(cls, cmap=ListedColormap(colors), vmin=0, vmax=5, interpolation="nearest",
+    ax.imshow(cls, cmap=ListedColormap([c for _, c in _CLASSES]), vmin=0,
+              vmax=len(_CLASSES) - 1, interpolation="nearest",
               extent=(left / 1e3, right / 1e3, bottom / 1e3, top / 1e3))
+    handles = [Patch(color=c, label=n) for n, c in _CLASSES]
+    if footprint is not None and footprint.in_sample_possible and len(footprint.windows):
+        side = footprint.tile_size * res / 1e3
+        for r, c in footprint.windows:
+            ax.add_patch(Rectangle(((left + c * res) / 1e3, (top - r * res) / 1e3 - side), side,
+                                   side, fill=False, edgecolor="black", linewidth=0.8,
+                                   linestyle="--"))
+        handles.append(Patch(facecolor="none", edgecolor="black", linestyle="--",
+                             label="training tiles (in-sample)"))
     ax.set_xlabel(f"easting (km, {crs})")
     ax.set_ylabel("northing (km)")
     px = report["pixels"]
-    ax.set_title(f"agreement with reference: mIoU {px['miou']:.3f}, glacier F1 "
-                 f"{px['f1_glacier']:.3f}", fontsize=10)
-    ax.legend(handles=[Patch(color=c, label=n) for c, n in zip(colors, names)],
-              loc="lower right", fontsize=7)
+    head = px[px["headline"]]
+    title = (f"{'held-out' if px['headline'] == 'held_out' else 'all pixels'}: mIoU "
+             f"{head['miou']:.3f}, glacier F1 {head['f1_glacier']:.3f}")
+    if px["training"]:
+        title += f"   (training tiles: mIoU {px['training']['miou']:.3f})"
+    ax.set_title(title + f"\n{px['split']['note']}", fontsize=8)
+    ax.legend(handles=handles, loc="lower right", fontsize=7)
     fig.tight_layout()
     save_png(fig, path)
-
-
-def predicted_glaciers(pred_dir: Path) -> GeoDataFrame:
-    """The predicted glacier polygons of a prediction."""
-    import geopandas as gpd
-
-    return gpd.read_file(Path(pred_dir) / GLACIERS_GPKG, layer="glaciers")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from gee_export.common.figures import new_figure, save_png
+from gee_export.common.figures import max_per_block, new_figure, save_png
 
 if TYPE_CHECKING:
     from gee_export.common.outlines import Outlines
@@ -140,9 +140,7 @@ def _lost_gained(years: list[tuple[Path, float]], max_side: int):
             a, b = np.nan_to_num(p0) >= t0, np.nan_to_num(p1) >= t1
             prio = np.select([~a & b, a & ~b, a & b, ~np.isfinite(p0) | ~np.isfinite(p1)],
                              [4, 3, 2, 1], 0).astype(np.uint8)
-            pad = np.zeros((prio.shape[0], w * f), np.uint8)
-            pad[:, :prio.shape[1]] = prio
-            out[r] = pad.reshape(prio.shape[0], w, f).max(axis=(0, 2))
+            out[r] = max_per_block(prio, f, w)
         left, bottom, right, top = s0.bounds
         crs = s0.crs.to_string()
     return priority_to_class[out], (left / 1e3, right / 1e3, bottom / 1e3, top / 1e3), crs

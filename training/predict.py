@@ -375,6 +375,14 @@ def predict(checkpoint: Path, export_dir: Path, workspace: Path,
     return job.out
 
 
+def _trained_on(checkpoint: Path, config: dict) -> dict | None:
+    """Where the checkpoint's tiles are (its run records them relative to its directory)."""
+    if "tiles" not in config:
+        return None
+    return {"tiles": str(resolved_path(config["tiles"], Path(checkpoint).resolve().parent)),
+            "tiles_id": config.get("tiles_id")}
+
+
 @dataclass
 class _PredictJob:
     checkpoint: Path
@@ -396,7 +404,8 @@ class _PredictJob:
 
         export = require_complete(export_dir, "export", "finish it with `prep export`")
         check_stack(export_dir / STACK_VRT)
-        meta = load_checkpoint(checkpoint)["meta"]
+        ck = load_checkpoint(checkpoint)
+        meta = {**ck["meta"], "trained_on": _trained_on(checkpoint, ck.get("config") or {})}
         missing = [b for b in meta["band_names"] if b not in BAND_NAMES]
         if missing:
             raise InputError(f"{checkpoint}: trained on band(s) {', '.join(missing)} that the "
@@ -421,6 +430,12 @@ class _PredictJob:
             "export": stored_path(self.export_dir, self.out, self.workspace),
             "export_completed_at": self.export.get("completed_at"),
             "config": {**asdict(self.cfg), "window": self.window, "overlap": self.overlap}})
+
+    def _trained_on(self) -> dict | None:
+        """The tile set the model trained on, stored as the workspace stores paths, so that
+        evaluation can tell held-out pixels from training ones."""
+        rec = self.meta.get("trained_on")
+        return rec and {**rec, "tiles": stored_path(rec["tiles"], self.out, self.workspace)}
 
     def _same(self, old: dict, new: dict) -> bool:
         """Whether a stored prediction was made with these parameters, as they act here."""
@@ -454,6 +469,7 @@ class _PredictJob:
             export=stored_path(self.export_dir, self.out, self.workspace),
             region=ex.get("region", {}).get("name"), year=ex.get("year"),
             synthetic=ex.get("synthetic"), bands_done=[],
+            trained_on=self._trained_on(),
             probability_bands=list(PROBABILITY_BANDS[:2 if self.cfg.tta else 1]))
         write_manifest(mf, manifest)
         return manifest

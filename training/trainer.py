@@ -9,7 +9,6 @@ command: from the last completed epoch, or from the start when none completed.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import shutil
@@ -42,6 +41,7 @@ from gee_export.common.layout import (
     write_manifest,
 )
 from gee_export.common.locks import output_lock
+from gee_export.common.tile_index import tiles_id
 from gee_export.common.workers import cpu_workers
 
 from .data import GlobalBatches, NormStats, TileDataset
@@ -192,13 +192,6 @@ def _open(tile_dir: Path, workspace: Path, run_dir: Path, cfg: TrainConfig,
     val_ds = TileDataset(tile_dir, "val", bands, stats)
     return _Run(cfg, procs, device, run_dir, tiles, bands, stats, json.loads(json.dumps(config)),
                 train_ds, val_ds)
-
-
-def tiles_id(tiles: dict) -> str:
-    """What identifies a tile set: its parameters and its files' checksums (not the paths, so
-    a moved workspace still matches; not the manifest's times, which --verify updates)."""
-    key = json.dumps([tiles.get("parameters"), tiles.get("files")], sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def _claim(run: _Run, resume: bool, echo) -> str:

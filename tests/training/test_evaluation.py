@@ -1,5 +1,7 @@
 """`train evaluate` on a real inventory of touching glaciers (RGI 7, Hintereisferner): a
-perfect prediction scores perfectly, glacier by glacier, with and without a data gap."""
+perfect prediction scores perfectly, glacier by glacier, with and without a data gap; the
+pixels the model trained on are found by following prediction -> run -> tiles and scored
+apart from the held-out ones."""
 import json
 from pathlib import Path
 
@@ -7,11 +9,14 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+import shapely
 from affine import Affine
 from rasterio.features import rasterize
 
 from gee_export.common.layout import base_manifest
+from gee_export.common.tile_index import tiles_id
 from training.evaluation import EvalConfig, evaluate_prediction
+from training.heldout import OTHER_YEAR, SAME_SCENE, UNKNOWN, training_footprint
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "oggm"
 RGI7 = DATA / "rgi7g_hef_complex.shp"  # 23 glaciers, many sharing divides
@@ -52,14 +57,16 @@ def test_perfect_prediction_on_touching_real_glaciers(tmp_path):
     rgi = gpd.read_file(RGI7)
     assert sorted(glaciers) == sorted(rgi["rgi_id"])  # the inventory's own ids
     assert all(g["error_km2"] == 0 and g["relative_error"] == 0 for g in glaciers.values())
-    assert report["pixels"]["miou"] == 1.0 and report["area"]["outside_zones_km2"] == 0
+    # No run is recorded for this prediction: nothing can be called held out.
+    assert report["pixels"]["headline"] == "all" and report["pixels"]["held_out"] is None
+    assert report["pixels"]["all"]["miou"] == 1.0 and report["area"]["outside_zones_km2"] == 0
     # Areas on the ellipsoid agree with the inventory's own figures (RGI area_km2).
     ours = np.array([glaciers[i]["inventory_km2"] for i in rgi["rgi_id"]])
     np.testing.assert_allclose(ours, rgi["area_km2"], rtol=2e-3)
     assert sum(ours) == pytest.approx(77.67023, rel=1e-3)  # tests/data/README.md
     # Boundaries: divides do not count, so a perfect prediction is within the pixel staircase.
-    d = report["boundary_distance"]
-    assert d["divides_excluded_km"] > 10
+    assert report["boundary_distance"]["divides_excluded_km"] > 10
+    d = report["boundary_distance"]["all"]
     assert d["reference_to_predicted"]["mean_m"] < 4 and d["predicted_to_reference"]["p95_m"] < 8
 
 
@@ -71,7 +78,7 @@ def test_a_data_gap_is_not_scored(tmp_path):
     cut = [g for g in glaciers if 0 < g["observed_fraction"] < 1]
     assert cut and all(g["reference_km2"] < g["inventory_km2"] for g in cut)
     # The gap's edges are not glacier boundaries: distances stay within the staircase.
-    assert report["boundary_distance"]["predicted_to_reference"]["p95_m"] < 8
+    assert report["boundary_distance"]["all"]["predicted_to_reference"]["p95_m"] < 8
 
 
 def test_small_glaciers_are_ignored_not_missed(tmp_path):
@@ -88,7 +95,7 @@ def test_small_glaciers_are_ignored_not_missed(tmp_path):
     assert len(report["per_glacier"]["glaciers"]) == len(rgi) - 6
     full = evaluate_prediction(pred, RGI7, EvalConfig(min_area_km2=0.0), name="all",
                                echo=lambda *_: None)
-    missed = lambda r: r["pixels"]["confusion_matrix"][1][0]  # noqa: E731
+    missed = lambda r: r["pixels"]["all"]["confusion_matrix"][1][0]  # noqa: E731
     assert missed(full) > missed(report)  # the small glaciers' pixels were not counted
 
 
@@ -103,3 +110,165 @@ def test_areas_are_ellipsoidal_whatever_the_grid(tmp_path):
     assert area["reference_km2"] == pytest.approx(77.67023, rel=3e-3)
     per_glacier = sum(g["reference_km2"] for g in report["per_glacier"]["glaciers"])
     assert per_glacier == pytest.approx(77.67023, rel=3e-3)
+
+
+# -- held-out scoring ---------------------------------------------------------------------------
+
+GRID = {"crs": "EPSG:32632", "note": "the grid record both manifests share"}
+SIZE = 128
+QUIET = {"echo": lambda *_: None}
+
+
+def tile_set(root, windows, year=2018, region="hef", split_of=None):
+    """A complete tile set whose index lists `windows` (row_off, col_off) as training tiles
+    (and, with split_of, other splits), with geometries from the prediction's transform."""
+    with rasterio.open(root / "prediction" / "probability.tif") as src:
+        t = src.transform
+    tiles = root / "tiles"
+    tiles.mkdir()
+    rows = []
+    for k, (r, c) in enumerate(windows):
+        (x0, y1), (x1, y0) = t * (c, r), t * (c + SIZE, r + SIZE)
+        rows.append({"tile_id": f"r{r}_c{c}", "split": (split_of or {}).get(k, "train"),
+                     "row_off": r, "col_off": c, "geometry": shapely.box(x0, y0, x1, y1)})
+    gpd.GeoDataFrame(rows, crs=GRID["crs"]).to_file(tiles / "index.gpkg", layer="tiles")
+    m = base_manifest("tiles", complete=True, parameters={"size": SIZE}, files={"a": [1, "x"]},
+                      grid=GRID, region=region, year=year, tile_size=SIZE)
+    (tiles / "manifest.json").write_text(json.dumps(m))
+    return tiles, m
+
+
+def record_training(pred, tiles, manifest, year=2018):
+    """What `train predict` records: the tiles the model trained on, the scene predicted."""
+    mf = pred / "prediction.json"
+    m = json.loads(mf.read_text())
+    m.update(grid=GRID, region="hef", year=year,
+             trained_on={"tiles": "../tiles", "tiles_id": tiles_id(manifest)})
+    mf.write_text(json.dumps(m))
+
+
+WINDOWS = [(300, 300), (300, 428), (556, 700), (812, 1100)]
+
+
+def in_tiles(shape, windows):
+    m = np.zeros(shape, bool)
+    for r, c in windows:
+        m[r:r + SIZE, c:c + SIZE] = True
+    return m
+
+
+def test_right_in_training_tiles_wrong_elsewhere(tmp_path):
+    pred = perfect_prediction(tmp_path, RGI7)
+    tiles, tm = tile_set(tmp_path, WINDOWS)
+    record_training(pred, tiles, tm)
+    with rasterio.open(pred / "probability.tif", "r+") as f:
+        p = f.read(1)
+        train = in_tiles(p.shape, WINDOWS)
+        f.write(np.where(train, p, 1 - p).astype(np.float32), 1)  # wrong outside the tiles
+    report = evaluate_prediction(pred, RGI7, EvalConfig(min_area_km2=0.0), **QUIET)
+    px = report["pixels"]
+    assert px["split"]["relation"] == SAME_SCENE and px["split"]["training_tiles"] == 4
+    assert px["headline"] == "held_out"
+    assert px["training"]["miou"] == 1.0 and px["held_out"]["miou"] == 0.0
+    assert px["training"]["pixels"] == train.sum()  # a hand count of the tiles' pixels
+    assert px["held_out"]["pixels"] + px["training"]["pixels"] == px["all"]["pixels"]
+    # Boundary points inside the tiles lie on the true outline; outside, nowhere near it.
+    d = report["boundary_distance"]
+    assert d["training"]["reference_to_predicted"]["mean_m"] < 4
+    assert d["held_out"]["reference_to_predicted"]["points"] > 0
+    # Per glacier: the share inside training tiles, against shapely's own intersection.
+    ref = gpd.read_file(RGI7).to_crs(GRID["crs"]).set_index("rgi_id")
+    with rasterio.open(pred / "probability.tif") as src:
+        boxes = shapely.union_all([shapely.box(*rasterio.windows.bounds(
+            ((r, r + SIZE), (c, c + SIZE)), src.transform)) for r, c in WINDOWS])
+    for g in report["per_glacier"]["glaciers"]:
+        geom = ref.geometry[g["glacier_id"]]
+        expected = geom.intersection(boxes).area / geom.area
+        assert g["training_fraction"] == pytest.approx(expected, abs=0.02)
+    assert max(g["training_fraction"] for g in report["per_glacier"]["glaciers"]) > 0.3
+
+
+def test_validation_tiles_count_as_held_out(tmp_path):
+    pred = perfect_prediction(tmp_path, RGI7)
+    tiles, tm = tile_set(tmp_path, WINDOWS, split_of={0: "val", 1: "guard"})
+    record_training(pred, tiles, tm)
+    report = evaluate_prediction(pred, RGI7, EvalConfig(min_area_km2=0.0), **QUIET)
+    with rasterio.open(pred / "probability.tif") as src:
+        train = in_tiles(src.shape, WINDOWS[2:])
+    assert report["pixels"]["training"]["pixels"] == train.sum()
+
+
+def test_another_year_is_held_out_in_time(tmp_path):
+    pred = perfect_prediction(tmp_path, RGI7)
+    tiles, tm = tile_set(tmp_path, WINDOWS, year=2018)
+    record_training(pred, tiles, tm, year=2020)
+    report = evaluate_prediction(pred, RGI7, EvalConfig(min_area_km2=0.0), **QUIET)
+    px = report["pixels"]
+    assert px["split"]["relation"] == OTHER_YEAR and "held out in time" in px["split"]["note"]
+    assert px["training"] is None and px["held_out"] == px["all"]
+    assert all(g["training_fraction"] == 0 for g in report["per_glacier"]["glaciers"])
+
+
+def test_retiled_tiles_make_the_split_unknown(tmp_path):
+    pred = perfect_prediction(tmp_path, RGI7)
+    tiles, tm = tile_set(tmp_path, WINDOWS)
+    record_training(pred, tiles, {**tm, "files": {"a": [2, "y"]}})  # trained on other tiles
+    fp = training_footprint(pred, json.loads((pred / "prediction.json").read_text()))
+    assert fp.relation == UNKNOWN and "changed" in fp.note
+    report = evaluate_prediction(pred, RGI7, EvalConfig(min_area_km2=0.0), **QUIET)
+    assert report["pixels"]["headline"] == "all" and report["pixels"]["held_out"] is None
+
+
+def test_older_predictions_find_their_run_in_the_workspace(tmp_path):
+    ws = tmp_path
+    pred_root = ws / "predictions" / "myrun"
+    pred_root.mkdir(parents=True)
+    pred = perfect_prediction(pred_root, RGI7)  # predictions/myrun/prediction
+    tiles, tm = tile_set(pred_root, WINDOWS)  # anywhere: the run records where
+    run = ws / "runs" / "myrun"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(base_manifest(
+        "run", config={"tiles": "../../predictions/myrun/tiles", "tiles_id": tiles_id(tm)})))
+    m = json.loads((pred / "prediction.json").read_text())
+    m.update(grid=GRID, region="hef", year=2018)
+    (pred / "prediction.json").write_text(json.dumps(m))
+    fp = training_footprint(pred, m)
+    assert fp.relation == SAME_SCENE and sorted(map(tuple, fp.windows)) == sorted(WINDOWS)
+
+
+def test_a_prediction_without_data_is_refused(tmp_path):
+    from gee_export.common.errors import InputError
+
+    pred = perfect_prediction(tmp_path, RGI7)
+    with rasterio.open(pred / "probability.tif", "r+") as f:
+        f.write(np.full(f.shape, np.nan, np.float32), 1)
+    with pytest.raises(InputError, match="no pixel with data"):
+        evaluate_prediction(pred, RGI7, EvalConfig(min_area_km2=0.0), **QUIET)
+    assert not (pred / "report.json").exists()
+
+
+def test_the_demo_split_against_the_tile_index(tiny_run, demo_export, cli):
+    """End to end: the training pixels `train evaluate` finds are those of the index's train
+    tiles, rasterized by rasterio from their geometries (read by pyogrio)."""
+    from gee_export.common.cli import train
+
+    ws, run = tiny_run
+    out = ws / "predictions" / "tiny-fixture" / "demo-2018"
+    if not (out / "prediction.json").is_file():
+        cli(train, ["predict", "--workspace", ws, "--checkpoint", run / "best.pt", "--export",
+                    demo_export, "--quiet"])
+    res = cli(train, ["evaluate", "--prediction", out, "--name", "heldout-check"])
+    assert "HELD-OUT" in res.output and "in-sample (training tiles)" in res.output
+    report = json.loads((out / "heldout-check.json").read_text())
+    index = gpd.read_file(ws / "tiles" / "demo-2018" / "index.gpkg")
+    with rasterio.open(out / "probability.tif") as src:
+        valid = np.isfinite(src.read(1))
+        train = rasterize(index.geometry[index["split"] == "train"], out_shape=src.shape,
+                          transform=src.transform).astype(bool)
+    px = report["pixels"]
+    assert px["split"]["training_tiles"] == int((index["split"] == "train").sum())
+    small = px["all"]["pixels"] - px["held_out"]["pixels"] - px["training"]["pixels"]
+    assert small == 0
+    # Pixels of glaciers under the size limit are ignored in both; allow for them.
+    assert 0 <= (train & valid).sum() - px["training"]["pixels"] < 0.01 * train.sum()
+    assert (out / "heldout-check.png").is_file()

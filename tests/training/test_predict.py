@@ -209,7 +209,7 @@ def test_predict_and_evaluate_on_the_demo(tiny_run, demo_export, cli, tmp_path):
     res = cli(train, ["evaluate", "--prediction", out])
     report = json.loads((out / "report.json").read_text())
     assert (out / "agreement.png").is_file()
-    cm = np.array(report["pixels"]["confusion_matrix"])
+    cm = np.array(report["pixels"]["all"]["confusion_matrix"])
     # Every pixel with data is scored, except those of glaciers under 0.05 km^2 (ignored).
     small = _small_glacier_pixels(exp, inventory, prob)
     assert small > 0 and cm.sum() == np.isfinite(prob).sum() - small
@@ -225,7 +225,8 @@ def test_predict_and_evaluate_on_the_demo(tiny_run, demo_export, cli, tmp_path):
                 "--name", "lonlat"])
     assert (out / "lonlat.png").is_file()
     again = json.loads((out / "lonlat.json").read_text())
-    assert np.abs(np.array(again["pixels"]["confusion_matrix"]) - cm).sum() <= 0.001 * cm.sum()
+    assert np.abs(np.array(again["pixels"]["all"]["confusion_matrix"]) - cm).sum() <= \
+        0.001 * cm.sum()
     assert again["area"]["reference_km2"] == pytest.approx(report["area"]["reference_km2"],
                                                            rel=1e-3)
 
