@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from gee_export.common.atomic import clean_partials
 from gee_export.common.bands import BAND_NAMES
 from gee_export.common.errors import InputError, StateError
 from gee_export.common.grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region
@@ -54,6 +55,7 @@ def run_local_export(workspace: Path, region: Region, cfg: RecipeConfig, source_
     """Export the 11-band stack of a region and year from local rasters; rerunning resumes."""
     name = name or product_name(region.name, cfg.year)
     with output_lock(Path(workspace) / EXPORTS_DIR / name, wait, echo):
+        clean_partials(Path(workspace) / EXPORTS_DIR / name, echo)
         job = _LocalJob.prepare(region, cfg, Path(source_dir), outlines_path, options, echo)
         exp = job.open(Path(workspace), name, force, echo)
         if exp.manifest.get("complete") and not exp.reopen_broken(echo):

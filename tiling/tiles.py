@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from gee_export.common.atomic import as_stored, make_dirs, remove_file
+from gee_export.common.atomic import as_stored, clean_partials, make_dirs, remove_file
 from gee_export.common.bands import BAND_NAMES, LABEL_BACKGROUND, LABEL_GLACIER, LABEL_IGNORE
 from gee_export.common.errors import InputError, StateError
 from gee_export.common.grid import ExportGrid
@@ -196,6 +196,7 @@ def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig()
     inputs = TileInputs.open(export_dir, cfg, outlines_path, echo)
     out = Path(workspace) / TILES_DIR / (name or Path(export_dir).name)
     with output_lock(out, wait, echo), bounded_gdal_cache():
+        clean_partials(out, echo)
         params = inputs.parameters(out, Path(workspace), cfg)
         known = _known_files(out, params, force, verify, echo,
                              inputs.earlier_parameters(params))

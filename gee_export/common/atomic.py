@@ -11,7 +11,7 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import GlacierError, WriteError
 
@@ -32,6 +32,32 @@ def is_partial(path: Path) -> bool:
 
 
 def remove_file(path: Path) -> None:
+def remove_partials(directory: Path) -> int:
+    """Remove the temporary files (partial_path) a killed writer left anywhere under
+    `directory`; how many. Call it holding the directory's lock, before writing: no live
+    writer has a partial file there then. One that cannot be removed is left alone."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    n = 0
+    for p in directory.rglob(f".*{PARTIAL_MARK}*"):
+        if p.is_file():  # the pattern is is_partial's
+            try:
+                p.unlink()
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
+def clean_partials(directory: Path, echo: Callable[[str], None]) -> int:
+    """remove_partials, said in one line when there were any; how many."""
+    n = remove_partials(directory)
+    if n:
+        echo(f"removed {n} unfinished file(s) an interrupted run left in {directory}")
+    return n
+
+
     """Remove a file and any side file a driver left next to it."""
     path = Path(path)
     for p in [path] + [path.with_name(path.name + s) for s in _SIDE_SUFFIXES]:

@@ -220,3 +220,19 @@ def test_a_cell_in_another_crs_is_made_again(demo_export, tmp_path, cli):
         assert a.crs == b.crs and a.transform == b.transform
         assert np.array_equal(a.read(), b.read(), equal_nan=True)
     assert "nothing to do" in cli(prep, args).output
+
+
+def test_partial_files_left_by_a_kill_are_cleaned_by_the_next_run(demo_export, tmp_path, cli):
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(demo_export[0], ws, ignore=shutil.ignore_patterns("tiles", "runs",
+                                                                      "predictions"))
+    exp = ws / "exports" / "demo-2018"
+    left = [exp / "stack" / ".r000c001.31337.partial.tif", exp / ".export.31337.partial.json"]
+    for p in left:
+        p.write_bytes(b"half a file")
+    res = cli(prep, ["export", "--region", "demo", "--year", 2018, "--demo-size", 512,
+                     "--cell-size", 256, "--workspace", ws, "--quiet"])
+    assert f"removed 2 unfinished file(s) an interrupted run left in {exp}" in res.output
+    assert "nothing to do" in res.output and not any(p.exists() for p in left)

@@ -309,3 +309,16 @@ def test_tiles_made_before_the_export_id_are_still_current(tmp_path):
     said = []
     make_tiles(exp, ws, cfg, echo=said.append, quiet=True)
     assert said[0].endswith("are complete; nothing to do")
+
+
+def test_partial_tiles_left_by_a_kill_are_cleaned_by_the_next_run(tmp_path):
+    ws, exp = make_export(tmp_path, [box(GRID.x0 + 100, GRID.y0 - 2000, GRID.x0 + 2000,
+                                         GRID.y0 - 100)])
+    cfg = TileConfig(size=64, split="random", min_area_km2=0)
+    out = make_tiles(exp, ws, cfg, **QUIET)
+    left = out / "images" / ".t0000_0001.4242.partial.tif"
+    left.write_bytes(b"half a tile")
+    said = []
+    make_tiles(exp, ws, cfg, echo=said.append, quiet=True)
+    assert said[0] == f"removed 1 unfinished file(s) an interrupted run left in {out}"
+    assert not left.exists() and said[-1].endswith("nothing to do")

@@ -92,3 +92,19 @@ def test_a_failed_write_is_one_line_and_the_rerun_completes(command, code, works
     shutil.rmtree(ws / "predictions" / "tiny-fixture" / "again", ignore_errors=True)
     for f in ("report.json", "agreement.png"):
         (ws / "predictions" / "tiny-fixture" / "base" / f).unlink(missing_ok=True)
+
+
+def test_partial_files_a_killed_writer_left_are_removed_and_nothing_else(tmp_path):
+    from gee_export.common.atomic import partial_path, remove_partials
+
+    keep = [tmp_path / "a.tif", tmp_path / ".a.lock", tmp_path / "sub" / ".hidden.tif",
+            tmp_path / "sub" / "x.partial.tif"]
+    left = [partial_path(tmp_path / "a.tif"), tmp_path / "sub" / ".b.4242.partial.tif",
+            tmp_path / "sub" / "deeper" / ".m.77.partial.json",
+            tmp_path / ".i.9.partial.gpkg-journal"]
+    for p in keep + left:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    assert remove_partials(tmp_path) == len(left)
+    assert all(p.is_file() for p in keep) and not any(p.exists() for p in left)
+    assert remove_partials(tmp_path / "nowhere") == 0
