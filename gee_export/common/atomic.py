@@ -31,7 +31,6 @@ def is_partial(path: Path) -> bool:
     return Path(path).name.startswith(".") and PARTIAL_MARK in Path(path).name
 
 
-def remove_file(path: Path) -> None:
 def remove_partials(directory: Path) -> int:
     """Remove the temporary files (partial_path) a killed writer left anywhere under
     `directory`; how many. Call it holding the directory's lock, before writing: no live
@@ -58,6 +57,7 @@ def clean_partials(directory: Path, echo: Callable[[str], None]) -> int:
     return n
 
 
+def remove_file(path: Path) -> None:
     """Remove a file and any side file a driver left next to it."""
     path = Path(path)
     for p in [path] + [path.with_name(path.name + s) for s in _SIDE_SUFFIXES]:
