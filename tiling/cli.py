@@ -53,8 +53,10 @@ UNIT = click.FloatRange(0, 1)
 @click.option("--name", default=None, help="Tile directory name. [default: the export's name]")
 @click.option("--workers", type=AutoInt(minimum=1), default="auto",
               help="Processes writing tiles in parallel; auto: the CPUs available, up to 8.")
-@click.option("--verify", is_flag=True, help="Check every tile of a complete set against the "
-              "checksum recorded when it was written, and rewrite the bad ones.")
+@click.option("--verify", is_flag=True, help="Only verify: check every tile of one complete "
+              "set (--name, else the one cut from --export, else the only one) against the "
+              "checksum recorded when it was written, and rewrite the bad ones with the "
+              "parameters the set was cut with. Never cuts a new set.")
 @force_option
 @wait_option
 @quiet_option
@@ -73,6 +75,8 @@ def tile(export_dir: Path | None, outlines: Path | None, min_area: float, small_
     if stride is not None and stride > size:
         raise click.BadParameter(f"{stride} is larger than --size {size}", param_hint="--stride")
     ws = resolve_workspace(workspace)
+    if verify:
+        return _verify(ws, export_dir, name, cpu_workers(workers), wait, quiet)
     export_dir = Path(export_dir) if export_dir else newest_complete(ws, "export")
     cfg = TileConfig(size=size, stride=stride, min_valid=min_valid,
                      background_ratio=background_ratio, split=split, val_fraction=val_fraction,
@@ -80,3 +84,24 @@ def tile(export_dir: Path | None, outlines: Path | None, min_area: float, small_
                      min_area_km2=min_area, small_glaciers=small_glaciers)
     make_tiles(export_dir, ws, cfg, outlines, name, cpu_workers(workers), force, verify, wait,
                quiet, click.echo)
+
+
+# Options that decide how tiles are cut: --verify checks a tile set as it was cut.
+CUTTING = ("outlines", "min_area", "small_glaciers", "size", "stride", "min_valid",
+           "background_ratio", "split", "val_fraction", "block_tiles", "seed", "force")
+
+
+def _verify(ws: Path, export_dir: Path | None, name: str | None, workers: int, wait: bool,
+            quiet: bool) -> None:
+    """--verify: only verify one existing tile set, with the parameters it was cut with."""
+    from click.core import ParameterSource
+
+    from .tiles import verify_tiles
+
+    ctx = click.get_current_context()
+    given = [f"--{p.replace('_', '-')}" for p in CUTTING
+             if ctx.get_parameter_source(p) is ParameterSource.COMMANDLINE]
+    if given:
+        raise click.UsageError(f"{', '.join(given)}: --verify checks a tile set with the "
+                               "parameters it was cut with; give only --name or --export")
+    verify_tiles(ws, export_dir, name, workers, wait, quiet, click.echo)

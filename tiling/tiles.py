@@ -37,6 +37,7 @@ from gee_export.common.layout import (
     now_iso,
     read_manifest,
     require_complete,
+    resolved_path,
     stored_path,
     tile_files,
     workspace_of,
@@ -190,14 +191,18 @@ def export_identity(export: dict) -> str:
 def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig(),
                outlines_path: Path | None = None, name: str | None = None, workers: int = 1,
                force: bool = False, verify: bool = False, wait: bool = False,
-               quiet: bool = False, echo: Callable[[str], None] = print) -> Path:
+               quiet: bool = False, echo: Callable[[str], None] = print,
+               only_existing: bool = False) -> Path:
     """Cut an export into labelled tiles with a train/val split; rerunning resumes, and with
-    `verify` checks every tile against its checksum and rewrites the bad ones."""
+    `verify` checks every tile against its checksum and rewrites the bad ones. With
+    `only_existing`, refuse instead of starting a tile set that is not there yet."""
     inputs = TileInputs.open(export_dir, cfg, outlines_path, echo)
     out = Path(workspace) / TILES_DIR / (name or Path(export_dir).name)
     with output_lock(out, wait, echo), bounded_gdal_cache():
         clean_partials(out, echo)
         params = inputs.parameters(out, Path(workspace), cfg)
+        if only_existing:
+            _check_same_tiles(out, params, inputs.earlier_parameters(params))
         known = _known_files(out, params, force, verify, echo,
                              inputs.earlier_parameters(params))
         if known is None:
@@ -217,6 +222,63 @@ def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig()
          f" labels {manifest['label_area']['rasterized_km2']:.2f} km^2 vs polygons "
          f"{manifest['label_area']['polygons_km2']:.2f} km^2)")
     return out
+
+
+def verify_tiles(workspace: Path, export_dir: Path | None = None, name: str | None = None,
+                 workers: int = 1, wait: bool = False, quiet: bool = False,
+                 echo: Callable[[str], None] = print) -> Path:
+    """`prep tile --verify`: check every file of one complete tile set against the checksum
+    recorded when it was written and rewrite the ones that differ, with the parameters,
+    export and outlines the set was cut with. Never cuts a new tile set."""
+    out, manifest = tiles_to_verify(workspace, export_dir, name, echo)
+    p = manifest["parameters"]
+    outlines = manifest.get("outlines", {}).get("file")
+    if outlines is None:
+        raise StateError(f"{out / TILES_MANIFEST}: records no outlines file; cut the tiles "
+                         "again with `prep tile --force`")
+    return make_tiles(resolved_path(p["export"], out), workspace, TileConfig(**p["config"]),
+                      resolved_path(outlines, out), out.name, workers, verify=True,
+                      wait=wait, quiet=quiet, echo=echo, only_existing=True)
+
+
+def tiles_to_verify(workspace: Path, export_dir: Path | None, name: str | None,
+                    echo: Callable[[str], None]) -> tuple[Path, dict]:
+    """The tile set --verify checks and its manifest: --name, else the one cut from
+    --export, else the only one in the workspace. Several candidates are refused, listed."""
+    parent = Path(workspace) / TILES_DIR
+    if name is not None:
+        return parent / name, require_complete(parent / name, "tiles",
+                                               "rerun `prep tile` to finish it first")
+    sets = []
+    for mf in sorted(parent.glob(f"*/{TILES_MANIFEST}")):
+        try:
+            m = read_manifest(mf, "tiles")
+        except InputError:
+            continue
+        if m.get("complete") and (export_dir is None or resolved_path(
+                m["parameters"]["export"], mf.parent).resolve() == Path(export_dir).resolve()):
+            sets.append((mf.parent, m))
+    of = f" cut from {export_dir}" if export_dir is not None else ""
+    if not sets:
+        raise StateError(f"no complete tile set{of} in {parent} to verify; cut one with "
+                         "`prep tile`")
+    if len(sets) > 1:
+        raise InputError(f"--verify: {len(sets)} tile sets{of} in {parent} "
+                         f"({', '.join(d.name for d, _ in sets)}); choose one with --name")
+    echo(f"verifying {sets[0][0]}")
+    return sets[0]
+
+
+def _check_same_tiles(out: Path, params: dict, earlier: dict) -> None:
+    """Refuse to verify a tile set whose inputs changed since it was cut: there is nothing
+    to check the tiles against."""
+    old = read_manifest(out, "tiles").get("parameters")
+    if old not in (params, earlier):
+        changed = sorted(k for k in set(params) | set(old or {})
+                         if (old or {}).get(k) != params.get(k))
+        raise StateError(f"{out}: its inputs changed since the tiles were cut "
+                         f"({', '.join(changed)}); --verify only checks tiles against their "
+                         "own inputs: cut them again with `prep tile --force`")
 
 
 def _known_files(out: Path, params: dict, force: bool, verify: bool,

@@ -322,3 +322,66 @@ def test_partial_tiles_left_by_a_kill_are_cleaned_by_the_next_run(tmp_path):
     make_tiles(exp, ws, cfg, echo=said.append, quiet=True)
     assert said[0] == f"removed 1 unfinished file(s) an interrupted run left in {out}"
     assert not left.exists() and said[-1].endswith("nothing to do")
+
+
+def test_verify_only_verifies_and_says_which_set(tmp_path):
+    """`prep tile --verify` without --export once cut a new tile set for the newest export."""
+    import shutil
+
+    from gee_export.common.cli import prep
+
+    ws, exp = make_export(tmp_path, [box(GRID.x0 + 100, GRID.y0 - 2000, GRID.x0 + 2000,
+                                         GRID.y0 - 100)])
+    out = make_tiles(exp, ws, TileConfig(size=64, split="random", min_area_km2=0), **QUIET)
+    newer = exp.parent / "u-2019"
+    shutil.copytree(exp, newer)  # a newer export, not tiled
+
+    def verify(*args):
+        return CliRunner().invoke(prep, ["tile", "--verify", "--workspace", str(ws), "--quiet",
+                                         *map(str, args)])
+
+    data = bytearray((out / "labels/t0001_0002.tif").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (out / "labels/t0001_0002.tif").write_bytes(bytes(data))
+    res = verify()
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[0] == f"verifying {out}"
+    assert "labels/t0001_0002.tif: checksum differs" in res.output
+    assert sorted(p.name for p in (ws / "tiles").iterdir() if not p.name.startswith(".")) \
+        == ["t-2018"]
+    res = verify()
+    assert "32 files match their checksums; nothing to do" in res.output
+
+    make_tiles(newer, ws, TileConfig(size=128, split="random", min_area_km2=0), **QUIET)
+    res = verify()
+    assert res.exit_code == 1 and res.output.strip().splitlines() == [
+        f"Error: --verify: 2 tile sets in {ws / 'tiles'} (t-2018, u-2019); choose one with "
+        "--name"]
+    assert verify("--name", "u-2019").output == (f"tiles {ws / 'tiles' / 'u-2019'} are "
+                                                 "complete; 8 files match their checksums; "
+                                                 "nothing to do\n")
+    assert verify("--export", exp).output.startswith(f"verifying {out}")
+    res = verify("--size", 64)
+    assert res.exit_code == 2 and "--size: --verify checks a tile set with the parameters" \
+        in res.output
+    shutil.rmtree(ws / "tiles")
+    res = verify()
+    assert res.exit_code == 1 and "no complete tile set in" in res.output
+    assert not [p for p in (ws / "tiles").glob("*") if not p.name.startswith(".")]
+
+
+def test_verify_refuses_tiles_whose_inputs_changed(tmp_path):
+    import geopandas as gpd
+
+    from tiling.tiles import verify_tiles
+
+    ws, exp = make_export(tmp_path, [box(GRID.x0 + 100, GRID.y0 - 2000, GRID.x0 + 2000,
+                                         GRID.y0 - 100)])
+    out = make_tiles(exp, ws, TileConfig(size=64, split="random", min_area_km2=0), **QUIET)
+    before = json.loads((out / "manifest.json").read_text())
+    gpd.GeoDataFrame({"id": [0]}, geometry=[box(GRID.x0, GRID.y0 - 900, GRID.x0 + 900, GRID.y0)],
+                     crs=CRS).to_file(exp / "outlines.gpkg")
+    with pytest.raises(GlacierError, match=r"inputs changed since the tiles were cut "
+                                           r"\(outlines_sha256\).*prep tile --force"):
+        verify_tiles(ws, **QUIET)
+    assert json.loads((out / "manifest.json").read_text()) == before
