@@ -95,9 +95,14 @@ workers_option = click.option(
 @click.option("--init", "init", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               multiple=True, help="Start from published weights (repeatable): Twins-SVT "
               "(timm key names) for lgt-unet, ResNet-18/50 (torchvision key names) for the "
-              "DeepLab baselines and lgt-unet-cnn-decoder; .safetensors or a torch state dict.")
+              "DeepLab baselines and lgt-unet-cnn-decoder; .safetensors or a torch state dict. "
+              "A first convolution with one input channel per band is loaded as is, one with 3 "
+              "(RGB) adapted to the bands.")
 @device_option
 @amp_option
+@click.option("--deterministic", is_flag=True,
+              help="Deterministic algorithms (cuDNN, cuBLAS), so that a resumed GPU run equals "
+                   "an unbroken one bit for bit; slower on GPUs (see the README).")
 @click.option("--no-augment", is_flag=True, help="Disable the 8 rotations/flips.")
 @workers_option
 @click.option("--name", default=None, help="Run name. [default: TILES-MODEL-PRESET-BANDS]")
@@ -108,8 +113,8 @@ workers_option = click.option(
 @user_errors
 def run(tiles: Path | None, model: str, preset: str, bands: str, epochs: int, batch_size: int,
         lr: float, weight_decay: float, seed: int, init: tuple[Path, ...], device: str,
-        amp: bool, no_augment: bool, workers: int | str, name: str | None, resume: bool,
-        quiet: bool, workspace: Path | None) -> None:
+        amp: bool, deterministic: bool, no_augment: bool, workers: int | str,
+        name: str | None, resume: bool, quiet: bool, workspace: Path | None) -> None:
     """Train a model on tiles; writes config.json, metrics.csv, curves.png, samples.png,
     best.pt and last.pt. Several GPUs: torchrun --nproc_per_node N $(which train) run ..."""
     from .trainer import train as run_training
@@ -119,7 +124,7 @@ def run(tiles: Path | None, model: str, preset: str, bands: str, epochs: int, ba
     cfg = TrainConfig(model=model, preset=preset, bands=bands, epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                       device=device, amp=amp, workers=workers, augment=not no_augment,
-                      init=tuple(str(p) for p in init))
+                      init=tuple(str(p) for p in init), deterministic=deterministic)
     run_training(tiles, ws, cfg, name, resume, quiet=quiet, echo=click.echo)
 
 

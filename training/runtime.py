@@ -1,5 +1,6 @@
-"""Where models run: the device, autocast, the one forward pass that training, validation and
-prediction share, checkpoints as data, and the processes of a distributed (DDP) run."""
+"""Where models run: the device, autocast, deterministic algorithms, the one forward pass that
+training, validation and prediction share, checkpoints as data with the random states that
+make a resume exact, and the processes of a distributed (DDP) run."""
 from __future__ import annotations
 
 import os
@@ -34,9 +35,81 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 def effective_config(config: dict, device: torch.device) -> dict:
     """A run's or a prediction's configuration as it acts on `device`: AMP does nothing off
-    CUDA, so there it is left out (older products recorded it on by default), and two
-    configurations that compute the same compare equal."""
-    return config if device.type == "cuda" else {k: v for k, v in config.items() if k != "amp"}
+    CUDA, so there it is left out (older products recorded it on by default), and
+    `deterministic` off is left out (runs made before the option existed record none), so
+    that two configurations that compute the same compare equal."""
+    return {k: v for k, v in config.items()
+            if not (k == "amp" and device.type != "cuda") and not (k == "deterministic" and
+                                                                   not v)}
+
+
+def set_deterministic(on: bool, device: torch.device) -> None:
+    """Choose between deterministic and fastest algorithms (`train run --deterministic`).
+
+    On: every operation must have a deterministic implementation (an error names one that
+    has none), cuDNN picks deterministic convolution algorithms without benchmarking, and
+    cuBLAS gets the fixed workspace it needs (CUBLAS_WORKSPACE_CONFIG, unless set already;
+    cuBLAS reads it once, so call this before the first matrix product on the GPU). Off: on
+    CUDA the fastest algorithms; on the CPU deterministic ones where torch has them, with a
+    warning for any that has none (CPU kernels are, almost all, deterministic anyway).
+
+    Args:
+        on: whether the run was given --deterministic.
+        device: the device the run trains on.
+    """
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(on or device.type == "cpu", warn_only=not on)
+    torch.backends.cudnn.deterministic = on
+
+
+def rng_states(device: torch.device, procs: "Processes") -> dict:
+    """The random states a checkpoint carries, to be called on every process (under DDP it
+    gathers from each).
+
+    Args:
+        device: the device this process trains on.
+        procs: the run's processes.
+
+    Returns:
+        {"torch_rng": the CPU generator's state (rank 0's; every rank restores it),
+        "cuda_rng": on CUDA, the state of the generator of each process's own GPU, in rank
+        order (Dropout2d draws from it there); [] on the CPU}.
+    """
+    cuda = procs.gather(torch.cuda.get_rng_state(device)) if device.type == "cuda" else []
+    return {"torch_rng": torch.get_rng_state(), "cuda_rng": cuda}
+
+
+def restore_rng_states(checkpoint: dict, device: torch.device, procs: "Processes") -> str | None:
+    """Put back the random states `rng_states` saved, by one rule: the CPU state always; on
+    CUDA each process's GPU state when the checkpoint was written by as many GPU processes
+    (whatever the GPUs' numbers: a state belongs to a rank, not to a card). A checkpoint
+    written elsewhere (on the CPU, on CUDA and resumed on the CPU, by another number of GPU
+    processes, or before CUDA states were saved) still resumes: a GPU the checkpoint has no
+    state for keeps the state --seed gave it, and the run goes on from the same weights, but
+    not bit for bit as an unbroken run would; the returned note says so (None when exact).
+
+    Args:
+        checkpoint: a loaded checkpoint; its states may lie on any device (map_location).
+        device: the device this process trains on.
+        procs: the run's processes.
+
+    Returns:
+        None when the resume is exact as far as random states go, else a one-line note.
+    """
+    torch.set_rng_state(checkpoint["torch_rng"].cpu())  # generator states are CPU tensors
+    saved = list(checkpoint.get("cuda_rng") or [])
+    if device.type == "cuda" and len(saved) == procs.world:
+        torch.cuda.set_rng_state(saved[procs.rank].cpu(), device)
+        return None
+    if device.type != "cuda" and not saved:
+        return None
+    then = f"CUDA by {len(saved)} process(es)" if saved else "the CPU"
+    now = f"CUDA by {procs.world} process(es)" if device.type == "cuda" else "the CPU"
+    return (f"note: the checkpoint was written on {then} and the run resumes on {now}: it "
+            "goes on from the same weights and optimizer, but its random draws differ from "
+            "an unbroken run's")
 
 
 def amp_dtype_for(device: torch.device, amp: bool) -> torch.dtype | None:
@@ -83,7 +156,20 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise InputError(f"checkpoint {path}: version {ck['checkpoint_version']}, this toolkit "
                          f"reads version {CHECKPOINT_VERSION} (the model's modules were "
                          "renamed to load published weights); retrain with `train run`")
+    bad = first_nonfinite(ck.get("model_state") or {})
+    if bad is not None:
+        raise InputError(f"checkpoint {path}: weight {bad} is not finite (nan or inf), so "
+                         "every prediction from it would be meaningless; use an earlier "
+                         "checkpoint, or retrain (a lower --lr)")
     return ck
+
+
+def first_nonfinite(state: dict) -> str | None:
+    """The name of the first floating-point tensor of a state dict that holds nan or inf."""
+    for name, t in state.items():
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
 
 
 def save_checkpoint(path: Path, checkpoint: dict) -> None:
@@ -129,6 +215,16 @@ class Processes:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    def gather(self, value: Any) -> list:
+        """`value` of every process, in rank order, on every process ([value] in one)."""
+        if self.world == 1:
+            return [value]
+        import torch.distributed as dist
+
+        out: list = [None] * self.world
+        dist.all_gather_object(out, value)
+        return out
 
     def barrier(self) -> None:
         if self.world > 1:

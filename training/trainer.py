@@ -56,7 +56,10 @@ from .runtime import (
     load_checkpoint,
     prepared,
     resolve_device,
+    restore_rng_states,
+    rng_states,
     save_checkpoint,
+    set_deterministic,
 )
 
 if TYPE_CHECKING:
@@ -82,6 +85,7 @@ class TrainConfig:
     workers: int | str = "auto"  # loader processes per training process; see loader_workers
     augment: bool = True  # the 8 rotations and flips
     init: tuple[str, ...] = ()  # published weights to start from (--init)
+    deterministic: bool = False  # deterministic algorithms (--deterministic; README: the cost)
 
 
 def default_run_name(prefix: str, cfg: TrainConfig) -> str:
@@ -161,8 +165,9 @@ def _train(tile_dir: Path, workspace: Path, run_dir: Path, cfg: TrainConfig, pro
     train_dl, val_dl = _loaders(run, workers)
     for epoch in range(run.start_epoch, cfg.epochs):
         row, stopped = _epoch(run, train_dl, val_dl, epoch, max_steps, quiet)
+        rng = rng_states(run.device, procs)  # every rank's GPU state, gathered
         if procs.main:
-            _record(run, epoch, row, echo)
+            _record(run, epoch, row, rng, echo)
         procs.barrier()
         if stopped:
             break
@@ -179,6 +184,7 @@ def _open(tile_dir: Path, workspace: Path, run_dir: Path, cfg: TrainConfig,
     bands = parse_bands(cfg.bands)
     stats = NormStats.from_manifest(tiles, bands)
     device = resolve_device(cfg.device, procs.local_rank)
+    set_deterministic(cfg.deterministic, device)  # before CUDA starts: cuBLAS reads it once
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if cfg.batch_size < procs.world:
@@ -261,8 +267,6 @@ def _shown(value) -> str:
 def _build(run: _Run, action: str, echo) -> None:
     cfg, procs = run.cfg, run.procs
     _seed_all(cfg.seed)
-    if run.device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
     model = build_model(cfg.model, cfg.preset, len(run.bands))
     if action == "start" and cfg.init:
         from .models.pretrained import load_pretrained
@@ -306,11 +310,13 @@ def _restore(run: _Run, model: torch.nn.Module, echo) -> None:
     run.opt.load_state_dict(ck["optimizer"])
     run.sched.load_state_dict(ck["scheduler"])
     run.scaler.load_state_dict(ck["scaler"])
-    torch.set_rng_state(ck["torch_rng"])
+    note = restore_rng_states(ck, run.device, run.procs)
     run.start_epoch, run.best_miou, run.step = ck["epoch"] + 1, ck["best_miou"], ck["step"]
     if run.procs.main:
         _truncate_csv(run.run_dir / METRICS_CSV, run.start_epoch)
     echo(f"resuming {run.run_dir} at epoch {run.start_epoch + 1}")
+    if note:
+        echo(note)
 
 
 def _loaders(run: _Run, workers: int):
@@ -408,14 +414,14 @@ def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device,
 
 # -- what rank 0 writes ----------------------------------------------------------------------------------
 
-def _record(run: _Run, epoch: int, row: dict, echo) -> None:
+def _record(run: _Run, epoch: int, row: dict, rng: dict, echo) -> None:
     _append_csv(run.run_dir / METRICS_CSV, row)
     improved = row["miou"] > run.best_miou
     run.best_miou = max(run.best_miou, row["miou"])
     ck = {"epoch": epoch, "step": run.step, "best_miou": run.best_miou,
           "model_state": run.core.state_dict(), "optimizer": run.opt.state_dict(),
           "scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(),
-          "torch_rng": torch.get_rng_state(), "config": run.config,
+          **rng, "config": run.config,
           "meta": {"model": run.cfg.model, "preset": run.cfg.preset, "band_names": run.bands,
                    "bands": run.cfg.bands, "norm_stats": run.stats.to_dict(),
                    "export_normalization": run.tiles.get("normalization"),
