@@ -207,6 +207,9 @@ def _demo_sources(ws: Path, reg, cfg, name: str | None, year: int, size: int,
         click.echo(f"export {exp_dir} is complete; nothing to do (its SYNTHETIC sources were "
                    "removed, and are not needed)")
         return None
+    if demo_sources_ready(source_dir, year, size=size):  # reading needs no lock
+        click.echo(f"using SYNTHETIC demo sources in {source_dir}")
+        return source_dir
     with output_lock(ws / SOURCES_DIR / source_dir.name, echo=click.echo):
         if demo_sources_ready(source_dir, year, size=size):
             click.echo(f"using SYNTHETIC demo sources in {source_dir}")
@@ -265,14 +268,14 @@ def status(export_dir, project, wait, workspace):
     from gee_export.earthengine.client import EarthEngineClient
 
     exp = _export_dir(resolve_workspace(workspace), export_dir)
-    with output_lock(exp.path, wait, click.echo):
-        if exp.manifest.get("batch") and not exp.manifest.get("complete"):
+    if exp.manifest.get("batch") and not exp.manifest.get("complete"):
+        with output_lock(exp.path, wait, click.echo):  # it records task states
             client = EarthEngineClient.connect(project or exp.manifest.get("project"))
             refresh_status(exp, client)
             continue_queue(exp, client, echo=click.echo)
-        else:
-            exp.pending()
-        counts = state_counts(exp)
+    else:
+        exp.pending()  # reads only: a read-only workspace shows its status too
+    counts = state_counts(exp)
     total = sum(counts.values())
     click.echo(f"{exp.path}: {'complete' if exp.manifest.get('complete') else 'incomplete'}, "
                f"{total} cells")

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from gee_export.common.atomic import clean_partials
+from gee_export.common.atomic import as_stored, clean_partials, has_partials
 from gee_export.common.bands import BAND_NAMES
 from gee_export.common.errors import InputError, StateError
 from gee_export.common.grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region
@@ -54,9 +54,13 @@ def run_local_export(workspace: Path, region: Region, cfg: RecipeConfig, source_
                      quiet: bool = False, echo: Callable[[str], None] = print) -> ExportDir:
     """Export the 11-band stack of a region and year from local rasters; rerunning resumes."""
     name = name or product_name(region.name, cfg.year)
+    job = _LocalJob.prepare(region, cfg, Path(source_dir), outlines_path, options, echo)
+    done = None if force else job.finished(Path(workspace), name)
+    if done is not None:  # found without the lock: a read-only workspace reruns too
+        echo(f"export {done.path} is complete; nothing to do")
+        return done
     with output_lock(Path(workspace) / EXPORTS_DIR / name, wait, echo):
         clean_partials(Path(workspace) / EXPORTS_DIR / name, echo)
-        job = _LocalJob.prepare(region, cfg, Path(source_dir), outlines_path, options, echo)
         exp = job.open(Path(workspace), name, force, echo)
         if exp.manifest.get("complete") and not exp.reopen_broken(echo):
             echo(f"export {exp.path} is complete; nothing to do")
@@ -113,6 +117,21 @@ class _LocalJob:
                 "norm_from": o.norm_from.to_dict() if o.norm_from else None,
                 "inputs": {n: r["sha256"] for n, r in inputs.items()},
                 "outlines": (file_sha256(self.outlines.path) if self.outlines else None)}
+
+    def finished(self, workspace: Path, name: str) -> ExportDir | None:
+        """The export of these parameters when it is complete and intact (every cell on its
+        grid, no unfinished file), else None. Reads only, so it needs no lock."""
+        exp_dir = workspace / EXPORTS_DIR / name
+        inputs = source_identities(self.sources.all_files(), _recorded_inputs(exp_dir))
+        try:
+            exp = ExportDir.open(exp_dir)
+        except InputError:
+            return None
+        if exp.manifest.get("complete") and \
+                exp.manifest.get("parameters") == as_stored(self.parameters(inputs)) and \
+                not exp.broken_cells() and not has_partials(exp_dir):
+            return exp
+        return None
 
     def open(self, workspace: Path, name: str, force: bool, echo) -> ExportDir:
         exp_dir = workspace / EXPORTS_DIR / name

@@ -16,7 +16,13 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from gee_export.common.atomic import as_stored, clean_partials, make_dirs, remove_file
+from gee_export.common.atomic import (
+    as_stored,
+    clean_partials,
+    has_partials,
+    make_dirs,
+    remove_file,
+)
 from gee_export.common.bands import BAND_NAMES, LABEL_BACKGROUND, LABEL_GLACIER, LABEL_IGNORE
 from gee_export.common.errors import InputError, StateError
 from gee_export.common.grid import ExportGrid
@@ -198,9 +204,11 @@ def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig()
     `only_existing`, refuse instead of starting a tile set that is not there yet."""
     inputs = TileInputs.open(export_dir, cfg, outlines_path, echo)
     out = Path(workspace) / TILES_DIR / (name or Path(export_dir).name)
+    params = inputs.parameters(out, Path(workspace), cfg)
+    if not force and _intact(out, params, inputs.earlier_parameters(params), verify, echo):
+        return out  # found without the lock: a read-only workspace reruns too
     with output_lock(out, wait, echo), bounded_gdal_cache():
         clean_partials(out, echo)
-        params = inputs.parameters(out, Path(workspace), cfg)
         if only_existing:
             _check_same_tiles(out, params, inputs.earlier_parameters(params))
         known = _known_files(out, params, force, verify, echo,
@@ -222,6 +230,25 @@ def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig()
          f" labels {manifest['label_area']['rasterized_km2']:.2f} km^2 vs polygons "
          f"{manifest['label_area']['polygons_km2']:.2f} km^2)")
     return out
+
+
+def _intact(out: Path, params: dict, earlier: dict, verify: bool,
+            echo: Callable[[str], None]) -> bool:
+    """Whether `out` holds these tiles complete, every file as recorded (its size; with
+    `verify` its checksum) and no unfinished file; said when so. Reads only."""
+    try:
+        m = read_manifest(out, "tiles")
+    except InputError:
+        return False
+    if not m.get("complete") or m.get("parameters") not in (params, earlier) or \
+            has_partials(out):
+        return False
+    files = m.get("files", {})
+    if check_files(out, files, full=verify):
+        return False
+    checked = f"; {len(files)} files match their checksums" if verify else ""
+    echo(f"tiles {out} are complete{checked}; nothing to do")
+    return True
 
 
 def verify_tiles(workspace: Path, export_dir: Path | None = None, name: str | None = None,

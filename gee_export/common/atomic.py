@@ -49,6 +49,11 @@ def remove_partials(directory: Path) -> int:
     return n
 
 
+def has_partials(directory: Path) -> bool:
+    """Whether a killed writer left temporary files under `directory` (reads only)."""
+    return any(p.is_file() for p in Path(directory).rglob(f".*{PARTIAL_MARK}*"))
+
+
 def clean_partials(directory: Path, echo: Callable[[str], None]) -> int:
     """remove_partials, said in one line when there were any; how many."""
     n = remove_partials(directory)
