@@ -29,7 +29,14 @@ import numpy as np
 from gee_export.common.atomic import atomic_output, write_json
 from gee_export.common.errors import InputError, StateError
 from gee_export.common.grid import ExportGrid, Region
-from gee_export.common.layout import SOURCES_MANIFEST, base_manifest, now_iso, read_manifest
+from gee_export.common.layout import (
+    OUTLINES_FILE,
+    SOURCES_MANIFEST,
+    TRUTH_OUTLINES_FILE,
+    base_manifest,
+    now_iso,
+    read_manifest,
+)
 from gee_export.common.rasters import geotiff_profile
 
 if TYPE_CHECKING:
@@ -53,7 +60,18 @@ ELA = 4750.0  # equilibrium-line altitude: snow above, bare ice below
 # The demo's inventory year: the outlines shipped with every year's sources are this year's,
 # as a real inventory's would be; the glaciers of other years differ by known amounts.
 INVENTORY_YEAR = 2018
-SOURCES_VERSION = 3
+# The DEMs' date: like SRTM (February 2000), older than any imagery year, so their surface
+# shows the larger glaciers of that date and no step at any imagery year's outline. (The real
+# HMA mosaic's strips date from 2002-2016; here both DEMs share the one surface of DEM_YEAR.)
+DEM_YEAR = 2000
+# Before the inventory, glaciers shrink at rates of real Qilian glaciers (about 0.5-1 % of
+# their area a year since 2000), not at the demo's fast rates after it: every radius
+# was larger by PAST_SHRINK_PER_YEAR of itself plus PAST_MARGIN_M_PER_YEAR each year back,
+# and tongues reached PAST_FRONT_M_PER_YEAR further down-valley.
+PAST_SHRINK_PER_YEAR = 0.003
+PAST_MARGIN_M_PER_YEAR = 4.0
+PAST_FRONT_M_PER_YEAR = 25.0
+SOURCES_VERSION = 4
 
 
 def demo_grid(size: int = DEMO_SIZE) -> ExportGrid:
@@ -140,15 +158,21 @@ class Glacier:
     shrink_per_year: float = 0.0  # fraction of every radius lost per year (thinning margins)
 
     def at(self, year: int) -> "Glacier | None":
-        """This glacier's outline in `year` (None once it has vanished)."""
+        """This glacier's outline in `year` (None once it has vanished): after the inventory
+        at its own (fast) rates, before it at the slow rates of the past."""
         dt = year - INVENTORY_YEAR
+        if dt < 0:
+            back = -dt
+            front = PAST_FRONT_M_PER_YEAR * back if self.front_m_per_year < 0 else 0.0
+            discs = tuple((x, y, r * (1 + PAST_SHRINK_PER_YEAR * back)
+                           + PAST_MARGIN_M_PER_YEAR * back)
+                          for x, y, r in _chain_to(self.discs, front))
+            return replace(self, discs=discs)
         scale = 1.0 - self.shrink_per_year * dt
         if scale <= 0.02:
             return None
         discs = _chain_to(self.discs, self.front_m_per_year * dt)
-        discs = tuple((x, y, r * scale) for x, y, r in discs)
-        return Glacier(self.gid, discs, self.thickness, self.hole, self.debris_from,
-                       self.front_m_per_year, self.shrink_per_year)
+        return replace(self, discs=tuple((x, y, r * scale) for x, y, r in discs))
 
 
 def _chain_to(discs, change_m: float):
@@ -325,8 +349,8 @@ class DemoScene:
     def surface(self, x: np.ndarray, y: np.ndarray, year: int = INVENTORY_YEAR
                 ) -> dict[str, np.ndarray]:
         """Everything but the weather at the points (x, y) in `year`: the elevation (the DEMs'
-        surface, of the inventory year, as a real DEM is older than the imagery), the classes
-        (glacier and debris of `year`, lakes) and the shading."""
+        surface, of DEM_YEAR, as a real DEM is older than the imagery), the classes (glacier
+        and debris of `year`, lakes) and the shading."""
         # Several dates and sensors are rendered on the same block of points: keep the last.
         key = (year, np.shape(x), float(np.ravel(x)[0]), float(np.ravel(y)[0]),
                float(np.ravel(x)[-1]), float(np.ravel(y)[-1]))
@@ -338,14 +362,10 @@ class DemoScene:
     def _surface(self, x, y, year: int) -> dict[str, np.ndarray]:
         import shapely
 
-        inv, _ = self._prepared(INVENTORY_YEAR)
         gl, deb = self._prepared(year)
         glacier = shapely.contains_xy(gl, x, y)
         debris = glacier & shapely.contains_xy(deb, x, y)
-        rock = self.terrain(x, y)
-        # Ice smooths the surface: glacier surfaces follow the smoothed valley plus thickness.
-        smooth = rock - 18 * value_noise(x, y, 120, self.seed + 9)
-        elevation = np.where(shapely.contains_xy(inv, x, y), smooth + self._ice(x, y), rock)
+        elevation = self.dem_surface(x, y)
         lake = np.zeros(np.shape(x), bool)
         for cx, cy, r in self.lakes:
             inl = (x - cx) ** 2 + (y - cy) ** 2 < r ** 2
@@ -357,10 +377,21 @@ class DemoScene:
         return {"elevation": elevation, "glacier": glacier, "debris": debris & ~lake,
                 "lake": lake, "shade": self.hillshade(x, y)}
 
-    def _ice(self, x, y):
-        """Ice thickness of the inventory year's glaciers: a dome over each disc chain."""
-        ice = np.zeros(np.shape(x))
-        for g in self.glaciers:
+    def dem_surface(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The surface of DEM_YEAR (m, EGM96): the glaciers of that year smooth the rock (the
+        finest relief fades in over their margins, with no step) and add their ice."""
+        rock = self.terrain(x, y)
+        inside, ice = self._ice(x, y, DEM_YEAR)
+        smoothing = np.clip(4 * inside, 0, 1)  # full from 87 % of a disc's radius inwards
+        return rock - smoothing * 18 * value_noise(x, y, 120, self.seed + 9) + ice
+
+    def _ice(self, x, y, year: int) -> tuple[np.ndarray, np.ndarray]:
+        """How far inside the glaciers of `year` each point is (1 - (d/r)^2 of the deepest
+        disc, 0 outside) and their ice thickness there: a dome over each disc chain."""
+        ice, depth = np.zeros(np.shape(x)), np.zeros(np.shape(x))
+        for g in self.glaciers_in(year):
+            if g is None:
+                continue
             xs, ys, rs = np.array(g.discs).T
             gx0, gx1 = (xs - rs).min(), (xs + rs).max()
             gy0, gy1 = (ys - rs).min(), (ys + rs).max()
@@ -371,8 +402,10 @@ class DemoScene:
             inside = np.zeros(px.shape)
             for cx, cy, r in g.discs:
                 inside = np.maximum(inside, 1 - ((px - cx) ** 2 + (py - cy) ** 2) / r ** 2)
-            ice[near] = np.maximum(ice[near], g.thickness * np.sqrt(np.clip(inside, 0, 1)))
-        return ice
+            inside = np.clip(inside, 0, 1)
+            depth[near] = np.maximum(depth[near], inside)
+            ice[near] = np.maximum(ice[near], g.thickness * np.sqrt(inside))
+        return depth, ice
 
     def hillshade(self, x: np.ndarray, y: np.ndarray, h: float = 10.0) -> np.ndarray:
         """Illumination factor from a sun in the south-east at 50 degrees elevation."""
@@ -490,13 +523,13 @@ class DemoScene:
 
     def dem_hma(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """HMA heights (ellipsoidal, so GEOID_UNDULATION lower) with gaps as HMA_NODATA."""
-        e = self.surface(x, y, INVENTORY_YEAR)["elevation"] + GEOID_UNDULATION
+        e = self.surface(x, y, DEM_YEAR)["elevation"] + GEOID_UNDULATION
         gap = fbm(x, y, 1500, self.seed + 77, 2) > 0.45  # HMA has voids on steep, shaded slopes
         return np.where(gap, HMA_NODATA, e)
 
     def dem_srtm(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """SRTM (2000, EGM96): the same terrain, blurrier and with some metres of noise."""
-        e = self.surface(x, y, INVENTORY_YEAR)["elevation"]
+        """SRTM (2000, EGM96): the same surface, with some metres of noise."""
+        e = self.surface(x, y, DEM_YEAR)["elevation"]
         return np.round(e + 6 * value_noise(x, y, 90, self.seed + 88))
 
 
@@ -622,7 +655,8 @@ def write_demo_sources(out_dir: Path, year: int, seed: int = DEMO_SEED, size: in
     tick("DEMs")
     _write_dems(out_dir, scene)
     tick("outlines")
-    write_demo_outlines(scene, out_dir / "outlines.gpkg")
+    write_demo_outlines(scene, out_dir / OUTLINES_FILE)
+    write_demo_outlines(scene, out_dir / TRUTH_OUTLINES_FILE, year)
     write_json(out_dir / SOURCES_MANIFEST, base_manifest(
         "sources", parameters=_source_params(year, seed, size), synthetic=True, complete=True,
         completed_at=now_iso(), note="SYNTHETIC demo data generated by gee_export.demo",
@@ -736,7 +770,8 @@ def _write_dems(out_dir: Path, scene: DemoScene) -> None:
 
 
 def demo_outlines_frame(scene: DemoScene, year: int = INVENTORY_YEAR) -> GeoDataFrame:
-    """The glaciers of `year` as an inventory lists them (vanished ones left out)."""
+    """The glaciers of `year` as an inventory lists them (vanished ones left out); their
+    areas are those of the sources' synthetic_truth."""
     import geopandas as gpd
 
     polys = scene.glacier_polygons(year)
@@ -746,17 +781,18 @@ def demo_outlines_frame(scene: DemoScene, year: int = INVENTORY_YEAR) -> GeoData
         {"glac_id": [g.gid for g, _ in pairs],
          "area_km2": [area[g.gid] for g, _ in pairs],
          "debris": [g.debris_from is not None for g, _ in pairs],
-         "synthetic": True},
+         "year": year, "synthetic": True},
         geometry=[p for _, p in pairs], crs=DEMO_CRS)
 
 
-def write_demo_outlines(scene: DemoScene, path: Path) -> None:
-    """The inventory year's outlines as an inventory would ship them: geographic
-    coordinates, an area attribute. Skipped when the file exists."""
+def write_demo_outlines(scene: DemoScene, path: Path, year: int = INVENTORY_YEAR) -> None:
+    """The outlines of `year` as an inventory would ship them: geographic coordinates, an
+    area attribute. The inventory year's are the demo's inventory; any year's are that
+    year's truth. Skipped when the file exists."""
     from gee_export.common.vectors import write_gpkg
 
     if not Path(path).is_file():
-        write_gpkg(demo_outlines_frame(scene).to_crs("EPSG:4326"), path, "glaciers")
+        write_gpkg(demo_outlines_frame(scene, year).to_crs("EPSG:4326"), path, "glaciers")
 
 
 # --------------------------------------------------------------------------------------------

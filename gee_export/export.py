@@ -11,7 +11,7 @@ import numpy as np
 from gee_export.common.bands import BAND_NAMES
 from gee_export.common.errors import InputError
 from gee_export.common.grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region, iter_cells
-from gee_export.common.layout import OUTLINES_FILE, SOURCES_DIR, read_manifest
+from gee_export.common.layout import OUTLINES_FILE, SOURCES_DIR, TRUTH_OUTLINES_FILE, read_manifest
 from gee_export.common.vectors import write_gpkg
 from gee_export.config import Normalization, RecipeConfig
 from gee_export.stack import ExportDir
@@ -97,6 +97,20 @@ def record_outlines(exp: ExportDir, outlines: GeoDataFrame | None, source: str,
         write_gpkg(outlines, exp.path / OUTLINES_FILE, "glaciers")
         exp.manifest["outlines"] = {"file": OUTLINES_FILE, "from": source,
                                     "count": len(outlines), **fields}
+
+
+def record_truth_outlines(exp: ExportDir, source_dir: Path) -> None:
+    """A synthetic scene's true outlines of the export's own year, copied beside its stack so
+    that any year can be scored against its own ice (`train evaluate --reference`)."""
+    from gee_export.common.atomic import write_bytes
+    from gee_export.common.layout import file_sha256
+
+    src = Path(source_dir) / TRUTH_OUTLINES_FILE
+    if not src.is_file() or (exp.path / TRUTH_OUTLINES_FILE).is_file():
+        return
+    write_bytes(exp.path / TRUTH_OUTLINES_FILE, src.read_bytes())
+    exp.manifest["truth_outlines"] = {"file": TRUTH_OUTLINES_FILE, "year": exp.manifest.get(
+        "year"), "synthetic": True, "sha256": file_sha256(src)}
 
 
 def demo_source_dir(workspace: Path, year: int, size: int) -> Path:

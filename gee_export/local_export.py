@@ -31,7 +31,13 @@ from gee_export.common.outlines import read_outlines
 from gee_export.common.rasters import bounded_gdal_cache
 from gee_export.common.workers import WorkerPool, cpu_workers
 from gee_export.config import DEM_OFFSET_SCALE_M, Normalization, RecipeConfig
-from gee_export.export import Plan, ensure_normalization, plan_cells, record_outlines
+from gee_export.export import (
+    Plan,
+    ensure_normalization,
+    plan_cells,
+    record_outlines,
+    record_truth_outlines,
+)
 from gee_export.local import LocalRecipe, LocalSources, OffsetHistogram, PercentileAccumulator
 from gee_export.stack import ExportDir, write_cell_tif
 
@@ -160,6 +166,7 @@ class _LocalJob:
                 self.outlines.path, exp.path, exp.path.parents[1]),
                 sha256=file_sha256(self.outlines.path), id_field=self.outlines.id_field,
                 repaired=self.outlines.repaired)
+        record_truth_outlines(exp, self.source_dir)
         exp.set_plan(self.plan.cells)
 
     def pool(self) -> WorkerPool:

@@ -20,6 +20,9 @@ from gee_export.common.layout import COMPARISONS_DIR, METRICS_CSV, RUN_CONFIG, R
 from .models import paper_params_m, resolve
 from .trainer import TrainConfig, default_run_name, train
 
+# What every score of a comparison measures (the tiles are split 70/30 in blocks, with a guard
+# gap, so validation pixels never lie in a training tile).
+SCORED_ON = "validation tiles (held out: in no training tile)"
 METRICS = (("miou", "mIoU"), ("mf1", "mean F1"), ("oa", "OA"), ("iou_glacier", "glacier IoU"),
            ("f1_glacier", "glacier F1"))
 
@@ -54,8 +57,9 @@ def run_comparison(tile_dir: Path, workspace: Path, models: list[str], band_sets
         "comparison", complete=True, completed_at=now_iso(), tiles=str(Path(tile_dir).resolve()),
         models=models, band_sets=[b.upper() for b in band_sets],
         schedule={k: v for k, v in base.__dict__.items() if k not in ("model", "bands")},
-        rows=rows))
-    echo(f"comparison complete: {out} (comparison.md, comparison.csv, comparison.png)")
+        scored_on=SCORED_ON, rows=rows))
+    echo(f"comparison complete: {out} (comparison.md, comparison.csv, comparison.png); "
+         f"scores on {SCORED_ON}")
     return out
 
 
@@ -77,9 +81,10 @@ def write_table(rows: list[dict], csv_path: Path, md_path: Path) -> None:
     w.writeheader()
     w.writerows(rows)
     write_bytes(csv_path, buf.getvalue().encode())
-    head = ["model", "bands", "params (M)", "paper (M)"] + [n for _, n in METRICS] + \
+    head = ["model", "bands", "params (M)", "paper (M)"] + [f"val {n}" for _, n in METRICS] + \
         ["s/epoch"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [f"Scores: {SCORED_ON}, at each run's best epoch.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["model"], r["bands"], f"{r['parameters_m']:.2f}",
                  f"{r['paper_parameters_m']:.1f}" if r["paper_parameters_m"] else "-"]
@@ -103,7 +108,7 @@ def bar_chart(rows: list[dict], path: Path) -> None:
         bars = ax.bar(x + (j - (len(bands) - 1) / 2) * width, ys, width, label=b)
         ax.bar_label(bars, fmt="%.3f", fontsize=7)
     ax.set_xticks(x, models, rotation=20, ha="right")
-    ax.set_ylabel("validation mIoU")
+    ax.set_ylabel("mIoU on held-out validation tiles")
     lo = min(v for v in val.values())
     ax.set_ylim(max(0.0, lo - 0.1), 1.0)
     ax.legend(title="bands", fontsize=8)

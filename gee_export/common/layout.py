@@ -48,6 +48,7 @@ EXPORT_MANIFEST = "export.json"
 STACK_DIR = "stack"
 STACK_VRT = "stack.vrt"
 OUTLINES_FILE = "outlines.gpkg"
+TRUTH_OUTLINES_FILE = "truth_outlines.gpkg"  # synthetic scenes: the glaciers of the export's year
 DEM_SOURCE_DIR = "dem_source"
 # prep tile
 TILES_MANIFEST = "manifest.json"

@@ -124,3 +124,61 @@ def test_cloud_score_and_scl_see_different_clouds():
     glacier = scene.surface(xs, ys, 2018)["glacier"]
     flagged = glacier & (july.contamination == 0) & (july.cs_cdf < 0.5)
     assert flagged.sum() > 100
+
+
+def _kink_m(scene, polygons, offset_m: float = 0.0, h: float = 10.0) -> float:
+    """Mean |second difference| of the DEM surface across outlines (moved outward by
+    offset_m), from points every 20 m: a step, a dome's edge or a change of roughness at
+    the outline makes it large; smooth terrain gives a fraction of a metre."""
+    import shapely
+
+    from gee_export.demo import DEM_YEAR
+
+    out = []
+    for p in polygons:
+        if p.is_empty:
+            continue
+        ring = shapely.buffer(p, offset_m).exterior if offset_m else p.exterior
+        xy = np.array([[q.x, q.y] for q in (ring.interpolate(i * 20.0)
+                                              for i in range(int(ring.length // 20)))])
+        t = np.roll(xy, -1, 0) - np.roll(xy, 1, 0)
+        normal = np.stack([t[:, 1], -t[:, 0]], 1) / (np.hypot(*t.T)[:, None] + 1e-9)
+        e = [scene.surface(*(xy + k * h * normal).T, DEM_YEAR)["elevation"] for k in (-1, 0, 1)]
+        out.append(np.abs(e[0] + e[2] - 2 * e[1]))
+    return float(np.mean(np.concatenate(out)))
+
+
+def test_the_dem_does_not_know_any_imagery_years_outlines():
+    """The DEMs date from DEM_YEAR, when the glaciers were larger: across the outlines of
+    every imagery year the surface is as smooth as 30-60 m beside them, while the outlines
+    of the DEM's own year do show (the measure sees a glacier edge where there is one)."""
+    from gee_export.demo import DEM_YEAR
+
+    scene = DemoScene()
+    for year in (2018, 2019, 2020):
+        polys = scene.glacier_polygons(year)
+        beside = np.median([_kink_m(scene, polys, d) for d in (30, 60)])
+        assert _kink_m(scene, polys) < 2 * beside, year
+    own = scene.glacier_polygons(DEM_YEAR)
+    assert _kink_m(scene, own) > 5 * _kink_m(scene, scene.glacier_polygons(2018))
+    a_dem, a18 = (sum(scene.glacier_area_km2(y).values()) for y in (DEM_YEAR, 2018))
+    assert 1.1 < a_dem / a18 < 1.5  # larger then, at the slow rates of the past
+
+
+def test_each_year_ships_its_own_true_outlines(tmp_path):
+    import geopandas as gpd
+
+    from gee_export.common.layout import read_manifest
+
+    d = write_demo_sources(tmp_path / "s", 2020, size=512)
+    truth = gpd.read_file(d / "truth_outlines.gpkg")
+    areas = read_manifest(d / "sources.json", "sources")["synthetic_truth"]["glacier_area_km2"]
+    assert truth["synthetic"].all() and (truth["year"] == 2020).all()
+    # The same glaciers as the recorded truth (vanished ones have no outline), same areas.
+    assert set(truth["glac_id"]) == {g for g, a in areas.items() if a > 0}
+    for gid, a in zip(truth["glac_id"], truth["area_km2"]):
+        assert a == areas[gid]
+    from gee_export.common.outlines import ellipsoidal_area_km2
+
+    measured = ellipsoidal_area_km2(list(truth.to_crs("EPSG:32647").geometry), "EPSG:32647")
+    np.testing.assert_allclose(measured, truth["area_km2"], rtol=2e-3)

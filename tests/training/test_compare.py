@@ -27,7 +27,9 @@ def test_compare_two_models_two_band_sets(demo_tiles, demo_export, cli):
     by = {(r["model"], r["bands"]): float(r["parameters_m"]) for r in rows}
     assert by[("unet", "AB")] < by[("unet", "ABCD")]
     md = (out / "comparison.md").read_text()
-    assert md.count("\n") == 6 and "| lgt-unet | ABCD |" in md
+    assert md.count("\n") == 8 and "| lgt-unet | ABCD |" in md
+    assert md.startswith("Scores: validation tiles (held out") and "val mIoU" in md
+    assert "held out" in res.output
     assert "107.5" not in md  # the paper's count belongs beside the paper presets only
     assert (out / "comparison.png").stat().st_size > 5000
     # A rerun finds every run complete and trains nothing.

@@ -256,7 +256,7 @@ def test_the_demo_split_against_the_tile_index(tiny_run, demo_export, cli):
     out = ws / "predictions" / "tiny-fixture" / "demo-2018"
     if not (out / "prediction.json").is_file():
         cli(train, ["predict", "--workspace", ws, "--checkpoint", run / "best.pt", "--export",
-                    demo_export, "--quiet"])
+                    demo_export[1], "--quiet"])
     res = cli(train, ["evaluate", "--prediction", out, "--name", "heldout-check"])
     assert "HELD-OUT" in res.output and "in-sample (training tiles)" in res.output
     report = json.loads((out / "heldout-check.json").read_text())
