@@ -9,6 +9,7 @@ import click
 from gee_export.common.cli import (
     CONTEXT,
     AutoInt,
+    FiniteFloat,
     force_option,
     multiple_of,
     quiet_option,
@@ -37,7 +38,7 @@ def _this_year() -> int:
                    "no Earth Engine needed). Not needed with --bbox or --region-file.")
 @click.option("--year", type=click.IntRange(FIRST_YEAR, _this_year()), required=True,
               help="Year of the summer to composite.")
-@click.option("--bbox", type=float, nargs=4, default=None, metavar="W S E N",
+@click.option("--bbox", type=FiniteFloat(), nargs=4, default=None, metavar="W S E N",
               help="Any other region as a lon/lat box in degrees.")
 @click.option("--region-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Any other region as a polygon file (GeoJSON, GeoPackage).")
@@ -48,7 +49,7 @@ def _this_year() -> int:
               help="Glacier outlines that choose the cells to export and serve the DEM offset "
                    "and tiling. [default: outlines.gpkg of the source dir; on Earth Engine "
                    "GLIMS (GLIMS/current)]")
-@click.option("--buffer", "buffer_m", type=click.FloatRange(min=0), default=1000.0,
+@click.option("--buffer", "buffer_m", type=FiniteFloat(min=0), default=1000.0,
               help="Margin around outlines within which cells are exported, in metres.")
 @click.option("--cell-size", type=click.IntRange(64, 4096), default=768,
               help="Cell side in pixels; one request/task/file per cell (768 px x 11 float32 "
@@ -66,9 +67,9 @@ def _this_year() -> int:
               help="Sentinel-2 date window, end exclusive (paper: July-September).")
 @click.option("--orbit", type=click.Choice(ORBITS), default="both",
               help="Sentinel-1 orbit direction(s).")
-@click.option("--max-scene-cloud", type=click.FloatRange(0, 100), default=5.0,
+@click.option("--max-scene-cloud", type=FiniteFloat(0, 100), default=5.0,
               help="Scene-level cloud limit for Sentinel-2, in percent (paper: 5).")
-@click.option("--cloud-score-threshold", type=click.FloatRange(0, 1), default=0.5,
+@click.option("--cloud-score-threshold", type=FiniteFloat(0, 1), default=0.5,
               help="Cloud Score+ threshold; lower keeps more pixels.")
 @click.option("--cloud-score-band", type=click.Choice(["cs_cdf", "cs"]), default="cs_cdf",
               help="Cloud Score+ band.")

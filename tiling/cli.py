@@ -8,6 +8,7 @@ import click
 from gee_export.common.cli import (
     CONTEXT,
     AutoInt,
+    FiniteFloat,
     force_option,
     multiple_of,
     quiet_option,
@@ -19,7 +20,7 @@ from gee_export.common.layout import newest_complete, resolve_workspace
 
 from .tiles import AUTO_BLOCKS, SMALL_GLACIER_LABELS, TileConfig
 
-UNIT = click.FloatRange(0, 1)
+UNIT = FiniteFloat(0, 1)
 
 
 @click.command(context_settings=CONTEXT)
@@ -28,7 +29,7 @@ UNIT = click.FloatRange(0, 1)
 @click.option("--outlines", type=click.Path(path_type=Path), default=None,
               help="Glacier outlines (any format GDAL reads, any CRS). "
                    "[default: the outlines the export recorded]")
-@click.option("--min-area", type=click.FloatRange(min=0), default=0.05,
+@click.option("--min-area", type=FiniteFloat(min=0), default=0.05,
               help="Glaciers smaller than this, in km^2 (ellipsoidal), get the --small-glaciers "
                    "label (paper: 0.05).")
 @click.option("--small-glaciers", type=click.Choice(list(SMALL_GLACIER_LABELS)),
@@ -40,11 +41,11 @@ UNIT = click.FloatRange(0, 1)
               help="Step between tiles in pixels, at most --size. [default: --size, no overlap]")
 @click.option("--min-valid", type=UNIT, default=0.5,
               help="Drop tiles whose valid (non-nodata) fraction is below this (0-1).")
-@click.option("--background-ratio", type=click.FloatRange(min=0), default=None,
+@click.option("--background-ratio", type=FiniteFloat(min=0), default=None,
               help="Keep at most this many glacier-free tiles per glacier tile. [default: all]")
 @click.option("--split", type=click.Choice(["spatial", "random"]), default="spatial",
               help="spatial: blocks with a one-tile guard gap; random: the paper's split.")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--val-fraction", type=FiniteFloat(0, 1, min_open=True, max_open=True),
               default=0.3, help="Validation share (paper: 0.3).")
 @click.option("--block-tiles", type=AutoInt(minimum=1), default="auto",
               help="Spatial split: blocks of N x N tiles go to one side together; auto: the "
@@ -77,7 +78,8 @@ def tile(export_dir: Path | None, outlines: Path | None, min_area: float, small_
     ws = resolve_workspace(workspace)
     if verify:
         return _verify(ws, export_dir, name, cpu_workers(workers), wait, quiet)
-    export_dir = Path(export_dir) if export_dir else newest_complete(ws, "export")
+    export_dir = Path(export_dir) if export_dir else newest_complete(ws, "export", "--export",
+                                                                     click.echo)
     cfg = TileConfig(size=size, stride=stride, min_valid=min_valid,
                      background_ratio=background_ratio, split=split, val_fraction=val_fraction,
                      block_tiles=None if block_tiles == "auto" else block_tiles, seed=seed,

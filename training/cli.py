@@ -10,6 +10,7 @@ from gee_export.common.cli import (
     CONTEXT,
     AutoInt,
     Device,
+    FiniteFloat,
     force_option,
     multiple_of,
     quiet_option,
@@ -68,7 +69,7 @@ preset_option = click.option(
 bands_option = click.option(
     "--bands", default="ABCD", callback=_check_bands,
     help="Band groups: A radar, B optical, C indices, D elevation; any subset such as AB.")
-lr_option = click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4,
+lr_option = click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=1e-4,
                          help="AdamW learning rate (paper: 1e-4), decayed by a cosine "
                               "schedule to 0.")
 batch_option = click.option("--batch-size", type=click.IntRange(min=1), default=4,
@@ -88,7 +89,7 @@ workers_option = click.option(
 @click.option("--epochs", type=click.IntRange(min=1), default=100, help="Training epochs.")
 @batch_option
 @lr_option
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01,
+@click.option("--weight-decay", type=FiniteFloat(min=0), default=0.01,
               help="AdamW weight decay.")
 @click.option("--seed", type=click.IntRange(min=0), default=0,
               help="Seed of weights, order and augmentation.")
@@ -108,24 +109,26 @@ workers_option = click.option(
 @click.option("--name", default=None, help="Run name. [default: TILES-MODEL-PRESET-BANDS]")
 @click.option("--resume", is_flag=True, help="Only continue an interrupted run (the same "
               "command without it continues one too, or starts it).")
+@wait_option
 @quiet_option
 @workspace_option
 @user_errors
 def run(tiles: Path | None, model: str, preset: str, bands: str, epochs: int, batch_size: int,
         lr: float, weight_decay: float, seed: int, init: tuple[Path, ...], device: str,
         amp: bool, deterministic: bool, no_augment: bool, workers: int | str,
-        name: str | None, resume: bool, quiet: bool, workspace: Path | None) -> None:
+        name: str | None, resume: bool, wait: bool, quiet: bool,
+        workspace: Path | None) -> None:
     """Train a model on tiles; writes config.json, metrics.csv, curves.png, samples.png,
     best.pt and last.pt. Several GPUs: torchrun --nproc_per_node N $(which train) run ..."""
     from .trainer import train as run_training
 
     ws = resolve_workspace(workspace)
-    tiles = Path(tiles) if tiles else newest_complete(ws, "tiles")
+    tiles = Path(tiles) if tiles else newest_complete(ws, "tiles", "--tiles", click.echo)
     cfg = TrainConfig(model=model, preset=preset, bands=bands, epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                       device=device, amp=amp, workers=workers, augment=not no_augment,
                       init=tuple(str(p) for p in init), deterministic=deterministic)
-    run_training(tiles, ws, cfg, name, resume, quiet=quiet, echo=click.echo)
+    run_training(tiles, ws, cfg, name, resume, quiet=quiet, echo=click.echo, wait=wait)
 
 
 checkpoint_option = click.option(
@@ -144,7 +147,7 @@ def predict_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                           "quarter window]"),
         click.option("--batch-size", type=click.IntRange(min=1), default=4,
                      help="Windows per forward pass."),
-        click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        click.option("--threshold", type=FiniteFloat(0, 1, min_open=True, max_open=True),
                      default=0.5, help="Glacier probability threshold."),
         click.option("--tta", is_flag=True, help="Average over the 8 rotations and flips; "
                      "probability.tif then has the spread as band 2."),
@@ -157,13 +160,14 @@ def predict_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @checkpoint_option
 @click.option("--export", "export_dir", type=click.Path(path_type=Path, file_okay=False),
               default=None, help="Export to predict (any year or region with the "
-              "checkpoint's bands). [default: the newest complete export]")
+              "checkpoint's bands). [default: the export of the model's training region and "
+              "year]")
 @predict_options
-@click.option("--min-area", type=click.FloatRange(min=0), default=0.05,
+@click.option("--min-area", type=FiniteFloat(min=0), default=0.05,
               help="Drop glacier polygons smaller than this, km^2 (paper: 0.05).")
-@click.option("--max-hole", type=click.FloatRange(min=0), default=0.01,
+@click.option("--max-hole", type=FiniteFloat(min=0), default=0.01,
               help="Fill holes in glacier polygons smaller than this, km^2.")
-@click.option("--simplify", type=click.FloatRange(min=0), default=0.0,
+@click.option("--simplify", type=FiniteFloat(min=0), default=0.0,
               help="Simplify outlines with this tolerance in metres (0: exact pixel edges).")
 @click.option("--name", default=None, help="Output name under predictions/RUN/. "
                                            "[default: the export's name]")
@@ -178,11 +182,12 @@ def predict(checkpoint: Path, export_dir: Path | None, window: int | None, overl
             wait: bool, quiet: bool, workspace: Path | None) -> None:
     """Predict glacier probability over a whole export and write glacier outlines
     (glaciers.gpkg: layer glaciers, and by_glacier with each inventory glacier's ice)."""
-    from .predict import PredictConfig
+    from .predict import PredictConfig, training_export
     from .predict import predict as run_predict
 
     ws = resolve_workspace(workspace)
-    export_dir = Path(export_dir) if export_dir else newest_complete(ws, "export")
+    export_dir = Path(export_dir) if export_dir else training_export(Path(checkpoint), ws,
+                                                                     click.echo)
     cfg = PredictConfig(window=window, overlap=overlap, batch_size=batch_size,
                         threshold=threshold, min_area_km2=min_area, max_hole_km2=max_hole,
                         simplify_m=simplify, device=device, amp=amp, tta=tta)
@@ -196,12 +201,12 @@ def predict(checkpoint: Path, export_dir: Path | None, window: int | None, overl
 @click.option("--reference", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               default=None, help="Reference glacier outlines (any CRS). [default: the outlines "
               "the predicted export recorded]")
-@click.option("--min-area", type=click.FloatRange(min=0), default=0.05,
+@click.option("--min-area", type=FiniteFloat(min=0), default=0.05,
               help="Reference glaciers smaller than this (km^2, ellipsoidal) are ignored, as "
                    "prep tile labels them 255.")
 @click.option("--id-field", default=None, help="Field of the reference holding glacier ids. "
               "[default: the first of glac_id, rgi_id, RGIId, GLIMSId, ... present]")
-@click.option("--zone-buffer", type=click.FloatRange(min=0), default=500.0,
+@click.option("--zone-buffer", type=FiniteFloat(min=0), default=500.0,
               help="Predicted ice within this distance (m) of a reference glacier counts for "
                    "the nearest one.")
 @click.option("--name", default="report", help="Report name: NAME.json and its figure "
@@ -220,6 +225,9 @@ def evaluate(prediction: Path, reference: Path | None, min_area: float, id_field
     if not ref.is_file():
         raise click.UsageError(f"{prediction}: its export recorded no outlines; give "
                                "--reference FILE")
+    if not reference:
+        click.echo(f"--reference: {ref} (the outlines the predicted export recorded; give "
+                   "--reference to score against others)")
     evaluate_prediction(Path(prediction), ref, EvalConfig(min_area, id_field, zone_buffer),
                         name, force, click.echo)
 
@@ -240,7 +248,7 @@ def evaluate(prediction: Path, reference: Path | None, min_area: float, id_field
               default=None, help="Glacier outlines that define the zones and ids. [default: "
               "the outlines of the first year's export]")
 @click.option("--id-field", default=None, help="Field of the reference holding glacier ids.")
-@click.option("--zone-buffer", type=click.FloatRange(min=0), default=500.0,
+@click.option("--zone-buffer", type=FiniteFloat(min=0), default=500.0,
               help="Predicted ice within this distance (m) of a reference glacier counts for "
                    "the nearest one.")
 @click.option("--name", default=None, help="Output name under predictions/RUN/. [default: "
@@ -321,7 +329,7 @@ def compare(tiles, models, band_sets, preset, epochs, batch_size, lr, seed, devi
     from .compare import run_comparison
 
     ws = resolve_workspace(workspace)
-    tiles = Path(tiles) if tiles else newest_complete(ws, "tiles")
+    tiles = Path(tiles) if tiles else newest_complete(ws, "tiles", "--tiles", click.echo)
     base = TrainConfig(preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                        device=device, amp=amp, workers=workers)
     run_comparison(tiles, ws, [m.strip() for m in models.split(",") if m.strip()],

@@ -8,6 +8,7 @@ window's height holds the running weighted sums until no later window can touch 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -16,7 +17,8 @@ import numpy as np
 
 from gee_export.common.atomic import as_stored, atomic_output
 from gee_export.common.bands import BAND_NAMES
-from gee_export.common.errors import InputError, StateError
+from gee_export.common.errors import GlacierError, InputError, StateError, WriteError
+from gee_export.common.gdal_errors import disk_full, no_space_left
 from gee_export.common.grid import ExportGrid
 from gee_export.common.layout import (
     GLACIERS_GPKG,
@@ -26,6 +28,7 @@ from gee_export.common.layout import (
     PROBABILITY_TIF,
     STACK_VRT,
     base_manifest,
+    complete_products,
     file_sha256,
     now_iso,
     read_manifest,
@@ -165,11 +168,19 @@ def _stream_band(src, dst, model_fn, band_idx, standardize, window, batch_size, 
             prob = prob[:, None] if prob.ndim == 3 else prob
             for c, p in zip(batch, prob):
                 w = weight * valid[:, c - x0:c - x0 + window]
+                if not np.isfinite(p[:, w > 0]).all():
+                    raise NonFiniteProbability(
+                        f"the model's output is not finite (nan or inf) where the stack has "
+                        f"data, in the window at row {r}, column {c}")
                 num[:, :, c - x0:c - x0 + window] += w * p
                 den[:, c - x0:c - x0 + window] += w
             if progress:
                 progress(len(batch))
     flush(src.height)
+
+
+class NonFiniteProbability(StateError):
+    """The model gave nan or inf for pixels with data: no result can be made from it."""
 
 
 # -- outlines (pure on arrays and geometries) --------------------------------------------------
@@ -457,7 +468,9 @@ class _PredictJob:
                 if old.get("complete"):
                     echo(f"prediction {self.out} is complete; nothing to do")
                     return None
-                return old
+                if not force:
+                    return old
+                echo(f"--force: starting {self.out} afresh")
             if not force:
                 raise StateError(f"{self.out} holds a prediction made with other "
                                  f"{_differences(old.get('parameters') or {}, params)}; use "
@@ -468,7 +481,7 @@ class _PredictJob:
             "prediction", parameters=params, bands=self.meta["band_names"], grid=ex["grid"],
             export=stored_path(self.export_dir, self.out, self.workspace),
             region=ex.get("region", {}).get("name"), year=ex.get("year"),
-            synthetic=ex.get("synthetic"), bands_done=[],
+            synthetic=ex.get("synthetic"), bands_done=[], bands_sha256={},
             trained_on=self._trained_on(),
             probability_bands=list(PROBABILITY_BANDS[:2 if self.cfg.tta else 1]))
         write_manifest(mf, manifest)
@@ -491,21 +504,60 @@ class _PredictJob:
                                                               self.meta["band_names"]))
                 for w in manifest["warnings"]:
                     echo(f"warning: {w}")
-            if not raw.is_file():
-                manifest["bands_done"] = []
+            self._keep_verified_bands(raw, manifest, echo)
             write_manifest(mf, manifest)
+            dst = _BandByBand(raw, {**geotiff_profile(
+                src.width, src.height, len(manifest["probability_bands"]), "float32", src.crs,
+                src.transform, np.nan, compress=False), "sparse_ok": True})  # grows by band
 
             def band_done(c0: int) -> None:
+                """Recorded only once the band is on disk and reads back as it was written."""
+                written = dst.close()
+                if _band_sha256(raw, c0, c0 + self.cfg.band_width) != written:
+                    raise WriteError(f"cannot write {raw}: " + (
+                        "no space left on device; free some and rerun the same command to "
+                        "continue" if disk_full(raw) else f"the column band from column {c0} "
+                        "does not read back as it was written"))
                 manifest["bands_done"].append(c0)
+                manifest["bands_sha256"][str(c0)] = written
                 write_manifest(mf, manifest)
 
-            self._stream(src, raw, band_idx, set(manifest["bands_done"]), band_done, quiet)
+            try:
+                self._stream(src, dst, band_idx, set(manifest["bands_done"]), band_done, quiet)
+            except NonFiniteProbability as e:
+                raise NonFiniteProbability(f"{self.checkpoint}: {e}; no prediction is made "
+                                           "from it") from None
+            except Exception as e:
+                if isinstance(e, GlacierError) or not no_space_left(e, raw):
+                    raise
+                raise WriteError(f"cannot write {raw}: no space left on device; free some "
+                                 "and rerun the same command to continue") from None
+            finally:
+                dst.close(quietly=True)
         _compress(raw, self.out / PROBABILITY_TIF, manifest["probability_bands"])
         raw.unlink()
 
-    def _stream(self, src, raw: Path, band_idx: list[int], done: set[int], band_done,
-                quiet: bool) -> None:
-        import rasterio
+    def _keep_verified_bands(self, raw: Path, manifest: dict, echo) -> None:
+        """Keep the working copy only if every column band it recorded as done reads back
+        with the checksum recorded for it; else start it again (a full disk or a kill can
+        leave a file that its manifest overstates)."""
+        done = manifest.get("bands_done") or []
+        if raw.is_file() and done:
+            sums = manifest.get("bands_sha256") or {}
+            try:
+                bad = [c0 for c0 in done if sums.get(str(c0)) != _band_sha256(
+                    raw, c0, c0 + self.cfg.band_width)]
+            except Exception:  # unreadable: GDAL's errors are of many kinds
+                bad = ["all (unreadable)"]
+            if not bad:
+                return
+            echo(f"note: {raw} does not hold the column bands it recorded as done (from "
+                 f"column {', '.join(map(str, bad[:3]))}); predicting them again")
+        raw.unlink(missing_ok=True)
+        manifest["bands_done"], manifest["bands_sha256"] = [], {}
+
+    def _stream(self, src, dst: "_BandByBand", band_idx: list[int], done: set[int],
+                band_done, quiet: bool) -> None:
         from tqdm import tqdm
 
         from training.data import NormStats
@@ -522,13 +574,8 @@ class _PredictJob:
         total = len(window_starts(src.height, self.window, step)) * sum(
             len([c for c in cols if c < c0 + cfg.band_width and c + self.window > c0])
             for c0 in range(0, src.width, cfg.band_width))
-        count = 2 if cfg.tta else 1
-        profile = geotiff_profile(src.width, src.height, count, "float32", src.crs,
-                                  src.transform, np.nan, compress=False)
-        with rasterio.open(raw, "r+") if raw.is_file() else rasterio.open(raw, "w",
-                                                                          **profile) as dst, \
-                tqdm(total=total, desc="predict", unit="window", disable=quiet,
-                     leave=False) as bar:
+        with tqdm(total=total, desc="predict", unit="window", disable=quiet,
+                  leave=False) as bar:
             stream_probability(src, dst, model_fn, band_idx,
                                NormStats.from_dict(self.meta["norm_stats"]).apply, self.window,
                                self.overlap, cfg.batch_size, cfg.band_width, done, band_done,
@@ -639,6 +686,106 @@ def _with_inventory_ids(glaciers, by_glacier):
                       predicate="intersects")
     ids = pairs.groupby("polygon_id")["glacier_id"].apply(lambda v: ",".join(sorted(set(v))))
     return glaciers.assign(glacier_ids=glaciers["polygon_id"].map(ids).fillna(""))
+
+
+class _BandByBand:
+    """The working copy as `stream_probability` writes it, closed after each column band, so
+    that what a band wrote is on disk (GDAL reports a failed write at the latest when it
+    closes) before the band is recorded as done."""
+
+    def __init__(self, path: Path, profile: dict):
+        import hashlib
+
+        self.path, self.profile, self.count = Path(path), profile, profile["count"]
+        self._ds, self._sha, self._new_sha = None, hashlib.sha256(), hashlib.sha256
+
+    def write(self, data: np.ndarray, window) -> None:
+        """Write rows of the band (in order, as stream_probability does), and hash them."""
+        import rasterio
+
+        if self._ds is None:
+            self._ds = (rasterio.open(self.path, "r+") if self.path.is_file() else
+                        rasterio.open(self.path, "w", **self.profile))
+        self._ds.write(data, window=window)
+        self._sha.update(_row_major(data))
+
+    def close(self, quietly: bool = False) -> str:
+        """Close (flush) and sync the file; the checksum of what was written since the last
+        close, as `_band_sha256` computes it from the file."""
+        ds, self._ds = self._ds, None
+        written, self._sha = self._sha.hexdigest(), self._new_sha()
+        if ds is None:
+            return written
+        try:
+            ds.close()
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except Exception:
+            if not quietly:
+                raise
+        return written
+
+
+def _row_major(a: np.ndarray) -> bytes:
+    """(bands, rows, cols) as bytes row by row, each row all its bands: the same whatever
+    blocks of rows the array is cut into."""
+    return np.ascontiguousarray(a.transpose(1, 0, 2)).tobytes()
+
+
+def _band_sha256(path: Path, c0: int, c1: int) -> str:
+    """Checksum of columns c0..c1 (clipped to the raster) of every band of a raster, as read
+    back: what a finished column band is verified by."""
+    import hashlib
+
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(path) as f:
+        c1 = min(c1, f.width)
+        h = hashlib.sha256()
+        for r in range(0, f.height, 1024):
+            h.update(_row_major(f.read(window=Window(c0, r, c1 - c0,
+                                                       min(1024, f.height - r)))))
+    return h.hexdigest()
+
+
+def training_export(checkpoint: Path, workspace: Path, echo: Callable[[str], None]) -> Path:
+    """The export a `train predict` without --export takes: the one of the model's training
+    region and year (from the checkpoint, else its run's tiles), said in one line; refused,
+    with the candidates, where no export or several hold that region and year."""
+    from training.runtime import load_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    meta, config = ck.get("meta") or {}, ck.get("config") or {}
+    region, year, trained = meta.get("region"), meta.get("year"), None
+    if "tiles" in config:
+        tiles_dir = resolved_path(config["tiles"], Path(checkpoint).resolve().parent)
+        try:
+            tiles = read_manifest(tiles_dir, "tiles")
+            region, year = region or tiles.get("region"), year or tiles.get("year")
+            trained = resolved_path(tiles["export"], tiles_dir).resolve()
+        except (GlacierError, KeyError):
+            pass
+    exports = complete_products(workspace, "export")
+    listed = ", ".join(str(d) for d, _ in exports) or "none"
+    if region is None or year is None:
+        raise InputError(f"--export not given, and {checkpoint} does not record the region "
+                         f"and year it was trained on; give --export (complete exports: "
+                         f"{listed})")
+    same = [d for d, m in exports
+            if (m.get("region") or {}).get("name") == region and m.get("year") == year]
+    chosen = [d for d in same if d.resolve() == trained] or same
+    if len(chosen) != 1:
+        found = (f"{len(chosen)} complete exports hold it: {', '.join(map(str, chosen))}"
+                 if chosen else f"no complete export holds it (complete exports: {listed})")
+        raise InputError(f"--export not given: the model was trained on {region} {year}, and "
+                         f"{found}; give --export")
+    echo(f"--export: {chosen[0]} (the model's training region and year, {region} {year}; "
+         "give --export to predict another)")
+    return chosen[0]
 
 
 def _compress(raw: Path, dest: Path, names: list[str]) -> None:

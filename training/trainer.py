@@ -44,7 +44,7 @@ from gee_export.common.locks import output_lock
 from gee_export.common.tile_index import tiles_id
 from gee_export.common.workers import cpu_workers
 
-from .data import GlobalBatches, NormStats, TileDataset
+from .data import GlobalBatches, NormStats, TileDataset, loader_worker_init
 from .losses import dice_ce_loss, loss_from_sums, loss_sums
 from .metrics import confusion, scores
 from .models import build_model, count_parameters
@@ -138,14 +138,15 @@ class _Run:
 
 def train(tile_dir: Path, workspace: Path, cfg: TrainConfig, run_name: str | None = None,
           resume: bool = False, max_steps: int | None = None, quiet: bool = False,
-          echo: Callable[[str], None] = print) -> Path:
-    """Train (or finish training) a run; returns its directory."""
+          echo: Callable[[str], None] = print, wait: bool = False) -> Path:
+    """Train (or finish training) a run; returns its directory. With `wait`, a run another
+    process is writing is waited for instead of refused."""
     procs = Processes.start()
     tile_dir = Path(tile_dir)
     run_dir = Path(workspace) / RUNS_DIR / (run_name or default_run_name(tile_dir.name, cfg))
     say = echo if procs.main else (lambda *_: None)
     if procs.main:
-        with output_lock(run_dir, wait=False, echo=echo):
+        with output_lock(run_dir, wait=wait, echo=echo):
             _train(tile_dir, Path(workspace), run_dir, cfg, procs, resume, max_steps, quiet, say)
     else:
         _train(tile_dir, Path(workspace), run_dir, cfg, procs, resume, max_steps, quiet, say)
@@ -326,7 +327,8 @@ def _loaders(run: _Run, workers: int):
     # Each loader draws its workers' base seed from its own generator, not from the global
     # RNG that dropout uses: the weights are then the same with or without loader workers.
     kw = dict(num_workers=workers, pin_memory=run.device.type == "cuda",
-              persistent_workers=workers > 0, generator=torch.Generator().manual_seed(cfg.seed))
+              persistent_workers=workers > 0, generator=torch.Generator().manual_seed(cfg.seed),
+              worker_init_fn=loader_worker_init if workers > 0 else None)
     batches = GlobalBatches(len(run.train_ds), cfg.batch_size, cfg.seed, True, procs.rank,
                             procs.world)
     val_idx = list(range(procs.rank, len(run.val_ds), procs.world))  # each tile once overall
@@ -426,6 +428,7 @@ def _record(run: _Run, epoch: int, row: dict, rng: dict, echo) -> None:
                    "bands": run.cfg.bands, "norm_stats": run.stats.to_dict(),
                    "export_normalization": run.tiles.get("normalization"),
                    "tile_size": run.tiles["tile_size"], "num_classes": 2,
+                   "region": run.tiles.get("region"), "year": run.tiles.get("year"),
                    "metrics": {k: v for k, v in row.items() if isinstance(v, float)}}}
     if improved:
         save_checkpoint(run.run_dir / BEST_CKPT, ck)

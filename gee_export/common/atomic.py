@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import GlacierError, WriteError
+from .gdal_errors import no_space_left
 
 PARTIAL_MARK = ".partial"
 # Side files GDAL's GeoPackage (SQLite) driver may leave beside a database it was writing.
@@ -84,10 +85,12 @@ def make_dirs(path: Path) -> Path:
 
 def write_error(path: Path, exc: BaseException) -> WriteError:
     """The one-line error for an output that could not be written."""
-    code = getattr(exc, "errno", None)
+    code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None  # not GDAL's
     reason = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
               errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
               errno.EDQUOT: "disk quota exceeded"}.get(code)
+    if reason is None and no_space_left(exc, path):  # GDAL's errors carry no errno
+        reason = "no space left on device"
     if reason is None:
         text = str(getattr(exc, "strerror", None) or exc).strip()
         reason = text.splitlines()[0] if text else type(exc).__name__
@@ -109,7 +112,8 @@ def atomic_output(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException as e:
         remove_file(tmp)
-        if isinstance(e, OSError) and not isinstance(e, GlacierError):
+        if (isinstance(e, OSError) or isinstance(e, Exception) and no_space_left(e, path)) \
+                and not isinstance(e, GlacierError):
             raise write_error(path, e) from None
         raise
 

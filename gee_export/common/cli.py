@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import math
 import os
 import re
 import sys
@@ -17,7 +18,7 @@ from typing import Any, Callable
 
 import click
 
-from .errors import GlacierError
+from .errors import BusyError, GlacierError
 
 DEBUG_ENV = "GLACIER_DEBUG"  # set to 1 to see full tracebacks of unexpected errors
 # GDAL's own error lines (e.g. "_tiffWriteProc: No space left on device" four times) reach
@@ -116,10 +117,15 @@ def train():
 
 # -- one line per failure ---------------------------------------------------------------------
 
-def failure_line(exc: BaseException) -> str:
-    """What a user sees for an error: one line naming the culprit, never a traceback."""
+def failure_line(exc: BaseException, where: Path | None = None) -> str:
+    """What a user sees for an error: one line naming the culprit, never a traceback. A full
+    disk is said so, naming the file where the error does, else `where` (the workspace)."""
+    from .gdal_errors import no_space_left
+
     if isinstance(exc, GlacierError):
         return str(exc)
+    if not (isinstance(exc, OSError) and exc.filename) and no_space_left(exc, where):
+        return f"cannot write under {where or 'the output directory'}: no space left on device"
     if isinstance(exc, OSError):
         from .atomic import write_error
 
@@ -133,9 +139,15 @@ def failure_line(exc: BaseException) -> str:
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn any failure into one 'Error: ...' line and exit status 1; Ctrl-C into 130."""
+    """Turn any failure into one 'Error: ...' line and exit status 1; Ctrl-C into 130.
+    libtiff's own error lines are kept for that line instead of printed before it; a busy
+    output's message suggests --wait only where the command offers it."""
     @functools.wraps(fn)
     def wrapper(*a, **kw):
+        from .gdal_errors import clear_messages, keep_libtiff_errors
+
+        keep_libtiff_errors()
+        clear_messages()
         try:
             return fn(*a, **kw)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -147,8 +159,23 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as e:  # every failure reaches the user as one line
             if os.environ.get(DEBUG_ENV) and not isinstance(e, GlacierError):
                 raise
-            raise click.ClickException(failure_line(e)) from None
+            line = failure_line(e, _workspace_of(kw))
+            if isinstance(e, BusyError) and "wait" in kw:
+                line += ", or rerun with --wait"
+            raise click.ClickException(line) from None
     return wrapper
+
+
+def _workspace_of(kw: dict) -> Path | None:
+    """The workspace a command writes to, for a failure no file is named in."""
+    if "workspace" not in kw:
+        return None
+    from .layout import resolve_workspace
+
+    try:
+        return resolve_workspace(kw["workspace"])
+    except GlacierError:
+        return None
 
 
 # -- options and value types shared by several commands ----------------------------------------
@@ -184,6 +211,22 @@ class AutoInt(click.ParamType):
         if n < self.minimum:
             self.fail(f"{n} is below the minimum {self.minimum}", param, ctx)
         return n
+
+
+class FiniteFloat(click.FloatRange):
+    """A number, within optional bounds like click.FloatRange's, that is refused at parse
+    time, naming the option, when it is nan or infinite: every float option uses it."""
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+    def _describe_range(self) -> str:
+        return "" if self.min is None and self.max is None else super()._describe_range()
 
 
 class Device(click.ParamType):

@@ -14,7 +14,7 @@ import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .atomic import write_json
 from .errors import InputError, InputNotFoundError, StateError
@@ -185,9 +185,25 @@ def require_complete(path: Path, kind: str, what: str) -> dict:
     return m
 
 
-def newest_complete(workspace: Path, kind: str) -> Path:
+def newest_complete(workspace: Path, kind: str, option: str | None = None,
+                    echo: Callable[[str], None] | None = None) -> Path:
     """The directory of the newest complete product of a kind, or a clear error naming its
-    maker."""
+    maker. Chosen for a command's `option` that was not given, it says which in one line
+    through `echo`."""
+    products = complete_products(workspace, kind)
+    parent = Path(workspace) / PARENT_OF[kind]
+    if not products:
+        raise InputNotFoundError(f"no complete {kind} in {parent}; make one first with "
+                                 f"`{MAKER[kind]}`")
+    chosen = products[-1][0]
+    if echo is not None:
+        echo(f"{option or kind}: {chosen} (the newest complete {kind} of {len(products)} in "
+             f"{parent}{f'; give {option} to choose another' if option else ''})")
+    return chosen
+
+
+def complete_products(workspace: Path, kind: str) -> list[tuple[Path, dict]]:
+    """The complete products of a kind in a workspace with their manifests, oldest first."""
     parent = Path(workspace) / PARENT_OF[kind]
     found = []
     if parent.is_dir():
@@ -200,11 +216,8 @@ def newest_complete(workspace: Path, kind: str) -> Path:
             except (json.JSONDecodeError, UnicodeDecodeError, OSError):
                 continue
             if isinstance(m, dict) and m.get("complete") and m.get("kind") == kind:
-                found.append((m.get("completed_at", ""), mf.stat().st_mtime, d))
-    if not found:
-        raise InputNotFoundError(f"no complete {kind} in {parent}; make one first with "
-                                 f"`{MAKER[kind]}`")
-    return max(found)[2]
+                found.append((m.get("completed_at") or "", mf.stat().st_mtime, d.name, d, m))
+    return [(d, m) for *_, d, m in sorted(found)]
 
 
 def file_sha256(path: Path, limit: int | None = None) -> str:

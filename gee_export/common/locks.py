@@ -6,6 +6,10 @@ file beside the directory: the kernel releases it when its holder exits, however
 a lock left by a killed process is simply taken over. The holder removes the file when it is
 done; a waiter that then wakes on the removed file sees that its inode is no longer the path's
 and starts over on a new one, so two processes never hold "the" lock at once.
+
+An flock belongs to the open file, which a forked child (a loader or pool worker) shares: a
+child that outlived its killed parent would keep the lock. So every child closes the lock
+files it inherited as soon as it is forked, and none reaches a program it executes.
 """
 from __future__ import annotations
 
@@ -41,11 +45,26 @@ def _holder(fd: int) -> str:
             f"(`{info.get('command', '?')}`, since {since})")
 
 
+_HELD: set[int] = set()  # lock fds this process holds; closed in every forked child
+
+
+def _close_inherited() -> None:
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited)
+
+
 def _acquire(path: Path, directory: Path, wait: bool, echo: Callable[[str], None]) -> int:
     """An fd holding the flock on the file that is at `path` now."""
     while True:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as e:
             raise write_error(path, e) from None
         try:
@@ -55,7 +74,7 @@ def _acquire(path: Path, directory: Path, wait: bool, echo: Callable[[str], None
                 holder = _holder(fd)
                 if not wait:
                     raise BusyError(f"{directory} is being written by {holder}; let it "
-                                    "finish, or rerun with --wait") from None
+                                    "finish") from None
                 echo(f"waiting for {holder} to finish with {directory}")
                 fcntl.flock(fd, fcntl.LOCK_EX)
             try:
@@ -77,6 +96,8 @@ def output_lock(directory: Path, wait: bool = False,
     path = lock_path(directory)
     make_dirs(path.parent)
     fd = _acquire(path, Path(directory), wait, echo)
+    _HELD.add(fd)
+    owner = os.getpid()
     try:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
                 "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])[:200]}
@@ -84,8 +105,10 @@ def output_lock(directory: Path, wait: bool = False,
         os.pwrite(fd, json.dumps(info).encode(), 0)
         yield
     finally:
-        try:
-            path.unlink()  # while still holding it; see the module's note
-        except OSError:
-            pass
-        os.close(fd)
+        if os.getpid() == owner:  # not in a forked child, which closed its copy at fork
+            _HELD.discard(fd)
+            try:
+                path.unlink()  # while still holding it; see the module's note
+            except OSError:
+                pass
+            os.close(fd)
