@@ -138,14 +138,6 @@ class TileDataset(Dataset):
         return img.contiguous(), lbl.contiguous()
 
 
-def loader_worker_init(worker_id: int) -> None:
-    """A loader worker exits with its training process, however that dies (kill -9
-    included), instead of lingering for the seconds torch's own watchdog takes."""
-    from gee_export.common.workers import die_with_parent
-
-    die_with_parent()
-
-
 class GlobalBatches:
     """Batch sampler: the same global batches whatever the number of processes.
 

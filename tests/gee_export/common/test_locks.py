@@ -2,6 +2,8 @@
 naming the holder, or waits; other outputs proceed; a killed holder's lock is taken over."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -95,3 +97,126 @@ def test_a_killed_holders_lock_is_taken_over(tmp_path):
     assert lock_path(out).exists()  # left behind by the kill...
     with output_lock(out):  # ...and simply taken over
         pass
+
+
+HOLD_AND_FORK = """
+import multiprocessing as mp, sys, time
+from gee_export.common.locks import output_lock
+
+def child():
+    time.sleep(60)
+
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    with output_lock(sys.argv[1]):
+        c = mp.Process(target=child)
+        c.start()
+        print(c.pid, flush=True)
+        sys.stdin.readline()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_a_forked_child_does_not_keep_its_killed_parents_lock(tmp_path):
+    """A loader or pool worker is forked while its parent holds the lock; an flock belongs to
+    the open file both share, so the child must not keep it after the parent is killed."""
+    out = tmp_path / "runs" / "a"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_FORK, str(out)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[3])
+    child = int(holder.stdout.readline())
+    try:
+        holder.kill()
+        holder.wait(timeout=30)
+        assert _alive(child)  # the child lives on, as a loader worker may for a while...
+        with output_lock(out):  # ...and yet the lock is free at once
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(p) for p in path.read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.slow
+def test_a_train_run_killed_with_loader_workers_is_taken_over_at_once(demo_tiles, tmp_path):
+    """The issue's case: `train run --workers 2` killed with SIGKILL, then rerun at once."""
+    ws, tiles = demo_tiles
+    train = Path(sys.executable).with_name("train")
+    run = subprocess.Popen([str(train), "run", "--tiles", str(tiles), "--workspace", str(tmp_path),
+                            "--preset", "tiny", "--epochs", "50", "--batch-size", "2",
+                            "--workers", "2", "--device", "cpu", "--name", "k", "--quiet"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        deadline = time.time() + 120
+        while len(workers) < 2 and time.time() < deadline and run.poll() is None:
+            time.sleep(0.05)
+            workers = _children(run.pid)
+        assert len(workers) >= 2, "the loader workers did not start"
+        run.kill()
+        run.wait(timeout=30)
+        with output_lock(tmp_path / "runs" / "k"):  # at once: no BusyError
+            pass
+        gone = time.time() + 2  # and the workers exit with it
+        while any(_alive(pid) for pid in workers) and time.time() < gone:
+            time.sleep(0.05)
+        assert not any(_alive(pid) for pid in workers)
+    finally:
+        run.kill()
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_a_busy_message_suggests_wait_only_where_the_command_has_it(tmp_path):
+    import click
+
+    from gee_export.common.cli import LazyGroup, user_errors, wait_option
+
+    out = tmp_path / "out"
+
+    @click.command()
+    @user_errors
+    def plain():
+        with output_lock(out):
+            pass
+
+    @click.command()
+    @wait_option
+    @user_errors
+    def waiting(wait):
+        with output_lock(out, wait):
+            pass
+
+    group = LazyGroup(commands={"plain": plain, "waiting": waiting})
+    holder = hold(out)
+    try:
+        refused = {name: CliRunner().invoke(group, [name]).output for name in ("plain", "waiting")}
+    finally:
+        release(holder)
+    for text in refused.values():
+        assert len(text.strip().splitlines()) == 1
+        assert text.startswith(f"Error: {out} is being written by process {holder.pid} ")
+    assert refused["plain"].strip().endswith("; let it finish")
+    assert refused["waiting"].strip().endswith("; let it finish, or rerun with --wait")
+
+
+def test_train_run_offers_wait():
+    from gee_export.common.cli import train
+
+    assert "wait" in {p.name for p in train.get_command(None, "run").params}
