@@ -49,6 +49,9 @@ def _this_year() -> int:
               help="Glacier outlines that choose the cells to export and serve the DEM offset "
                    "and tiling. [default: outlines.gpkg of the source dir; on Earth Engine "
                    "GLIMS (GLIMS/current)]")
+@click.option("--outlines-layer", default=None,
+              help="The layer of the outlines file that holds the glacier polygons, in a file "
+                   "of several (e.g. a GeoPackage). [default: the file's only polygon layer]")
 @click.option("--buffer", "buffer_m", type=FiniteFloat(min=0), default=1000.0,
               help="Margin around outlines within which cells are exported, in metres.")
 @click.option("--cell-size", type=click.IntRange(64, 4096), default=768,
@@ -103,7 +106,8 @@ def _this_year() -> int:
 @quiet_option
 @workspace_option
 @user_errors
-def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_size, source_dir,
+def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer, buffer_m,
+           cell_size, source_dir,
            cloud_mask, s1_window, s2_window, orbit, max_scene_cloud, cloud_score_threshold,
            cloud_score_band, s2_level, norm_mode, norm_from, hma_asset, dem_source_map, target,
            bucket, folder, project, workers, dry_run, demo_size, force, wait, quiet, workspace):
@@ -133,7 +137,9 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
     if outlines is not None:
         from gee_export.common.outlines import check_outlines_readable
 
-        check_outlines_readable(outlines)
+        check_outlines_readable(outlines, outlines_layer)
+    elif outlines_layer is not None and source_dir is None and not reg.synthetic:
+        raise InputError("--outlines-layer names a layer of --outlines; give --outlines FILE")
     on_earth_engine = source_dir is None and not reg.synthetic
     if not on_earth_engine and (target != "download" or bucket or folder):
         raise InputError("--to, --bucket and --folder are for Earth Engine exports; this one "
@@ -149,7 +155,7 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
         options = EEOptions(cell_size, hma_asset, norm, target, bucket, folder,
                             8 if workers == "auto" else workers, dem_source_map)
     if dry_run:
-        return _dry_run(reg, outlines, source_dir, buffer_m, cell_size)
+        return _dry_run(reg, outlines, source_dir, buffer_m, cell_size, outlines_layer)
     if reg.synthetic and source_dir is None:
         source_dir = _demo_sources(ws, reg, cfg, name, year, demo_size, quiet)
         if source_dir is None:
@@ -157,18 +163,20 @@ def export(region, year, bbox, region_file, crs, name, outlines, buffer_m, cell_
     if source_dir is not None:
         from gee_export.local_export import LocalOptions, run_local_export
 
-        options = LocalOptions(cell_size, cloud_mask, norm, dem_source_map, workers)
+        options = LocalOptions(cell_size, cloud_mask, norm, dem_source_map, workers,
+                               outlines_layer)
         run_local_export(ws, reg, cfg, Path(source_dir), outlines, options, force, name, wait,
                          quiet, click.echo)
         return
     from gee_export.earthengine.runner import run_ee_export
 
-    run_ee_export(ws, reg, cfg, options, project=project, outlines_path=outlines, force=force,
+    run_ee_export(ws, reg, cfg, options, project=project, outlines_path=outlines,
+                  outlines_layer=outlines_layer, force=force,
                   name=name, wait=wait, quiet=quiet, echo=click.echo)
 
 
 def _dry_run(reg, outlines: Path | None, source_dir: Path | None, buffer_m: float,
-             cell_size: int) -> None:
+             cell_size: int, layer: str | None = None) -> None:
     """Print what a real run would plan, without network or credentials."""
     from gee_export.common.outlines import read_outlines
     from gee_export.export import plan_cells
@@ -179,7 +187,7 @@ def _dry_run(reg, outlines: Path | None, source_dir: Path | None, buffer_m: floa
 
         frame, source = demo_outlines_frame(DemoScene(size=reg.grid.width)), "the demo's outlines"
     elif path is not None and Path(path).is_file():
-        frame, source = read_outlines(path, reg.crs).frame, Path(path).name
+        frame, source = read_outlines(path, reg.crs, layer=layer).frame, Path(path).name
     else:
         frame, source = None, ""
     plan = plan_cells(reg, frame, buffer_m, cell_size,

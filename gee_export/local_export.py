@@ -52,6 +52,7 @@ class LocalOptions:
     norm_from: Normalization | None = None
     dem_source_map: bool = False
     workers: int | str = "auto"  # processes; auto: every CPU this process may use, up to 8
+    outlines_layer: str | None = None  # the layer of an outlines file of several
 
 
 def run_local_export(workspace: Path, region: Region, cfg: RecipeConfig, source_dir: Path,
@@ -102,11 +103,11 @@ class _LocalJob:
         outlines_path = outlines_path or sources.outlines
         outlines = None
         if outlines_path:
-            outlines = read_outlines(outlines_path, region.crs).split_by_area(
+            outlines = read_outlines(outlines_path, region.crs,
+                                     layer=options.outlines_layer).split_by_area(
                 cfg.min_outline_area_km2)[0]
-            if outlines.repaired:
-                echo(f"repaired {outlines.repaired} invalid outline polygon(s) in "
-                     f"{outlines.path}")
+            for line in outlines.notes():
+                echo(line)
         plan = plan_cells(region, outlines.frame if outlines else None, cfg.outline_buffer_m,
                           options.cell_size, f"{outlines_path.name} buffered by "
                           f"{cfg.outline_buffer_m:g} m" if outlines_path else "")
@@ -117,12 +118,15 @@ class _LocalJob:
         """What makes two exports the same: a rerun with equal parameters resumes. `inputs`
         are the source files' identities (source_identities)."""
         o = self.options
+        layer = {"outlines_layer": self.outlines.layer} if self.outlines is not None and \
+            self.outlines.layer else {}
         return {"region": self.region.name, "grid": self.plan.grid.to_dict(),
                 "recipe": self.cfg.to_dict(), "cell_size": o.cell_size, "source": "local",
                 "cloud_mask": self.recipe.cloud_mask,
                 "norm_from": o.norm_from.to_dict() if o.norm_from else None,
                 "inputs": {n: r["sha256"] for n, r in inputs.items()},
-                "outlines": (file_sha256(self.outlines.path) if self.outlines else None)}
+                "outlines": (file_sha256(self.outlines.path) if self.outlines else None),
+                **layer}
 
     def finished(self, workspace: Path, name: str) -> ExportDir | None:
         """The export of these parameters when it is complete and intact (every cell on its
@@ -165,7 +169,8 @@ class _LocalJob:
             record_outlines(exp, self.outlines.frame, stored_path(
                 self.outlines.path, exp.path, exp.path.parents[1]),
                 sha256=file_sha256(self.outlines.path), id_field=self.outlines.id_field,
-                repaired=self.outlines.repaired)
+                repaired=self.outlines.repaired, layer=self.outlines.layer,
+                ignored=self.outlines.ignored)
         record_truth_outlines(exp, self.source_dir)
         exp.set_plan(self.plan.cells)
 

@@ -29,6 +29,9 @@ UNIT = FiniteFloat(0, 1)
 @click.option("--outlines", type=click.Path(path_type=Path), default=None,
               help="Glacier outlines (any format GDAL reads, any CRS). "
                    "[default: the outlines the export recorded]")
+@click.option("--outlines-layer", default=None,
+              help="The layer of --outlines that holds the glacier polygons, in a file of "
+                   "several. [default: the file's only polygon layer]")
 @click.option("--min-area", type=FiniteFloat(min=0), default=0.05,
               help="Glaciers smaller than this, in km^2 (ellipsoidal), get the --small-glaciers "
                    "label (paper: 0.05).")
@@ -63,7 +66,8 @@ UNIT = FiniteFloat(0, 1)
 @quiet_option
 @workspace_option
 @user_errors
-def tile(export_dir: Path | None, outlines: Path | None, min_area: float, small_glaciers: str,
+def tile(export_dir: Path | None, outlines: Path | None, outlines_layer: str | None,
+         min_area: float, small_glaciers: str,
          size: int, stride: int | None, min_valid: float, background_ratio: float | None,
          split: str, val_fraction: float, block_tiles: int | str, seed: int, name: str | None,
          workers: int | str, verify: bool, force: bool, wait: bool, quiet: bool,
@@ -85,12 +89,13 @@ def tile(export_dir: Path | None, outlines: Path | None, min_area: float, small_
                      block_tiles=None if block_tiles == "auto" else block_tiles, seed=seed,
                      min_area_km2=min_area, small_glaciers=small_glaciers)
     make_tiles(export_dir, ws, cfg, outlines, name, cpu_workers(workers), force, verify, wait,
-               quiet, click.echo)
+               quiet, click.echo, outlines_layer=outlines_layer)
 
 
 # Options that decide how tiles are cut: --verify checks a tile set as it was cut.
-CUTTING = ("outlines", "min_area", "small_glaciers", "size", "stride", "min_valid",
-           "background_ratio", "split", "val_fraction", "block_tiles", "seed", "force")
+CUTTING = ("outlines", "outlines_layer", "min_area", "small_glaciers", "size", "stride",
+           "min_valid", "background_ratio", "split", "val_fraction", "block_tiles", "seed",
+           "force")
 
 
 def _verify(ws: Path, export_dir: Path | None, name: str | None, workers: int, wait: bool,

@@ -135,7 +135,7 @@ class TileInputs:
 
     @classmethod
     def open(cls, export_dir: Path, cfg: TileConfig, outlines_path: Path | None,
-             echo: Callable[[str], None]) -> "TileInputs":
+             echo: Callable[[str], None], outlines_layer: str | None = None) -> "TileInputs":
         from shapely.geometry import box
 
         export_dir = Path(export_dir)
@@ -148,9 +148,9 @@ class TileInputs:
             outlines_path = export_dir / OUTLINES_FILE
             if not outlines_path.is_file():
                 raise InputError(f"{export_dir} recorded no outlines; give --outlines FILE")
-        every = read_outlines(outlines_path, grid.crs)
-        if every.repaired:
-            echo(f"repaired {every.repaired} invalid outline polygon(s) in {outlines_path}")
+        every = read_outlines(outlines_path, grid.crs, layer=outlines_layer)
+        for line in every.notes():
+            echo(line)
         if not every.frame.intersects(box(*grid.bounds)).any():
             raise InputError(
                 f"outlines {outlines_path} do not overlap the stack: outlines bounds "
@@ -167,7 +167,9 @@ class TileInputs:
         return as_stored({"export": stored_path(self.export_dir, out, workspace),
                           "export_id": export_identity(self.export),
                           "outlines_sha256": file_sha256(self.outlines.path),
-                          "config": asdict(cfg), "split_algorithm": SPLIT_ALGORITHM})
+                          "config": asdict(cfg), "split_algorithm": SPLIT_ALGORITHM,
+                          **({"outlines_layer": self.outlines.layer} if self.outlines.layer
+                             else {})})
 
     def earlier_parameters(self, params: dict) -> dict:
         """`params` as tile sets made before export_id recorded them (by the export's
@@ -198,11 +200,12 @@ def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig()
                outlines_path: Path | None = None, name: str | None = None, workers: int = 1,
                force: bool = False, verify: bool = False, wait: bool = False,
                quiet: bool = False, echo: Callable[[str], None] = print,
-               only_existing: bool = False) -> Path:
+               only_existing: bool = False, outlines_layer: str | None = None) -> Path:
     """Cut an export into labelled tiles with a train/val split; rerunning resumes, and with
     `verify` checks every tile against its checksum and rewrites the bad ones. With
-    `only_existing`, refuse instead of starting a tile set that is not there yet."""
-    inputs = TileInputs.open(export_dir, cfg, outlines_path, echo)
+    `only_existing`, refuse instead of starting a tile set that is not there yet.
+    `outlines_layer` names the layer of an outlines file of several."""
+    inputs = TileInputs.open(export_dir, cfg, outlines_path, echo, outlines_layer)
     out = Path(workspace) / TILES_DIR / (name or Path(export_dir).name)
     params = inputs.parameters(out, Path(workspace), cfg)
     if not force and _intact(out, params, inputs.earlier_parameters(params), verify, echo):
@@ -265,7 +268,8 @@ def verify_tiles(workspace: Path, export_dir: Path | None = None, name: str | No
                          "again with `prep tile --force`")
     return make_tiles(resolved_path(p["export"], out), workspace, TileConfig(**p["config"]),
                       resolved_path(outlines, out), out.name, workers, verify=True,
-                      wait=wait, quiet=quiet, echo=echo, only_existing=True)
+                      wait=wait, quiet=quiet, echo=echo, only_existing=True,
+                      outlines_layer=p.get("outlines_layer"))
 
 
 def tiles_to_verify(workspace: Path, export_dir: Path | None, name: str | None,
@@ -511,7 +515,8 @@ def _footprint(grid: ExportGrid, row_off: int, col_off: int, size: int):
 def _outline_summary(inputs: TileInputs, cfg: TileConfig, out: Path) -> dict:
     large, small = inputs.outlines, inputs.small
     return {"file": stored_path(large.path, out, workspace_of(out, "tiles")), "sha256":
-            file_sha256(large.path), "id_field": large.id_field, "repaired": large.repaired,
+            file_sha256(large.path), "layer": large.layer, "ignored": large.ignored,
+            "id_field": large.id_field, "repaired": large.repaired,
             "count": len(large), "area_km2": float(large.frame["area_km2"].sum()),
             "area": "ellipsoidal (WGS84)", "min_area_km2": cfg.min_area_km2,
             "small": {"count": len(small), "area_km2": float(small.frame["area_km2"].sum()),

@@ -2,7 +2,7 @@
 ellipsoid, splitting off glaciers under the size limit, and rasterizing onto grid windows."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -26,6 +26,8 @@ class Outlines:
     path: Path
     id_field: str | None  # the inventory field the ids come from (None: row numbers)
     repaired: int  # invalid polygons that were repaired on reading
+    ignored: dict[str, int] = field(default_factory=dict)  # features that are no polygon
+    layer: str | None = None  # the layer read, in a file of several
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -42,13 +44,29 @@ class Outlines:
         """(glaciers of at least min_area_km2, smaller ones), by ellipsoidal area."""
         small = self.frame["area_km2"] < min_area_km2
         return (Outlines(self.frame[~small].reset_index(drop=True), self.path, self.id_field,
-                         self.repaired),
-                Outlines(self.frame[small].reset_index(drop=True), self.path, self.id_field, 0))
+                         self.repaired, self.ignored, self.layer),
+                Outlines(self.frame[small].reset_index(drop=True), self.path, self.id_field, 0,
+                         {}, self.layer))
+
+    @property
+    def source(self) -> str:
+        """The file, and the layer where it has several."""
+        return f"{self.path} (layer {self.layer})" if self.layer else str(self.path)
 
     def describe(self) -> str:
         src = f"ids from {self.id_field!r}" if self.id_field else "ids are row numbers"
         rep = f", {self.repaired} invalid polygon(s) repaired" if self.repaired else ""
         return f"{len(self)} outlines from {self.path.name} ({src}{rep})"
+
+    def notes(self) -> list[str]:
+        """What reading changed or left out, one line each: for the command's output."""
+        out = []
+        if self.repaired:
+            out.append(f"repaired {self.repaired} invalid outline polygon(s) in {self.source}")
+        if self.ignored:
+            what = ", ".join(f"{n} {k}" for k, n in self.ignored.items())
+            out.append(f"ignored {what} in {self.source}: only polygons are glaciers")
+        return out
 
 
 def ellipsoidal_area_km2(geoms: Sequence[BaseGeometry], crs: str | CRS) -> np.ndarray:
@@ -61,43 +79,92 @@ def ellipsoidal_area_km2(geoms: Sequence[BaseGeometry], crs: str | CRS) -> np.nd
     return np.array([abs(geod.geometry_area_perimeter(g)[0]) / 1e6 for g in lonlat])
 
 
-def check_outlines_readable(path: Path) -> None:
+LAYER_OPTION = "--outlines-layer"  # how a command names the layer of a file of several
+GLACIERS_LAYER = "glaciers"  # the layer of glacier polygons in the GeoPackages written here
+# Layer geometry types that may hold polygons ("Unknown": mixed types, as GeoPackages say).
+_MAY_HOLD_POLYGONS = ("Polygon", "MultiPolygon", "Unknown", "Geometry", "GeometryCollection")
+
+
+def check_outlines_readable(path: Path, layer: str | None = None) -> str | None:
     """Refuse a missing or unreadable outlines file cheaply (its header only), before any
-    long work that would need it."""
+    long work that would need it; the layer to read (None: the file's only one).
+
+    A file of several layers needs `layer`, unless exactly one of them may hold polygons or
+    one is called "glaciers" (GLACIERS_LAYER, as this toolkit's own files name it).
+
+    Raises:
+        InputNotFoundError: no such file.
+        InputError: unreadable; no such layer; several layers that may hold glaciers.
+    """
     import pyogrio
 
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(f"outlines {path}: no such file")
     try:
-        pyogrio.read_info(path)
+        layers = [(str(n), str(t)) for n, t in pyogrio.list_layers(path)]
     except Exception as e:  # pyogrio raises several types for unreadable files
         raise InputError(f"outlines {path}: cannot be read ({str(e).splitlines()[0]})") from None
+    listed = ", ".join(f"{n} ({t})" for n, t in layers)
+    if layer is not None:
+        if layer not in [n for n, _ in layers]:
+            raise InputError(f"{LAYER_OPTION} {layer!r}: outlines {path} have no such layer "
+                             f"(layers: {listed})")
+        return layer
+    if len(layers) <= 1:
+        return None
+    candidates = [n for n, t in layers if t.removesuffix(" Z") in _MAY_HOLD_POLYGONS]
+    if len(candidates) == 1:
+        return candidates[0]
+    if GLACIERS_LAYER in candidates:
+        return GLACIERS_LAYER
+    raise InputError(f"outlines {path} hold {len(layers)} layers ({listed}); name the one "
+                     f"with the glacier polygons with {LAYER_OPTION}")
 
 
-def read_outlines(path: Path, crs: str, id_field: str | None = None) -> Outlines:
-    """Outlines from any file pyogrio reads, in any CRS, reprojected to `crs` and repaired.
+def read_outlines(path: Path, crs: str, id_field: str | None = None,
+                  layer: str | None = None) -> Outlines:
+    """Outlines from any file pyogrio reads, in any CRS, reprojected to `crs` and repaired;
+    from `layer` in a file of several (check_outlines_readable says which may be left out).
 
-    Multipart glaciers and holes (nunataks) are kept as they are.
+    Multipart glaciers and holes (nunataks) are kept as they are. Points, lines and
+    features without geometry are left out and counted (Outlines.ignored).
     """
     import geopandas as gpd
 
-    check_outlines_readable(path)
+    path = Path(path)
+    layer = check_outlines_readable(path, layer)
     try:
-        df = gpd.read_file(path)
+        df = gpd.read_file(path, **({"layer": layer} if layer is not None else {}))
     except Exception as e:  # pyogrio raises several types for unreadable files
         raise InputError(f"outlines {path}: cannot be read ({str(e).splitlines()[0]})") from None
+    where = f"outlines {path}" + (f" (layer {layer})" if layer is not None else "")
     if df.crs is None:
-        raise InputError(f"outlines {path}: has no CRS; set one (e.g. in QGIS) and retry")
-    df = df[df.geometry.notna() & ~df.geometry.is_empty]
-    df = df[df.geom_type.isin(["Polygon", "MultiPolygon"])]
+        raise InputError(f"{where}: has no CRS; set one (e.g. in QGIS) and retry")
+    polygon = df.geometry.notna() & ~df.geometry.is_empty & \
+        df.geom_type.isin(["Polygon", "MultiPolygon"])
+    ignored = _count_kinds(df[~polygon])
+    df = df[polygon]
     if df.empty:
-        raise InputError(f"outlines {path}: holds no polygon")
+        held = ", ".join(f"{n} {k}" for k, n in ignored.items()) or "no feature"
+        raise InputError(f"{where}: holds no polygon ({held})")
     ids, used = _glacier_ids(df, path, id_field)
     df = df.assign(glacier_id=ids)
     df, repaired = _repaired(df.to_crs(crs))
     df = df.assign(area_km2=ellipsoidal_area_km2(df.geometry.values, crs))
-    return Outlines(df.reset_index(drop=True), path, used, repaired)
+    return Outlines(df.reset_index(drop=True), path, used, repaired, ignored, layer)
+
+
+def _count_kinds(df) -> dict[str, int]:
+    """Features by kind, in words: {"point(s)": 3, "line(s)": 1}."""
+    kinds: dict[str, int] = {}
+    for g in df.geometry:
+        t = "feature(s) without geometry" if g is None or g.is_empty else {
+            "Point": "point(s)", "MultiPoint": "point(s)", "LineString": "line(s)",
+            "MultiLineString": "line(s)", "LinearRing": "line(s)"}.get(g.geom_type,
+                                                                       "other shape(s)")
+        kinds[t] = kinds.get(t, 0) + 1
+    return kinds
 
 
 def _glacier_ids(df, path: Path, id_field: str | None) -> tuple[list[str], str | None]:

@@ -66,7 +66,8 @@ class EEOptions:
 def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig,
                   options: EEOptions = EEOptions(), *, client: EarthEngineClient | None = None,
                   project: str | None = None, outlines_path: Path | None = None,
-                  force: bool = False, name: str | None = None, wait: bool = False,
+                  outlines_layer: str | None = None, force: bool = False,
+                  name: str | None = None, wait: bool = False,
                   quiet: bool = False, echo: Callable[[str], None] = print) -> ExportDir:
     """The Earth Engine recipe for one region and year; rerunning resumes."""
     from gee_export.earthengine import batch
@@ -74,7 +75,7 @@ def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig,
     name = name or product_name(region.name, cfg.year)
     with output_lock(Path(workspace) / EXPORTS_DIR / name, wait, echo):
         client = client or EarthEngineClient.connect(project)
-        job = EEJob.prepare(client, region, cfg, outlines_path, options, echo)
+        job = EEJob.prepare(client, region, cfg, outlines_path, options, echo, outlines_layer)
         exp = job.open(Path(workspace), name, force, echo)
         if exp.manifest.get("complete") and not exp.reopen_broken(echo):
             echo(f"export {exp.path} is complete; nothing to do")
@@ -108,14 +109,15 @@ class EEJob:
     @classmethod
     def prepare(cls, client: EarthEngineClient, region: Region, cfg: RecipeConfig,
                 outlines_path: Path | None, options: EEOptions,
-                echo: Callable[[str], None]) -> "EEJob":
+                echo: Callable[[str], None], outlines_layer: str | None = None) -> "EEJob":
         """The outlines (the user's, else GLIMS from the catalogue) and the cells near them."""
         if outlines_path:
-            outl = read_outlines(outlines_path, region.crs).split_by_area(
+            outl = read_outlines(outlines_path, region.crs, layer=outlines_layer).split_by_area(
                 cfg.min_outline_area_km2)[0]
-            if outl.repaired:
-                echo(f"repaired {outl.repaired} invalid outline polygon(s) in {outl.path}")
-            outlines, source = outl.frame, f"{Path(outlines_path).name}"
+            for line in outl.notes():
+                echo(line)
+            outlines, source = outl.frame, Path(outlines_path).name + (
+                f" (layer {outl.layer})" if outl.layer else "")
         else:
             echo(f"no --outlines: fetching GLIMS over {region.name}")
             outlines = fetch_glims(client, region, cfg.year, options.retry)

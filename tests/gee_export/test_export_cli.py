@@ -236,3 +236,28 @@ def test_partial_files_left_by_a_kill_are_cleaned_by_the_next_run(demo_export, t
                      "--cell-size", 256, "--workspace", ws, "--quiet"])
     assert f"removed 2 unfinished file(s) an interrupted run left in {exp}" in res.output
     assert "nothing to do" in res.output and not any(p.exists() for p in left)
+
+
+def test_outlines_layer_chooses_among_several(tmp_path, cli):
+    import geopandas as gpd
+    from shapely.geometry import Point, box
+
+    from gee_export.common.vectors import write_gpkg_layers
+    from gee_export.demo import demo_region
+
+    g = demo_region(512).grid
+    x, y = g.x0 + 1000, g.y0 - 1000
+    inv = tmp_path / "inventory.gpkg"
+    write_gpkg_layers({"a": gpd.GeoDataFrame(geometry=[box(x, y - 500, x + 500, y)], crs=g.crs),
+                       "b": gpd.GeoDataFrame(geometry=[box(x, y - 500, x + 500, y), Point(x, y)],
+                                             crs=g.crs)}, inv)
+    args = ["export", "--region", "demo", "--year", "2018", "--demo-size", "512", "--dry-run",
+            "--workspace", str(tmp_path), "--outlines", str(inv)]
+    res = CliRunner().invoke(prep, args)
+    assert res.exit_code == 1 and res.output.strip().splitlines() == [
+        f"Error: outlines {inv} hold 2 layers (a (Polygon), b (Unknown)); name the one with "
+        "the glacier polygons with --outlines-layer"]
+    res = cli(prep, args + ["--outlines-layer", "b"])
+    assert '"outlines": "inventory.gpkg buffered by 1000 m"' in res.output
+    res = CliRunner().invoke(prep, args + ["--outlines-layer", "c"])
+    assert res.exit_code == 1 and "--outlines-layer 'c': outlines" in res.output

@@ -385,3 +385,33 @@ def test_verify_refuses_tiles_whose_inputs_changed(tmp_path):
                                            r"\(outlines_sha256\).*prep tile --force"):
         verify_tiles(ws, **QUIET)
     assert json.loads((out / "manifest.json").read_text()) == before
+
+
+def test_outlines_of_several_layers_and_stray_points(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    from gee_export.common.vectors import write_gpkg_layers
+    from tiling.tiles import verify_tiles
+
+    ws, exp = make_export(tmp_path, [box(GRID.x0 + 100, GRID.y0 - 2000, GRID.x0 + 2000,
+                                         GRID.y0 - 100)])
+    glacier = box(GRID.x0 + 300, GRID.y0 - 1500, GRID.x0 + 1500, GRID.y0 - 300)
+    inv = tmp_path / "inventory.gpkg"
+    write_gpkg_layers({"old": gpd.GeoDataFrame(geometry=[glacier.buffer(200)], crs=CRS),
+                       "new": gpd.GeoDataFrame(geometry=[glacier, Point(GRID.x0 + 50,
+                                                                        GRID.y0 - 50)],
+                                               crs=CRS)}, inv)
+    cfg = TileConfig(size=64, split="random", min_area_km2=0)
+    with pytest.raises(InputError, match=r"hold 2 layers \(old \(Polygon\), new \(Unknown\)\)"):
+        make_tiles(exp, ws, cfg, inv, **QUIET)
+    said = []
+    out = make_tiles(exp, ws, cfg, inv, echo=said.append, quiet=True, outlines_layer="new")
+    assert f"ignored 1 point(s) in {inv} (layer new): only polygons are glaciers" in said
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["parameters"]["outlines_layer"] == "new" and m["outlines"]["layer"] == "new"
+    assert m["outlines"]["ignored"] == {"point(s)": 1}
+    assert m["outlines"]["area_km2"] == pytest.approx(1.2 * 1.2, rel=1e-3)  # the new layer's
+    said.clear()
+    verify_tiles(ws, echo=said.append, quiet=True)  # with the layer the set was cut from
+    assert said[-1].endswith("files match their checksums; nothing to do")

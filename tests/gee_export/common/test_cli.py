@@ -62,6 +62,9 @@ CASES = [
     ("prep tile", "--export {exp} --workers many", "--workers"),
     ("prep tile", "--export {empty}", "{empty}"),
     ("prep tile", "--export {exp} --outlines {text} --name other", "{text}"),
+    ("prep tile", "--export {exp} --outlines-layer nope --name other-layer",
+     "--outlines-layer 'nope'"),
+    ("prep tile", "--verify --size 64", "--size"),
     ("prep status", "--export {empty}", "{empty}"),
     ("prep pull", "--export {exp} --from-dir {text}", "--from-dir"),
     # train run
