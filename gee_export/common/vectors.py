@@ -17,7 +17,9 @@ def write_gpkg(df: GeoDataFrame, path: Path, layer: str) -> None:
 
 
 def write_gpkg_layers(layers: dict, path: Path) -> None:
-    """Write several layers (name -> GeoDataFrame) into one GeoPackage, atomically."""
+    """Write several layers (name -> GeoDataFrame) into one GeoPackage, atomically, in the
+    given order: GDAL lists them so, and readers that name no layer get the first one (with
+    a warning from pyogrio), so put the layer users want first."""
     with atomic_output(path) as tmp:
         for i, (name, df) in enumerate(layers.items()):
             df.to_file(tmp, driver="GPKG", layer=name, mode="w" if i == 0 else "a")

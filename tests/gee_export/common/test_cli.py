@@ -185,6 +185,17 @@ def test_negative_numbers_are_still_values():
     assert "--crs" in res.output and "needs a value" not in res.output, res.output
 
 
+def test_glaciers_gpkg_lists_the_glacier_polygons_first(places):
+    """Readers that name no layer of glaciers.gpkg get its first: the predicted glaciers."""
+    import pyogrio
+
+    from gee_export.common.outlines import check_outlines_readable
+
+    path = Path(places["pred"]) / "glaciers.gpkg"
+    assert [n for n, _ in pyogrio.list_layers(path)] == ["glaciers", "by_glacier"]
+    assert check_outlines_readable(path) == "glaciers"  # as an inventory, without a warning
+
+
 def test_version_and_help_cite_only_what_ships():
     from gee_export.common.layout import package_version
 
