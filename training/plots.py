@@ -34,7 +34,12 @@ def plot_curves(metrics_csv: Path, out: Path) -> None:
 @torch.no_grad()
 def plot_samples(model: torch.nn.Module, ds: TileDataset, device: torch.device, out: Path,
                  n: int = 4) -> None:
-    """RGB (or the first band), reference and prediction for the val tiles richest in ice."""
+    """RGB (or the first band), reference and prediction for the val tiles richest in ice,
+    with a legend of the classes."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    cmap = ListedColormap(SAMPLE_COLORS)
     frac = []
     for i in range(len(ds)):
         _, lbl = ds.load(i)
@@ -52,15 +57,24 @@ def plot_samples(model: torch.nn.Module, ds: TileDataset, device: torch.device, 
         else:
             show = img[0]
         row[0].imshow(show)
-        row[1].imshow(np.ma.masked_equal(lbl, 255), vmin=0, vmax=1, cmap="Blues")
-        row[2].imshow(np.where(lbl == 255, np.nan, pred), vmin=0, vmax=1, cmap="Blues")
+        for a, classes in ((row[1], lbl), (row[2], np.where(lbl == 255, 255, pred))):
+            a.imshow(np.where(classes == 255, 2, classes), cmap=cmap, vmin=0, vmax=2,
+                     interpolation="nearest")
         row[0].set_title(f"{ds.ids[i]} ({'RGB' if rgb else bands[0]})")
         row[1].set_title("reference")
         row[2].set_title("prediction")
         for a in row:
             a.axis("off")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.6 / (3 * len(pick)), 1, 1))
+    fig.legend(handles=[Patch(facecolor=c, edgecolor="#808080", label=n)
+                        for c, n in zip(SAMPLE_COLORS, SAMPLE_CLASSES)],
+               loc="lower center", ncol=3, fontsize=8, frameon=False)
     save_png(fig, out)
+
+
+# samples.png: the reference and prediction classes, and the ignored pixels of the labels.
+SAMPLE_CLASSES = ("background", "glacier", "ignored: no data or glacier under --min-area")
+SAMPLE_COLORS = ("#f7fbff", "#2171b5", "#bdbdbd")
 
 
 def change_png(path: Path, ref: Outlines, per_year: list, table: list[dict], largest: int = 5,
