@@ -138,6 +138,14 @@ class TileDataset(Dataset):
         return img.contiguous(), lbl.contiguous()
 
 
+def loader_worker_init(worker_id: int) -> None:
+    """A loader worker exits with its training process, however that dies (kill -9
+    included), at once instead of at the next check of torch's watchdog (up to 5 s)."""
+    from gee_export.common.workers import die_with_parent
+
+    die_with_parent()
+
+
 class GlobalBatches:
     """Batch sampler: the same global batches whatever the number of processes.
 

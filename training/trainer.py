@@ -44,7 +44,7 @@ from gee_export.common.locks import output_lock
 from gee_export.common.tile_index import tiles_id
 from gee_export.common.workers import cpu_workers
 
-from .data import GlobalBatches, NormStats, TileDataset
+from .data import GlobalBatches, NormStats, TileDataset, loader_worker_init
 from .losses import dice_ce_loss, loss_from_sums, loss_sums
 from .metrics import confusion, scores
 from .models import build_model, count_parameters
@@ -327,7 +327,8 @@ def _loaders(run: _Run, workers: int):
     # Each loader draws its workers' base seed from its own generator, not from the global
     # RNG that dropout uses: the weights are then the same with or without loader workers.
     kw = dict(num_workers=workers, pin_memory=run.device.type == "cuda",
-              persistent_workers=workers > 0, generator=torch.Generator().manual_seed(cfg.seed))
+              persistent_workers=workers > 0, generator=torch.Generator().manual_seed(cfg.seed),
+              worker_init_fn=loader_worker_init if workers > 0 else None)
     batches = GlobalBatches(len(run.train_ds), cfg.batch_size, cfg.seed, True, procs.rank,
                             procs.world)
     val_idx = list(range(procs.rank, len(run.val_ds), procs.world))  # each tile once overall
