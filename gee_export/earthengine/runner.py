@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from gee_export.common.atomic import clean_partials
 from gee_export.common.bands import BAND_NAMES
 from gee_export.common.errors import InputError, ServiceError, StateError
 from gee_export.common.grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region, coarse_cell, coarse_grid
@@ -74,6 +75,7 @@ def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig,
 
     name = name or product_name(region.name, cfg.year)
     with output_lock(Path(workspace) / EXPORTS_DIR / name, wait, echo):
+        clean_partials(Path(workspace) / EXPORTS_DIR / name, echo)
         client = client or EarthEngineClient.connect(project)
         job = EEJob.prepare(client, region, cfg, outlines_path, options, echo, outlines_layer)
         exp = job.open(Path(workspace), name, force, echo)

@@ -64,8 +64,13 @@ def test_one_request_per_cell_on_its_grid_and_a_rerun_sends_nothing(tmp_path, do
     masked = [c["glacier_pixels_masked"]["all_scenes"] for c in exp.cells.values()]
     assert any(v is not None and 0 <= v < 1 for v in masked)
     n_pixels, n_values = len(double.pixel_calls), len(double.value_calls)
-    _run(tmp_path, double, outlines)
+    left = exp.stack_dir / ".r000c001.4242.partial.tif"  # from a run killed with SIGKILL
+    left.write_bytes(b"half a cell")
+    said = []
+    _run(tmp_path, double, outlines, echo=said.append)
     assert (len(double.pixel_calls), len(double.value_calls)) == (n_pixels, n_values)
+    assert not left.exists() and said[0] == (f"removed 1 unfinished file(s) an interrupted run "
+                                             f"left in {exp.path}")
 
 
 def test_a_cell_out_of_memory_is_split_and_reassembled(tmp_path, double, outlines, catalogue):
