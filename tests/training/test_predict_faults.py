@@ -269,3 +269,17 @@ def test_a_full_disk_while_compressing_says_so_and_the_rerun_finishes(
         np.testing.assert_array_equal(_read(out / "probability.tif"), reference)
     finally:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def test_the_command_line_takes_the_training_export_too(tiny_run, tmp_path, cli):
+    from gee_export.common.cli import train
+
+    _, run = tiny_run
+    ck = tmp_path / "runs" / "moved" / "best.pt"
+    ck.parent.mkdir(parents=True)
+    shutil.copy(run / "best.pt", ck)
+    _export_manifest(tmp_path, "demo-2020", "demo", 2020)  # the newest, but another year
+    res = cli(train, ["predict", "--checkpoint", ck, "--workspace", tmp_path], ok=False)
+    assert res.exit_code == 1 and res.output.startswith(
+        "Error: --export not given: the model was trained on demo 2018, and no complete "
+        "export holds it"), res.output
