@@ -128,6 +128,22 @@ class RecipeConfig:
         return replace(self, **kw)
 
 
+def started_before_season_end(manifest: dict, today: date) -> str | None:
+    """A one-line note for a complete export that was started before the end of its season
+    (RecipeConfig.incomplete_season warned then) now that the season is over: it lacks the
+    scenes acquired after it was made. None otherwise."""
+    recipe, started = manifest.get("recipe") or {}, str(manifest.get("created_at") or "")[:10]
+    dates = [d[1] for d in (recipe.get("s1_dates"), recipe.get("s2_dates")) if d]
+    if not dates or not started:
+        return None
+    end = max(dates)
+    if not started < end <= today.isoformat():
+        return None
+    return (f"note: this export was started on {started}, before its season ended on {end}: "
+            "it lacks the scenes acquired since; rerun with --force to make it with the whole "
+            "season")
+
+
 def _dated(year: int, month_day: str) -> str:
     try:
         return date.fromisoformat(f"{year}-{month_day}").isoformat()

@@ -39,7 +39,7 @@ from gee_export.export import (
     record_truth_outlines,
 )
 from gee_export.local import LocalRecipe, LocalSources, OffsetHistogram, PercentileAccumulator
-from gee_export.stack import ExportDir, write_cell_tif
+from gee_export.stack import ExportDir, nothing_to_do, write_cell_tif
 
 CELLS_PER_TASK = 4  # neighbouring cells one worker does in a row (shared source blocks)
 WORKER_CACHE_MB = 64  # GDAL block cache per worker: the source blocks a run of cells shares
@@ -64,13 +64,13 @@ def run_local_export(workspace: Path, region: Region, cfg: RecipeConfig, source_
     job = _LocalJob.prepare(region, cfg, Path(source_dir), outlines_path, options, echo)
     done = None if force else job.finished(Path(workspace), name)
     if done is not None:  # found without the lock: a read-only workspace reruns too
-        echo(f"export {done.path} is complete; nothing to do")
+        nothing_to_do(done, echo)
         return done
     with output_lock(Path(workspace) / EXPORTS_DIR / name, wait, echo):
         clean_partials(Path(workspace) / EXPORTS_DIR / name, echo)
         exp = job.open(Path(workspace), name, force, echo)
         if exp.manifest.get("complete") and not exp.reopen_broken(echo):
-            echo(f"export {exp.path} is complete; nothing to do")
+            nothing_to_do(exp, echo)
             return exp
         job.record(exp)
         echo(job.plan.describe())

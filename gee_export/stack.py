@@ -234,6 +234,19 @@ class ExportDir:
         self.save()
 
 
+def nothing_to_do(exp: ExportDir, echo: Callable[[str], None]) -> None:
+    """Say that a complete export is reused as it is, and when it was started before the end
+    of its season, that it lacks the later scenes."""
+    from datetime import date
+
+    from gee_export.config import started_before_season_end
+
+    echo(f"export {exp.path} is complete; nothing to do")
+    note = started_before_season_end(exp.manifest, date.today())
+    if note:
+        echo(note)
+
+
 def _on_grid(path: Path, grid: ExportGrid, cell: Cell) -> bool:
     """Whether a cell file opens with the cell's size, transform and band count in the
     grid's CRS."""

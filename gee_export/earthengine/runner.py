@@ -28,7 +28,7 @@ from gee_export.earthengine.client import EarthEngineClient, Retry, TooBig
 from gee_export.earthengine.recipe import export_image_for
 from gee_export.export import Plan, ensure_normalization, plan_cells, record_outlines
 from gee_export.local import OffsetHistogram, PercentileAccumulator
-from gee_export.stack import ExportDir, write_cell_tif
+from gee_export.stack import ExportDir, nothing_to_do, write_cell_tif
 
 if TYPE_CHECKING:
     import ee
@@ -80,7 +80,7 @@ def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig,
         job = EEJob.prepare(client, region, cfg, outlines_path, options, echo, outlines_layer)
         exp = job.open(Path(workspace), name, force, echo)
         if exp.manifest.get("complete") and not exp.reopen_broken(echo):
-            echo(f"export {exp.path} is complete; nothing to do")
+            nothing_to_do(exp, echo)
             return exp
         job.record(exp)
         echo(job.plan.describe())

@@ -158,6 +158,36 @@ def test_a_season_still_in_progress_is_said_in_one_line(tmp_path, monkeypatch, c
     assert "season" not in res.output
 
 
+def test_an_export_started_before_its_season_ended_says_so_when_reused(demo_export, tmp_path,
+                                                                       cli):
+    import json
+    import shutil
+    from datetime import date
+
+    from gee_export.common.cli import prep
+    from gee_export.config import started_before_season_end
+
+    m = {"recipe": RecipeConfig(2018).to_dict(), "created_at": "2018-08-15T10:00:00+00:00"}
+    assert started_before_season_end(m, date(2018, 9, 30)) is None  # still in it: warned then
+    assert "started on 2018-08-15, before its season ended on 2018-10-01" in \
+        started_before_season_end(m, date(2018, 10, 1))
+    assert started_before_season_end(dict(m, created_at="2018-10-01T00:00:00+00:00"),
+                                     date(2019, 1, 1)) is None
+    ws = tmp_path / "ws"
+    shutil.copytree(demo_export[0], ws, ignore=shutil.ignore_patterns("tiles", "runs",
+                                                                      "predictions"))
+    mf = ws / "exports" / "demo-2018" / "export.json"
+    args = ["export", "--region", "demo", "--year", 2018, "--demo-size", 512, "--cell-size",
+            256, "--workspace", ws, "--quiet"]
+    assert "season" not in cli(prep, args).output
+    mf.write_text(json.dumps(dict(json.loads(mf.read_text()), created_at=m["created_at"])))
+    out = cli(prep, args).output.splitlines()
+    assert out[-2].endswith("is complete; nothing to do")
+    assert out[-1] == ("note: this export was started on 2018-08-15, before its season ended "
+                       "on 2018-10-01: it lacks the scenes acquired since; rerun with --force "
+                       "to make it with the whole season")
+
+
 def test_s1_window_widens_after_sentinel_1b():
     assert RecipeConfig(2019).s1_dates == ("2019-07-01", "2019-08-01")
     assert RecipeConfig(2023).s1_dates == ("2023-06-15", "2023-08-16")
