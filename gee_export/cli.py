@@ -310,9 +310,14 @@ def pull(export_dir, from_dir, project, wait, workspace):
     from gee_export.common.locks import output_lock
     from gee_export.earthengine.batch import pull_cells
     from gee_export.earthengine.client import EarthEngineClient
+    from gee_export.stack import ExportDir
 
     exp = _export_dir(resolve_workspace(workspace), export_dir)
+    if exp.manifest.get("complete"):  # read without the lock: a read-only workspace too
+        click.echo(f"export {exp.path} is complete; nothing to pull")
+        return
     with output_lock(exp.path, wait, click.echo):
+        exp = ExportDir.open(exp.path)  # as the holder of the lock left it
         if exp.manifest.get("complete"):
             click.echo(f"export {exp.path} is complete; nothing to pull")
             return

@@ -22,12 +22,14 @@ def _reads(ws: Path) -> dict[str, str]:
     exp = ws / "exports" / "demo-2018"
     out = {}
     for what, args in (("export", EXPORT), ("status", ["status", "--export", str(exp)]),
+                       ("pull", ["pull", "--export", str(exp)]),
                        ("tile", TILE + ["--export", str(exp)]),
                        ("verify", ["tile", "--verify", "--quiet"])):
         res = CliRunner().invoke(prep, args + ["--workspace", str(ws)])
         assert res.exit_code == 0, f"{what}: {res.output}"
         out[what] = res.output
     assert "nothing to do" in out["export"] and "complete, " in out["status"]
+    assert "nothing to pull" in out["pull"]
     assert "nothing to do" in out["tile"] and "files match their checksums" in out["verify"]
     return out
 
