@@ -18,6 +18,7 @@ from gee_export.common.errors import InputError, StateError
 from gee_export.common.grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region
 from gee_export.common.layout import (
     DEM_SOURCE_DIR,
+    EXPORT_MANIFEST,
     EXPORTS_DIR,
     SOURCES_MANIFEST,
     file_sha256,
@@ -43,6 +44,9 @@ from gee_export.stack import ExportDir, nothing_to_do, write_cell_tif
 
 CELLS_PER_TASK = 4  # neighbouring cells one worker does in a row (shared source blocks)
 WORKER_CACHE_MB = 64  # GDAL block cache per worker: the source blocks a run of cells shares
+# Exports made before sources were identified by their whole content used the checksum of
+# the first 4 MiB of each.
+EARLIER_PREFIX = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -137,10 +141,20 @@ class _LocalJob:
             exp = ExportDir.open(exp_dir)
         except InputError:
             return None
-        if exp.manifest.get("complete") and \
-                exp.manifest.get("parameters") == as_stored(self.parameters(inputs)) and \
+        same = (as_stored(self.parameters(inputs)), self.earlier_parameters(exp_dir))
+        if exp.manifest.get("complete") and exp.manifest.get("parameters") in same and \
                 not exp.broken_cells() and not has_partials(exp_dir):
             return exp
+        return None
+
+    def earlier_parameters(self, exp_dir: Path) -> dict | None:
+        """For an export made before sources were identified by their whole content (it
+        records no input_files): its parameters as they were then, with the checksums of each
+        source's first 4 MiB. Such an export is resumed, not refused, and upgraded."""
+        if (exp_dir / EXPORT_MANIFEST).is_file() and not _recorded_inputs(exp_dir):
+            return as_stored(self.parameters(
+                {f.name: {"sha256": file_sha256(f, EARLIER_PREFIX)}
+                 for f in self.sources.all_files()}))
         return None
 
     def open(self, workspace: Path, name: str, force: bool, echo) -> ExportDir:
@@ -154,7 +168,8 @@ class _LocalJob:
                   "images": self.recipe.report(), "input_files": inputs,
                   **self._synthetic_truth()}
         return ExportDir.open_or_create(workspace, name, self.parameters(inputs), fields, force,
-                                        echo)
+                                        echo, self.earlier_parameters(exp_dir),
+                                        {"input_files": inputs})
 
     def _synthetic_truth(self) -> dict:
         """The demo generator's truth (glacier areas of the year), carried into export.json."""

@@ -106,13 +106,15 @@ class ExportDir:
     # -- creation and reopening ---------------------------------------------------------------
     @classmethod
     def open_or_create(cls, workspace: Path, name: str, parameters: dict, fields: dict,
-                       force: bool = False, echo: Callable[[str], None] = print
+                       force: bool = False, echo: Callable[[str], None] = print,
+                       earlier: dict | None = None, upgrade: dict | None = None
                        ) -> "ExportDir":
         """Reopen an export with the same parameters (resume) or start a new one.
 
         An export made with other parameters is replaced with --force, or without it when it
         never finished a cell (nothing would be lost); otherwise the changed parameters are
-        named.
+        named. One recorded with `earlier`, the same parameters as an older version wrote
+        them, is reopened and its record upgraded to `parameters` and the `upgrade` fields.
         """
         path = Path(workspace) / EXPORTS_DIR / name
         parameters = as_stored(parameters)
@@ -121,6 +123,10 @@ class ExportDir:
             old = read_manifest(mf, "export")
             if old.get("parameters") == parameters:
                 return cls(path, old)
+            if earlier is not None and old.get("parameters") == as_stored(earlier):
+                d = cls(path, {**old, **(upgrade or {}), "parameters": parameters})
+                d.save()
+                return d
             finished = list((path / STACK_DIR).glob("*.tif"))
             if old.get("complete") or finished:
                 changed = sorted(k for k in set(parameters) | set(old.get("parameters", {}))

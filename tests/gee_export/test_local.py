@@ -481,3 +481,40 @@ def test_an_edited_source_is_noticed_by_the_rerun(demo_export, tmp_path, cli):
     s1.write_bytes(bytes(raw))
     res = CliRunner().invoke(prep, args)
     assert res.exit_code == 1 and "other parameters (inputs)" in res.output, res.output
+
+
+def test_an_export_identified_by_4_mib_checksums_is_resumed_and_upgraded(demo_export,
+                                                                         tmp_path, cli,
+                                                                         monkeypatch):
+    """Exports made before whole-file identities are not refused as 'other parameters'."""
+    import json
+    import shutil
+
+    from gee_export import local_export
+    from gee_export.common.cli import prep
+    from gee_export.common.layout import file_sha256
+
+    monkeypatch.setattr(local_export, "EARLIER_PREFIX", 1024)  # the demo's files are small
+
+    ws = tmp_path / "ws"
+    shutil.copytree(demo_export[0], ws, ignore=shutil.ignore_patterns("tiles", "runs",
+                                                                      "predictions"))
+    exp = ws / "exports" / "demo-2018"
+    m = json.loads((exp / "export.json").read_text())
+    sources = next((ws / "sources").iterdir())
+    m["parameters"]["inputs"] = {n: file_sha256(sources / n, 1024)
+                                 for n in m["parameters"]["inputs"]}
+    del m["input_files"]
+    (exp / "export.json").write_text(json.dumps(m))
+    args = ["export", "--region", "demo", "--year", 2018, "--demo-size", 512, "--cell-size",
+            256, "--workspace", ws, "--quiet"]
+    with monkeypatch.context() as mp:  # a no-op, so without the lock (read-only workspaces)
+        mp.setattr(local_export, "output_lock", lambda *a, **kw: pytest.fail("locked"))
+        assert "nothing to do" in cli(prep, args).output
+    sorted((exp / "stack").glob("*.tif"))[0].unlink()
+    assert "exporting them again" in cli(prep, args).output
+    upgraded = json.loads((exp / "export.json").read_text())
+    assert upgraded["complete"] and set(upgraded["input_files"]) == set(m["parameters"]["inputs"])
+    assert upgraded["parameters"]["inputs"] == {n: r["sha256"] for n, r in
+                                                upgraded["input_files"].items()}
+    assert "nothing to do" in cli(prep, args).output
