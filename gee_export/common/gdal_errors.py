@@ -13,7 +13,7 @@ import shutil
 from collections import deque
 from pathlib import Path
 
-NO_SPACE_TEXTS = ("no space left on device", "disk full", "not enough space")
+NO_SPACE_TEXTS = ("no space left on device", "not enough space on the disk")  # POSIX, Windows
 _MESSAGES: deque[str] = deque(maxlen=50)
 _HANDLER = None  # the ctypes callback, kept alive while libtiff holds it
 

@@ -47,3 +47,20 @@ def test_a_full_disk_is_one_line_naming_the_file(demo_export, tmp_path, small, s
     assert res.stderr.count("\n") == 1, res.stderr
     assert res.stderr.startswith(f"Error: cannot write {tmp_path}/")
     assert res.stderr.rstrip().endswith(".tif: no space left on device")
+
+
+def test_a_full_disk_no_file_is_named_for_names_the_workspace(tmp_path):
+    """GDAL's last error may not say why ("TIFFAppendToStrip:Write error at scanline 0"):
+    libtiff's kept lines do, and the line names the workspace."""
+    from gee_export.common import gdal_errors
+    from gee_export.common.cli import failure_line
+
+    gdal_errors.clear_messages()
+    error = RuntimeError("TIFFAppendToStrip:Write error at scanline 0")
+    assert failure_line(error, tmp_path).startswith("unexpected RuntimeError")
+    gdal_errors._MESSAGES.append("_tiffWriteProc: No space left on device")
+    try:
+        assert failure_line(error, tmp_path) == (f"cannot write under {tmp_path}: no space "
+                                                 "left on device")
+    finally:
+        gdal_errors.clear_messages()
