@@ -38,6 +38,7 @@ from gee_export.common.layout import (
     base_manifest,
     check_files,
     describe_problems,
+    export_identity,
     file_record,
     file_sha256,
     now_iso,
@@ -181,17 +182,6 @@ class TileInputs:
         return (str(self.export_dir / STACK_VRT), self.outlines.geometries,
                 self.small.geometries, SMALL_GLACIER_LABELS[cfg.small_glaciers],
                 self.grid.transform, str(out))
-
-
-def export_identity(export: dict) -> str:
-    """What identifies one export: its parameters and when it was created. Resuming or
-    repairing it keeps both; replacing it (--force, other parameters) changes them."""
-    import hashlib
-    import json
-
-    key = json.dumps([export.get("parameters"), export.get("created_at")], sort_keys=True,
-                     default=str)
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 # -- the command --------------------------------------------------------------------------------

@@ -177,6 +177,16 @@ def write_manifest(path: Path, manifest: dict) -> None:
     write_json(path, manifest)
 
 
+def export_identity(export: dict) -> str:
+    """What identifies one export, from its manifest: its parameters and when it was created.
+    Resuming or repairing it (a cell made again with the same options) keeps both; replacing
+    it (--force, other parameters) changes them. Products made from an export record this,
+    not its completion time, which a repair changes."""
+    key = json.dumps([export.get("parameters"), export.get("created_at")], sort_keys=True,
+                     default=str)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def require_complete(path: Path, kind: str, what: str) -> dict:
     """The manifest of an upstream product that must be complete before this stage runs."""
     m = read_manifest(path, kind)
