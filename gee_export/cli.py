@@ -187,7 +187,10 @@ def _dry_run(reg, outlines: Path | None, source_dir: Path | None, buffer_m: floa
 
         frame, source = demo_outlines_frame(DemoScene(size=reg.grid.width)), "the demo's outlines"
     elif path is not None and Path(path).is_file():
-        frame, source = read_outlines(path, reg.crs, layer=layer).frame, Path(path).name
+        outlines = read_outlines(path, reg.crs, layer=layer)
+        for line in outlines.notes():
+            click.echo(line)
+        frame, source = outlines.frame, Path(path).name
     else:
         frame, source = None, ""
     plan = plan_cells(reg, frame, buffer_m, cell_size,

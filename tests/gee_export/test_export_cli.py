@@ -259,5 +259,6 @@ def test_outlines_layer_chooses_among_several(tmp_path, cli):
         "the glacier polygons with --outlines-layer"]
     res = cli(prep, args + ["--outlines-layer", "b"])
     assert '"outlines": "inventory.gpkg buffered by 1000 m"' in res.output
+    assert f"ignored 1 point(s) in {inv} (layer b): only polygons are glaciers" in res.output
     res = CliRunner().invoke(prep, args + ["--outlines-layer", "c"])
     assert res.exit_code == 1 and "--outlines-layer 'c': outlines" in res.output
