@@ -547,12 +547,13 @@ class _PredictJob:
             try:
                 bad = [c0 for c0 in done if sums.get(str(c0)) != _band_sha256(
                     raw, c0, c0 + self.cfg.band_width)]
+                if not bad:
+                    return
+                why = f"column bands from column {', '.join(map(str, bad[:3]))} differ"
             except Exception:  # unreadable: GDAL's errors are of many kinds
-                bad = ["all (unreadable)"]
-            if not bad:
-                return
-            echo(f"note: {raw} does not hold the column bands it recorded as done (from "
-                 f"column {', '.join(map(str, bad[:3]))}); predicting them again")
+                why = "it cannot be read"
+            echo(f"note: {raw} does not hold what it recorded as done ({why}); predicting "
+                 "them again")
         raw.unlink(missing_ok=True)
         manifest["bands_done"], manifest["bands_sha256"] = [], {}
 
