@@ -1,27 +1,17 @@
-"""`train change`: each glacier's area, year by year, and its trend with bounds.
+"""`train change`: each glacier's area, year by year, with a 1-sigma uncertainty, and its
+rate of change with a 90 % confidence interval.
 
-Method. One prediction per year (`train predict`, resumable). Every pixel within the zone
-buffer of a reference glacier belongs to the nearest one (training/zones.py), so touching
-glaciers are measured apart and a glacier that advances beyond its reference outline keeps
-its ice. A glacier's area in a year is its predicted ice over the pixels with data, made
-ellipsoidal by the ratio of its reference outline's ellipsoidal to planar area.
-
-Bounds. For each year, a low and a high area: with --tta, the pixels whose mean probability
-minus (plus) its spread over the 8 views reaches the threshold; without, the threshold raised
-(lowered) by BOUNDS_MARGIN. The trend is the least-squares slope of area against year; its
-bounds are the smallest and largest least-squares slopes of any series that stays within
-every year's [low, high] (the slope is linear in the areas, so each bound puts every year at
-one end of its interval). They cover the model's uncertainty at the ice edge, not errors it
-makes with confidence: seasonal snow taken for ice, debris-covered ice missed, or a scene
-unlike the training year.
+The method is stated once, in _METHOD, _UNCERTAINTY and _TOTAL below and in trend.METHOD;
+change.json carries these texts, so a result says how it was made.
 """
 from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -42,6 +32,8 @@ from gee_export.common.layout import (
 )
 from gee_export.common.locks import output_lock
 
+from .trend import METHOD as RATE_METHOD
+from .trend import RateFit, wls_rate
 from .zones import ZONE_BUFFER_M, ZoneCounts, ZoneRaster, blocks, dissolve, ellipsoidal_ratios, zone_polygons
 
 if TYPE_CHECKING:
@@ -49,14 +41,45 @@ if TYPE_CHECKING:
 
     from .predict import PredictConfig
 
-BOUNDS_MARGIN = 0.1  # without --tta: bounds at threshold -/+ this
+BOUNDS_MARGIN = 0.1  # without --tta: the edge envelope at threshold -/+ this
+SIGMA_FLOOR_KM2 = 1e-4  # one 10 m pixel: the least a year's area is known to
+COVERAGE_MIN_KM2 = 0.1  # the truth check judges the intervals of glaciers larger than this
 RULES = ("ice", "low", "high")
+MIN_OBSERVED = 0.9  # a glacier seen over less of its outline gets no area that year
+# The pixel staircase of a traced outline is 4/pi times as long as the smooth line it follows
+# (averaged over orientations), so the buffer method takes pi/4 of its length.
+STAIRCASE_TO_LINE = math.pi / 4
+UNIFORM_SIGMA = 1 / math.sqrt(12)  # sd of a share uniform on [0, 1]: an unseen part's ice
+
+_METHOD = (
+    "One prediction per year and model (train predict); several checkpoints (--checkpoint "
+    "repeated, e.g. the same recipe with other seeds) make an ensemble. Every pixel within "
+    "the zone buffer of a reference glacier belongs to the nearest one, so touching glaciers "
+    "are measured apart and a glacier that advances beyond its reference outline keeps its "
+    "ice. A glacier's area in a year is the ensemble's mean predicted ice over the pixels with "
+    "data, made ellipsoidal by its reference outline's ellipsoidal/planar ratio. A glacier "
+    "seen over less than min_observed of its reference outline gets no area that year and the "
+    "year is left out of its fit; a smaller unseen part is filled at the ice density of the "
+    "part seen.")
+_UNCERTAINTY = (
+    "1 sigma per glacier and year from three independent terms added in quadrature: model "
+    "(the ensemble's standard deviation; with --tta, half the difference between the areas "
+    "at mean -/+ spread; none with one checkpoint without --tta), boundary (the buffer method "
+    "of Paul et al. 2013: the predicted outline's length, taken as pi/4 of its pixel "
+    "staircase, times half a pixel) and unobserved (the unseen part of the reference outline, "
+    "as ice or not with equal likelihood: its area / sqrt(12)).")
+_TOTAL = (
+    "The total sums the glaciers; a glacier-year left out is filled with that glacier's fitted "
+    "area and the fit's standard error there. Its model and boundary terms add linearly (fully "
+    "correlated: a bias of the model or of its edges is shared by every glacier, so this is an "
+    "upper bound), its unobserved terms and fills in quadrature (separate gaps).")
 
 
 @dataclass(frozen=True)
 class ChangeConfig:
     zone_buffer_m: float = ZONE_BUFFER_M
     id_field: str | None = None  # reference id field (default: glac_id, RGIId, ...)
+    min_observed: float = MIN_OBSERVED
 
 
 @dataclass
@@ -70,6 +93,29 @@ class YearAreas:
     outlines: dict[int, object]  # predicted ice per glacier (zone index -> polygon)
     bounds: str  # how low/high were made
     threshold: float  # the prediction's ice threshold
+    reference_km2: np.ndarray  # each reference glacier's own area, seen or not (index 1..n)
+    boundary_km2: np.ndarray  # the buffer method's area per glacier (index 1..n)
+    pixel_km2: float
+
+
+@dataclass
+class YearEstimate:
+    """One year's areas per glacier (index 0..n-1) from one or several models, with the
+    terms of their 1-sigma uncertainty; NaN where the glacier was seen too little."""
+    year: int
+    area: np.ndarray
+    sigma_model: np.ndarray
+    sigma_boundary: np.ndarray
+    sigma_unobserved: np.ndarray
+    observed: np.ndarray
+    observed_all: float  # the share of all the reference's glacier pixels seen
+    low: np.ndarray  # edge envelope (threshold -/+ margin, or the TTA spread)
+    high: np.ndarray
+
+    @property
+    def sigma(self) -> np.ndarray:
+        return np.sqrt(self.sigma_model ** 2 + self.sigma_boundary ** 2 +
+                       self.sigma_unobserved ** 2)
 
 
 def parse_years(spec: str) -> list[int]:
@@ -92,7 +138,7 @@ def parse_years(spec: str) -> list[int]:
 
 def predict_years(checkpoint: Path, workspace: Path, region: str, years: list[int],
                   predict_cfg: PredictConfig, quiet: bool,
-                  echo: Callable[[str], None]) -> list[Path]:
+                  echo: Callable[[str], None], wait: bool = False) -> list[Path]:
     """Run (or resume) `train predict` for every year whose export exists; name the others."""
     from gee_export.common.layout import EXPORTS_DIR, product_name
 
@@ -113,7 +159,8 @@ def predict_years(checkpoint: Path, workspace: Path, region: str, years: list[in
     for year, exp in found:
         echo(f"{year}: predicting {exp}")
         try:
-            out.append(predict(checkpoint, exp, workspace, predict_cfg, quiet=quiet, echo=echo))
+            out.append(predict(checkpoint, exp, workspace, predict_cfg, quiet=quiet, echo=echo,
+                               wait=wait))
         except StateError as e:
             if "holds a prediction made with other" not in str(e):
                 raise
@@ -126,11 +173,44 @@ def predict_years(checkpoint: Path, workspace: Path, region: str, years: list[in
 
 def run_change(predictions: list[Path], workspace: Path, reference: Path | None = None,
                cfg: ChangeConfig = ChangeConfig(), name: str | None = None,
-               force: bool = False, echo: Callable[[str], None] = print) -> Path:
-    """Measure every prediction by the reference's zones; write change.csv, change.gpkg,
-    change.png and change.json."""
+               force: bool = False, echo: Callable[[str], None] = print,
+               ensemble: Sequence[Sequence[Path]] = (), wait: bool = False) -> Path:
+    """Measure every prediction by the reference's zones (with `ensemble`, the predictions of
+    further models of the same years); write change.csv, change.gpkg, change.png and
+    change.json."""
     from .predict import reference_default
 
+    members = [_member(list(p)) for p in [predictions, *ensemble]]
+    _check_ensemble(members)
+    predictions, manifests = members[0]
+    reference = Path(reference) if reference else reference_default(predictions[0])
+    if not reference.is_file():
+        raise InputError(f"{predictions[0]}: its export recorded no outlines; give "
+                         "--reference FILE")
+    out = _out_dir(Path(workspace), predictions[0], manifests[0], name)
+    params = as_stored({"predictions": [stored_path(p, out, workspace) for p in predictions],
+                        "completed": [m.get("completed_at") for m in manifests],
+                        "reference": reference.name, "reference_sha256": file_sha256(reference),
+                        "config": asdict(cfg)})
+    if len(members) > 1:
+        params["ensemble"] = as_stored([[stored_path(p, out, workspace) for p in ps]
+                                        for ps, _ in members[1:]])
+    with output_lock(out, wait, echo):
+        if not _needed(out, params, force, echo):
+            return out
+        ref = _reference(reference, predictions[0], cfg)
+        per_year = [[measure_year(p, m, ref, cfg) for p, m in zip(*member)]
+                    for member in members]
+        estimates = [estimate_year(list(models), cfg.min_observed)
+                     for models in zip(*per_year)]
+        table = change_table(ref, estimates, SIGMA_FLOOR_KM2)
+        _write(out, params, ref, per_year[0], estimates, table, manifests, len(members), echo)
+    return out
+
+
+def _member(predictions: list[Path]) -> tuple[list[Path], list[dict]]:
+    """One model's predictions in year order, with their manifests: one per year, two years
+    or more, one grid, and made alike (same checkpoint and options)."""
     manifests = [require_complete(Path(p) / PREDICTION_MANIFEST, "prediction",
                                   "finish it with `train predict`") for p in predictions]
     order = np.argsort([m.get("year") or 0 for m in manifests])
@@ -144,23 +224,46 @@ def run_change(predictions: list[Path], workspace: Path, reference: Path | None 
         if m.get("grid") != manifests[0].get("grid"):
             raise InputError(f"--predictions: {p} lies on another grid than {predictions[0]}; "
                              "a change compares one region's years on one grid")
-    reference = Path(reference) if reference else reference_default(predictions[0])
-    if not reference.is_file():
-        raise InputError(f"{predictions[0]}: its export recorded no outlines; give "
-                         "--reference FILE")
-    out = _out_dir(Path(workspace), predictions[0], manifests[0], name)
-    params = as_stored({"predictions": [stored_path(p, out, workspace) for p in predictions],
-                        "completed": [m.get("completed_at") for m in manifests],
-                        "reference": reference.name, "reference_sha256": file_sha256(reference),
-                        "config": asdict(cfg)})
-    with output_lock(out, False, echo):
-        if not _needed(out, params, force, echo):
-            return out
-        ref = _reference(reference, predictions[0], cfg)
-        per_year = [measure_year(p, m, ref, cfg) for p, m in zip(predictions, manifests)]
-        table = change_table(ref, per_year)
-        _write(out, params, ref, per_year, table, manifests, echo)
-    return out
+        diff = _made_differently(manifests[0], m)
+        if diff:
+            raise InputError(f"--predictions: {p} was made otherwise than {predictions[0]} "
+                             f"({diff}); a change compares years measured alike: remake it "
+                             "with `train predict --force` and the same options")
+    return predictions, manifests
+
+
+def _check_ensemble(members: list[tuple[list[Path], list[dict]]]) -> None:
+    """The members of an ensemble: the same years, made with the same options by different
+    checkpoints."""
+    (first, fm), *rest = members
+    years = [m.get("year") for m in fm]
+    for ps, ms in rest:
+        if [m.get("year") for m in ms] != years:
+            raise InputError(f"--checkpoint: {ps[0].parent} has predictions of years "
+                             f"{[m.get('year') for m in ms]}, the first model of {years}")
+        diff = _made_differently(fm[0], ms[0], checkpoint=False)
+        if diff:
+            raise InputError(f"--checkpoint: {ps[0]} was made otherwise than {first[0]} "
+                             f"({diff}); an ensemble's members differ in their weights only")
+        if ms[0]["parameters"].get("checkpoint_sha256") == \
+                fm[0]["parameters"].get("checkpoint_sha256"):
+            raise InputError(f"--checkpoint: {ps[0]} and {first[0]} come from the same "
+                             "checkpoint; an ensemble needs different ones")
+
+
+def _made_differently(a: dict, b: dict, checkpoint: bool = True) -> str:
+    """The options in which two predictions differ, as `option: old -> new` (the checkpoint
+    by content and name); '' when made alike."""
+    pa, pb = a.get("parameters") or {}, b.get("parameters") or {}
+    out = []
+    if checkpoint and pa.get("checkpoint_sha256") != pb.get("checkpoint_sha256"):
+        out.append(f"checkpoint: {pa.get('checkpoint')} -> {pb.get('checkpoint')} (other "
+                   "weights)")
+    ca, cb = pa.get("config") or {}, pb.get("config") or {}
+    for key in sorted((set(ca) | set(cb)) - {"device", "batch_size"}):  # same results
+        if ca.get(key) != cb.get(key):
+            out.append(f"{key}: {ca.get(key)} -> {cb.get(key)}")
+    return ", ".join(out)
 
 
 def _out_dir(workspace: Path, first: Path, manifest: dict, name: str | None) -> Path:
@@ -221,9 +324,24 @@ def measure_year(prediction: Path, manifest: dict, ref: Outlines, cfg: ChangeCon
     km2 = {rule: counts.predicted[rule] * px * ratio for rule in RULES}
     observed = counts.reference / np.maximum(counts.reference_all, 1)
     observed_all = counts.reference[1:].sum() / max(counts.reference_all[1:].sum(), 1)
+    outlines = dissolve(pieces)
     return YearAreas(manifest["year"], prediction, km2, observed[1:], float(observed_all),
-                     dissolve(pieces),
-                     "tta spread" if tta else f"threshold +- {BOUNDS_MARGIN}", threshold)
+                     outlines, "tta spread" if tta else f"threshold +- {BOUNDS_MARGIN}",
+                     threshold, counts.reference_all[1:] * px * ratio[1:],
+                     boundary_km2(outlines, len(ref), math.sqrt(px), ratio[1:]), px)
+
+
+def boundary_km2(outlines: dict[int, object], n: int, pixel_km: float,
+                 ratio: np.ndarray) -> np.ndarray:
+    """The buffer method per glacier (Paul et al. 2013): the length of its predicted outline,
+    taken as pi/4 of the pixel staircase, times half a pixel; ellipsoidal like the areas."""
+    import shapely
+
+    length_km = np.zeros(n)
+    for k, geom in outlines.items():
+        if 1 <= k <= n:
+            length_km[k - 1] = shapely.length(geom) / 1e3
+    return length_km * STAIRCASE_TO_LINE * pixel_km / 2 * ratio
 
 
 def slope(years: np.ndarray, areas: np.ndarray) -> float:
@@ -242,32 +360,110 @@ def slope_bounds(years: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[
             float((w * np.where(w > 0, high, low)).sum()))
 
 
-def change_table(ref: Outlines, per_year: list[YearAreas]) -> list[dict]:
-    """One row per reference glacier, then the total over all glaciers (outside zones not
-    included): areas per year, slope in km^2/yr and %/yr of the first year, bounds."""
-    years = np.array([y.year for y in per_year], float)
-    rows = []
-    names = ref.ids + ["total"]
-    for i, gid in enumerate(names):
-        pick = (lambda a, i=i: a[1:].sum()) if gid == "total" else (lambda a, i=i: a[i + 1])
-        area = np.array([pick(y.km2["ice"]) for y in per_year])
-        low = np.minimum(area, [pick(y.km2["low"]) for y in per_year])
-        high = np.maximum(area, [pick(y.km2["high"]) for y in per_year])
-        rate = slope(years, area)
-        lo, hi = slope_bounds(years, low, high)
-        row = {"glacier_id": gid, **{f"area_km2_{int(t)}": round(float(a), 6)
-                                     for t, a in zip(years, area)},
-               "rate_km2_per_year": rate,
-               "rate_percent_per_year": 100 * rate / area[0] if area[0] > 0 else float("nan"),
-               "rate_low": lo, "rate_high": hi,
-               "observed_min": float(min(y.observed_all if gid == "total" else y.observed[i]
-                                         for y in per_year))}
-        rows.append(row)
+def estimate_year(members: list[YearAreas], min_observed: float) -> YearEstimate:
+    """One year's areas and sigma terms per glacier from the members of an ensemble (one
+    measurement per model; the scene, and so what is seen, is the same for all)."""
+    first = members[0]
+    ice = np.array([m.km2["ice"][1:] for m in members])
+    raw = ice.mean(axis=0)
+    sigma_model = ice.std(axis=0, ddof=1) if len(members) > 1 else np.zeros_like(raw)
+    if first.bounds == "tta spread":  # half the distance between mean -/+ spread, averaged
+        half = np.mean([(m.km2["high"][1:] - m.km2["low"][1:]) / 2 for m in members], axis=0)
+        sigma_model = np.sqrt(sigma_model ** 2 + half ** 2)
+    seen = first.observed * first.reference_km2
+    unseen = (1 - first.observed) * first.reference_km2
+    density = np.clip(np.divide(raw, seen, out=np.zeros_like(raw), where=seen > 0), 0, 1)
+    fill = unseen * density
+    keep = np.where(first.observed >= min_observed, 1.0, np.nan)
+    mean = lambda rule: np.mean([m.km2[rule][1:] for m in members], axis=0)  # noqa: E731
+    return YearEstimate(first.year, (raw + fill) * keep, sigma_model * keep,
+                        np.mean([m.boundary_km2 for m in members], axis=0) * keep,
+                        unseen * UNIFORM_SIGMA * keep, first.observed, first.observed_all,
+                        (mean("low") + fill) * keep, (mean("high") + fill) * keep)
+
+
+def change_table(ref: Outlines, estimates: list[YearEstimate], sigma_floor: float
+                 ) -> list[dict]:
+    """One row per reference glacier, then the total (outside zones not included): areas and
+    their sigma terms per year, the weighted rate with its standard error and 90 % interval,
+    the edge envelope, the years used."""
+    years = np.array([e.year for e in estimates], float)
+    stack = lambda attr: np.array([getattr(e, attr) for e in estimates]).T  # noqa: E731
+    area, observed = stack("area"), stack("observed")
+    terms = {k: stack(f"sigma_{k}") for k in ("model", "boundary", "unobserved")}
+    low, high = np.minimum(area, stack("low")), np.maximum(area, stack("high"))
+    sigma = np.sqrt(sum(t ** 2 for t in terms.values()))
+    rows, fits = [], []
+    for i, gid in enumerate(ref.ids):
+        fit = wls_rate(years, area[i], sigma[i], sigma_floor)
+        fits.append(fit)
+        rows.append(_row(gid, years, area[i], sigma[i], {k: t[i] for k, t in terms.items()},
+                         low[i], high[i], observed[i], fit))
+    rows.append(_total_row(years, area, sigma, terms, low, high, np.array(
+        [e.observed_all for e in estimates]), fits, sigma_floor))
     return rows
 
 
-def _write(out: Path, params: dict, ref, per_year: list[YearAreas], table: list[dict],
-           manifests: list[dict], echo) -> None:
+def _total_row(years: np.ndarray, area: np.ndarray, sigma: np.ndarray,
+               terms: dict[str, np.ndarray], low: np.ndarray, high: np.ndarray,
+               observed: np.ndarray, fits: list[RateFit | None], sigma_floor: float) -> dict:
+    """The sum over glaciers. A glacier-year left out is filled with the glacier's fitted
+    area and the fit's standard error there. Model and boundary terms are added linearly (an
+    error of the model or its edges is shared by all glaciers: fully correlated, an upper
+    bound); the unobserved terms and the fills in quadrature (separate gaps)."""
+    filled, fill_se = area.copy(), np.zeros_like(area)
+    for i, fit in enumerate(fits):
+        for j in np.flatnonzero(~np.isfinite(area[i])):
+            if fit is not None:
+                filled[i, j], fill_se[i, j] = fit.at(years[j])
+    lin = lambda t: np.nansum(t, axis=0)  # noqa: E731
+    total_terms = {"model": lin(terms["model"]), "boundary": lin(terms["boundary"]),
+                   "unobserved": np.sqrt(np.nansum(terms["unobserved"] ** 2, axis=0) +
+                                         (fill_se ** 2).sum(axis=0))}
+    tot = filled.sum(axis=0)  # NaN where a glacier could be neither seen nor fitted
+    tot_sigma = np.sqrt(sum(t ** 2 for t in total_terms.values()))
+    fit = wls_rate(years, tot, tot_sigma, sigma_floor)
+    seen = np.isfinite(area)
+    row = _row("total", years, tot, tot_sigma, total_terms,
+               np.where(seen, low, filled).sum(axis=0), np.where(seen, high, filled).sum(axis=0),
+               observed, fit)
+    filled_years = [f"{int(y)}: {int((~np.isfinite(area[:, j])).sum())} glacier(s) from "
+                    "their fits" for j, y in enumerate(years) if not np.isfinite(area[:, j]).all()]
+    row["flags"] = "; ".join(filled_years)
+    return row
+
+
+def _row(gid: str, years: np.ndarray, area: np.ndarray, sigma: np.ndarray,
+         terms: dict[str, np.ndarray], low: np.ndarray, high: np.ndarray,
+         observed: np.ndarray, fit: RateFit | None) -> dict:
+    ok = np.isfinite(area)
+    num = lambda v: None if v is None or not np.isfinite(v) else float(v)  # noqa: E731
+    row: dict = {"glacier_id": gid}
+    row.update({f"area_km2_{int(t)}": num(round(float(a), 6)) for t, a in zip(years, area)})
+    row.update({f"sigma_km2_{int(t)}": num(v) for t, v in zip(years, sigma)})
+    for name, t in terms.items():
+        row.update({f"sigma_{name}_{int(y)}": num(v) for y, v in zip(years, t)})
+    row.update({f"observed_{int(t)}": round(float(o), 4) for t, o in zip(years, observed)})
+    first = area[ok][0] if ok.any() else np.nan
+    edge = slope_bounds(years[ok], low[ok], high[ok]) if ok.sum() >= 2 else (None, None)
+    row.update({
+        "rate_km2_per_year": num(fit.rate) if fit else None,
+        "rate_percent_per_year": num(100 * fit.rate / first) if fit and first > 0 else None,
+        "rate_se_km2_per_year": num(fit.se) if fit else None,
+        "rate_ci90_low": num(fit.ci90[0]) if fit else None,
+        "rate_ci90_high": num(fit.ci90[1]) if fit else None,
+        "birge_ratio": num(fit.birge_ratio) if fit else None,
+        "rate_edge_low": num(edge[0]), "rate_edge_high": num(edge[1]),
+        "years_used": ";".join(str(int(y)) for y in years[ok]),
+        "observed_min": float(np.min(observed)),
+        "flags": "; ".join(f"{int(y)}: seen over {100 * o:.0f} %, left out"
+                           for y, o, k in zip(years, observed, ok) if not k)})
+    return row
+
+
+def _write(out: Path, params: dict, ref, per_year: list[YearAreas],
+           estimates: list[YearEstimate], table: list[dict], manifests: list[dict],
+           models: int, echo) -> None:
     from .plots import change_png
 
     manifest_name, csv_name, gpkg_name, png_name = CHANGE_FILES
@@ -279,14 +475,31 @@ def _write(out: Path, params: dict, ref, per_year: list[YearAreas], table: list[
     _write_outlines(out / gpkg_name, ref, per_year)
     change_png(out / png_name, ref, per_year, table)
     total = table[-1]
+    model_term = (f"ensemble of {models} checkpoints" if models > 1 else "") + \
+        (" and " if models > 1 and per_year[0].bounds == "tta spread" else "") + \
+        ("TTA spread" if per_year[0].bounds == "tta spread" else "")
     write_json(out / manifest_name, base_manifest(
         "change", parameters=params, complete=True, completed_at=now_iso(),
-        years=[y.year for y in per_year], bounds=per_year[0].bounds, glaciers=len(ref),
-        total=total, truth=truth_check(table, per_year, manifests),
-        method=__doc__.split("Method. ")[1].split("\n\n")[0].replace("\n", " ")))
-    echo(f"change complete: {out} (total {total['rate_km2_per_year']:+.3f} km^2/yr "
-         f"[{total['rate_low']:+.3f}, {total['rate_high']:+.3f}] over "
-         f"{per_year[0].year}-{per_year[-1].year})")
+        years=[y.year for y in per_year], glaciers=len(ref), models=models, total=total,
+        truth_check=truth_check(table, per_year, manifests),
+        method={"areas": _METHOD, "uncertainty": _UNCERTAINTY, "rate": RATE_METHOD,
+                "total": _TOTAL,
+                "model_term": model_term or "none: one checkpoint without --tta (repeat "
+                                            "--checkpoint with other seeds, or add --tta)",
+                "min_observed": params["config"]["min_observed"],
+                "edge_envelope": f"rate_edge_low/high: the extreme least-squares slopes within "
+                                 f"each year's areas at {per_year[0].bounds} (a sensitivity "
+                                 "to the ice edge, not a confidence interval)"}))
+    lo, hi = total["rate_ci90_low"], total["rate_ci90_high"]
+    flagged = [r["glacier_id"] for r in table[:-1] if r["flags"]]
+    echo(f"change complete: {out} (total {_signed(total['rate_km2_per_year'])} km^2/yr, 90 % "
+         f"interval [{_signed(lo)}, {_signed(hi)}], over {per_year[0].year}-"
+         f"{per_year[-1].year}" + (f"; years left out for {', '.join(flagged)} (seen too "
+                                   "little, see flags)" if flagged else "") + ")")
+
+
+def _signed(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:+.3f}"
 
 
 def _write_outlines(path: Path, ref, per_year: list[YearAreas]) -> None:
@@ -307,9 +520,19 @@ def _write_outlines(path: Path, ref, per_year: list[YearAreas]) -> None:
     write_gpkg(frame, path, "outlines")
 
 
+def _true_rate(years: np.ndarray, truth: np.ndarray, row: dict) -> float:
+    """What the rate estimates, on the true areas: the same weighted fit over the same years
+    (a glacier that vanishes shrinks far from a straight line, so the weights matter)."""
+    used = np.array([np.nan if row[f"area_km2_{int(y)}"] is None else 1.0 for y in years])
+    sigma = np.array([row[f"sigma_km2_{int(y)}"] or 0.0 for y in years])
+    fit = wls_rate(years, truth * used, sigma, SIGMA_FLOOR_KM2)
+    return fit.rate if fit else slope(years, truth)
+
+
 def truth_check(table: list[dict], per_year: list[YearAreas], manifests: list[dict]) -> dict:
     """Against the demo's known areas (export.json synthetic_truth), when every year has
-    them: total change, signs of glaciers over 1 km^2, truth inside the bounds."""
+    them: total change, signs of glaciers over 1 km^2, and how often the true rate lies in
+    the 90 % interval (glaciers over COVERAGE_MIN_KM2) and in the edge envelope."""
     truths = []
     for y, m in zip(per_year, manifests):
         if "export" not in m:
@@ -322,16 +545,31 @@ def truth_check(table: list[dict], per_year: list[YearAreas], manifests: list[di
     years = np.array([y.year for y in per_year], float)
     rows = {r["glacier_id"]: r for r in table}
     ids = [g for g in truths[0] if g in rows]
-    true_rate = {g: slope(years, np.array([t.get(g, 0.0) for t in truths])) for g in ids}
+    true_rate = {g: _true_rate(years, np.array([t.get(g, 0.0) for t in truths]), rows[g])
+                 for g in ids}
     first, last = int(years[0]), int(years[-1])
-    est = sum(rows[g][f"area_km2_{last}"] - rows[g][f"area_km2_{first}"] for g in ids)
+    total = rows["total"]
+    est = (total[f"area_km2_{last}"] - total[f"area_km2_{first}"]
+           if total[f"area_km2_{last}"] is not None and total[f"area_km2_{first}"] is not None
+           else None)
     true = sum(truths[-1].get(g, 0.0) - truths[0].get(g, 0.0) for g in ids)
     large = [g for g in ids if truths[0].get(g, 0.0) > 1.0]
+    judged = [g for g in ids if truths[0].get(g, 0.0) > COVERAGE_MIN_KM2
+              and rows[g]["rate_ci90_low"] is not None]
+    inside = lambda g, lo, hi: rows[g][lo] is not None and \
+        rows[g][lo] - 1e-9 <= true_rate[g] <= rows[g][hi] + 1e-9  # noqa: E731
+    covered = [g for g in judged if inside(g, "rate_ci90_low", "rate_ci90_high")]
     return {"total_change_km2": est, "true_total_change_km2": true,
-            "total_change_error": (est - true) / true if true else None,
+            "total_change_error": (est - true) / true if true and est is not None else None,
             "large_glaciers": len(large),
-            "large_sign_right": sum(np.sign(rows[g]["rate_km2_per_year"]) ==
+            "large_sign_right": sum(np.sign(rows[g]["rate_km2_per_year"] or 0) ==
                                     np.sign(true_rate[g]) for g in large),
-            "truth_inside_bounds": sum(rows[g]["rate_low"] - 1e-9 <= true_rate[g] <=
-                                       rows[g]["rate_high"] + 1e-9 for g in ids),
-            "glaciers": len(ids)}
+            "coverage90": len(covered) / len(judged) if judged else None,
+            "coverage90_glaciers": len(judged),
+            "coverage90_missed": sorted(set(judged) - set(covered)),
+            "true_rate_km2_per_year": {g: true_rate[g] for g in judged},
+            "truth_inside_edge_envelope": sum(inside(g, "rate_edge_low", "rate_edge_high")
+                                              for g in ids),
+            "glaciers": len(ids),
+            "flagged": [{"glacier_id": g, "flags": rows[g]["flags"]} for g in ids
+                        if rows[g]["flags"]]}

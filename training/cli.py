@@ -235,8 +235,10 @@ def evaluate(prediction: Path, reference: Path | None, min_area: float, id_field
 
 @click.command(context_settings=CONTEXT)
 @click.option("--checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              default=None, help="Predict every year with this checkpoint of `train run` "
-              "(resumable), then measure the change.")
+              multiple=True, help="Predict every year with this checkpoint of `train run` "
+              "(resumable), then measure the change. Repeat it (e.g. the same recipe with "
+              "other --seed) for an ensemble whose spread is the model term of the "
+              "uncertainty.")
 @click.option("--region", default=None, help="With --checkpoint: the exports "
               "REGION-YEAR of the workspace.")
 @click.option("--years", default=None, help="With --checkpoint: FIRST-LAST (2018-2024) or a "
@@ -252,30 +254,38 @@ def evaluate(prediction: Path, reference: Path | None, min_area: float, id_field
 @click.option("--zone-buffer", type=FiniteFloat(min=0), default=500.0,
               help="Predicted ice within this distance (m) of a reference glacier counts for "
                    "the nearest one.")
+@click.option("--min-observed", type=FiniteFloat(0, 1), default=0.9,
+              help="A glacier seen (with data) over less than this share of its reference "
+                   "outline in a year gets no area that year: the year is left out of its "
+                   "fit, and flagged.")
 @click.option("--name", default=None, help="Output name under predictions/RUN/. [default: "
               "REGION-change]")
 @force_option
+@wait_option
 @quiet_option
 @workspace_option
 @user_errors
-def change(checkpoint: Path | None, region: str | None, years: str | None,
+def change(checkpoint: tuple[Path, ...], region: str | None, years: str | None,
            predictions: tuple[Path, ...], window: int | None, overlap: int | None,
            batch_size: int, threshold: float, tta: bool, device: str, amp: bool,
-           reference: Path | None, id_field: str | None, zone_buffer: float, name: str | None,
-           force: bool, quiet: bool, workspace: Path | None) -> None:
-    """Glacier change across years: area per glacier and year, trend and bounds.
+           reference: Path | None, id_field: str | None, zone_buffer: float,
+           min_observed: float, name: str | None,
+           force: bool, wait: bool, quiet: bool, workspace: Path | None) -> None:
+    """Glacier change across years: area per glacier and year with its uncertainty, and the
+    rate of change with a 90 % confidence interval.
 
     With --checkpoint, each year is first predicted into predictions/RUN/REGION-YEAR/ (RUN:
     the checkpoint's run directory; an existing prediction made with the same options is
-    reused). Writes predictions/RUN/REGION-change/ (with --predictions, RUN and REGION are the
-    first prediction's): change.csv (one row per glacier and a `total` row: glacier_id,
-    area_km2_YEAR per year, rate_km2_per_year and rate_percent_per_year from a least-squares
-    fit, rate_low and rate_high, observed_min), change.gpkg (predicted outlines per glacier
-    and year, with a `year` attribute), change.png (area against year; ice lost and gained on
-    a map) and change.json (parameters, method, and on the demo the check against the
-    truth). Areas are ellipsoidal. Bounds come from the TTA spread with --tta, else from
-    the threshold -/+ 0.1; they do not cover seasonal snow, debris cover or a model trained
-    on another year (see the README)."""
+    reused); with several, every checkpoint predicts every year. Writes
+    predictions/RUN/REGION-change/ (RUN and REGION of the first checkpoint or prediction):
+    change.csv (one row per glacier and a `total` row: area_km2_YEAR and its 1-sigma
+    sigma_km2_YEAR with its terms sigma_model/boundary/unobserved_YEAR, observed_YEAR, the
+    weighted least-squares rate_km2_per_year with rate_se_km2_per_year and
+    rate_ci90_low/high, rate_edge_low/high, years_used and flags), change.gpkg (predicted
+    outlines per glacier and year), change.png (areas with their sigmas and intervals; ice
+    lost and gained on a map) and change.json (parameters, the method, and on the demo the
+    check against the truth). Areas are ellipsoidal. The intervals do not cover errors the
+    model repeats every year alike, such as debris cover it never sees (see the README)."""
     from .change import ChangeConfig, parse_years, predict_years, run_change
     from .predict import PredictConfig
 
@@ -298,10 +308,16 @@ def change(checkpoint: Path | None, region: str | None, years: str | None,
             raise click.UsageError("--checkpoint needs --region and --years")
         cfg = PredictConfig(window=window, overlap=overlap, batch_size=batch_size,
                             threshold=threshold, device=device, amp=amp, tta=tta)
-        predictions = predict_years(Path(checkpoint), ws, region, parse_years(years), cfg,
-                                    quiet, click.echo)
-    run_change(list(predictions), ws, reference, ChangeConfig(zone_buffer, id_field), name,
-               force, click.echo)
+        if len(set(checkpoint)) != len(checkpoint):
+            raise click.UsageError("--checkpoint: the same file twice; an ensemble needs "
+                                   "different checkpoints")
+        members = [predict_years(Path(c), ws, region, parse_years(years), cfg, quiet,
+                                 click.echo, wait) for c in checkpoint]
+    else:
+        members = [list(predictions)]
+    run_change(list(members[0]), ws, reference,
+               ChangeConfig(zone_buffer, id_field, min_observed), name, force, click.echo,
+               ensemble=[list(m) for m in members[1:]], wait=wait)
 
 
 @click.command(context_settings=CONTEXT)

@@ -126,7 +126,9 @@ def summary_line(report: dict) -> str:
     p, a, split = report["pixels"], report["area"], report["pixels"]["split"]
     head = p[p["headline"]]
     label = {"held_out": "HELD-OUT", "all": "ALL PIXELS"}[p["headline"]]
-    line = (f"evaluation, {label} ({split['note']}): OA {head['oa']:.4f}, mF1 "
+    empty = ("the prediction holds NO ICE anywhere (the scores describe a map without "
+             "glaciers); " if not a["predicted_planar_km2"] else "")
+    line = (f"evaluation, {empty}{label} ({split['note']}): OA {head['oa']:.4f}, mF1 "
             f"{head['mf1']:.4f}, mIoU {head['miou']:.4f}")
     if p["training"]:
         line += (f"; in-sample (training tiles): mIoU {p['training']['miou']:.4f}; all pixels: "

@@ -79,31 +79,23 @@ SAMPLE_COLORS = ("#f7fbff", "#2171b5", "#bdbdbd")
 
 def change_png(path: Path, ref: Outlines, per_year: list, table: list[dict], largest: int = 5,
                max_side: int = 1200) -> None:
-    """Area against year (total with its bounds, and the largest glaciers), and a map of the
-    ice lost and gained between the first and the last year."""
+    """Area against year relative to the first year, with 1-sigma bars and the 90 % interval
+    of the rate as a fan (the total and the largest glaciers; years left out marked), and a
+    map of the ice lost and gained between the first and the last year."""
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    years = [y.year for y in per_year]
+    years = np.array([y.year for y in per_year])
     fig, (a, b) = new_figure(1, 2, figsize=(15, 5.5))
-    # Relative to the first year, so that a 5 km^2 glacier's change shows beside the total's.
     total = table[-1]
-    first = total[f"area_km2_{years[0]}"] or 1.0
-    area = [100 * total[f"area_km2_{y}"] / first for y in years]
-    low = [100 * p.km2["low"][1:].sum() / first for p in per_year]
-    high = [100 * p.km2["high"][1:].sum() / first for p in per_year]
-    a.fill_between(years, low, high, color="#9ecae1", alpha=0.6, label="total: bounds")
-    a.plot(years, area, "o-", color="#08519c", linewidth=2,
-           label=f"total, {first:.2f} km^2 ({total['rate_km2_per_year']:+.3f} km^2/yr)")
-    rows = sorted(table[:-1], key=lambda r: -r[f"area_km2_{years[0]}"])[:largest]
-    for r in rows:
-        r0 = r[f"area_km2_{years[0]}"] or 1.0
-        a.plot(years, [100 * r[f"area_km2_{y}"] / r0 for y in years], ".--", linewidth=1,
-               label=f"{r['glacier_id']}, {r0:.2f} km^2 ({r['rate_percent_per_year']:+.1f} %/yr)")
-    a.set_xlabel("year"), a.set_ylabel(f"glacier area, % of {years[0]} (ellipsoidal)")
+    rows = sorted(table[:-1], key=lambda r: -(r[f"area_km2_{years[0]}"] or 0))[:largest]
+    for k, r in enumerate([total] + rows):
+        _area_series(a, r, years, k, big=r is total)
+    a.set_xlabel("year"), a.set_ylabel(f"glacier area, % of the first year seen (ellipsoidal)")
     a.set_xticks(years)
     a.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    a.set_title(f"area per year: the total and the {len(rows)} largest glaciers")
+    a.set_title(f"area per year (bars: 1 sigma; fans: the rate's 90 % interval): the total "
+                f"and the {len(rows)} largest glaciers", fontsize=9)
     cls, extent, crs = _lost_gained([(y.prediction, y.threshold) for y in (per_year[0],
                                                                             per_year[-1])],
                                     max_side)
@@ -123,6 +115,39 @@ def change_png(path: Path, ref: Outlines, per_year: list, table: list[dict], lar
     b.set_title(f"ice {years[0]} -> {years[-1]}")
     fig.tight_layout()
     save_png(fig, path)
+
+
+def _area_series(ax, row: dict, years: np.ndarray, k: int, big: bool) -> None:
+    """One glacier's (or the total's) areas, in % of its first area seen, with 1-sigma bars,
+    its rate's 90 % interval as a fan from that first year, and an x where its fit puts each
+    year left out (seen too little)."""
+    area = np.array([np.nan if row[f"area_km2_{y}"] is None else row[f"area_km2_{y}"]
+                     for y in years], float)
+    sigma = np.array([np.nan if row[f"sigma_km2_{y}"] is None else row[f"sigma_km2_{y}"]
+                      for y in years], float)
+    seen = np.isfinite(area)
+    if not seen.any() or area[seen][0] <= 0:
+        return
+    y0, base = years[seen][0], area[seen][0]
+    color = "#08519c" if big else f"C{k}"
+    rate = row["rate_km2_per_year"]
+    pct = row["rate_percent_per_year"]
+    trend = ("no rate" if rate is None else f"{rate:+.3f} km^2/yr" if big or pct is None
+             else f"{pct:+.1f} %/yr")
+    label = (f"{row['glacier_id']}, {base:.2f} km^2 ({trend}"
+             + (f"; {row['flags']}" if row["flags"] else "") + ")")
+    ax.errorbar(years[seen], 100 * area[seen] / base, yerr=100 * sigma[seen] / base,
+                fmt="o-" if big else ".--", color=color, linewidth=2 if big else 1,
+                capsize=3, label=label)
+    if row["rate_ci90_low"] is not None:
+        t = np.array([y0, years[-1]], float)
+        lo = 100 * (base + row["rate_ci90_low"] * (t - y0)) / base
+        hi = 100 * (base + row["rate_ci90_high"] * (t - y0)) / base
+        ax.fill_between(t, lo, hi, color=color, alpha=0.25 if big else 0.1, linewidth=0)
+    if rate is not None:  # the years left out, where the fit puts them
+        gone = years[~seen]
+        ax.plot(gone, 100 * (base + rate * (gone - y0)) / base, "x", color=color,
+                markersize=10, markeredgewidth=2)
 
 
 def _rings(geom) -> list:

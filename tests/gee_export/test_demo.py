@@ -182,3 +182,31 @@ def test_each_year_ships_its_own_true_outlines(tmp_path):
 
     measured = ellipsoidal_area_km2(list(truth.to_crs("EPSG:32647").geometry), "EPSG:32647")
     np.testing.assert_allclose(measured, truth["area_km2"], rtol=2e-3)
+
+
+def test_hard_cases_for_change_a_cloud_gap_and_late_snow(scene_points):
+    """GAP_YEAR: one glacier is under thick cloud on every date over more than a tenth of it
+    (so that year cannot see it whole); LATE_SNOW_YEAR: snow lingers into September beside
+    the heads of a few glaciers, and not in other years."""
+    import shapely
+
+    from gee_export.demo import GAP_YEAR, LATE_SNOW_YEAR
+
+    scene, xs, ys, _ = scene_points
+    gid = scene.cloud_gap[0]
+    k = [g.gid for g in scene.glaciers].index(gid)
+    for year in (2018, GAP_YEAR, 2020):
+        on = shapely.contains_xy(scene.glacier_polygons(year)[k], xs, ys)
+        hidden = np.all([scene.cloud(xs, ys, year, d) > 0.6 for d in range(3)], axis=0)
+        share = (hidden & on).sum() / on.sum()
+        assert (share > 0.1) if year == GAP_YEAR else (share == 0), (year, share)
+    heads = np.zeros(xs.shape, bool)
+    for g in scene.glaciers:
+        if g.gid in scene.late_snow_glaciers:
+            hx, hy, hr = g.discs[0]
+            heads |= np.hypot(xs - hx, ys - hy) < hr + 250
+    for year in (2019, LATE_SNOW_YEAR):
+        s = scene.surface(xs, ys, year)
+        sept = scene.seasonal_snow(xs, ys, s["elevation"], s["glacier"], year, 2)
+        share = (sept & heads & ~s["glacier"]).sum() / (heads & ~s["glacier"]).sum()
+        assert (share > 0.9) if year == LATE_SNOW_YEAR else (share < 0.5), (year, share)

@@ -17,6 +17,7 @@ from gee_export.common.layout import base_manifest
 from gee_export.demo import DemoScene
 from tests.conftest import DEMO_TEST_SIZE, invoke
 from training.change import parse_years, run_change, slope, slope_bounds
+from training.trend import wls_rate
 
 YEARS = (2018, 2019, 2020)
 
@@ -121,14 +122,22 @@ def test_a_perfect_prediction_recovers_the_known_change(demo_years):
             ours = sum(float(rows[g][f"area_km2_{year}"]) for g in group)
             want = sum(tr[g] for g in group)
             assert ours == pytest.approx(want, abs=0.004 + 0.003 * want), (group, year)
-        true_rate = slope(np.array(YEARS, float), np.array([sum(t[g] for g in group)
-                                                            for t in truths]))
+        # The rate the same weighted fit gives on the true areas (a vanishing glacier's
+        # areas are far from a line, so the weights matter).
+        true_rate = sum(wls_rate(np.array(YEARS, float), np.array([t[g] for t in truths]),
+                                 np.array([float(rows[g][f"sigma_km2_{y}"]) for y in YEARS]),
+                                 1e-4).rate for g in group)
         rate = sum(float(rows[g]["rate_km2_per_year"]) for g in group)
         assert rate == pytest.approx(true_rate, abs=2e-3)
     assert truths[-1]["DEMO006"] == 0 and float(rows["DEMO006"]["area_km2_2020"]) == 0
     report = json.loads((out / "change.json").read_text())
-    assert abs(report["truth"]["total_change_error"]) < 0.01
-    assert report["years"] == list(YEARS) and report["bounds"].startswith("threshold")
+    assert abs(report["truth_check"]["total_change_error"]) < 0.01
+    assert report["years"] == list(YEARS)
+    assert "at threshold +- 0.1" in report["method"]["edge_envelope"]
+    assert report["method"]["model_term"].startswith("none")
+    # A perfect map: the truth lies in every interval, and no glacier-year is left out.
+    assert report["truth_check"]["coverage90"] == 1.0 and not report["truth_check"]["flagged"]
+    assert all(r["years_used"] == "2018;2019;2020" for r in rows.values())
     outlines = gpd.read_file(out / "change.gpkg", layer="outlines")
     assert sorted(set(outlines["year"])) == list(YEARS)
     by_year = outlines.groupby("year")["area_km2"].sum()
@@ -149,12 +158,13 @@ def test_tta_spread_gives_the_bounds(demo_years):
     preds = [oracle_prediction(ws, e, y, ring) for e, y in zip(exports, YEARS)]
     out = run_change(preds, ws, echo=lambda *_: None)
     report = json.loads((out / "change.json").read_text())
-    assert report["bounds"] == "tta spread"
+    assert "tta spread" in report["method"]["edge_envelope"]
+    assert report["method"]["model_term"] == "TTA spread"
     rows = read_rows(out)
     for year, export in zip(YEARS, exports):  # the mean band alone gives the true areas
         assert float(rows["total"][f"area_km2_{year}"]) == pytest.approx(
             sum(truth(export).values()), rel=5e-3)
-    lo, hi = float(rows["total"]["rate_low"]), float(rows["total"]["rate_high"])
+    lo, hi = float(rows["total"]["rate_edge_low"]), float(rows["total"]["rate_edge_high"])
     def area(year: int, export: Path, by: float) -> float:
         return shapely.union_all([p.buffer(by) for p in glaciers_of(export, year)]).area / 1e6
 
@@ -163,6 +173,11 @@ def test_tta_spread_gives_the_bounds(demo_years):
                         np.array([area(y, e, -ring) for y, e in zip(YEARS, exports)]),
                         np.array([area(y, e, ring) for y, e in zip(YEARS, exports)]))
     assert lo == pytest.approx(want[0], abs=0.01) and hi == pytest.approx(want[1], abs=0.01)
+    # The model term is half the distance between the areas at mean - spread and mean + spread.
+    for year, export in zip(YEARS, exports):
+        half = (area(year, export, ring) - area(year, export, -ring)) / 2
+        assert sum(float(r[f"sigma_model_{year}"]) for g, r in rows.items() if g != "total") \
+            == pytest.approx(half, rel=0.03)
 
 
 def test_real_touching_glaciers_on_a_web_mercator_grid(tmp_path):
@@ -185,7 +200,7 @@ def test_real_touching_glaciers_on_a_web_mercator_grid(tmp_path):
         assert float(rows[gid]["area_km2_2021"]) == pytest.approx(km2, rel=3e-3, abs=2e-3)
         assert float(rows[gid]["rate_km2_per_year"]) == 0
     assert float(rows["total"]["area_km2_2018"]) == pytest.approx(77.67023, rel=2e-3)
-    assert json.loads((out / "change.json").read_text())["truth"] == {}
+    assert json.loads((out / "change.json").read_text())["truth_check"] == {}
 
 
 @pytest.mark.slow
@@ -204,14 +219,20 @@ def test_train_change_on_the_demo_recovers_the_change(demo_years, demo_tiles):
                          "2018-2021", "--workspace", ws, "--quiet"])
     assert "no complete export for 2021" in res.output
     out = ws / "predictions" / "change-2018" / "demo-change"
-    check = json.loads((out / "change.json").read_text())["truth"]
+    check = json.loads((out / "change.json").read_text())["truth_check"]
     assert abs(check["total_change_error"]) < 0.25, check
     assert check["large_glaciers"] >= 1 and check["large_sign_right"] == check["large_glaciers"]
-    assert check["truth_inside_bounds"] > check["glaciers"] / 2, check
+    assert check["coverage90"] >= 0.5 and check["coverage90_glaciers"] >= 4, check
     rows = read_rows(out)
-    assert list(rows["total"])[:6] == ["glacier_id", "area_km2_2018", "area_km2_2019",
-                                       "area_km2_2020", "rate_km2_per_year",
-                                       "rate_percent_per_year"]
+    assert list(rows["total"])[:7] == ["glacier_id", "area_km2_2018", "area_km2_2019",
+                                       "area_km2_2020", "sigma_km2_2018", "sigma_km2_2019",
+                                       "sigma_km2_2020"]
+    # The glacier under 2019's cloud is flagged and left out of its fit that year.
+    gap = DemoScene(size=DEMO_TEST_SIZE).cloud_gap[0]
+    assert rows[gap]["area_km2_2019"] == "" and rows[gap]["years_used"] == "2018;2020"
+    assert float(rows[gap]["observed_2019"]) < 0.9 and "2019" in rows[gap]["flags"]
+    assert [f["glacier_id"] for f in check["flagged"]] == [gap]
+    assert rows["total"]["area_km2_2019"] != "" and "2019: 1 glacier" in rows["total"]["flags"]
     assert set(rows) == set(truth(exports[0])) | {"total"}
     assert plt.imread(out / "change.png").shape[1] > 1000
     # 2020 scored against 2020's own ice: held out in time as a whole.
@@ -282,3 +303,92 @@ def test_the_change_map_keeps_one_pixel_margins_visible(tmp_path):
     assert cls[0, 0] == 2 and cls[5, 5] == 3 and cls[9, 9] == 4
     assert cls[1, 1] == 2 and cls[6, 1] == 3 and cls[2, 2] == 1 and cls[7, 7] == 0
     assert extent == (400.0, 401.0, 4299.0, 4300.0)
+
+
+def _made_by(pred: Path, checkpoint: str, **config) -> Path:
+    m = json.loads((pred / "prediction.json").read_text())
+    m["parameters"] = {"checkpoint": checkpoint, "checkpoint_sha256": checkpoint * 8,
+                       "config": {"threshold": 0.5, "tta": False, **config}}
+    (pred / "prediction.json").write_text(json.dumps(m))
+    return pred
+
+
+def test_predictions_made_otherwise_are_not_mixed(demo_years):
+    ws, exports = demo_years
+    preds = [oracle_prediction(ws, e, y, run="oracle-mixed") for e, y in zip(exports, YEARS)]
+    for p in preds:
+        _made_by(p, "a.pt")
+    _made_by(preds[1], "b.pt")
+    with pytest.raises(ValueError, match=r"checkpoint: a\.pt -> b\.pt"):
+        run_change(preds, ws, name="mixed", echo=lambda *_: None)
+    _made_by(preds[1], "a.pt", threshold=0.6)
+    with pytest.raises(ValueError, match=r"threshold: 0\.5 -> 0\.6"):
+        run_change(preds, ws, name="mixed", echo=lambda *_: None)
+    _made_by(preds[1], "a.pt", batch_size=16)  # how it was computed, not what: accepted
+    run_change(preds, ws, name="mixed", echo=lambda *_: None)
+
+
+def test_an_ensemble_spread_is_the_model_term(demo_years):
+    """Two members: the truth, and the truth grown by 30 m. Each glacier's model term is the
+    standard deviation of its two areas, |a - b| / sqrt(2), as the single-member runs give
+    them; the same checkpoint twice is refused."""
+    ws, exports = demo_years
+    a = [_made_by(oracle_prediction(ws, e, y, run="ens-a"), "a.pt")
+         for e, y in zip(exports, YEARS)]
+    b = []
+    for e, y in zip(exports, YEARS):
+        p = _made_by(oracle_prediction(ws, e, y, run="ens-b"), "b.pt")
+        with rasterio.open(p / "probability.tif", "r+") as f:
+            grown = rasterize([g.buffer(30) for g in glaciers_of(e, y)], out_shape=f.shape,
+                              transform=f.transform)
+            f.write(grown.astype(np.float32), 1)
+        b.append(p)
+    single = [read_rows(run_change(m, ws, echo=lambda *_: None)) for m in (a, b)]
+    out = run_change(a, ws, name="ensemble", ensemble=[b], echo=lambda *_: None)
+    rows = read_rows(out)
+    for gid in single[0]:
+        if gid == "total":
+            continue
+        for y in YEARS:
+            x, z = (float(s[gid][f"area_km2_{y}"]) for s in single)
+            assert float(rows[gid][f"area_km2_{y}"]) == pytest.approx((x + z) / 2, abs=1e-6)
+            assert float(rows[gid][f"sigma_model_{y}"]) == pytest.approx(abs(x - z) / 2 ** 0.5,
+                                                                         abs=1e-6)
+    method = json.loads((out / "change.json").read_text())["method"]
+    assert method["model_term"] == "ensemble of 2 checkpoints"
+    with pytest.raises(ValueError, match="same checkpoint"):
+        run_change(a, ws, name="twice", ensemble=[a], echo=lambda *_: None)
+
+
+def test_a_glacier_seen_in_part_is_filled_or_left_out(tmp_path):
+    """Real RGI 7 outlines, a perfect prediction in two years, rows of one year without data:
+    a glacier seen over 90 % or more is filled to its whole area, with the unseen part's
+    area / sqrt(12) as its unobserved term; one seen less gets no area that year."""
+    from tests.training.test_evaluation import RGI7, perfect_prediction
+
+    preds = []
+    for year, gap in ((2018, None), (2021, slice(600, 640))):
+        (tmp_path / str(year)).mkdir()
+        pred = perfect_prediction(tmp_path / str(year), RGI7, gap_rows=gap)
+        m = json.loads((pred / "prediction.json").read_text())
+        (pred / "prediction.json").write_text(json.dumps({**m, "year": year}))
+        preds.append(pred)
+    rows = read_rows(run_change(preds, tmp_path, reference=RGI7, echo=lambda *_: None))
+    rgi = gpd.read_file(RGI7).set_index("rgi_id")
+    filled = left_out = 0
+    for gid, r in rows.items():
+        if gid == "total":
+            continue
+        seen = float(r["observed_2021"])
+        if seen >= 0.9:
+            assert float(r["area_km2_2021"]) == pytest.approx(rgi.area_km2[gid], rel=5e-3,
+                                                              abs=2e-3)
+            unseen = (1 - seen) * rgi.area_km2[gid]  # the inventory's own area
+            assert float(r["sigma_unobserved_2021"]) == pytest.approx(unseen / 12 ** 0.5,
+                                                                      rel=2e-2, abs=1e-5)
+            filled += 0 < unseen
+        else:
+            assert r["area_km2_2021"] == "" and r["years_used"] == "2018" and r["flags"]
+            assert r["rate_ci90_low"] == ""  # one year: no rate
+            left_out += 1
+    assert filled >= 1 and left_out >= 1

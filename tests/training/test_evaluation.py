@@ -89,8 +89,10 @@ def test_small_glaciers_are_ignored_not_missed(tmp_path):
         p = f.read(1)
         p[:] = 0.0  # predict nothing at all
         f.write(p, 1)
-    report = evaluate_prediction(pred, RGI7, EvalConfig(min_area_km2=limit),
-                                 echo=lambda *_: None)
+    said = []
+    report = evaluate_prediction(pred, RGI7, EvalConfig(min_area_km2=limit), echo=said.append)
+    # A map without ice is scored, but not as if it were one; both boundary directions say so.
+    assert "NO ICE" in said[-1] and said[-1].count("n/a (no boundary to measure)") == 2
     assert report["area"]["small_glaciers_ignored"] == 6
     assert len(report["per_glacier"]["glaciers"]) == len(rgi) - 6
     full = evaluate_prediction(pred, RGI7, EvalConfig(min_area_km2=0.0), name="all",
@@ -253,10 +255,9 @@ def test_the_demo_split_against_the_tile_index(tiny_run, demo_export, cli):
     from gee_export.common.cli import train
 
     ws, run = tiny_run
-    out = ws / "predictions" / "tiny-fixture" / "demo-2018"
-    if not (out / "prediction.json").is_file():
-        cli(train, ["predict", "--workspace", ws, "--checkpoint", run / "best.pt", "--export",
-                    demo_export[1], "--quiet"])
+    out = ws / "predictions" / "tiny-fixture" / "heldout-demo"  # its own: tests share the ws
+    cli(train, ["predict", "--workspace", ws, "--checkpoint", run / "best.pt", "--export",
+                demo_export[1], "--name", "heldout-demo", "--quiet"])
     res = cli(train, ["evaluate", "--prediction", out, "--name", "heldout-check"])
     assert "HELD-OUT" in res.output and "in-sample (training tiles)" in res.output
     report = json.loads((out / "heldout-check.json").read_text())

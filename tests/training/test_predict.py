@@ -144,7 +144,9 @@ def test_scene_scores_against_hand_counts(tmp_path):
     small = [box(T.c + 70, T.f - 20, T.c + 90, T.f)]  # rows 0-1, columns 7-8: ignored
     with rasterio.open(path) as src:
         s = score_scene(src, ref, small, 0.5, buffer_m=15)
-    assert s.confusion.tolist() == [[35, 10], [0, 50]]  # [TN, FP], [FN, TP]
+    # No training tiles given: every pixel is counted as held out, none as training.
+    assert s.confusion["held_out"].tolist() == [[35, 10], [0, 50]]  # [TN, FP], [FN, TP]
+    assert s.confusion["training"].sum() == 0
     # Zone of 1.5 px around the glacier: column 5 (10 predicted px) is in it, so nothing of
     # the prediction lies outside every zone.
     assert s.zones.reference[1] == 50 and s.zones.predicted["ice"][1] == 60
