@@ -38,6 +38,7 @@ def cell_profile(grid: ExportGrid, cell: Cell, count: int = len(BAND_NAMES)) -> 
                            cell.transform(grid), np.nan)
 
 
+CLASS_BANDS = {"dem_source"}  # classes: their overviews take the nearest value, not the mean
 CELL_INFO_TAG = "GLACIER_CELL_INFO"  # the cell's record (valid fraction, masks...) as JSON
 
 
@@ -50,7 +51,7 @@ def write_cell_tif(path: Path, grid: ExportGrid, cell: Cell, data: np.ndarray,
         raise ValueError(f"cell {cell.id}: data shape {data.shape} does not match the cell")
     tags = {CELL_INFO_TAG: json.dumps(info)} if info is not None else None
     write_geotiff(path, data.astype(np.float32, copy=False), cell_profile(grid, cell, len(names)),
-                  names, tags)
+                  names, tags, "nearest" if set(names) <= CLASS_BANDS else "average")
 
 
 def read_cell_info(path: Path) -> dict:

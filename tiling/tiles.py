@@ -601,10 +601,11 @@ def _write_tile(paths: list[Path], img: np.ndarray, lbl: np.ndarray, row_off: in
 
     src = _W["src"]
     t = src.window_transform(Window(col_off, row_off, size, size))
+    # Tiles are COGs without overviews: the loader reads each whole, at full resolution.
     write_geotiff(paths[0], img, geotiff_profile(size, size, img.shape[0], "float32", src.crs, t,
-                                                 np.nan), BAND_NAMES)
+                                                 np.nan), BAND_NAMES, resampling=None)
     write_geotiff(paths[1], lbl[None], geotiff_profile(size, size, 1, "uint8", src.crs, t,
-                                                       LABEL_IGNORE), ("glacier",))
+                                                       LABEL_IGNORE), ("glacier",), resampling=None)
 
 
 def unit_histograms(v: np.ndarray) -> np.ndarray:

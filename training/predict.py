@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from gee_export.common.atomic import as_stored, atomic_output
+from gee_export.common.atomic import as_stored
 from gee_export.common.bands import BAND_NAMES
 from gee_export.common.errors import GlacierError, InputError, StateError, WriteError
 from gee_export.common.gdal_errors import disk_full, no_space_left
@@ -790,24 +790,16 @@ def training_export(checkpoint: Path, workspace: Path, echo: Callable[[str], Non
 
 
 def _compress(raw: Path, dest: Path, names: list[str]) -> None:
-    """The working file as a compressed, tiled GeoTIFF with overviews, renamed when done."""
+    """The working file as a compressed cloud-optimized GeoTIFF with average overviews
+    (built into the working file first), renamed when done."""
     import rasterio
-    from rasterio.enums import Resampling
-    from rasterio.shutil import copy as rio_copy
+
+    from gee_export.common.cog import copy_as_cog
 
     with rasterio.open(raw) as src:
         profile = geotiff_profile(src.width, src.height, src.count, "float32", src.crs,
                                   src.transform, np.nan)
-    options = {k: v for k, v in profile.items() if k not in (
-        "driver", "width", "height", "count", "dtype", "crs", "transform", "nodata")}
-    with atomic_output(dest) as tmp:
-        rio_copy(raw, tmp, driver="GTiff", **options)
-        with rasterio.open(tmp, "r+") as f:
-            for i, n in enumerate(names, 1):
-                f.set_band_description(i, n)
-            factors = [2 ** k for k in range(1, 6) if max(f.width, f.height) // 2 ** k >= 256]
-            if factors:
-                f.build_overviews(factors, Resampling.average)
+    copy_as_cog(raw, dest, profile, "average", names)
 
 
 def reference_default(prediction_dir: Path) -> Path:

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .atomic import atomic_output
 from .bands import BAND_NAMES
 from .errors import InputError, StateError
 
@@ -49,17 +48,13 @@ def _block(side: int) -> int:
 
 
 def write_geotiff(path: Path, data: np.ndarray, profile: dict, names: Sequence[str] = (),
-                  tags: dict[str, str] | None = None) -> None:
-    """Write a (bands, h, w) array atomically, with band descriptions and metadata tags."""
-    import rasterio
+                  tags: dict[str, str] | None = None, resampling: str | None = "average") -> None:
+    """Write a (bands, h, w) array atomically as a cloud-optimized GeoTIFF, with band
+    descriptions, metadata tags and, when it is larger than one block, overviews made by
+    `resampling` (`average`; `nearest` for classes; None for none)."""
+    from .cog import write_cog
 
-    with atomic_output(path) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(data)
-            for i, n in enumerate(names, 1):
-                dst.set_band_description(i, n)
-            if tags:
-                dst.update_tags(**tags)
+    write_cog(path, data, profile, names, tags, resampling)
 
 
 def bounded_gdal_cache(megabytes: int = GDAL_CACHE_MB) -> rasterio.Env:
