@@ -33,7 +33,7 @@ from gee_export.common.layout import (
 from gee_export.common.locks import output_lock
 
 from .trend import METHOD as RATE_METHOD
-from .trend import RateFit, wls_rate
+from .trend import RateFit, with_ensemble, wls_rate
 from .zones import ZONE_BUFFER_M, ZoneCounts, ZoneRaster, blocks, dissolve, ellipsoidal_ratios, zone_polygons
 
 if TYPE_CHECKING:
@@ -111,6 +111,8 @@ class YearEstimate:
     observed_all: float  # the share of all the reference's glacier pixels seen
     low: np.ndarray  # edge envelope (threshold -/+ margin, or the TTA spread)
     high: np.ndarray
+    members: np.ndarray  # (models, glaciers): each ensemble member's area, filled alike
+    sigma_tta: np.ndarray  # the TTA part of the model term (0 without --tta)
 
     @property
     def sigma(self) -> np.ndarray:
@@ -364,22 +366,25 @@ def estimate_year(members: list[YearAreas], min_observed: float) -> YearEstimate
     """One year's areas and sigma terms per glacier from the members of an ensemble (one
     measurement per model; the scene, and so what is seen, is the same for all)."""
     first = members[0]
-    ice = np.array([m.km2["ice"][1:] for m in members])
-    raw = ice.mean(axis=0)
-    sigma_model = ice.std(axis=0, ddof=1) if len(members) > 1 else np.zeros_like(raw)
-    if first.bounds == "tta spread":  # half the distance between mean -/+ spread, averaged
-        half = np.mean([(m.km2["high"][1:] - m.km2["low"][1:]) / 2 for m in members], axis=0)
-        sigma_model = np.sqrt(sigma_model ** 2 + half ** 2)
     seen = first.observed * first.reference_km2
     unseen = (1 - first.observed) * first.reference_km2
-    density = np.clip(np.divide(raw, seen, out=np.zeros_like(raw), where=seen > 0), 0, 1)
-    fill = unseen * density
     keep = np.where(first.observed >= min_observed, 1.0, np.nan)
-    mean = lambda rule: np.mean([m.km2[rule][1:] for m in members], axis=0)  # noqa: E731
-    return YearEstimate(first.year, (raw + fill) * keep, sigma_model * keep,
+
+    def filled(a: np.ndarray) -> np.ndarray:  # the unseen part at the seen part's density
+        density = np.clip(np.divide(a, seen, out=np.zeros_like(a), where=seen > 0), 0, 1)
+        return (a + unseen * density) * keep
+
+    each = np.array([filled(m.km2["ice"][1:]) for m in members])
+    sigma_ens = each.std(axis=0, ddof=1) if len(members) > 1 else np.zeros(len(seen))
+    sigma_tta = np.zeros(len(seen))
+    if first.bounds == "tta spread":  # half the distance between mean -/+ spread, averaged
+        sigma_tta = np.mean([(m.km2["high"][1:] - m.km2["low"][1:]) / 2 for m in members],
+                            axis=0) * keep
+    mean = lambda rule: filled(np.mean([m.km2[rule][1:] for m in members], axis=0))  # noqa
+    return YearEstimate(first.year, each.mean(axis=0), np.sqrt(sigma_ens ** 2 + sigma_tta ** 2),
                         np.mean([m.boundary_km2 for m in members], axis=0) * keep,
                         unseen * UNIFORM_SIGMA * keep, first.observed, first.observed_all,
-                        (mean("low") + fill) * keep, (mean("high") + fill) * keep)
+                        mean("low"), mean("high"), each, sigma_tta)
 
 
 def change_table(ref: Outlines, estimates: list[YearEstimate], sigma_floor: float
@@ -392,41 +397,67 @@ def change_table(ref: Outlines, estimates: list[YearEstimate], sigma_floor: floa
     area, observed = stack("area"), stack("observed")
     terms = {k: stack(f"sigma_{k}") for k in ("model", "boundary", "unobserved")}
     low, high = np.minimum(area, stack("low")), np.maximum(area, stack("high"))
-    sigma = np.sqrt(sum(t ** 2 for t in terms.values()))
+    members = np.array([e.members for e in estimates]).transpose(1, 2, 0)  # model, glacier, year
+    # The fit's weights: every term but the ensemble's spread, which enters the rate as the
+    # spread of its members' rates (a model's bias that lasts across years cancels in a rate).
+    tta = stack("sigma_tta")
+    sigma_fit = np.sqrt(tta ** 2 + terms["boundary"] ** 2 + terms["unobserved"] ** 2)
     rows, fits = [], []
     for i, gid in enumerate(ref.ids):
-        fit = wls_rate(years, area[i], sigma[i], sigma_floor)
+        fit = _fit(years, area[i], sigma_fit[i], members[:, i], sigma_floor)
         fits.append(fit)
-        rows.append(_row(gid, years, area[i], sigma[i], {k: t[i] for k, t in terms.items()},
-                         low[i], high[i], observed[i], fit))
-    rows.append(_total_row(years, area, sigma, terms, low, high, np.array(
-        [e.observed_all for e in estimates]), fits, sigma_floor))
+        rows.append(_row(gid, years, area[i], np.sqrt(sum(t[i] ** 2 for t in terms.values())),
+                         {k: t[i] for k, t in terms.items()}, low[i], high[i], observed[i],
+                         fit))
+    rows.append(_total_row(years, area, sigma_fit, members, {**terms, "tta": tta}, low, high,
+                           np.array([e.observed_all for e in estimates]), fits, sigma_floor))
     return rows
 
 
-def _total_row(years: np.ndarray, area: np.ndarray, sigma: np.ndarray,
-               terms: dict[str, np.ndarray], low: np.ndarray, high: np.ndarray,
-               observed: np.ndarray, fits: list[RateFit | None], sigma_floor: float) -> dict:
+def _fit(years: np.ndarray, area: np.ndarray, sigma: np.ndarray, members: np.ndarray,
+         sigma_floor: float) -> RateFit | None:
+    """The weighted fit of the ensemble's mean areas; with several members, its standard
+    error also holds the spread of the members' own rates (fitted with the same weights)."""
+    fit = wls_rate(years, area, sigma, sigma_floor)
+    if fit is None or len(members) < 2:
+        return fit
+    rates = [wls_rate(years, m, sigma, sigma_floor).rate for m in members]
+    return with_ensemble(fit, float(np.std(rates, ddof=1)))
+
+
+def _total_row(years: np.ndarray, area: np.ndarray, sigma_fit: np.ndarray,
+               members: np.ndarray, terms: dict[str, np.ndarray], low: np.ndarray,
+               high: np.ndarray, observed: np.ndarray, fits: list[RateFit | None],
+               sigma_floor: float) -> dict:
     """The sum over glaciers. A glacier-year left out is filled with the glacier's fitted
-    area and the fit's standard error there. Model and boundary terms are added linearly (an
-    error of the model or its edges is shared by all glaciers: fully correlated, an upper
-    bound); the unobserved terms and the fills in quadrature (separate gaps)."""
+    area and the fit's standard error there (each ensemble member's from its own fit).
+    Boundary and TTA terms add linearly (an error of the model's edges is shared by all
+    glaciers: fully correlated, an upper bound); the ensemble's term is the spread of its
+    members' totals (the correlation it has); the unobserved terms and the fills add in
+    quadrature (separate gaps)."""
     filled, fill_se = area.copy(), np.zeros_like(area)
+    each = members.copy()
     for i, fit in enumerate(fits):
         for j in np.flatnonzero(~np.isfinite(area[i])):
             if fit is not None:
                 filled[i, j], fill_se[i, j] = fit.at(years[j])
-    lin = lambda t: np.nansum(t, axis=0)  # noqa: E731
-    total_terms = {"model": lin(terms["model"]), "boundary": lin(terms["boundary"]),
-                   "unobserved": np.sqrt(np.nansum(terms["unobserved"] ** 2, axis=0) +
-                                         (fill_se ** 2).sum(axis=0))}
+                for k in range(len(each)):  # each member from its own fit of this glacier
+                    own = wls_rate(years, members[k, i], sigma_fit[i], sigma_floor)
+                    each[k, i, j] = own.at(years[j])[0]
     tot = filled.sum(axis=0)  # NaN where a glacier could be neither seen nor fitted
-    tot_sigma = np.sqrt(sum(t ** 2 for t in total_terms.values()))
-    fit = wls_rate(years, tot, tot_sigma, sigma_floor)
+    totals = each.sum(axis=1)  # per member
+    lin = lambda t: np.nansum(t, axis=0)  # noqa: E731
+    tta = lin(terms["tta"])
+    ens = totals.std(axis=0, ddof=1) if len(members) > 1 else np.zeros_like(tot)
+    unobserved = np.sqrt(np.nansum(terms["unobserved"] ** 2, axis=0) + (fill_se ** 2).sum(0))
+    total_terms = {"model": np.sqrt(ens ** 2 + tta ** 2), "boundary": lin(terms["boundary"]),
+                   "unobserved": unobserved}
+    fit_sigma = np.sqrt(tta ** 2 + total_terms["boundary"] ** 2 + unobserved ** 2)
+    fit = _fit(years, tot, fit_sigma, totals, sigma_floor)
     seen = np.isfinite(area)
-    row = _row("total", years, tot, tot_sigma, total_terms,
-               np.where(seen, low, filled).sum(axis=0), np.where(seen, high, filled).sum(axis=0),
-               observed, fit)
+    row = _row("total", years, tot, np.sqrt(sum(t ** 2 for t in total_terms.values())),
+               total_terms, np.where(seen, low, filled).sum(axis=0),
+               np.where(seen, high, filled).sum(axis=0), observed, fit)
     filled_years = [f"{int(y)}: {int((~np.isfinite(area[:, j])).sum())} glacier(s) from "
                     "their fits" for j, y in enumerate(years) if not np.isfinite(area[:, j]).all()]
     row["flags"] = "; ".join(filled_years)
@@ -450,6 +481,7 @@ def _row(gid: str, years: np.ndarray, area: np.ndarray, sigma: np.ndarray,
         "rate_km2_per_year": num(fit.rate) if fit else None,
         "rate_percent_per_year": num(100 * fit.rate / first) if fit and first > 0 else None,
         "rate_se_km2_per_year": num(fit.se) if fit else None,
+        "rate_se_ensemble_km2_per_year": num(fit.se_ensemble) if fit else None,
         "rate_ci90_low": num(fit.ci90[0]) if fit else None,
         "rate_ci90_high": num(fit.ci90[1]) if fit else None,
         "birge_ratio": num(fit.birge_ratio) if fit else None,

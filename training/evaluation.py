@@ -370,7 +370,7 @@ def agreement_png(path: Path, prob_tif: Path, ref_geoms: Sequence[BaseGeometry],
     training tiles outlined, map coordinates in km."""
     import rasterio
     from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch, Rectangle
+    from matplotlib.patches import Patch
 
     from gee_export.common.figures import max_per_block, new_figure, save_png
     from gee_export.common.outlines import OutlineRasterizer
@@ -398,12 +398,18 @@ def agreement_png(path: Path, prob_tif: Path, ref_geoms: Sequence[BaseGeometry],
               extent=(left / 1e3, right / 1e3, bottom / 1e3, top / 1e3))
     handles = [Patch(color=c, label=n) for n, c in _CLASSES]
     if footprint is not None and footprint.in_sample_possible and len(footprint.windows):
-        side = footprint.tile_size * res / 1e3
-        for r, c in footprint.windows:
-            ax.add_patch(Rectangle(((left + c * res) / 1e3, (top - r * res) / 1e3 - side), side,
-                                   side, fill=False, edgecolor="black", linewidth=0.8,
-                                   linestyle="--"))
-        handles.append(Patch(facecolor="none", edgecolor="black", linestyle="--",
+        import shapely
+        from affine import Affine
+
+        # The outline of the tiles' union: neighbouring tiles share no line of their own.
+        area = _tiles_polygon(footprint, Affine(res / 1e3, 0, left / 1e3, 0, -res / 1e3,
+                                                top / 1e3))
+        for poly in shapely.get_parts(area):
+            ax.fill(*poly.exterior.xy, facecolor="none", edgecolor="#555555", hatch="///",
+                    linewidth=0.0)
+            for ring in [poly.exterior, *poly.interiors]:
+                ax.plot(*ring.xy, color="black", linewidth=1.2, linestyle="--")
+        handles.append(Patch(facecolor="none", edgecolor="black", linestyle="--", hatch="///",
                              label="training tiles (in-sample)"))
     ax.set_xlabel(f"easting (km, {crs})")
     ax.set_ylabel("northing (km)")

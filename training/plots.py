@@ -78,10 +78,14 @@ SAMPLE_COLORS = ("#f7fbff", "#2171b5", "#bdbdbd")
 
 
 def change_png(path: Path, ref: Outlines, per_year: list, table: list[dict], largest: int = 5,
-               max_side: int = 1200) -> None:
-    """Area against year relative to the first year, with 1-sigma bars and the 90 % interval
-    of the rate as a fan (the total and the largest glaciers; years left out marked), and a
-    map of the ice lost and gained between the first and the last year."""
+               max_side: int = 800) -> None:
+    """Area against year relative to the first year, with 1-sigma bars (the total and the
+    largest glaciers; years left out marked) and the total's 90 % rate interval as a fan, and
+    a map of the ice lost and gained between the first and the last year, at about a screen
+    pixel per map pixel, lost and gained margins drawn a pixel wider on each side so that
+    they show at the scale of a region."""
+    from scipy.ndimage import binary_dilation
+
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -94,23 +98,26 @@ def change_png(path: Path, ref: Outlines, per_year: list, table: list[dict], lar
     a.set_xlabel("year"), a.set_ylabel(f"glacier area, % of the first year seen (ellipsoidal)")
     a.set_xticks(years)
     a.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    a.set_title(f"area per year (bars: 1 sigma; fans: the rate's 90 % interval): the total "
-                f"and the {len(rows)} largest glaciers", fontsize=9)
+    a.set_title(f"total and {len(rows)} largest glaciers: 1-sigma bars, the total rate's "
+                "90 % interval (fan)", fontsize=9)
     cls, extent, crs = _lost_gained([(y.prediction, y.threshold) for y in (per_year[0],
                                                                             per_year[-1])],
                                     max_side)
+    for code in (2, 3):  # lost, gained: widened over ice and background, never over no data
+        cls[binary_dilation(cls == code) & np.isin(cls, (0, 1))] = code
     colors = ["#ffffff", "#6baed6", "#de2d26", "#31a354", "#404040"]
     b.imshow(cls, cmap=ListedColormap(colors), vmin=0, vmax=4, interpolation="nearest",
              extent=extent)
     for g in ref.geometries:
         for ring in _rings(g):
             x, y = ring.xy
-            b.plot(np.array(x) / 1e3, np.array(y) / 1e3, color="black", linewidth=0.4)
+            b.plot(np.array(x) / 1e3, np.array(y) / 1e3, color="#555555", linewidth=0.3,
+                   alpha=0.6)
     b.set_xlabel(f"easting (km, {crs})"), b.set_ylabel("northing (km)")
     b.legend(handles=[Patch(color=c, label=n) for c, n in zip(
-        colors[1:], ["ice in both years", f"lost since {years[0]}", f"gained by {years[-1]}",
-                     "no data"])] + [Patch(facecolor="none", edgecolor="black",
-                                           label="reference outlines")],
+        colors[1:], ["ice in both years", f"lost since {years[0]} (margins widened)",
+                     f"gained by {years[-1]} (widened)", "no data"])] +
+        [Patch(facecolor="none", edgecolor="#555555", label="reference outlines")],
         loc="lower right", fontsize=7)
     b.set_title(f"ice {years[0]} -> {years[-1]}")
     fig.tight_layout()
@@ -119,8 +126,8 @@ def change_png(path: Path, ref: Outlines, per_year: list, table: list[dict], lar
 
 def _area_series(ax, row: dict, years: np.ndarray, k: int, big: bool) -> None:
     """One glacier's (or the total's) areas, in % of its first area seen, with 1-sigma bars,
-    its rate's 90 % interval as a fan from that first year, and an x where its fit puts each
-    year left out (seen too little)."""
+    (the total's) rate's 90 % interval as a fan from that first year, and an x where its fit
+    puts each year left out (seen too little)."""
     area = np.array([np.nan if row[f"area_km2_{y}"] is None else row[f"area_km2_{y}"]
                      for y in years], float)
     sigma = np.array([np.nan if row[f"sigma_km2_{y}"] is None else row[f"sigma_km2_{y}"]
@@ -139,7 +146,7 @@ def _area_series(ax, row: dict, years: np.ndarray, k: int, big: bool) -> None:
     ax.errorbar(years[seen], 100 * area[seen] / base, yerr=100 * sigma[seen] / base,
                 fmt="o-" if big else ".--", color=color, linewidth=2 if big else 1,
                 capsize=3, label=label)
-    if row["rate_ci90_low"] is not None:
+    if big and row["rate_ci90_low"] is not None:
         t = np.array([y0, years[-1]], float)
         lo = 100 * (base + row["rate_ci90_low"] * (t - y0)) / base
         hi = 100 * (base + row["rate_ci90_high"] * (t - y0)) / base

@@ -10,14 +10,16 @@ there is no scatter to measure and the sigmas alone set the error.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 Z90 = 1.6448536269514722  # the standard normal's 95th percentile: a two-sided 90 % interval
-METHOD = ("weighted least squares of area on year (weights 1/sigma^2) over the years used; "
-          "standard error from the sigmas, times the Birge ratio sqrt(chi^2/(n-2)) when "
-          "above 1; 90 % interval = rate -/+ 1.645 standard errors")
+METHOD = ("weighted least squares of area on year (weights 1/sigma^2, sigma without the "
+          "ensemble's spread) over the years used; standard error from the sigmas, times the "
+          "Birge ratio sqrt(chi^2/(n-2)) when above 1, and with an ensemble added in "
+          "quadrature to the standard deviation of its members' own rates; 90 % interval = "
+          "rate -/+ 1.645 standard errors")
 
 
 @dataclass(frozen=True)
@@ -31,14 +33,17 @@ class RateFit:
     a_mean: float  # the fitted area at t_mean
     sum_w: float
     s_tt: float
+    se_ensemble: float = 0.0  # the spread of an ensemble's members' own rates, in `se`
 
     @property
     def ci90(self) -> tuple[float, float]:
         return self.rate - Z90 * self.se, self.rate + Z90 * self.se
 
     def at(self, year: float) -> tuple[float, float]:
-        """The fitted area in `year` and its standard error."""
-        scale = self.se / self.se_from_sigmas if self.se_from_sigmas > 0 else 1.0
+        """The fitted area in `year` and its standard error (from the sigmas and the scatter;
+        an ensemble's spread is in its members' own fits)."""
+        fitted = math.sqrt(max(self.se ** 2 - self.se_ensemble ** 2, 0.0))
+        scale = fitted / self.se_from_sigmas if self.se_from_sigmas > 0 else 1.0
         value = self.a_mean + self.rate * (year - self.t_mean)
         return value, scale * math.sqrt(1 / self.sum_w + (year - self.t_mean) ** 2 / self.s_tt)
 
@@ -65,3 +70,10 @@ def wls_rate(years: np.ndarray, areas: np.ndarray, sigmas: np.ndarray,
     se = se_sigmas * max(1.0, birge) if dof > 0 else se_sigmas
     return RateFit(rate, se, se_sigmas, birge, tuple(int(y) for y in t), t_mean, a_mean,
                    sum_w, s_tt)
+
+
+def with_ensemble(fit: RateFit, spread: float) -> RateFit:
+    """The fit of an ensemble's mean, its standard error widened by the standard deviation of
+    the members' own rates: what the members disagree on about the change, not about the
+    level (a model's bias that lasts across years cancels in its rate)."""
+    return replace(fit, se=math.sqrt(fit.se ** 2 + spread ** 2), se_ensemble=spread)

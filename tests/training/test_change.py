@@ -354,6 +354,18 @@ def test_an_ensemble_spread_is_the_model_term(demo_years):
             assert float(rows[gid][f"area_km2_{y}"]) == pytest.approx((x + z) / 2, abs=1e-6)
             assert float(rows[gid][f"sigma_model_{y}"]) == pytest.approx(abs(x - z) / 2 ** 0.5,
                                                                          abs=1e-6)
+        # The rate's error holds the spread of the members' own rates (each fitted with the
+        # ensemble's weights, by numpy here), not of their levels.
+        sigma = np.maximum(np.hypot(*[[float(rows[gid][f"sigma_{t}_{y}"]) for y in YEARS]
+                                      for t in ("boundary", "unobserved")]), 1e-4)
+        ra, rb = (np.polyfit(YEARS, [float(s[gid][f"area_km2_{y}"]) for y in YEARS], 1,
+                             w=1 / sigma)[0] for s in single)
+        assert float(rows[gid]["rate_se_ensemble_km2_per_year"]) == pytest.approx(
+            abs(ra - rb) / 2 ** 0.5, rel=2e-3, abs=1e-7)  # areas rounded to 1e-6 km^2
+    for y in YEARS:  # the total's: the spread of the members' totals, as correlated as it is
+        tx, tz = (float(s["total"][f"area_km2_{y}"]) for s in single)
+        assert float(rows["total"][f"sigma_model_{y}"]) == pytest.approx(abs(tx - tz) / 2 ** 0.5,
+                                                                         rel=1e-3)
     method = json.loads((out / "change.json").read_text())["method"]
     assert method["model_term"] == "ensemble of 2 checkpoints"
     with pytest.raises(ValueError, match="same checkpoint"):
