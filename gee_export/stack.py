@@ -31,6 +31,7 @@ from gee_export.common.layout import (
     write_manifest,
 )
 from gee_export.common.rasters import BLOCK, geotiff_profile, write_geotiff
+from gee_export.common.stac import update_catalog
 
 
 def cell_profile(grid: ExportGrid, cell: Cell, count: int = len(BAND_NAMES)) -> dict:
@@ -239,6 +240,7 @@ class ExportDir:
         self.manifest.update(fields)
         self.manifest.update(complete=True, completed_at=now_iso())
         self.save()
+        update_catalog(self.path.parent.parent)
 
 
 def nothing_to_do(exp: ExportDir, echo: Callable[[str], None]) -> None:

@@ -53,6 +53,7 @@ from gee_export.common.layout import (
 from gee_export.common.locks import output_lock
 from gee_export.common.outlines import OutlineRasterizer, Outlines, read_outlines
 from gee_export.common.rasters import bounded_gdal_cache, check_stack, geotiff_profile, write_geotiff
+from gee_export.common.stac import update_catalog
 from gee_export.common.vectors import write_gpkg
 from gee_export.common.workers import WorkerPool
 
@@ -217,6 +218,7 @@ def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig()
         recut = sum(r["recut"] for r in results.values())
         if recut:
             echo(f"{recut} tile(s) did not match their recorded checksums and were cut again")
+    update_catalog(Path(workspace), echo)
     s = manifest["splits"]
     echo(f"tiles complete: {out} ({s[TRAIN]['tiles']} train, {s[VAL]['tiles']} val, "
          f"{manifest['counts'][GUARD]} guard; split distance {manifest['split_distance_m']:.0f} m;"

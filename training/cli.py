@@ -170,6 +170,9 @@ def predict_options(fn: Callable[..., Any]) -> Callable[..., Any]:
               help="Fill holes in glacier polygons smaller than this, km^2.")
 @click.option("--simplify", type=FiniteFloat(min=0), default=0.0,
               help="Simplify outlines with this tolerance in metres (0: exact pixel edges).")
+@click.option("--format", "outline_format", type=click.Choice(["gpkg", "parquet", "both"]),
+              default="gpkg", show_default=True, help="Outlines as glaciers.gpkg (every "
+              "layer), glaciers.parquet (GeoParquet, the glaciers layer) or both.")
 @click.option("--name", default=None, help="Output name under predictions/RUN/. "
                                            "[default: the export's name]")
 @force_option
@@ -179,8 +182,9 @@ def predict_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @user_errors
 def predict(checkpoint: Path, export_dir: Path | None, window: int | None, overlap: int | None,
             batch_size: int, threshold: float, tta: bool, device: str, amp: bool,
-            min_area: float, max_hole: float, simplify: float, name: str | None, force: bool,
-            wait: bool, quiet: bool, workspace: Path | None) -> None:
+            min_area: float, max_hole: float, simplify: float, outline_format: str,
+            name: str | None, force: bool, wait: bool, quiet: bool,
+            workspace: Path | None) -> None:
     """Predict glacier probability over a whole export and write glacier outlines
     (glaciers.gpkg: layer glaciers, and by_glacier with each inventory glacier's ice)."""
     from .predict import PredictConfig, training_export
@@ -193,7 +197,8 @@ def predict(checkpoint: Path, export_dir: Path | None, window: int | None, overl
                         threshold=threshold, min_area_km2=min_area, max_hole_km2=max_hole,
                         simplify_m=simplify, device=device, amp=amp, tta=tta)
     run_predict(Path(checkpoint), export_dir, ws, cfg, name, force, quiet, click.echo,
-                wait=wait)
+                wait=wait, formats=("gpkg", "parquet") if outline_format == "both"
+                else (outline_format,))
 
 
 @click.command(context_settings=CONTEXT)

@@ -21,7 +21,7 @@ from gee_export.common.errors import GlacierError, InputError, StateError, Write
 from gee_export.common.gdal_errors import disk_full, no_space_left
 from gee_export.common.grid import ExportGrid
 from gee_export.common.layout import (
-    GLACIERS_GPKG,
+    OUTLINE_FILES,
     OUTLINES_FILE,
     PREDICTION_MANIFEST,
     PREDICTIONS_DIR,
@@ -38,8 +38,10 @@ from gee_export.common.layout import (
     write_manifest,
 )
 from gee_export.common.locks import output_lock
+from gee_export.common.qml import write_prediction_styles
 from gee_export.common.rasters import bounded_gdal_cache, geotiff_profile
-from gee_export.common.vectors import write_gpkg_layers
+from gee_export.common.stac import update_catalog
+from gee_export.common.vectors import write_outline_files
 
 if TYPE_CHECKING:
     import torch
@@ -372,17 +374,25 @@ def load_model(checkpoint: Path, device: torch.device) -> tuple[torch.nn.Module,
 def predict(checkpoint: Path, export_dir: Path, workspace: Path,
             cfg: PredictConfig = PredictConfig(), name: str | None = None, force: bool = False,
             quiet: bool = False, echo: Callable[[str], None] = print,
-            model_fn: ModelFn | None = None, wait: bool = False) -> Path:
-    """Probability GeoTIFF and glacier outlines for one export; rerunning resumes. GDAL's
-    block cache is capped: every block is read about once."""
+            model_fn: ModelFn | None = None, wait: bool = False,
+            formats: tuple[str, ...] = ("gpkg",)) -> Path:
+    """Probability GeoTIFF and glacier outlines (in `formats`, keys of OUTLINE_FILES) for
+    one export; rerunning resumes. GDAL's block cache is capped: every block is read about
+    once."""
     job = _PredictJob.open(Path(checkpoint), Path(export_dir), Path(workspace), cfg, name,
                            model_fn)
     with output_lock(job.out, wait, echo), bounded_gdal_cache(STREAM_CACHE_MB):
         manifest = job.claim(force, echo)
         if manifest is None:
-            return job.out
-        job.probability(manifest, quiet, echo)
-        job.outlines(manifest, echo)
+            if all((job.out / OUTLINE_FILES[f]).is_file() for f in formats):
+                return job.out
+            echo(f"writing the outlines as {', '.join(formats)}")  # polygonized again
+            manifest = read_manifest(job.out / PREDICTION_MANIFEST, "prediction")
+        else:
+            job.probability(manifest, quiet, echo)
+        job.outlines(manifest, echo, formats)
+        write_prediction_styles(job.out, cfg.threshold)
+    update_catalog(workspace, echo)
     return job.out
 
 
@@ -582,9 +592,10 @@ class _PredictJob:
                                self.overlap, cfg.batch_size, cfg.band_width, done, band_done,
                                bar.update)
 
-    def outlines(self, manifest: dict, echo) -> None:
+    def outlines(self, manifest: dict, echo, formats: tuple[str, ...] = ("gpkg",)) -> None:
         """glaciers.gpkg: the predicted glaciers and, where the export recorded an inventory,
-        the predicted ice of each inventory glacier (by zones)."""
+        the predicted ice of each inventory glacier (by zones); glaciers.parquet: the
+        predicted glaciers (`formats`)."""
         import rasterio
 
         cfg = self.cfg
@@ -601,7 +612,7 @@ class _PredictJob:
                 layers["glaciers"] = _with_inventory_ids(layers["glaciers"],
                                                          layers["by_glacier"])
             valid_km2 = valid_px * abs(prob.res[0] * prob.res[1]) / 1e6
-        write_gpkg_layers(layers, self.out / GLACIERS_GPKG)
+        write_outline_files(layers, self.out, formats)
         g = layers["glaciers"]
         manifest.update(complete=True, completed_at=now_iso(), glaciers=len(g),
                         glacier_area_km2=float(g["area_km2"].sum()),

@@ -38,6 +38,7 @@ DEFAULT_WORKSPACE = "workspace"
 EXPORTS_DIR, TILES_DIR, RUNS_DIR, PREDICTIONS_DIR, SOURCES_DIR = (
     "exports", "tiles", "runs", "predictions", "sources")
 COMPARISONS_DIR = "comparisons"
+STAC_DIR, STAC_CATALOG = "stac", "catalog.json"  # the workspace's STAC catalog (stac.py)
 
 # -- file names, by stage -------------------------------------------------------------------------
 
@@ -64,10 +65,14 @@ CURVES_PNG, SAMPLES_PNG = "curves.png", "samples.png"
 PREDICTION_MANIFEST = "prediction.json"
 PROBABILITY_TIF = "probability.tif"
 GLACIERS_GPKG = "glaciers.gpkg"
+GLACIERS_PARQUET = "glaciers.parquet"  # train predict --format parquet|both: GeoParquet
+PROBABILITY_QML, GLACIERS_QML = "probability.qml", "glaciers.qml"  # QGIS styles (qml.py)
+OUTLINE_FILES = {"gpkg": GLACIERS_GPKG, "parquet": GLACIERS_PARQUET}
 DEFAULT_REPORT = "report"  # train evaluate --name
 # train compare / change
 COMPARISON_FILES = ("comparison.json", "comparison.csv", "comparison.md", "comparison.png")
 CHANGE_FILES = ("change.json", "change.csv", "change.gpkg", "change.png")
+CHANGE_TIF, CHANGE_QML = "change.tif", "change.qml"  # classes: stable, lost, gained ice
 
 
 def tif_name(item_id: str) -> str:
