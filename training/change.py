@@ -31,7 +31,9 @@ from gee_export.common.layout import (
     stored_path,
 )
 from gee_export.common.locks import output_lock
+from gee_export.common.stac import update_catalog
 
+from .change_map import write_change_map
 from .trend import METHOD as RATE_METHOD
 from .trend import RateFit, with_ensemble, wls_rate
 from .zones import ZONE_BUFFER_M, ZoneCounts, ZoneRaster, blocks, dissolve, ellipsoidal_ratios, zone_polygons
@@ -206,7 +208,9 @@ def run_change(predictions: list[Path], workspace: Path, reference: Path | None 
         estimates = [estimate_year(list(models), cfg.min_observed)
                      for models in zip(*per_year)]
         table = change_table(ref, estimates, SIGMA_FLOOR_KM2)
+        write_change_map(out, predictions[0], predictions[-1])  # before change.json
         _write(out, params, ref, per_year[0], estimates, table, manifests, len(members), echo)
+    update_catalog(Path(workspace), echo)
     return out
 
 

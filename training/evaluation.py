@@ -98,6 +98,8 @@ def evaluate_prediction(pred_dir: Path, reference: Path, cfg: EvalConfig = EvalC
     import rasterio
 
     from gee_export.common.atomic import write_json
+    from gee_export.common.layout import workspace_of
+    from gee_export.common.stac import update_catalog
 
     pred_dir = Path(pred_dir)
     m = require_complete(pred_dir / PREDICTION_MANIFEST, "prediction",
@@ -118,6 +120,7 @@ def evaluate_prediction(pred_dir: Path, reference: Path, cfg: EvalConfig = EvalC
     agreement_png(pred_dir / figure, pred_dir / PROBABILITY_TIF, ref.geometries,
                   small.geometries, threshold, report, footprint)
     echo(summary_line(report) + f" ({pred_dir / report_json})")
+    update_catalog(workspace_of(pred_dir, "prediction"), echo)
     return report
 
 
