@@ -58,8 +58,8 @@ def probability_ramp(threshold: float) -> list[RampStop]:
     it (the entry labelled 'threshold'), dark blue at 1."""
     below = max(threshold - 1e-3, 0.0)
     return [RampStop(0.0, "#ffffff", 0, "0"),
-            RampStop(below, "#bdbdbd", 140, f"below {threshold:.2f}: not ice"),
-            RampStop(threshold, "#6baed6", 255, f"{threshold:.2f}: threshold"),
+            RampStop(below, "#bdbdbd", 140, f"below {threshold:g}: not ice"),
+            RampStop(threshold, "#6baed6", 255, f"{threshold:g}: threshold"),
             RampStop(1.0, "#08306b", 255, "1")]
 
 
