@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 BOUNDS_MARGIN = 0.1  # without --tta: the edge envelope at threshold -/+ this
 SIGMA_FLOOR_KM2 = 1e-4  # one 10 m pixel: the least a year's area is known to
+# A year in which a glacier shows no ice: ice under half the paper's 0.05 km^2 minimum area can
+# go unseen, so its zero is known to this much (1 sigma), not to a pixel.
+DETECTION_LIMIT_KM2 = 0.025
 COVERAGE_MIN_KM2 = 0.1  # the truth check judges the intervals of glaciers larger than this
 RULES = ("ice", "low", "high")
 MIN_OBSERVED = 0.9  # a glacier seen over less of its outline gets no area that year
@@ -243,18 +246,27 @@ def _check_ensemble(members: list[tuple[list[Path], list[dict]]]) -> None:
     checkpoints."""
     (first, fm), *rest = members
     years = [m.get("year") for m in fm]
+    seen: dict[str, Path] = {fm[0]["parameters"].get("checkpoint_sha256"): first[0]}
     for ps, ms in rest:
         if [m.get("year") for m in ms] != years:
             raise InputError(f"--checkpoint: {ps[0].parent} has predictions of years "
                              f"{[m.get('year') for m in ms]}, the first model of {years}")
         diff = _made_differently(fm[0], ms[0], checkpoint=False)
+        for key in ("bands", "trained_on"):  # the same recipe: bands, and the same tiles
+            a, b = fm[0].get(key), ms[0].get(key)
+            if key == "trained_on":
+                a, b = (a or {}).get("tiles_id"), (b or {}).get("tiles_id")
+            if a != b:
+                diff = ", ".join(filter(None, [diff, f"{key.replace('_', ' ')}: {a} -> {b}"]))
         if diff:
             raise InputError(f"--checkpoint: {ps[0]} was made otherwise than {first[0]} "
-                             f"({diff}); an ensemble's members differ in their weights only")
-        if ms[0]["parameters"].get("checkpoint_sha256") == \
-                fm[0]["parameters"].get("checkpoint_sha256"):
-            raise InputError(f"--checkpoint: {ps[0]} and {first[0]} come from the same "
+                             f"({diff}); an ensemble's members differ in their weights only "
+                             "(the same recipe and tiles, another --seed)")
+        sha = ms[0]["parameters"].get("checkpoint_sha256")
+        if sha in seen:
+            raise InputError(f"--checkpoint: {ps[0]} and {seen[sha]} come from the same "
                              "checkpoint; an ensemble needs different ones")
+        seen[sha] = ps[0]
 
 
 def _made_differently(a: dict, b: dict, checkpoint: bool = True) -> str:
@@ -385,8 +397,11 @@ def estimate_year(members: list[YearAreas], min_observed: float) -> YearEstimate
         sigma_tta = np.mean([(m.km2["high"][1:] - m.km2["low"][1:]) / 2 for m in members],
                             axis=0) * keep
     mean = lambda rule: filled(np.mean([m.km2[rule][1:] for m in members], axis=0))  # noqa
-    return YearEstimate(first.year, each.mean(axis=0), np.sqrt(sigma_ens ** 2 + sigma_tta ** 2),
-                        np.mean([m.boundary_km2 for m in members], axis=0) * keep,
+    area = each.mean(axis=0)
+    boundary = np.mean([m.boundary_km2 for m in members], axis=0)
+    boundary = np.where(area == 0, np.maximum(boundary, DETECTION_LIMIT_KM2), boundary)
+    return YearEstimate(first.year, area, np.sqrt(sigma_ens ** 2 + sigma_tta ** 2),
+                        boundary * keep,
                         unseen * UNIFORM_SIGMA * keep, first.observed, first.observed_all,
                         mean("low"), mean("high"), each, sigma_tta)
 
@@ -406,6 +421,7 @@ def change_table(ref: Outlines, estimates: list[YearEstimate], sigma_floor: floa
     # spread of its members' rates (a model's bias that lasts across years cancels in a rate).
     tta = stack("sigma_tta")
     sigma_fit = np.sqrt(tta ** 2 + terms["boundary"] ** 2 + terms["unobserved"] ** 2)
+
     rows, fits = [], []
     for i, gid in enumerate(ref.ids):
         fit = _fit(years, area[i], sigma_fit[i], members[:, i], sigma_floor)
@@ -414,7 +430,8 @@ def change_table(ref: Outlines, estimates: list[YearEstimate], sigma_floor: floa
                          {k: t[i] for k, t in terms.items()}, low[i], high[i], observed[i],
                          fit))
     rows.append(_total_row(years, area, sigma_fit, members, {**terms, "tta": tta}, low, high,
-                           np.array([e.observed_all for e in estimates]), fits, sigma_floor))
+                           np.array([e.observed_all for e in estimates]), fits, sigma_floor,
+                           list(ref.ids)))
     return rows
 
 
@@ -432,13 +449,21 @@ def _fit(years: np.ndarray, area: np.ndarray, sigma: np.ndarray, members: np.nda
 def _total_row(years: np.ndarray, area: np.ndarray, sigma_fit: np.ndarray,
                members: np.ndarray, terms: dict[str, np.ndarray], low: np.ndarray,
                high: np.ndarray, observed: np.ndarray, fits: list[RateFit | None],
-               sigma_floor: float) -> dict:
+               sigma_floor: float, ids: list[str]) -> dict:
     """The sum over glaciers. A glacier-year left out is filled with the glacier's fitted
     area and the fit's standard error there (each ensemble member's from its own fit).
     Boundary and TTA terms add linearly (an error of the model's edges is shared by all
     glaciers: fully correlated, an upper bound); the ensemble's term is the spread of its
     members' totals (the correlation it has); the unobserved terms and the fills add in
     quadrature (separate gaps)."""
+    # A glacier seen in fewer than two years cannot be filled from a fit: the total leaves it
+    # out in every year (and says so) rather than being lost as a whole.
+    out = [i for i, fit in enumerate(fits) if fit is None and not np.isfinite(area[i]).all()]
+    keep = np.setdiff1d(np.arange(len(area)), out)
+    area, sigma_fit, members, low, high = (a[keep] if a.ndim < 3 else a[:, keep]
+                                           for a in (area, sigma_fit, members, low, high))
+    terms = {k: t[keep] for k, t in terms.items()}
+    fits = [fits[i] for i in keep]
     filled, fill_se = area.copy(), np.zeros_like(area)
     each = members.copy()
     for i, fit in enumerate(fits):
@@ -464,6 +489,9 @@ def _total_row(years: np.ndarray, area: np.ndarray, sigma_fit: np.ndarray,
                np.where(seen, high, filled).sum(axis=0), observed, fit)
     filled_years = [f"{int(y)}: {int((~np.isfinite(area[:, j])).sum())} glacier(s) from "
                     "their fits" for j, y in enumerate(years) if not np.isfinite(area[:, j]).all()]
+    if out:
+        filled_years.append(f"leaves out {', '.join(ids[i] for i in out)} (seen in fewer than "
+                            "two years)")
     row["flags"] = "; ".join(filled_years)
     return row
 
@@ -492,8 +520,8 @@ def _row(gid: str, years: np.ndarray, area: np.ndarray, sigma: np.ndarray,
         "rate_edge_low": num(edge[0]), "rate_edge_high": num(edge[1]),
         "years_used": ";".join(str(int(y)) for y in years[ok]),
         "observed_min": float(np.min(observed)),
-        "flags": "; ".join(f"{int(y)}: seen over {100 * o:.0f} %, left out"
-                           for y, o, k in zip(years, observed, ok) if not k)})
+        "flags": "; ".join(f"{int(y)}: seen over {math.floor(1000 * o) / 10:g} % only, left "
+                           "out" for y, o, k in zip(years, observed, ok) if not k)})
     return row
 
 
@@ -584,25 +612,35 @@ def truth_check(table: list[dict], per_year: list[YearAreas], manifests: list[di
     true_rate = {g: _true_rate(years, np.array([t.get(g, 0.0) for t in truths]), rows[g])
                  for g in ids}
     first, last = int(years[0]), int(years[-1])
-    total = rows["total"]
-    est = (total[f"area_km2_{last}"] - total[f"area_km2_{first}"]
-           if total[f"area_km2_{last}"] is not None and total[f"area_km2_{first}"] is not None
-           else None)
-    true = sum(truths[-1].get(g, 0.0) - truths[0].get(g, 0.0) for g in ids)
+    both = [g for g in ids if rows[g][f"area_km2_{first}"] is not None
+            and rows[g][f"area_km2_{last}"] is not None]  # seen well in both end years
+    est = sum(rows[g][f"area_km2_{last}"] - rows[g][f"area_km2_{first}"] for g in both)
+    true = sum(truths[-1].get(g, 0.0) - truths[0].get(g, 0.0) for g in both)
     large = [g for g in ids if truths[0].get(g, 0.0) > 1.0]
     judged = [g for g in ids if truths[0].get(g, 0.0) > COVERAGE_MIN_KM2
               and rows[g]["rate_ci90_low"] is not None]
     inside = lambda g, lo, hi: rows[g][lo] is not None and \
         rows[g][lo] - 1e-9 <= true_rate[g] <= rows[g][hi] + 1e-9  # noqa: E731
     covered = [g for g in judged if inside(g, "rate_ci90_low", "rate_ci90_high")]
+    plain = {g: slope(years, np.array([t.get(g, 0.0) for t in truths])) for g in judged}
+    covered_plain = [g for g in judged if rows[g]["rate_ci90_low"] - 1e-9 <= plain[g] <=
+                     rows[g]["rate_ci90_high"] + 1e-9]
     return {"total_change_km2": est, "true_total_change_km2": true,
-            "total_change_error": (est - true) / true if true and est is not None else None,
+            "total_change_error": (est - true) / true if true else None,
+            "total_change_glaciers": len(both),
             "large_glaciers": len(large),
             "large_sign_right": sum(np.sign(rows[g]["rate_km2_per_year"] or 0) ==
                                     np.sign(true_rate[g]) for g in large),
             "coverage90": len(covered) / len(judged) if judged else None,
             "coverage90_glaciers": len(judged),
             "coverage90_missed": sorted(set(judged) - set(covered)),
+            # Against the plain least-squares rate of the true areas over every year (the
+            # estimand above uses our weights and years, so it moves with the estimator).
+            "coverage90_unweighted_truth": (len(covered_plain) / len(judged) if judged
+                                            else None),
+            "sharpness_mean_abs_error_over_se": (float(np.mean([
+                abs(rows[g]["rate_km2_per_year"] - true_rate[g]) / rows[g]["rate_se_km2_per_year"]
+                for g in judged])) if judged else None),
             "true_rate_km2_per_year": {g: true_rate[g] for g in judged},
             "truth_inside_edge_envelope": sum(inside(g, "rate_edge_low", "rate_edge_high")
                                               for g in ids),

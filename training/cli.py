@@ -1,6 +1,7 @@
 """`train run`, `predict`, `evaluate`, `compare`, `models`: thin commands over the library."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,7 +19,13 @@ from gee_export.common.cli import (
     wait_option,
     workspace_option,
 )
-from gee_export.common.layout import newest_complete, resolve_workspace
+from gee_export.common.layout import (
+    TRUTH_OUTLINES_FILE,
+    WORKSPACE_ENV,
+    newest_complete,
+    resolve_workspace,
+    workspace_of,
+)
 
 from .trainer import TrainConfig
 
@@ -232,8 +239,11 @@ def evaluate(prediction: Path, reference: Path | None, min_area: float, id_field
         raise click.UsageError(f"{prediction}: its export recorded no outlines; give "
                                "--reference FILE")
     if not reference:
-        click.echo(f"--reference: {ref} (the outlines the predicted export recorded; give "
-                   "--reference to score against others)")
+        truth = ref.parent / TRUTH_OUTLINES_FILE
+        click.echo(f"--reference: {ref} (the outlines the predicted export recorded, which "
+                   "may date from another year than the imagery; give --reference to score "
+                   "against others" + (f", e.g. {truth}, this year's own synthetic outlines"
+                                       if truth.is_file() else "") + ")")
     evaluate_prediction(Path(prediction), ref, EvalConfig(min_area, id_field, zone_buffer),
                         name, force, click.echo)
 
@@ -295,6 +305,8 @@ def change(checkpoint: tuple[Path, ...], region: str | None, years: str | None,
     from .predict import PredictConfig
 
     ws = resolve_workspace(workspace)
+    if predictions and workspace is None and not os.environ.get(WORKSPACE_ENV):
+        ws = workspace_of(Path(predictions[0]), "prediction")  # the predictions' own
     if bool(checkpoint) == bool(predictions):
         raise click.UsageError("give either --checkpoint with --region and --years, or "
                                "--predictions DIR (repeated)")

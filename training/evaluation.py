@@ -21,6 +21,7 @@ from gee_export.common.bands import LABEL_IGNORE
 from gee_export.common.errors import InputError, StateError
 from gee_export.common.layout import (
     DEFAULT_REPORT,
+    GLACIERS_GPKG,
     PREDICTION_MANIFEST,
     PROBABILITY_TIF,
     file_sha256,
@@ -102,15 +103,17 @@ def evaluate_prediction(pred_dir: Path, reference: Path, cfg: EvalConfig = EvalC
     from gee_export.common.stac import update_catalog
 
     pred_dir = Path(pred_dir)
+    check_report_name(name)
     m = require_complete(pred_dir / PREDICTION_MANIFEST, "prediction",
                          "rerun `train predict` to finish it")
+    footprint = training_footprint(pred_dir, m)
     params = {"reference": Path(reference).name, "reference_sha256": file_sha256(reference),
-              "prediction_completed_at": m.get("completed_at"), "config": asdict(cfg)}
+              "prediction_completed_at": m.get("completed_at"), "config": asdict(cfg),
+              "training_tiles": footprint.tiles_id}  # a re-cut tile set makes a report stale
     report_json, figure = report_files(name)
     if not _needed(pred_dir / report_json, params, force, echo):
         return read_manifest(pred_dir / report_json, "evaluation")
     threshold = m["parameters"]["config"]["threshold"]
-    footprint = training_footprint(pred_dir, m)
     with rasterio.open(pred_dir / PROBABILITY_TIF) as src:
         ref, small = _reference(reference, src, cfg)
         scene = score_scene(src, ref.geometries, small.geometries, threshold, cfg.zone_buffer_m,
@@ -124,6 +127,18 @@ def evaluate_prediction(pred_dir: Path, reference: Path, cfg: EvalConfig = EvalC
     return report
 
 
+def check_report_name(name: str) -> None:
+    """A report name is a plain file stem that names no other file of the prediction."""
+    import re
+
+    taken = {Path(f).stem for f in (PREDICTION_MANIFEST, PROBABILITY_TIF, GLACIERS_GPKG)}
+    taken |= {Path(report_files(DEFAULT_REPORT)[1]).stem}  # agreement.png
+    if name in taken or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise InputError(f"--name {name!r}: use a plain name (letters, digits, . _ -) other "
+                         f"than {', '.join(sorted(taken))}, which the prediction's own files "
+                         "use")
+
+
 def summary_line(report: dict) -> str:
     """What `train evaluate` prints: the headline scores first, named for what they cover."""
     p, a, split = report["pixels"], report["area"], report["pixels"]["split"]
@@ -131,7 +146,10 @@ def summary_line(report: dict) -> str:
     label = {"held_out": "HELD-OUT", "all": "ALL PIXELS"}[p["headline"]]
     empty = ("the prediction holds NO ICE anywhere (the scores describe a map without "
              "glaciers); " if not a["predicted_planar_km2"] else "")
-    line = (f"evaluation, {empty}{label} ({split['note']}): OA {head['oa']:.4f}, mF1 "
+    note = split["note"]
+    if split["relation"] == "other year":
+        note += f": {100 * split['under_training_tiles_share']:.0f} % of them"
+    line = (f"evaluation, {empty}{label} ({note}): OA {head['oa']:.4f}, mF1 "
             f"{head['mf1']:.4f}, mIoU {head['miou']:.4f}")
     if p["training"]:
         line += (f"; in-sample (training tiles): mIoU {p['training']['miou']:.4f}; all pixels: "
@@ -193,6 +211,7 @@ class SceneScores:
     pixel_area_m2: float
     footprint: TrainingFootprint
     training_area: object  # the training tiles as a polygon (empty when none)
+    under_training_tiles: float  # share of the pixels with data under a training tile, any year
 
 
 def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
@@ -216,6 +235,7 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
     counts = ZoneCounts(len(ref_geoms))
     in_training = np.zeros(len(ref_geoms) + 1, np.int64)
     cm = {k: np.zeros((2, 2), np.int64) for k in SPLITS}
+    under_tiles = with_data = 0  # pixels with data under a training tile (any year)
     pieces: dict[int, list] = {}
     for r, c, h, w in blocks(src.height, src.width):
         win = Window(c, r, w, h)
@@ -231,6 +251,8 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
         cm["training"] += confusion(ice[train], truth[train])
         cm["held_out"] += confusion(ice[~train], truth[~train])
         in_training += np.bincount(ref[valid & train].ravel(), minlength=len(in_training))
+        under_tiles += int((valid & footprint.footprint(r, c, h, w)).sum())
+        with_data += int(valid.sum())
         t = src.window_transform(win)
         for k, v in zone_polygons(valid.astype(np.uint8) + ice, t).items():
             pieces.setdefault(k, []).extend(v)  # 1: valid, no ice; 2: ice
@@ -242,7 +264,7 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
     ice_area = merged.get(2, empty)
     return SceneScores(cm, counts, in_training, shapely.union(merged.get(1, empty), ice_area),
                        ice_area, abs(src.res[0] * src.res[1]), footprint,
-                       _tiles_polygon(footprint, src.transform))
+                       _tiles_polygon(footprint, src.transform), under_tiles / with_data)
 
 
 def _tiles_polygon(footprint: TrainingFootprint, transform) -> BaseGeometry:
@@ -250,10 +272,9 @@ def _tiles_polygon(footprint: TrainingFootprint, transform) -> BaseGeometry:
     import shapely
 
     boxes = []
-    s = footprint.tile_size
     if footprint.in_sample_possible:
-        for r, c in footprint.windows:
-            (x0, y0), (x1, y1) = transform * (c, r + s), transform * (c + s, r)
+        for r0, r1, c0, c1 in footprint.windows:
+            (x0, y0), (x1, y1) = transform * (c0, r1), transform * (c1, r0)
             boxes.append(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
     return shapely.union_all(boxes) if boxes else shapely.Polygon()
 
@@ -271,7 +292,8 @@ def pixel_scores(scene: SceneScores) -> dict:
     fp = scene.footprint
     everything = sum(scene.confusion.values())
     held_out = None if fp.relation == UNKNOWN else _pixel_block(scene.confusion["held_out"])
-    return {"headline": "held_out" if held_out else "all", "split": fp.to_dict(),
+    split = {**fp.to_dict(), "under_training_tiles_share": round(scene.under_training_tiles, 4)}
+    return {"headline": "held_out" if held_out else "all", "split": split,
             "held_out": held_out,
             "training": _pixel_block(scene.confusion["training"]),
             "all": _pixel_block(everything)}
@@ -422,7 +444,9 @@ def agreement_png(path: Path, prob_tif: Path, ref_geoms: Sequence[BaseGeometry],
              f"{head['miou']:.3f}, glacier F1 {head['f1_glacier']:.3f}")
     if px["training"]:
         title += f"   (training tiles: mIoU {px['training']['miou']:.3f})"
-    ax.set_title(title + f"\n{px['split']['note']}", fontsize=8)
+    import textwrap
+
+    ax.set_title(title + "\n" + "\n".join(textwrap.wrap(px["split"]["note"], 110)), fontsize=8)
     ax.legend(handles=handles, loc="lower right", fontsize=7)
     fig.tight_layout()
     save_png(fig, path)

@@ -84,19 +84,19 @@ def change_png(path: Path, ref: Outlines, per_year: list, table: list[dict], lar
     a map of the ice lost and gained between the first and the last year, at about a screen
     pixel per map pixel, lost and gained margins drawn a pixel wider on each side so that
     they show at the scale of a region."""
-    from scipy.ndimage import binary_dilation
-
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
+    from scipy.ndimage import binary_dilation
 
     years = np.array([y.year for y in per_year])
     fig, (a, b) = new_figure(1, 2, figsize=(15, 5.5))
     total = table[-1]
-    rows = sorted(table[:-1], key=lambda r: -(r[f"area_km2_{years[0]}"] or 0))[:largest]
+    rows = sorted(table[:-1], key=lambda r: -max(r[f"area_km2_{y}"] or 0 for y in years))
+    rows = rows[:largest]  # by the largest area seen, so a year left out does not hide one
     for k, r in enumerate([total] + rows):
         _area_series(a, r, years, k, big=r is total)
-    a.set_xlabel("year"), a.set_ylabel(f"glacier area, % of the first year seen (ellipsoidal)")
-    a.set_xticks(years)
+    a.set_xlabel("year"), a.set_ylabel("glacier area, % of the first year seen (ellipsoidal)")
+    a.set_xticks(years, [str(y) for y in years])
     a.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     a.set_title(f"total and {len(rows)} largest glaciers: 1-sigma bars, the total rate's "
                 "90 % interval (fan)", fontsize=9)
@@ -115,8 +115,9 @@ def change_png(path: Path, ref: Outlines, per_year: list, table: list[dict], lar
                    alpha=0.6)
     b.set_xlabel(f"easting (km, {crs})"), b.set_ylabel("northing (km)")
     b.legend(handles=[Patch(color=c, label=n) for c, n in zip(
-        colors[1:], ["ice in both years", f"lost since {years[0]} (margins widened)",
-                     f"gained by {years[-1]} (widened)", "no data"])] +
+        colors[1:], ["ice in both years", f"lost since {years[0]} (drawn a map pixel wider)",
+                     f"gained by {years[-1]} (drawn a map pixel wider)",
+                     "no data in either year"])] +
         [Patch(facecolor="none", edgecolor="#555555", label="reference outlines")],
         loc="lower right", fontsize=7)
     b.set_title(f"ice {years[0]} -> {years[-1]}")
@@ -166,7 +167,8 @@ def _rings(geom) -> list:
 def _lost_gained(years: list[tuple[Path, float]], max_side: int):
     """For the first and last (prediction, threshold): classes on a grid of at most max_side
     pixels a side: 0 none, 1 both, 2 lost, 3 gained, 4 no data. Each map pixel shows the most
-    telling class of the block it covers (gained, then lost, then ice, then no data), so that
+    telling class of the block it covers (gained, then lost, then ice; a pixel without data
+    in either year is no data, never a change), so that
     margins of a pixel or two stay visible at the scale of a whole region; read a strip of
     blocks at a time."""
     import rasterio
@@ -184,8 +186,8 @@ def _lost_gained(years: list[tuple[Path, float]], max_side: int):
             win = Window(0, r * f, s0.width, min(f, s0.height - r * f))
             p0, p1 = s0.read(1, window=win), s1.read(1, window=win)
             a, b = np.nan_to_num(p0) >= t0, np.nan_to_num(p1) >= t1
-            prio = np.select([~a & b, a & ~b, a & b, ~np.isfinite(p0) | ~np.isfinite(p1)],
-                             [4, 3, 2, 1], 0).astype(np.uint8)
+            gap = ~np.isfinite(p0) | ~np.isfinite(p1)  # not seen in a year: no change to show
+            prio = np.select([gap, ~a & b, a & ~b, a & b], [1, 4, 3, 2], 0).astype(np.uint8)
             out[r] = max_per_block(prio, f, w)
         left, bottom, right, top = s0.bounds
         crs = s0.crs.to_string()

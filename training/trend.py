@@ -4,8 +4,9 @@ a glacier was seen, each year weighted by its area uncertainty (1 sigma).
 The standard error starts from the per-year sigmas alone (the fit's covariance with known
 errors) and is inflated by the Birge ratio sqrt(chi^2 / (n - 2)) when the years scatter about
 the line more than their sigmas allow (never deflated: sigmas that overstate the scatter are
-kept). The 90 % interval is rate -/+ 1.645 standard errors (normal quantile). With two years
-there is no scatter to measure and the sigmas alone set the error.
+kept). The 90 % interval is rate -/+ q standard errors: q is Student's t with n - 2 degrees
+of freedom when the scatter set the error (6.31 with three years), else the normal's 1.645.
+With two years there is no scatter to measure and the sigmas alone set the error.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ METHOD = ("weighted least squares of area on year (weights 1/sigma^2, sigma with
           "ensemble's spread) over the years used; standard error from the sigmas, times the "
           "Birge ratio sqrt(chi^2/(n-2)) when above 1, and with an ensemble added in "
           "quadrature to the standard deviation of its members' own rates; 90 % interval = "
-          "rate -/+ 1.645 standard errors")
+          "rate -/+ q standard errors, q from Student's t with n-2 degrees of freedom when the "
+          "Birge ratio is above 1, else 1.645")
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,17 @@ class RateFit:
     se_ensemble: float = 0.0  # the spread of an ensemble's members' own rates, in `se`
 
     @property
+    def quantile90(self) -> float:
+        """The 95th percentile the interval uses: Student's t with n - 2 degrees of freedom
+        when the scatter set the error (Birge ratio over 1), else the normal's."""
+        from scipy.stats import t
+
+        dof = len(self.years_used) - 2
+        return float(t.ppf(0.95, dof)) if dof > 0 and self.birge_ratio > 1 else Z90
+
+    @property
     def ci90(self) -> tuple[float, float]:
-        return self.rate - Z90 * self.se, self.rate + Z90 * self.se
+        return self.rate - self.quantile90 * self.se, self.rate + self.quantile90 * self.se
 
     def at(self, year: float) -> tuple[float, float]:
         """The fitted area in `year` and its standard error (from the sigmas and the scatter;

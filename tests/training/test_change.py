@@ -130,6 +130,8 @@ def test_a_perfect_prediction_recovers_the_known_change(demo_years):
         rate = sum(float(rows[g]["rate_km2_per_year"]) for g in group)
         assert rate == pytest.approx(true_rate, abs=2e-3)
     assert truths[-1]["DEMO006"] == 0 and float(rows["DEMO006"]["area_km2_2020"]) == 0
+    # No ice is known to the detection limit, not to a pixel: the zeros do not pin the fit.
+    assert float(rows["DEMO006"]["sigma_boundary_2020"]) == 0.025
     report = json.loads((out / "change.json").read_text())
     assert abs(report["truth_check"]["total_change_error"]) < 0.01
     assert report["years"] == list(YEARS)
@@ -275,8 +277,8 @@ def test_predictions_on_other_grids_are_refused_and_gaps_show_in_the_total(demo_
 
 
 def test_the_change_map_keeps_one_pixel_margins_visible(tmp_path):
-    """At a tenth of the resolution, a block with a single lost or gained pixel shows it; no
-    data shows only where nothing else is."""
+    """At a tenth of the resolution, a block with a single lost or gained pixel shows it; a
+    pixel not seen in either year is no data, never gained or lost."""
     from affine import Affine
 
     from training.plots import _lost_gained
@@ -289,6 +291,8 @@ def test_the_change_map_keeps_one_pixel_margins_visible(tmp_path):
     last[15, 15] = 0.0  # lost, in block (1, 1)
     last[65, 15] = 1.0  # gained, in block (6, 1)
     last[90:, 90:] = np.nan  # no data in block (9, 9)
+    first[75, 35] = np.nan  # not seen in the first year, ice in the last: not "gained"
+    last[75, 35] = 1.0
     dirs = []
     for name, p in (("a", first), ("b", last)):
         d = tmp_path / name
@@ -302,6 +306,7 @@ def test_the_change_map_keeps_one_pixel_margins_visible(tmp_path):
     assert cls.shape == (10, 10) and crs == "EPSG:32647"
     assert cls[0, 0] == 2 and cls[5, 5] == 3 and cls[9, 9] == 4
     assert cls[1, 1] == 2 and cls[6, 1] == 3 and cls[2, 2] == 1 and cls[7, 7] == 0
+    assert cls[7, 3] == 4
     assert extent == (400.0, 401.0, 4299.0, 4300.0)
 
 
@@ -370,6 +375,12 @@ def test_an_ensemble_spread_is_the_model_term(demo_years):
     assert method["model_term"] == "ensemble of 2 checkpoints"
     with pytest.raises(ValueError, match="same checkpoint"):
         run_change(a, ws, name="twice", ensemble=[a], echo=lambda *_: None)
+    with pytest.raises(ValueError, match="same checkpoint"):  # any pair, not only the first
+        run_change(a, ws, name="twice", ensemble=[b, b], echo=lambda *_: None)
+    m = json.loads((b[0] / "prediction.json").read_text())
+    (b[0] / "prediction.json").write_text(json.dumps({**m, "bands": ["elevation"]}))
+    with pytest.raises(ValueError, match="bands: None -> \\['elevation'\\]"):
+        run_change(a, ws, name="recipes", ensemble=[b], echo=lambda *_: None)
 
 
 def test_a_glacier_seen_in_part_is_filled_or_left_out(tmp_path):
@@ -404,3 +415,5 @@ def test_a_glacier_seen_in_part_is_filled_or_left_out(tmp_path):
             assert r["rate_ci90_low"] == ""  # one year: no rate
             left_out += 1
     assert filled >= 1 and left_out >= 1
+    # The total goes on without the glaciers it cannot fill, and names them.
+    assert rows["total"]["area_km2_2021"] != "" and "leaves out" in rows["total"]["flags"]

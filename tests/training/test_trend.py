@@ -4,18 +4,19 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 
-from training.trend import Z90, wls_rate
+from training.trend import wls_rate
 
 YEARS = np.array([2016, 2017, 2018, 2020, 2023], float)
 
 
 def statsmodels_fit(years, areas, sigmas, fixed: bool):
-    """WLS with weights 1/sigma^2: with the sigmas as known errors (scale fixed at 1), or with
-    the scale estimated from the residuals; normal quantiles for the interval."""
+    """WLS with weights 1/sigma^2: with the sigmas as known errors (scale fixed at 1, normal
+    quantiles), or with the scale estimated from the residuals (Student's t, n - 2 degrees of
+    freedom)."""
     model = sm.WLS(areas, sm.add_constant(years), weights=1 / sigmas ** 2)
     if fixed:
         return model.fit(cov_type="fixed scale", cov_kwds={"scale": 1.0}, use_t=False)
-    return model.fit(use_t=False)
+    return model.fit(use_t=True)
 
 
 @pytest.mark.parametrize("scatter", [0.001, 0.2])  # under and over what the sigmas allow
@@ -51,7 +52,12 @@ def test_three_years_by_hand():
     chi2 = (w * (a - am - rate * (t - tm)) ** 2).sum()
     assert fit.rate == pytest.approx(rate)
     assert fit.se == pytest.approx(np.sqrt(1 / stt) * max(1, np.sqrt(chi2 / 1)))
-    assert fit.ci90[1] - fit.rate == pytest.approx(Z90 * fit.se)
+    # Less scatter than the sigmas allow (Birge ratio 0.44): the sigmas and the normal's 1.645.
+    assert fit.birge_ratio < 1 and fit.ci90[1] - fit.rate == pytest.approx(1.6448536 * fit.se)
+    # Three times the scatter: one degree of freedom left, Student's t (6.314).
+    wide = wls_rate(np.array([2018, 2019, 2020.]), np.array([10, 9, 7.]),
+                    np.array([1, 1, 0.5]) / 3, sigma_floor=1e-9)
+    assert wide.birge_ratio > 1 and wide.ci90[1] - wide.rate == pytest.approx(6.3137515 * wide.se)
     assert fit.at(2018.5)[0] == pytest.approx(am + rate * (0.5 - tm))
 
 
