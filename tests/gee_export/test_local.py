@@ -501,7 +501,7 @@ def test_an_export_identified_by_4_mib_checksums_is_resumed_and_upgraded(demo_ex
                                                                       "predictions"))
     exp = ws / "exports" / "demo-2018"
     m = json.loads((exp / "export.json").read_text())
-    sources = next((ws / "sources").iterdir())
+    sources = ws / "sources" / "demo512-2018"  # other years' may lie beside it
     m["parameters"]["inputs"] = {n: file_sha256(sources / n, 1024)
                                  for n in m["parameters"]["inputs"]}
     del m["input_files"]

@@ -25,12 +25,16 @@ THRESHOLD = 0.49
 
 
 @pytest.fixture(scope="module")
-def outputs(tiny_run, demo_export):
-    """A prediction with both outline formats, evaluated: every stage has run once."""
+def outputs(tiny_run, demo_export, tmp_path_factory):
+    """A prediction with both outline formats, evaluated: every stage has run once, in a copy
+    of the session's workspace without the products other tests make by hand."""
     from tests.conftest import invoke
 
-    ws, run = tiny_run
-    _, exp = demo_export
+    shared, shared_run = tiny_run
+    ws = tmp_path_factory.mktemp("outputs") / "ws"
+    shutil.copytree(shared, ws, ignore=shutil.ignore_patterns("predictions", "comparisons",
+                                                              "stac"))
+    run, exp = ws / "runs" / shared_run.name, ws / "exports" / demo_export[1].name
     invoke(train, ["predict", "--checkpoint", run / "best.pt", "--export", exp, "--workspace", ws,
                    "--format", "both", "--name", "outputs", "--threshold", THRESHOLD, "--quiet"])
     pred = ws / "predictions" / run.name / "outputs"
