@@ -32,13 +32,7 @@ from gee_export.common.outlines import read_outlines
 from gee_export.common.rasters import bounded_gdal_cache
 from gee_export.common.workers import WorkerPool, cpu_workers
 from gee_export.config import DEM_OFFSET_SCALE_M, Normalization, RecipeConfig
-from gee_export.export import (
-    Plan,
-    ensure_normalization,
-    plan_cells,
-    record_outlines,
-    record_truth_outlines,
-)
+from gee_export.export import Plan, ensure_normalization, plan_cells, record_outlines, record_truth_outlines
 from gee_export.local import LocalRecipe, LocalSources, OffsetHistogram, PercentileAccumulator
 from gee_export.stack import ExportDir, nothing_to_do, write_cell_tif
 

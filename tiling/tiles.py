@@ -16,13 +16,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from gee_export.common.atomic import (
-    as_stored,
-    clean_partials,
-    has_partials,
-    make_dirs,
-    remove_file,
-)
+from gee_export.common.atomic import as_stored, clean_partials, has_partials, make_dirs, remove_file
 from gee_export.common.bands import BAND_NAMES, LABEL_BACKGROUND, LABEL_GLACIER, LABEL_IGNORE
 from gee_export.common.errors import InputError, StateError
 from gee_export.common.grid import ExportGrid
