@@ -124,7 +124,8 @@ def test_items_describe_cells_and_predictions(outputs, demo_export):
     _, exp = demo_export
     export = json.loads((exp / "export.json").read_text())
     cat = _catalog(ws)
-    cells = list(cat.get_child("exports").get_items())
+    cells = [i for i in cat.get_child("exports").get_items()  # other tests add other years
+             if i.id.startswith("demo-2018-")]
     assert sorted(i.id for i in cells) == sorted(f"demo-2018-{c}" for c in export["cells"])
     cell = cells[0]
     assert cell.properties["synthetic"] is True
