@@ -115,12 +115,16 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
     --source-dir on local rasters (--region demo generates synthetic ones)."""
     from gee_export.config import RecipeConfig
     from gee_export.export import load_norm_from
+    from gee_export.common.grid import scale_warning
     from gee_export.regions import resolve_region
 
     ws = resolve_workspace(workspace)
     if region is None and bbox is None and region_file is None:
         raise InputError("give --region NAME, --bbox W S E N or --region-file FILE")
     reg = resolve_region(region, bbox, region_file, crs)
+    stretched = scale_warning(reg)
+    if stretched and not quiet:
+        click.echo(stretched)
     if reg.synthetic and demo_size != reg.grid.width:
         from gee_export.demo import demo_region
 

@@ -188,6 +188,35 @@ class Region:
                 "geometry_wkt": self.geometry_wkt}
 
 
+# A transverse Mercator grid is true to 0.04 % within 3 degrees of its central meridian (UTM's
+# k0 = 0.9996 and the zone's edges); beyond that, its lengths grow faster.
+MAX_DEGREES_OFF_MERIDIAN = 3.0
+
+
+def scale_warning(region: Region) -> str | None:
+    """One line when a region's grid is stretched far from true: for a UTM grid, an edge more
+    than MAX_DEGREES_OFF_MERIDIAN from its central meridian, with the scale there (pyproj's
+    projection factors at the region's corners and edge midpoints)."""
+    from pyproj import CRS, Proj
+
+    crs = CRS.from_user_input(region.crs)
+    zone = crs.utm_zone
+    if zone is None:
+        return None
+    meridian = -183 + 6 * int(zone[:-1])
+    w, s, e, n = region.lonlat_bounds
+    lons, lats = [w, e, w, e, w, e], [s, s, n, n, (s + n) / 2, (s + n) / 2]
+    off = max(abs(lon - meridian) for lon in lons)
+    if off <= MAX_DEGREES_OFF_MERIDIAN:
+        return None
+    k = max(Proj(crs).get_factors(lons, lats).meridional_scale)
+    side = "west" if abs(w - meridian) >= abs(e - meridian) else "east"
+    return (f"warning: region {region.name}: its {side} edge lies {off:.1f} degrees from "
+            f"{region.crs}'s central meridian ({meridian} E), where the grid's lengths are "
+            f"{100 * (k - 1):.2f} % long (areas are reported on the ellipsoid and are not "
+            "affected; lengths and boundary distances are)")
+
+
 def region_from_lonlat(name: str, bounds: tuple[float, float, float, float],
                        crs: str | None = None, description: str = "",
                        geometry_wkt: str | None = None) -> Region:

@@ -262,3 +262,23 @@ def test_outlines_layer_chooses_among_several(tmp_path, cli):
     assert f"ignored 1 point(s) in {inv} (layer b): only polygons are glaciers" in res.output
     res = CliRunner().invoke(prep, args + ["--outlines-layer", "c"])
     assert res.exit_code == 1 and "--outlines-layer 'c': outlines" in res.output
+
+
+def test_a_grid_stretched_far_from_its_meridian_says_so(cli):
+    """UTM's scale at an edge, against the spherical closed form k0 / sqrt(1 - (cos lat sin
+    dlon)^2): Qilian's west edge lies 5.6 degrees from EPSG:32647's meridian (0.26 %); a
+    region within 3 degrees of its own zone's meridian says nothing."""
+    import math
+
+    from gee_export.common.grid import region_from_lonlat, scale_warning
+    from gee_export.regions import QILIAN
+
+    line = scale_warning(QILIAN)
+    k = 0.9996 / math.sqrt(1 - (math.cos(math.radians(37.3)) * math.sin(math.radians(5.6))) ** 2)
+    assert f"{100 * (k - 1):.2f} %" in line and "5.6 degrees" in line and "west" in line
+    assert scale_warning(region_from_lonlat("near", (96.5, 30, 101.5, 31))) is None
+    far = scale_warning(region_from_lonlat("far", (103, 30, 104, 31), "EPSG:32647"))
+    assert "east edge lies 5.0 degrees" in far
+    res = cli(prep, ["export", "--region", "qilian", "--year", 2018, "--dry-run"])
+    assert res.output.startswith("warning: region qilian: its west edge lies 5.6 degrees")
+
