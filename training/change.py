@@ -251,13 +251,9 @@ def _check_ensemble(members: list[tuple[list[Path], list[dict]]]) -> None:
         if [m.get("year") for m in ms] != years:
             raise InputError(f"--checkpoint: {ps[0].parent} has predictions of years "
                              f"{[m.get('year') for m in ms]}, the first model of {years}")
-        diff = _made_differently(fm[0], ms[0], checkpoint=False)
-        for key in ("bands", "trained_on"):  # the same recipe: bands, and the same tiles
-            a, b = fm[0].get(key), ms[0].get(key)
-            if key == "trained_on":
-                a, b = (a or {}).get("tiles_id"), (b or {}).get("tiles_id")
-            if a != b:
-                diff = ", ".join(filter(None, [diff, f"{key.replace('_', ' ')}: {a} -> {b}"]))
+        recipe = [(key, _recipe(fm[0])[key], _recipe(ms[0])[key]) for key in ("bands", "tiles")]
+        diff = ", ".join(filter(None, [_made_differently(fm[0], ms[0], checkpoint=False)] +
+                                [f"{key}: {a} -> {b}" for key, a, b in recipe if a != b]))
         if diff:
             raise InputError(f"--checkpoint: {ps[0]} was made otherwise than {first[0]} "
                              f"({diff}); an ensemble's members differ in their weights only "
@@ -267,6 +263,13 @@ def _check_ensemble(members: list[tuple[list[Path], list[dict]]]) -> None:
             raise InputError(f"--checkpoint: {ps[0]} and {seen[sha]} come from the same "
                              "checkpoint; an ensemble needs different ones")
         seen[sha] = ps[0]
+
+
+def _recipe(prediction: dict) -> dict:
+    """What an ensemble's members must share beyond the prediction options: the bands the
+    model reads and the tile set it trained on."""
+    return {"bands": prediction.get("bands"),
+            "tiles": (prediction.get("trained_on") or {}).get("tiles_id")}
 
 
 def _made_differently(a: dict, b: dict, checkpoint: bool = True) -> str:
@@ -467,13 +470,14 @@ def _total_row(years: np.ndarray, area: np.ndarray, sigma_fit: np.ndarray,
     filled, fill_se = area.copy(), np.zeros_like(area)
     each = members.copy()
     for i, fit in enumerate(fits):
-        for j in np.flatnonzero(~np.isfinite(area[i])):
-            if fit is not None:
-                filled[i, j], fill_se[i, j] = fit.at(years[j])
-                for k in range(len(each)):  # each member from its own fit of this glacier
-                    own = wls_rate(years, members[k, i], sigma_fit[i], sigma_floor)
-                    each[k, i, j] = own.at(years[j])[0]
-    tot = filled.sum(axis=0)  # NaN where a glacier could be neither seen nor fitted
+        gaps = np.flatnonzero(~np.isfinite(area[i]))  # a glacier with gaps has a fit (above)
+        if not len(gaps):
+            continue
+        own = [wls_rate(years, m, sigma_fit[i], sigma_floor) for m in members[:, i]]
+        for j in gaps:  # the mean from its fit, each member from its own fit of the glacier
+            filled[i, j], fill_se[i, j] = fit.at(years[j])
+            each[:, i, j] = [o.at(years[j])[0] for o in own]
+    tot = filled.sum(axis=0)
     totals = each.sum(axis=1)  # per member
     lin = lambda t: np.nansum(t, axis=0)  # noqa: E731
     tta = lin(terms["tta"])

@@ -174,21 +174,26 @@ def _lost_gained(years: list[tuple[Path, float]], max_side: int):
     import rasterio
     from rasterio.windows import Window
 
+    from gee_export.common import qml
     from gee_export.common.layout import PROBABILITY_TIF
 
+    from .change_map import change_classes
+
     (first, t0), (last, t1) = years
-    priority_to_class = np.array([0, 4, 1, 2, 3])  # none, no data, both, lost, gained
+    # change.tif's classes (one rule for both) ranked by how telling they are, and the ranks
+    # as this map's classes: none, no data, both, lost, gained.
+    rank = np.zeros(256, np.uint8)
+    rank[[qml.CHANGE_NONE, qml.CHANGE_NODATA, qml.CHANGE_STABLE, qml.CHANGE_LOST,
+          qml.CHANGE_GAINED]] = [0, 1, 2, 3, 4]
+    priority_to_class = np.array([0, 4, 1, 2, 3])
     with rasterio.open(first / PROBABILITY_TIF) as s0, rasterio.open(last / PROBABILITY_TIF) as s1:
         f = max(1, int(np.ceil(max(s0.width, s0.height) / max_side)))
         h, w = -(-s0.height // f), -(-s0.width // f)
         out = np.zeros((h, w), np.uint8)
         for r in range(h):
             win = Window(0, r * f, s0.width, min(f, s0.height - r * f))
-            p0, p1 = s0.read(1, window=win), s1.read(1, window=win)
-            a, b = np.nan_to_num(p0) >= t0, np.nan_to_num(p1) >= t1
-            gap = ~np.isfinite(p0) | ~np.isfinite(p1)  # not seen in a year: no change to show
-            prio = np.select([gap, ~a & b, a & ~b, a & b], [1, 4, 3, 2], 0).astype(np.uint8)
-            out[r] = max_per_block(prio, f, w)
+            cls = change_classes(s0.read(1, window=win), t0, s1.read(1, window=win), t1)
+            out[r] = max_per_block(rank[cls], f, w)
         left, bottom, right, top = s0.bounds
         crs = s0.crs.to_string()
     return priority_to_class[out], (left / 1e3, right / 1e3, bottom / 1e3, top / 1e3), crs
