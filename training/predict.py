@@ -396,8 +396,9 @@ def predict(checkpoint: Path, export_dir: Path, workspace: Path,
     return job.out
 
 
-def _trained_on(checkpoint: Path, config: dict) -> dict | None:
-    """Where the checkpoint's tiles are (its run records them relative to its directory)."""
+def checkpoint_tiles(checkpoint: Path, config: dict) -> dict | None:
+    """The tile set a checkpoint trained on: where it is (its run records it relative to its
+    own directory) and its identity; None when the checkpoint does not record it."""
     if "tiles" not in config:
         return None
     return {"tiles": str(resolved_path(config["tiles"], Path(checkpoint).resolve().parent)),
@@ -426,7 +427,7 @@ class _PredictJob:
         export = require_complete(export_dir, "export", "finish it with `prep export`")
         check_stack(export_dir / STACK_VRT)
         ck = load_checkpoint(checkpoint)
-        meta = {**ck["meta"], "trained_on": _trained_on(checkpoint, ck.get("config") or {})}
+        meta = {**ck["meta"], "trained_on": checkpoint_tiles(checkpoint, ck.get("config") or {})}
         missing = [b for b in meta["band_names"] if b not in BAND_NAMES]
         if missing:
             raise InputError(f"{checkpoint}: trained on band(s) {', '.join(missing)} that the "
@@ -773,8 +774,9 @@ def training_export(checkpoint: Path, workspace: Path, echo: Callable[[str], Non
     ck = load_checkpoint(checkpoint)
     meta, config = ck.get("meta") or {}, ck.get("config") or {}
     region, year, trained = meta.get("region"), meta.get("year"), None
-    if "tiles" in config:
-        tiles_dir = resolved_path(config["tiles"], Path(checkpoint).resolve().parent)
+    recorded = checkpoint_tiles(checkpoint, config)
+    if recorded:
+        tiles_dir = Path(recorded["tiles"])
         try:
             tiles = read_manifest(tiles_dir, "tiles")
             region, year = region or tiles.get("region"), year or tiles.get("year")
