@@ -61,7 +61,7 @@ def switch_off_optimizations() -> None:
 
 def export(ws: str, size: str, cell_size: str, mode: str):
     from gee_export.config import RecipeConfig
-    from gee_export.demo import demo_region
+    from gee_export.demo.scene import demo_region
     from gee_export.export import demo_source_dir
     from gee_export.local_export import LocalOptions, run_local_export
 
@@ -95,7 +95,7 @@ def main():
     if a.child:
         return child_main({"export": export}, a.child)
     from gee_export.common.workers import cpu_workers
-    from gee_export.demo import write_demo_sources
+    from gee_export.demo.sources import write_demo_sources
     from gee_export.export import demo_source_dir
 
     print(f"local export, {a.cell_size} px cells, {cpu_workers('auto')} worker(s) in the fast run")

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from gee_export.demo import ELA, DemoScene, demo_outlines_frame, write_demo_sources
+from gee_export.demo.scene import ELA, DemoScene, demo_outlines_frame
+from gee_export.demo.sensors import render_s1, render_s2
+from gee_export.demo.sources import write_demo_sources
 
 
 def _digest(d):
@@ -45,17 +47,17 @@ def test_seasonal_snow_is_optically_like_glacier_but_not_in_radar(scene_points):
     scene, xs, ys, s = scene_points
     snow = scene.seasonal_snow(xs, ys, s["elevation"], s["glacier"], 2018, 1)
     assert snow.mean() > 0.01 and not (snow & s["glacier"]).any()
-    refl = scene.s2(xs, ys, 2018, 1).reflectance
+    refl = render_s2(scene, xs, ys, 2018, 1).reflectance
     ndsi = (refl[1] - refl[4]) / (refl[1] + refl[4])
     high_ice = s["glacier"] & ~s["debris"] & (s["elevation"] > ELA + 200)
     assert np.median(ndsi[snow]) > 0.6 and np.median(ndsi[high_ice]) > 0.6
-    vv = scene.s1(xs, ys, 2018, 0)[0]
+    vv = render_s1(scene, xs, ys, 2018, 0)[0]
     assert np.median(vv[snow]) - np.median(vv[s["glacier"]]) > 5  # dB
 
 
 def test_debris_tongue_looks_like_rock_optically(scene_points):
     scene, xs, ys, s = scene_points
-    refl = scene.s2(xs, ys, 2018, 1).reflectance
+    refl = render_s2(scene, xs, ys, 2018, 1).reflectance
     rock = ~s["glacier"] & ~s["lake"] & (s["elevation"] > 4000)
     ndsi = (refl[1] - refl[4]) / (refl[1] + refl[4])
     assert np.median(ndsi[s["debris"]]) < 0  # not snow-like
@@ -79,7 +81,7 @@ def test_sources_are_georeferenced_with_band_names(tmp_path):
 def test_glaciers_change_by_known_amounts_between_years():
     """Tongues retreat, margins thin, the small glaciers vanish, one glacier advances; the
     outlines stay those of the inventory year."""
-    from gee_export.demo import INVENTORY_YEAR
+    from gee_export.demo.scene import INVENTORY_YEAR
 
     scene = DemoScene()
     a18, a20 = scene.glacier_area_km2(2018), scene.glacier_area_km2(2020)
@@ -116,7 +118,7 @@ def test_cloud_score_and_scl_see_different_clouds():
     g = scene.grid
     cols, rows = np.meshgrid(np.arange(0, g.width, 4) + 0.5, np.arange(0, g.height, 4) + 0.5)
     xs, ys = g.transform * (cols, rows)
-    july = scene.s2(xs, ys, 2018, 0)
+    july = render_s2(scene, xs, ys, 2018, 0)
     cirrus = scene.cirrus(xs, ys, 2018, 0)
     thin = (cirrus > 0.12) & (cirrus < 0.2)
     assert thin.mean() > 0.01
@@ -132,7 +134,7 @@ def _kink_m(scene, polygons, offset_m: float = 0.0, h: float = 10.0) -> float:
     the outline makes it large; smooth terrain gives a fraction of a metre."""
     import shapely
 
-    from gee_export.demo import DEM_YEAR
+    from gee_export.demo.scene import DEM_YEAR
 
     out = []
     for p in polygons:
@@ -152,7 +154,7 @@ def test_the_dem_does_not_know_any_imagery_years_outlines():
     """The DEMs date from DEM_YEAR, when the glaciers were larger: across the outlines of
     every imagery year the surface is as smooth as 30-60 m beside them, while the outlines
     of the DEM's own year do show (the measure sees a glacier edge where there is one)."""
-    from gee_export.demo import DEM_YEAR
+    from gee_export.demo.scene import DEM_YEAR
 
     scene = DemoScene()
     for year in (2018, 2019, 2020):
@@ -190,7 +192,7 @@ def test_hard_cases_for_change_a_cloud_gap_and_late_snow(scene_points):
     the heads of a few glaciers, and not in other years."""
     import shapely
 
-    from gee_export.demo import GAP_YEAR, LATE_SNOW_YEAR
+    from gee_export.demo.scene import GAP_YEAR, LATE_SNOW_YEAR
 
     scene, xs, ys, _ = scene_points
     gid = scene.cloud_gap[0]

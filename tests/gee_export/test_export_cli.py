@@ -243,7 +243,7 @@ def test_outlines_layer_chooses_among_several(tmp_path, cli):
     from shapely.geometry import Point, box
 
     from gee_export.common.vectors import write_gpkg_layers
-    from gee_export.demo import demo_region
+    from gee_export.demo.scene import demo_region
 
     g = demo_region(512).grid
     x, y = g.x0 + 1000, g.y0 - 1000

@@ -9,7 +9,7 @@ import rasterio
 from gee_export.common.bands import BAND_NAMES, S1_BANDS, S2_BANDS
 from gee_export.common.grid import Cell
 from gee_export.config import SRTM_ASSET, Normalization, RecipeConfig
-from gee_export.demo import demo_region
+from gee_export.demo.scene import demo_region
 from gee_export.earthengine import recipe as R
 from gee_export.earthengine.client import Retry
 from gee_export.earthengine.recipe import export_image_for

@@ -28,7 +28,7 @@ from shapely.geometry import Point
 from gee_export.common.errors import ServiceError
 from gee_export.common.grid import Cell, coarse_cell, coarse_grid
 from gee_export.config import DEM_OFFSET_SCALE_M, Normalization, RecipeConfig
-from gee_export.demo import demo_region
+from gee_export.demo.scene import demo_region
 from gee_export.earthengine import recipe as R
 from gee_export.earthengine import runner
 from gee_export.earthengine.client import Retry, TooBig, classify_error

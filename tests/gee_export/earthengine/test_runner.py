@@ -18,7 +18,7 @@ from gee_export.common.bands import BAND_NAMES
 from gee_export.common.errors import GlacierError, ServiceError
 from gee_export.common.grid import Cell
 from gee_export.config import RecipeConfig
-from gee_export.demo import demo_region
+from gee_export.demo.scene import demo_region
 from gee_export.earthengine import recipe as R
 from gee_export.earthengine.client import Retry
 from gee_export.earthengine.runner import EEOptions, run_ee_export

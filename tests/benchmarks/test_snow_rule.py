@@ -4,8 +4,9 @@ contaminated pixels Cloud Score+ caught, nearly all thin cirrus over snow, which
 and B11 separates from snow (benchmarks/snow_rule.py prints the full table)."""
 import pytest
 
+from benchmarks.snow_rule import measure_snow_rule
 from gee_export.config import RecipeConfig
-from gee_export.demo import DemoScene, measure_snow_rule
+from gee_export.demo.scene import DemoScene
 
 
 @pytest.fixture(scope="module")
