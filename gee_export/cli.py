@@ -20,6 +20,7 @@ from gee_export.common.cli import (
 from gee_export.common.errors import InputError, InputNotFoundError
 from gee_export.common.layout import resolve_workspace
 from gee_export.config import FIRST_YEAR, ORBITS
+from gee_export.export import NoOutlinesHere
 
 
 def _today():
@@ -34,16 +35,18 @@ def _this_year() -> int:
 
 @click.command(context_settings=CONTEXT)
 @click.option("--region", default=None,
-              help="Built-in region: qilian (the paper's study area) or demo (synthetic, "
-                   "no Earth Engine needed). Not needed with --bbox or --region-file.")
+              help="Built-in region: qilian (the paper's study area), hma (High Mountain "
+                   "Asia, one part per UTM zone) or demo (synthetic, no Earth Engine needed). "
+                   "Not needed with --bbox or --region-file.")
 @click.option("--year", type=click.IntRange(FIRST_YEAR, _this_year()), required=True,
               help="Year of the summer to composite.")
 @click.option("--bbox", type=FiniteFloat(), nargs=4, default=None, metavar="W S E N",
               help="Any other region as a lon/lat box in degrees.")
 @click.option("--region-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Any other region as a polygon file (GeoJSON, GeoPackage).")
-@click.option("--crs", default=None, help="Grid CRS for --bbox/--region-file. "
-              "[default: the UTM zone of the region's centre]")
+@click.option("--crs", default=None, help="One grid CRS for all of --bbox/--region-file. "
+              "[default: the UTM zone of the region; a region across zones is exported in "
+              "one part per zone, each on its zone's grid]")
 @click.option("--name", default=None, help="Export directory name. [default: REGION-YEAR]")
 @click.option("--outlines", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Glacier outlines that choose the cells to export and serve the DEM offset "
@@ -113,22 +116,25 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
            bucket, folder, project, workers, dry_run, demo_size, force, wait, quiet, workspace):
     """Export the 11-band 10 m stack of a region and year: on Earth Engine, or with
     --source-dir on local rasters (--region demo generates synthetic ones)."""
+    from gee_export.common.grid import scale_warning
+    from gee_export.common.layout import EXPORTS_DIR, product_name
+    from gee_export.common.utm import part_name
     from gee_export.config import RecipeConfig
     from gee_export.export import load_norm_from
-    from gee_export.common.grid import scale_warning
-    from gee_export.regions import resolve_region
+    from gee_export.regions import region_parts, resolve_region
 
     ws = resolve_workspace(workspace)
     if region is None and bbox is None and region_file is None:
         raise InputError("give --region NAME, --bbox W S E N or --region-file FILE")
     reg = resolve_region(region, bbox, region_file, crs)
-    stretched = scale_warning(reg)
+    parts = region_parts(reg, crs is not None)
+    stretched = scale_warning(reg) if len(parts) == 1 else None
     if stretched and not quiet:
         click.echo(stretched)
     if reg.synthetic and demo_size != reg.grid.width:
         from gee_export.demo import demo_region
 
-        reg = demo_region(demo_size)
+        reg = parts[0] = demo_region(demo_size)
     cfg = RecipeConfig(year=year, s1_window=tuple(s1_window) if s1_window else None,
                        s2_window=tuple(s2_window), s1_orbit=orbit,
                        s2_max_scene_cloud=max_scene_cloud,
@@ -153,59 +159,135 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
                          "record their orbit direction, so the export cannot choose it; put "
                          f"only the {orbit} scenes in the source directory and leave --orbit "
                          "at both (Earth Engine exports honour --orbit)")
-    if on_earth_engine:
-        from gee_export.earthengine.runner import EEOptions
-
-        options = EEOptions(cell_size, hma_asset, norm, target, bucket, folder,
-                            8 if workers == "auto" else workers, dem_source_map)
     if dry_run:
-        return _dry_run(reg, outlines, source_dir, buffer_m, cell_size, outlines_layer)
+        return _dry_run(parts, outlines, source_dir, buffer_m, cell_size, outlines_layer,
+                        target if on_earth_engine else None,
+                        8 if workers == "auto" else workers)
     if reg.synthetic and source_dir is None:
         source_dir = _demo_sources(ws, reg, cfg, name, year, demo_size, quiet)
         if source_dir is None:
             return
-    if source_dir is not None:
-        from gee_export.local_export import LocalOptions, run_local_export
+    base = name or product_name(reg.name, year)
+    done = []
+    for part in parts:
+        part_dir = ws / EXPORTS_DIR / (part_name(base, part.zone) if part.zone else base)
+        if part.zone:
+            click.echo(f"UTM zone {part.zone} ({part.crs}): {part_dir.name}")
+        options = _export_options(on_earth_engine, cell_size, hma_asset, norm, target, bucket,
+                                  folder, workers, dem_source_map, cloud_mask, outlines_layer)
+        try:
+            if source_dir is not None:
+                from gee_export.local_export import run_local_export
 
-        options = LocalOptions(cell_size, cloud_mask, norm, dem_source_map, workers,
-                               outlines_layer)
-        run_local_export(ws, reg, cfg, Path(source_dir), outlines, options, force, name, wait,
-                         quiet, click.echo)
-        return
-    from gee_export.earthengine.runner import run_ee_export
+                run_local_export(ws, part, cfg, Path(source_dir), outlines, options, force,
+                                 part_dir.name, wait, quiet, click.echo)
+            else:
+                from gee_export.earthengine.runner import run_ee_export
 
-    run_ee_export(ws, reg, cfg, options, project=project, outlines_path=outlines,
-                  outlines_layer=outlines_layer, force=force,
-                  name=name, wait=wait, quiet=quiet, echo=click.echo)
+                run_ee_export(ws, part, cfg, options, project=project, outlines_path=outlines,
+                              outlines_layer=outlines_layer, force=force, name=part_dir.name,
+                              wait=wait, quiet=quiet, echo=click.echo)
+        except NoOutlinesHere:
+            if len(parts) == 1:
+                raise
+            click.echo(f"UTM zone {part.zone}: no glacier outline lies in it; nothing to export")
+            continue
+        done.append((part, part_dir))
+        if len(parts) > 1 and norm is None and norm_mode == "percentile":
+            norm = load_norm_from(part_dir)  # one normalization for every zone of a region
+            click.echo(f"note: every zone takes the percentiles of {part_dir.name}, so that "
+                       "one model reads every zone alike")
+    if len(parts) > 1:
+        _finish_zoned(ws, base, reg, year, done)
 
 
-def _dry_run(reg, outlines: Path | None, source_dir: Path | None, buffer_m: float,
-             cell_size: int, layer: str | None = None) -> None:
-    """Print what a real run would plan, without network or credentials."""
-    from gee_export.common.outlines import read_outlines
-    from gee_export.export import plan_cells
+def _export_options(on_earth_engine: bool, cell_size: int, hma_asset, norm, target, bucket,
+                    folder, workers, dem_source_map: bool, cloud_mask: str, outlines_layer):
+    """The export path's options: Earth Engine's or the local recipe's."""
+    if on_earth_engine:
+        from gee_export.earthengine.runner import EEOptions
+
+        return EEOptions(cell_size, hma_asset, norm, target, bucket, folder,
+                         8 if workers == "auto" else workers, dem_source_map)
+    from gee_export.local_export import LocalOptions
+
+    return LocalOptions(cell_size, cloud_mask, norm, dem_source_map, workers, outlines_layer)
+
+
+def _finish_zoned(ws: Path, base: str, reg, year: int, done: list) -> None:
+    """The zoned export's own manifest, once every zone is complete."""
+    from gee_export.common.layout import EXPORTS_DIR
+    from gee_export.common.zoned import Part, write_zoned
+
+    if not done:
+        raise NoOutlinesHere(f"region {reg.name}: no glacier outline lies in any of its UTM "
+                             "zones")
+    write_zoned(ws / EXPORTS_DIR / base, "export", [Part(p.zone, p.strip, d) for p, d in done],
+                ws, region=reg.to_dict(), year=year)
+    click.echo(f"zoned export complete: {ws / EXPORTS_DIR / base} ({len(done)} UTM zones: "
+               f"{', '.join(p.zone for p, _ in done)}); give it as --export to `prep tile` and "
+               "`train predict`")
+
+
+def _dry_run(parts: list, outlines: Path | None, source_dir: Path | None, buffer_m: float,
+             cell_size: int, layer: str | None, target: str | None, workers: int) -> None:
+    """Print what a real run would plan, per UTM zone and in total, without network or
+    credentials."""
+    from gee_export.export import earth_engine_estimate, plan_cells
 
     path = outlines or (Path(source_dir) / "outlines.gpkg" if source_dir else None)
-    if reg.synthetic and path is None:
+    plans = []
+    for part in parts:
+        frame, source = _dry_run_outlines(part, path, layer)
+        try:
+            plans.append(plan_cells(part, frame, buffer_m, cell_size,
+                                    f"{source} buffered by {buffer_m:g} m" if source else ""))
+        except NoOutlinesHere:
+            if len(parts) == 1:
+                raise
+            click.echo(f"UTM zone {part.zone}: no glacier outline lies in it; nothing to export")
+            continue
+        if len(parts) > 1:
+            click.echo(f"UTM zone {part.zone}: " + plans[-1].describe())
+        else:
+            click.echo(plans[-1].describe())
+    summaries = [{**p.summary(), **({"zone": p.region.zone} if p.region.zone else {})}
+                 for p in plans]
+    total = {k: sum(s[k] for s in summaries) for k in ("cells", "pixels", "bytes_float32",
+                                                       "area_km2")}
+    if len(parts) > 1:
+        click.echo(f"total over {len(parts)} UTM zones: {total['cells']} cells, "
+                   f"{total['pixels'] / 1e6:.1f} Mpx, {total['bytes_float32'] / 1e9:.2f} GB as "
+                   f"11 float32 bands, {total['area_km2']:.0f} km^2")
+    estimate = earth_engine_estimate(total["cells"], target, workers) if target else None
+    if estimate:
+        click.echo(estimate["says"])
+    if path is None and source_dir is None and not parts[0].synthetic:
+        click.echo("note: an upper bound. A real Earth Engine run without --outlines chooses its "
+                   "cells near GLIMS outlines, which it fetches first; a dry run has no "
+                   "network, so the whole bounding box above is planned. Give --outlines to "
+                   "see the real plan.")
+    out = summaries[0] if len(parts) == 1 else {"zones": summaries, "total": total}
+    if not plans:
+        raise NoOutlinesHere("no glacier outline lies in any UTM zone of the region")
+    click.echo(json.dumps({**out, **({"earth_engine": estimate} if estimate else {})},
+                          indent=2))
+
+
+def _dry_run_outlines(part, path: Path | None, layer: str | None):
+    """The outlines that choose a part's cells, and their name; (None, "") without."""
+    from gee_export.common.outlines import read_outlines
+
+    if part.synthetic and path is None:
         from gee_export.demo import DemoScene, demo_outlines_frame
 
-        frame, source = demo_outlines_frame(DemoScene(size=reg.grid.width)), "the demo's outlines"
-    elif path is not None and Path(path).is_file():
-        outlines = read_outlines(path, reg.crs, layer=layer)
-        for line in outlines.notes():
+        return demo_outlines_frame(DemoScene(size=part.grid.width)), "the demo's outlines"
+    if path is not None and Path(path).is_file():
+        found = read_outlines(path, part.crs, layer=layer)
+        for line in found.notes():
             click.echo(line)
-        frame, source = outlines.frame, Path(path).name
-    else:
-        frame, source = None, ""
-    plan = plan_cells(reg, frame, buffer_m, cell_size,
-                      f"{source} buffered by {buffer_m:g} m" if source else "")
-    click.echo(plan.describe())
-    if frame is None and source_dir is None:
-        click.echo("note: a real Earth Engine run without --outlines chooses its cells near "
-                   "GLIMS outlines, which it fetches first; a dry run has no network, so the "
-                   "whole bounding box above is an upper bound. Give --outlines to see the "
-                   "real plan.")
-    click.echo(json.dumps(plan.summary(), indent=2))
+        return found.frame, Path(path).name
+    return None, ""
 
 
 def _demo_sources(ws: Path, reg, cfg, name: str | None, year: int, size: int,

@@ -20,6 +20,42 @@ if TYPE_CHECKING:
     from geopandas import GeoDataFrame
 
 
+class NoOutlinesHere(InputError):
+    """No glacier outline lies in a region (or in one UTM zone of it)."""
+
+
+# Earth Engine's documented default quotas per project (developers.google.com/earth-engine/
+# guides/usage): 40 concurrent requests, 2 concurrent batch tasks on average, 3,000 queued tasks.
+EE_CONCURRENT_REQUESTS, EE_CONCURRENT_TASKS, EE_QUEUED_TASKS = 40, 2, 3000
+# Server time per 768 px cell of the recipe: an assumption (no account here to measure it);
+# the estimate scales with it, so time a few cells of your own and scale.
+ASSUMED_SECONDS_PER_CELL = 30.0
+
+
+def earth_engine_estimate(cells: int, target: str, workers: int,
+                          seconds_per_cell: float = ASSUMED_SECONDS_PER_CELL) -> dict:
+    """Requests or batch tasks of an export of `cells` cells, against the queue, and hours at
+    the documented default quotas, with the time per cell stated as the assumption it is."""
+    if target == "download":
+        in_flight = min(workers, EE_CONCURRENT_REQUESTS)
+        hours = cells * seconds_per_cell / in_flight / 3600
+        says = (f"Earth Engine: {cells} computePixels requests (one per cell; more where a "
+                f"cell is split on a memory error), {in_flight} in flight (--workers; the "
+                f"default quota allows {EE_CONCURRENT_REQUESTS}): about {hours:.1f} h at an "
+                f"assumed {seconds_per_cell:g} s per cell")
+        return {"requests": cells, "in_flight": in_flight, "hours": round(hours, 2),
+                "assumed_seconds_per_cell": seconds_per_cell, "says": says}
+    waves = -(-cells // EE_QUEUED_TASKS)
+    hours = cells * seconds_per_cell / EE_CONCURRENT_TASKS / 3600
+    says = (f"Earth Engine: {cells} batch tasks to {target}, {waves} wave(s) under the "
+            f"{EE_QUEUED_TASKS}-task queue (`prep status` submits each next wave), "
+            f"{EE_CONCURRENT_TASKS} running at a time (the default quota's average): about "
+            f"{hours:.1f} h at an assumed {seconds_per_cell:g} s per cell")
+    return {"tasks": cells, "queue_waves": waves, "concurrent_tasks": EE_CONCURRENT_TASKS,
+            "hours": round(hours, 2), "assumed_seconds_per_cell": seconds_per_cell,
+            "says": says}
+
+
 @dataclass
 class Plan:
     region: Region
@@ -65,7 +101,7 @@ def plan_cells(region: Region, outlines: GeoDataFrame | None = None, buffer_m: f
     tree = shapely.STRtree(geoms)
     keep = [c for c in cells if len(tree.query(box(*c.bounds(grid)))) > 0]
     if not keep:
-        raise InputError(f"no glacier outline lies within region {region.name} "
+        raise NoOutlinesHere(f"no glacier outline lies within region {region.name} "
                          f"(grid bounds {tuple(round(v) for v in grid.bounds)} in {grid.crs}; "
                          f"outlines bounds {tuple(round(v) for v in outlines.total_bounds)})")
     return Plan(region, grid, keep, cell_size,

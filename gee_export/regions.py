@@ -12,8 +12,28 @@ QILIAN = region_from_lonlat("qilian", (93.4, 37.3, 102.8, 39.7), "EPSG:32647",
                             "Qilian Mountains, the study area of Peng et al. 2023")
 
 
+# High Mountain Asia: a lon/lat box around RGI 6.0 first-order regions 13-15 (Central Asia,
+# South Asia West, South Asia East; RGI Consortium 2017), 65-105 E and 26-46 N. It spans UTM
+# zones 41-48 and is exported in one part per zone (utm.split_region).
+HMA = region_from_lonlat("hma", (65.0, 26.0, 105.0, 46.0), None,
+                         "High Mountain Asia: a box around RGI 6.0 regions 13-15")
+# Built-in regions exported on one grid whatever they span: Qilian spans zones 46-48 but its
+# grid is the paper's, and its edges' 0.26 % length error does not reach areas (ellipsoidal).
+ONE_GRID = {"qilian", "demo"}
+
+
 def builtin_regions() -> dict[str, Region]:
-    return {"qilian": QILIAN, "demo": DEMO_REGION}
+    return {"qilian": QILIAN, "demo": DEMO_REGION, "hma": HMA}
+
+
+def region_parts(region: Region, crs_given: bool) -> list[Region]:
+    """The parts a region is exported in: one per UTM zone its box spans, unless --crs forces
+    one grid or the region is a built-in one of one grid."""
+    from gee_export.common.utm import split_region
+
+    if crs_given or region.name in ONE_GRID and region in builtin_regions().values():
+        return [region]
+    return split_region(region)
 
 
 def region_from_file(path: Path, crs: str | None = None) -> Region:

@@ -16,7 +16,8 @@ from gee_export.common.cli import (
     wait_option,
     workspace_option,
 )
-from gee_export.common.layout import newest_complete, resolve_workspace
+from gee_export.common.layout import TILES_DIR, newest_complete, resolve_workspace
+from gee_export.common.zoned import zoned_parts
 
 from .tiles import AUTO_BLOCKS, SMALL_GLACIER_LABELS, TileConfig
 
@@ -88,8 +89,18 @@ def tile(export_dir: Path | None, outlines: Path | None, outlines_layer: str | N
                      background_ratio=background_ratio, split=split, val_fraction=val_fraction,
                      block_tiles=None if block_tiles == "auto" else block_tiles, seed=seed,
                      min_area_km2=min_area, small_glaciers=small_glaciers)
-    make_tiles(export_dir, ws, cfg, outlines, name, cpu_workers(workers), force, verify, wait,
-               quiet, click.echo, outlines_layer=outlines_layer)
+    parts = zoned_parts(export_dir, "export")
+    if parts is None:
+        make_tiles(export_dir, ws, cfg, outlines, name, cpu_workers(workers), force, verify,
+                   wait, quiet, click.echo, outlines_layer=outlines_layer)
+        return
+    from .zoned import make_zoned_tiles
+
+    make_zoned_tiles(parts, ws / TILES_DIR / (name or export_dir.name), ws,
+                     lambda part, part_name: make_tiles(
+                         part, ws, cfg, outlines, part_name, cpu_workers(workers), force,
+                         verify, wait, quiet, click.echo, outlines_layer=outlines_layer),
+                     wait, click.echo)
 
 
 # Options that decide how tiles are cut: --verify checks a tile set as it was cut.

@@ -26,6 +26,7 @@ from gee_export.common.layout import (
     resolve_workspace,
     workspace_of,
 )
+from gee_export.common.zoned import zoned_parts
 
 from .trainer import TrainConfig
 
@@ -194,6 +195,8 @@ def predict(checkpoint: Path, export_dir: Path | None, window: int | None, overl
             workspace: Path | None) -> None:
     """Predict glacier probability over a whole export and write glacier outlines
     (glaciers.gpkg: layer glaciers, and by_glacier with each inventory glacier's ice)."""
+    from gee_export.common.layout import prediction_dir
+
     from .predict import PredictConfig, training_export
     from .predict import predict as run_predict
 
@@ -203,9 +206,18 @@ def predict(checkpoint: Path, export_dir: Path | None, window: int | None, overl
     cfg = PredictConfig(window=window, overlap=overlap, batch_size=batch_size,
                         threshold=threshold, min_area_km2=min_area, max_hole_km2=max_hole,
                         simplify_m=simplify, device=device, amp=amp, tta=tta)
-    run_predict(Path(checkpoint), export_dir, ws, cfg, name, force, quiet, click.echo,
-                wait=wait, formats=("gpkg", "parquet") if outline_format == "both"
-                else (outline_format,))
+    formats = ("gpkg", "parquet") if outline_format == "both" else (outline_format,)
+    parts = zoned_parts(export_dir, "export")
+    if parts is None:
+        run_predict(Path(checkpoint), export_dir, ws, cfg, name, force, quiet, click.echo,
+                    wait=wait, formats=formats)
+        return
+    from .zoned import predict_zoned
+
+    out = prediction_dir(ws, Path(checkpoint), name or export_dir.name)
+    predict_zoned(parts, out, ws, lambda part, part_name: run_predict(
+        Path(checkpoint), part, ws, cfg, part_name, force, quiet, click.echo, wait=wait,
+        formats=formats), formats, click.echo)
 
 
 @click.command(context_settings=CONTEXT)
@@ -234,7 +246,9 @@ def evaluate(prediction: Path, reference: Path | None, min_area: float, id_field
     from .evaluation import EvalConfig, evaluate_prediction
     from .predict import reference_default
 
-    ref = Path(reference) if reference else reference_default(Path(prediction))
+    parts = zoned_parts(prediction, "prediction")
+    scored = parts[0].path if parts else Path(prediction)
+    ref = Path(reference) if reference else reference_default(scored)
     if not ref.is_file():
         raise click.UsageError(f"{prediction}: its export recorded no outlines; give "
                                "--reference FILE")
@@ -244,8 +258,14 @@ def evaluate(prediction: Path, reference: Path | None, min_area: float, id_field
                    "may date from another year than the imagery; give --reference to score "
                    "against others" + (f", e.g. {truth}, this year's own synthetic outlines"
                                        if truth.is_file() else "") + ")")
-    evaluate_prediction(Path(prediction), ref, EvalConfig(min_area, id_field, zone_buffer),
-                        name, force, click.echo)
+    cfg = EvalConfig(min_area, id_field, zone_buffer)
+    if parts is None:
+        evaluate_prediction(Path(prediction), ref, cfg, name, force, click.echo)
+        return
+    from .zoned import evaluate_zoned
+
+    evaluate_zoned(parts, Path(prediction), lambda part: evaluate_prediction(
+        part.path, ref, cfg, name, force, click.echo, strip=part.strip), name, click.echo)
 
 
 @click.command(context_settings=CONTEXT)

@@ -37,6 +37,8 @@ from .zones import ZONE_BUFFER_M, ZoneCounts, ZoneRaster, blocks, ellipsoidal_ra
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
+
+    from gee_export.common.utm import Strip, StripMask
     from shapely.geometry.base import BaseGeometry
 
     from gee_export.common.outlines import Outlines
@@ -93,14 +95,17 @@ def _summary(d: np.ndarray) -> dict:
 
 def evaluate_prediction(pred_dir: Path, reference: Path, cfg: EvalConfig = EvalConfig(),
                         name: str = DEFAULT_REPORT, force: bool = False,
-                        echo: Callable[[str], None] = print) -> dict:
+                        echo: Callable[[str], None] = print,
+                        strip: Strip | None = None) -> dict:
     """Score a prediction, held-out pixels apart from those the model trained on; writes
-    NAME.json and its figure beside the prediction."""
+    NAME.json and its figure beside the prediction. With `strip` (a zone of a zoned
+    prediction), only the pixels whose centres lie in that strip of longitudes count."""
     import rasterio
 
     from gee_export.common.atomic import write_json
     from gee_export.common.layout import workspace_of
     from gee_export.common.stac import update_catalog
+    from gee_export.common.utm import StripMask
 
     pred_dir = Path(pred_dir)
     check_report_name(name)
@@ -109,15 +114,17 @@ def evaluate_prediction(pred_dir: Path, reference: Path, cfg: EvalConfig = EvalC
     footprint = training_footprint(pred_dir, m)
     params = {"reference": Path(reference).name, "reference_sha256": file_sha256(reference),
               "prediction_completed_at": m.get("completed_at"), "config": asdict(cfg),
-              "training_tiles": footprint.tiles_id}  # a re-cut tile set makes a report stale
+              "training_tiles": footprint.tiles_id,  # a re-cut tile set makes a report stale
+              **({"strip": strip.to_list()} if strip else {})}
     report_json, figure = report_files(name)
     if not _needed(pred_dir / report_json, params, force, echo):
         return read_manifest(pred_dir / report_json, "evaluation")
     threshold = m["parameters"]["config"]["threshold"]
     with rasterio.open(pred_dir / PROBABILITY_TIF) as src:
         ref, small = _reference(reference, src, cfg)
+        owned = StripMask(src.crs.to_string(), src.transform, strip) if strip else None
         scene = score_scene(src, ref.geometries, small.geometries, threshold, cfg.zone_buffer_m,
-                            footprint)
+                            footprint, owned)
     report = _report(pred_dir, reference, ref, small, scene, threshold, params, m)
     write_json(pred_dir / report_json, report)
     agreement_png(pred_dir / figure, pred_dir / PROBABILITY_TIF, ref.geometries,
@@ -217,11 +224,13 @@ class SceneScores:
 def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
                 small_geoms: Sequence[BaseGeometry], threshold: float,
                 buffer_m: float = ZONE_BUFFER_M,
-                footprint: TrainingFootprint | None = None) -> SceneScores:
+                footprint: TrainingFootprint | None = None,
+                owned: StripMask | None = None) -> SceneScores:
     """One pass over the probability raster, block by block: the confusion matrices of the
     held-out and training pixels, the per-zone counts, and the polygons of valid data and
     predicted ice. A prediction without a single pixel with data is refused: its scores
-    would be zeros that look like a result."""
+    would be zeros that look like a result. With `owned` (a part of a zoned region), only the
+    pixels of its strip count."""
     import shapely
     from rasterio.windows import Window
 
@@ -230,7 +239,7 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
     from .zones import dissolve, zone_polygons
 
     footprint = footprint or unknown_footprint("not given")
-    zones = ZoneRaster(ref_geoms, src.transform, buffer_m)
+    zones = ZoneRaster(ref_geoms, src.transform, buffer_m, owned)
     small = OutlineRasterizer(small_geoms, src.transform) if len(small_geoms) else None
     counts = ZoneCounts(len(ref_geoms))
     in_training = np.zeros(len(ref_geoms) + 1, np.int64)
@@ -240,8 +249,8 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
     for r, c, h, w in blocks(src.height, src.width):
         win = Window(c, r, w, h)
         p = src.read(1, window=win)
-        valid = np.isfinite(p)
-        ice = np.nan_to_num(p, nan=0.0) >= threshold
+        valid = zones.counted(r, c, h, w, np.isfinite(p))
+        ice = (np.nan_to_num(p, nan=0.0) >= threshold) & valid
         ref, zone = zones.window(r, c, h, w)
         ignore = small.mask(r, c, h, w) & (ref == 0) if small else None
         counts.add(ref, zone, valid, {"ice": ice}, ignore)

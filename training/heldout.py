@@ -22,7 +22,7 @@ from gee_export.common.layout import (
     resolved_path,
     workspace_of,
 )
-from gee_export.common.tile_index import read_tile_rows, tiles_id
+from gee_export.common.tile_index import read_tile_rows, tiles_id, zone_tile_rows
 
 TRAIN_SPLIT = "train"  # as prep tile names it
 
@@ -89,9 +89,13 @@ def training_footprint(pred_dir: Path, prediction: dict) -> TrainingFootprint:
         return unknown_footprint(f"the tile set {tiles_dir} is not the one the model was "
                                  "trained on (re-cut since, or not recorded)")
     trained_on = f"{tiles.get('region')}-{tiles.get('year')}"
-    rows = read_tile_rows(tiles_dir, TRAIN_SPLIT, ("row_off", "col_off"))
-    windows = _placed(rows, int(tiles["tile_size"]), tiles.get("grid") or {},
-                      prediction.get("grid") or {})
+    if tiles.get("zones"):  # a tile set of several UTM zones: the zone on this grid's CRS
+        rows, tiles_grid = zone_tile_rows(tiles_dir, tiles, (prediction.get("grid") or {})
+                                          .get("crs"), TRAIN_SPLIT)
+    else:
+        rows = read_tile_rows(tiles_dir, TRAIN_SPLIT, ("row_off", "col_off"))
+        tiles_grid = tiles.get("grid") or {}
+    windows = _placed(rows, int(tiles["tile_size"]), tiles_grid, prediction.get("grid") or {})
     if windows is None:
         return TrainingFootprint(OTHER_SCENE, np.zeros((0, 4), np.int64), trained_on,
                                  f"held out in space: the model trained on {trained_on} "

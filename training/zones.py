@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from affine import Affine
 
     from gee_export.common.outlines import Outlines
+    from gee_export.common.utm import StripMask
 
 # Ice within this distance of a reference glacier counts for it (retreat and advance stay
 # inside); farther away it is a false positive outside every zone.
@@ -31,8 +32,10 @@ BLOCK = 1024  # pixels a side per block; with the margin, a few tens of MB per b
 class ZoneRaster:
     """Reference index and zone of the pixels of any window of a grid (1-based, 0: none)."""
 
-    def __init__(self, geometries, transform, buffer_m: float = ZONE_BUFFER_M):
+    def __init__(self, geometries, transform, buffer_m: float = ZONE_BUFFER_M,
+                 owned: StripMask | None = None):
         self.raster = OutlineRasterizer(geometries, transform)
+        self.owned = owned  # a part of a zoned region: only its strip's pixels count
         res = abs(transform.a)
         self.buffer_px = buffer_m / res
         self.margin = math.ceil(self.buffer_px) + 1  # a glacier in reach lies in the margin
@@ -50,7 +53,18 @@ class ZoneRaster:
             return idx[inner], np.zeros((height, width), np.int32)
         dist, (iy, ix) = distance_transform_edt(idx == 0, return_indices=True)
         zone = np.where(dist <= self.buffer_px, idx[iy, ix], 0)
-        return idx[inner], zone[inner].astype(np.int32)
+        ref, zone = idx[inner], zone[inner].astype(np.int32)
+        if self.owned is not None:
+            keep = self.owned.window(row_off, col_off, height, width)
+            ref, zone = np.where(keep, ref, 0), np.where(keep, zone, 0)
+        return ref, zone
+
+    def counted(self, row_off: int, col_off: int, height: int, width: int,
+                valid: np.ndarray) -> np.ndarray:
+        """`valid` less the pixels of another part's strip (of a zoned region)."""
+        if self.owned is None:
+            return valid
+        return valid & self.owned.window(row_off, col_off, height, width)
 
 
 def blocks(height: int, width: int, block: int = BLOCK) -> Iterator[tuple[int, int, int, int]]:

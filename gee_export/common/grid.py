@@ -181,11 +181,16 @@ class Region:
     synthetic: bool = False
     description: str = ""
     geometry_wkt: str | None = field(default=None, compare=False)  # lon/lat polygon if not a box
+    # A part of a region across UTM zones (utm.split_region): its zone ("46N") and the strip
+    # of longitudes it owns (a utm.Strip); None for a region of one grid.
+    zone: str | None = None
+    strip: object = None
 
     def to_dict(self) -> dict:
+        part = {"zone": self.zone, "strip": self.strip.to_list()} if self.zone else {}
         return {"name": self.name, "crs": self.crs, "lonlat_bounds": list(self.lonlat_bounds),
                 "synthetic": self.synthetic, "description": self.description,
-                "geometry_wkt": self.geometry_wkt}
+                "geometry_wkt": self.geometry_wkt, **part}
 
 
 # A transverse Mercator grid is true to 0.04 % within 3 degrees of its central meridian (UTM's
@@ -201,7 +206,7 @@ def scale_warning(region: Region) -> str | None:
 
     crs = CRS.from_user_input(region.crs)
     zone = crs.utm_zone
-    if zone is None:
+    if zone is None or region.zone is not None:  # a part of a region lies in its own zone
         return None
     meridian = -183 + 6 * int(zone[:-1])
     w, s, e, n = region.lonlat_bounds

@@ -39,6 +39,9 @@ EXPORTS_DIR, TILES_DIR, RUNS_DIR, PREDICTIONS_DIR, SOURCES_DIR = (
     "exports", "tiles", "runs", "predictions", "sources")
 COMPARISONS_DIR = "comparisons"
 STAC_DIR, STAC_CATALOG = "stac", "catalog.json"  # the workspace's STAC catalog (stac.py)
+# A product of a region across UTM zones: one product per zone (utm.part_name) and, in the
+# product's own directory, this manifest naming them (zoned.py).
+ZONES_MANIFEST = "zones.json"
 
 # -- file names, by stage -------------------------------------------------------------------------
 
@@ -91,7 +94,8 @@ def report_files(name: str) -> tuple[str, str]:
 
 
 MANIFEST_OF = {"export": EXPORT_MANIFEST, "tiles": TILES_MANIFEST, "run": RUN_CONFIG,
-               "prediction": PREDICTION_MANIFEST, "sources": SOURCES_MANIFEST}
+               "prediction": PREDICTION_MANIFEST, "sources": SOURCES_MANIFEST,
+               "zoned export": ZONES_MANIFEST, "zoned prediction": ZONES_MANIFEST}
 PARENT_OF = {"export": EXPORTS_DIR, "tiles": TILES_DIR, "run": RUNS_DIR}
 # Which command makes which product, for errors that say what to run first.
 MAKER = {
@@ -101,11 +105,18 @@ MAKER = {
     "sources": "prep export --region demo (generates them)",
     "prediction": "train predict --checkpoint RUN/best.pt",
     "evaluation": "train evaluate --prediction DIR",
+    "zoned export": "prep export --region REGION --year YEAR (a region across UTM zones)",
+    "zoned prediction": "train predict --export EXPORT (of a region across UTM zones)",
 }
 
 
 def product_name(region: str, year: int) -> str:
     return f"{region}-{year}"
+
+
+def prediction_dir(workspace: Path, checkpoint: Path, name: str) -> Path:
+    """Where `train predict` writes: predictions/<the checkpoint's run>/<name>."""
+    return Path(workspace) / PREDICTIONS_DIR / Path(checkpoint).resolve().parent.name / name
 
 
 def resolve_workspace(path: str | os.PathLike | None = None) -> Path:

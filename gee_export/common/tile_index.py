@@ -12,6 +12,8 @@ from typing import Sequence
 from .errors import InputError, InputNotFoundError
 from .layout import TILE_INDEX
 
+ZONE_COLUMN = "zone"  # the UTM zone of each tile of a zoned tile set (tiling/zoned.py)
+
 
 def read_tile_rows(tile_dir: Path, split: str, columns: Sequence[str] = ("tile_id",)
                    ) -> list[tuple]:
@@ -40,3 +42,14 @@ def tiles_id(tiles: dict) -> str:
     a moved workspace still matches; not the manifest's times, which --verify updates)."""
     key = json.dumps([tiles.get("parameters"), tiles.get("files")], sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def zone_tile_rows(tile_dir: Path, tiles: dict, grid_crs: str, split: str
+                   ) -> tuple[list[tuple], dict]:
+    """Of a zoned tile set: the (row_off, col_off) of one split's tiles of the zone whose grid
+    has `grid_crs`, and that zone's grid; ([], {}) when no zone of the set is on that CRS."""
+    for z in tiles.get("zones") or []:
+        if (z.get("grid") or {}).get("crs") == grid_crs:
+            rows = read_tile_rows(tile_dir, split, ("row_off", "col_off", ZONE_COLUMN))
+            return [(r, c) for r, c, zone in rows if zone == z["zone"]], z["grid"]
+    return [], {}

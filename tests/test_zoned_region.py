@@ -1,0 +1,245 @@
+"""A region across a UTM zone line, through every stage: a real RGI glacier (Hintereisferner,
+RGI 6) moved east along its own latitude so that 96 E (the line between zones 46 and 47) cuts
+it, local sources drawn from its outline, then export -> tile -> train -> predict ->
+evaluate. Moving a polygon along its latitude leaves its ellipsoidal area as it is (8.036
+km^2), so the merged glacier has a known area on both sides of the line."""
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.features import rasterize
+from shapely.affinity import translate
+
+from gee_export.common.cli import prep, train
+from gee_export.common.outlines import ellipsoidal_area_km2
+from gee_export.common.utm import Strip, clip_to_strip, split_region, zone_parts
+from gee_export.config import Normalization
+
+DATA = Path(__file__).parent / "data" / "oggm"
+LINE = 96.0  # zones 46 | 47
+STEP = 1e-4  # degrees per source pixel (8 m x 11 m here)
+ICE = {"B2": 7500, "B3": 8000, "B4": 7800, "B8": 7000, "B11": 500, "SCL": 11}
+ROCK = {"B2": 1500, "B3": 1600, "B4": 1700, "B8": 2000, "B11": 2500, "SCL": 5}
+
+
+def b3_normalized(dn: float) -> float:
+    lo, hi = Normalization.fixed().ranges["B3"]
+    return (dn / 10000 - lo) / (hi - lo)
+
+
+@pytest.fixture(scope="module")
+def straddling(tmp_path_factory):
+    """Sources (EPSG:4326, 1e-4 degree pixels) of one glacier cut by 96 E, and its outline."""
+    root = tmp_path_factory.mktemp("zoned")
+    hef = gpd.read_file(DATA / "Hintereisferner_RGI6.shp")
+    w, s, e, n = hef.total_bounds
+    moved = hef.set_geometry(hef.geometry.map(lambda g: translate(g, LINE - (w + e) / 2)))
+    src = root / "src"
+    src.mkdir()
+    moved[["RGIId", "Area", "geometry"]].to_file(src / "outlines.gpkg", layer="glaciers")
+    w, s, e, n = moved.total_bounds
+    box = (w - 0.012, s - 0.012, e + 0.012, n + 0.012)
+    width, height = int(round((box[2] - box[0]) / STEP)), int(round((box[3] - box[1]) / STEP))
+    t = Affine(STEP, 0, box[0], 0, -STEP, box[3])
+    ice = rasterize(moved.geometry, (height, width), transform=t).astype(bool)
+    prof = dict(driver="GTiff", width=width, height=height, crs="EPSG:4326", transform=t)
+
+    def write(name, bands, dtype, values):
+        with rasterio.open(src / name, "w", count=len(bands), dtype=dtype, **prof) as f:
+            for i, b in enumerate(bands, 1):
+                f.write(np.where(ice, values[0][b], values[1][b]).astype(dtype), i)
+                f.set_band_description(i, b)
+
+    write("S2_2018-08-01_L2A.tif", list(ICE), "uint16", (ICE, ROCK))
+    write("S1_2018-07-10_dB.tif", ["VV", "VH"], "float32",
+          ({"VV": -16.0, "VH": -24.0}, {"VV": -8.0, "VH": -15.0}))
+    dem = 3000 + 200 * np.linspace(0, 1, width)[None, :] * np.ones((height, 1))
+    with rasterio.open(src / "DEM_SRTM.tif", "w", count=1, dtype="float32", **prof) as f:
+        f.write(dem.astype("float32"), 1)
+    return root, src, moved, box
+
+
+@pytest.fixture(scope="module")
+def chain(straddling):
+    """export -> tile -> train (one epoch) -> predict -> evaluate on the straddling region.
+    The prediction's model is an oracle (ice where the stack's green reflectance is nearer the
+    ice's than the rock's: a band the warp mixes linearly, so the edge lies where half a
+    pixel is ice) read through the trained checkpoint's band statistics, so what is measured
+    is the zones' geometry, not how well one epoch learned. Holes are kept (--max-hole 0):
+    the glacier's nunataks are part of its RGI area."""
+    from click.testing import CliRunner
+
+    import training.predict as predict_module
+    from training.models import build_model  # noqa: F401 (the checkpoint's real model)
+
+    root, src, moved, box = straddling
+    ws = root / "ws"
+    runner = CliRunner()
+
+    def run(group, args):
+        r = runner.invoke(group, [str(a) for a in args])
+        assert r.exit_code == 0, r.output + repr(r.exception)
+        return r.output
+
+    exported = run(prep, ["export", "--bbox", *box, "--year", 2018, "--name", "straddle",
+                          "--source-dir", src, "--cell-size", 256, "--workers", 1,
+                          "--workspace", ws, "--quiet"])
+    tiled = run(prep, ["tile", "--export", ws / "exports" / "straddle", "--size", 128,
+                       "--workers", 1, "--workspace", ws, "--quiet"])
+    run(train, ["run", "--tiles", ws / "tiles" / "straddle", "--preset", "tiny", "--epochs", 1,
+                "--batch-size", 8, "--workers", 0, "--name", "oracle", "--workspace", ws,
+                "--quiet"])
+    import json
+
+    tiles = json.loads((ws / "tiles" / "straddle" / "manifest.json").read_text())
+    stats = tiles["train_stats"]["bands"]["B3"]
+    cut = (b3_normalized(ICE["B3"]) + b3_normalized(ROCK["B3"])) / 2
+    real_load = predict_module.load_model
+
+    class Oracle(__import__("torch").nn.Module):
+        def __init__(self, meta):
+            super().__init__()
+            self.i = meta["band_names"].index("B3")
+            self.cut = (cut - stats["mean"]) / stats["std"]
+
+        def forward(self, x):
+            logit = 50.0 * (x[:, self.i] - self.cut)
+            return __import__("torch").stack([-logit, logit], 1)
+
+    def oracle(checkpoint, device):
+        _, meta = real_load(checkpoint, device)
+        return Oracle(meta), meta
+
+    predict_module.load_model = oracle
+    try:
+        predicted = run(train, ["predict", "--checkpoint", ws / "runs" / "oracle" / "best.pt",
+                                "--export", ws / "exports" / "straddle", "--max-hole", 0,
+                                "--workspace", ws, "--quiet"])
+    finally:
+        predict_module.load_model = real_load
+    pred = ws / "predictions" / "oracle" / "straddle"
+    evaluated = run(train, ["evaluate", "--prediction", pred])
+    return ws, pred, moved, exported + tiled + predicted + evaluated
+
+
+def test_a_box_across_96e_is_exported_in_one_part_per_zone(chain):
+    import json
+
+    ws, _, _, out = chain
+    zones = json.loads((ws / "exports" / "straddle" / "zones.json").read_text())
+    assert [p["zone"] for p in zones["parts"]] == ["46N", "47N"]
+    crs = [json.loads((ws / "exports" / f"straddle-utm{z}" / "export.json").read_text())
+           ["parameters"]["grid"]["crs"] for z in ("46N", "47N")]
+    assert crs == ["EPSG:32646", "EPSG:32647"]
+    assert zones["complete"] and "zoned export complete" in out
+
+
+def test_the_cut_glacier_is_one_polygon_with_the_sum_of_its_parts_area(chain):
+    ws, pred, moved, _ = chain
+    truth = float(ellipsoidal_area_km2(list(moved.geometry), "EPSG:4326")[0])
+    assert truth == pytest.approx(8.036, abs=0.001)  # the RGI area, moved along its latitude
+    merged = gpd.read_file(pred / "glaciers.gpkg", layer="glaciers")
+    assert merged.crs.to_epsg() == 4326
+    big = merged[merged["area_km2"] > 1]
+    assert len(big) == 1  # one glacier again, across the line
+    w, _, e, _ = big.total_bounds
+    assert w < LINE < e
+    area = float(big["area_km2"].iloc[0])
+    assert area == pytest.approx(truth, rel=0.005)
+    parts = [gpd.read_file(ws / "predictions" / "oracle" / f"straddle-utm{z}" / "glaciers.gpkg",
+                           layer="glaciers") for z in ("46N", "47N")]
+    strips = [Strip(None, LINE), Strip(LINE, None)]
+    pieces = [clip_to_strip(p[p["area_km2"] > 1], s) for p, s in zip(parts, strips)]
+    sides = [float(ellipsoidal_area_km2(list(p.geometry), "EPSG:4326").sum()) for p in pieces]
+    assert min(sides) > 2  # the line cuts it well inside
+    assert area == pytest.approx(sum(sides), rel=1e-6)
+    # each zone predicted beyond its line (its grid reaches 1 km past it): more than its side
+    whole = [float(p[p["area_km2"] > 1]["area_km2"].sum()) for p in parts]
+    assert all(a > side + 0.3 for a, side in zip(whole, sides))
+    by_glacier = gpd.read_file(pred / "glaciers.gpkg", layer="by_glacier")
+    assert list(by_glacier["glacier_id"]) == [moved["RGIId"].iloc[0]]
+    assert float(by_glacier["area_km2"].iloc[0]) == pytest.approx(truth, rel=0.005)
+
+
+def test_evaluation_adds_the_zones_up_once(chain):
+    import json
+
+    _, pred, moved, out = chain
+    report = json.loads((pred / "report.json").read_text())
+    (row,) = report["per_glacier"]["glaciers"]
+    truth = float(ellipsoidal_area_km2(list(moved.geometry), "EPSG:4326")[0])
+    assert row["glacier_id"] == moved["RGIId"].iloc[0]
+    assert sorted(row["zones"]) == ["46N", "47N"]
+    assert row["reference_km2"] == pytest.approx(truth, rel=0.005)
+    assert row["predicted_km2"] == pytest.approx(truth, rel=0.005)
+    assert row["observed_fraction"] == pytest.approx(1.0)
+    zone_reports = [json.loads(Path(z["report"]).read_text()) for z in report["zones"]]
+    sides = [z["per_glacier"]["glaciers"][0]["reference_km2"] for z in zone_reports]
+    assert min(sides) > 2 and sum(sides) == pytest.approx(row["reference_km2"])
+    cms = sum(np.array(z["pixels"]["all"]["confusion_matrix"]) for z in zone_reports)
+    assert report["pixels"]["all"]["confusion_matrix"] == cms.tolist()
+    assert report["pixels"]["all"]["iou_glacier"] > 0.95
+    # each zone found its own training tiles in the zoned tile set, on its own grid
+    assert all(z["pixels"]["split"]["relation"] == "same scene" for z in zone_reports)
+    assert report["pixels"]["training"]["pixels"] > 0 and report["pixels"]["held_out"]
+
+
+def test_zone_parts_of_boxes():
+    assert [z for z, _ in zone_parts((95.5, 30, 96.5, 31))] == ["46N", "47N"]
+    assert zone_parts((95.5, 30, 96.5, 31))[0][1] == Strip(None, 96.0)
+    assert [z for z, _ in zone_parts((90.1, 30, 95.9, 31))] == ["46N"]
+    assert [z for z, _ in zone_parts((65, 26, 105, 46))] == [f"{z}N" for z in range(41, 49)]
+    assert [z for z, _ in zone_parts((-70, -40, -60, -30))] == ["19S", "20S"]
+
+
+def test_each_part_grid_reaches_past_its_zone_line_and_stays_in_its_zone():
+    from pyproj import Transformer
+
+    from gee_export.common.grid import region_from_lonlat
+
+    parts = split_region(region_from_lonlat("x", (95.5, 30.0, 96.5, 31.0)))
+    assert [p.crs for p in parts] == ["EPSG:32646", "EPSG:32647"]
+    for p, reach in zip(parts, (1, -1)):
+        to_lon = Transformer.from_crs(p.crs, "EPSG:4326", always_xy=True)
+        w, s, e, n = p.grid.bounds
+        lons = [to_lon.transform(x, y)[0] for x in (w, e) for y in (s, n)]
+        # at every corner the grid reaches at least 900 m beyond 96 E (1 km margin)
+        beyond = [(lon - LINE) * reach for lon in (lons[2:] if reach > 0 else lons[:2])]
+        assert min(beyond) * 111.32 * np.cos(np.radians(31)) > 0.9
+
+
+def test_hma_dry_run_prints_a_plan_per_zone_and_in_total(cli, tmp_path):
+    import json
+
+    r = cli(prep, ["export", "--region", "hma", "--year", 2018, "--dry-run",
+                   "--workspace", tmp_path])
+    for z in range(41, 49):
+        assert f"UTM zone {z}N: plan for hma on EPSG:326{z}" in r.output
+    assert "total over 8 UTM zones" in r.output and "upper bound" in r.output
+    assert "computePixels requests" in r.output
+    plan = json.loads(r.output[r.output.index("{"):])
+    assert plan["total"]["cells"] == sum(z["cells"] for z in plan["zones"])
+    assert plan["earth_engine"]["requests"] == plan["total"]["cells"]
+
+
+def test_batch_dry_run_counts_queue_waves(cli, tmp_path):
+    import json
+
+    r = cli(prep, ["export", "--region", "hma", "--year", 2018, "--dry-run", "--to", "gcs",
+                   "--bucket", "b", "--workspace", tmp_path])
+    plan = json.loads(r.output[r.output.index("{"):])
+    ee = plan["earth_engine"]
+    assert ee["tasks"] == plan["total"]["cells"]
+    assert ee["queue_waves"] == -(-ee["tasks"] // 3000) > 1
+
+
+def test_crs_forces_one_grid_and_qilian_stays_one(cli, tmp_path):
+    r = cli(prep, ["export", "--bbox", 95.5, 30, 96.5, 30.2, "--crs", "EPSG:32646", "--year",
+                   2018, "--dry-run", "--workspace", tmp_path])
+    assert "UTM zone" not in r.output and "EPSG:32646" in r.output
+    r = cli(prep, ["export", "--region", "qilian", "--year", 2018, "--dry-run",
+                   "--workspace", tmp_path])
+    assert "UTM zone" not in r.output and "EPSG:32647" in r.output

@@ -1,0 +1,189 @@
+"""`train predict` and `train evaluate` on a region across UTM zones.
+
+Each zone is predicted as any export is, into its own prediction directory; the zoned
+prediction (zones.json beside one glaciers.gpkg in EPSG:4326) then cuts every zone's
+outlines at its zone lines and unites the pieces, so a glacier the line cuts is one polygon
+whose ellipsoidal area is the sum of its parts'. Evaluation scores each zone on the pixels of
+its own strip of longitudes only and adds the counts and areas up.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from gee_export.common.errors import InputError
+from gee_export.common.layout import (
+    GLACIERS_GPKG,
+    PREDICTION_MANIFEST,
+    ZONES_MANIFEST,
+    read_manifest,
+    require_complete,
+)
+from gee_export.common.utm import part_name
+from gee_export.common.zoned import OUTPUT_CRS, Part, merge_outlines, write_zoned
+
+from .metrics import scores
+
+
+def predict_zoned(parts: Sequence[Part], out: Path, workspace: Path,
+                  predict_part: Callable[[Path, str], Path], formats: Sequence[str],
+                  echo: Callable[[str], None]) -> Path:
+    """Predict every zone with `predict_part(export_dir, name)`, then merge their outlines
+    into `out`."""
+    done = [Part(p.zone, p.strip, predict_part(p.path, part_name(out.name, p.zone)))
+            for p in parts]
+    layers = merged_layers(done)
+    from gee_export.common.vectors import write_outline_files
+
+    out.mkdir(parents=True, exist_ok=True)
+    mf = out / ZONES_MANIFEST
+    if mf.is_file():
+        mf.unlink()  # incomplete while its outlines change
+    write_outline_files(layers, out, formats)
+    g = layers["glaciers"]
+    first = read_manifest(done[0].path / PREDICTION_MANIFEST, "prediction")
+    write_zoned(out, "prediction", done, workspace, region=first.get("region"),
+                year=first.get("year"), synthetic=first.get("synthetic"),
+                glaciers=len(g), glacier_area_km2=float(g["area_km2"].sum()),
+                crs=OUTPUT_CRS)
+    echo(f"zoned prediction complete: {out} ({len(done)} UTM zones, {len(g)} glaciers, "
+         f"{float(g['area_km2'].sum()):.2f} km^2, outlines in {OUTPUT_CRS})")
+    return out
+
+
+def merged_layers(parts: Sequence[Part]) -> dict:
+    """The zones' `glaciers` (and `by_glacier`) layers as one, in EPSG:4326."""
+    import geopandas as gpd
+
+    from gee_export.common.outlines import ellipsoidal_area_km2
+
+    strips = [p.strip for p in parts]
+    frames = {layer: [gpd.read_file(p.path / GLACIERS_GPKG, layer=layer) for p in parts]
+              for layer in _layers(parts[0].path / GLACIERS_GPKG)}
+    glaciers = frames["glaciers"]
+    for f in glaciers:  # area-weighted means survive the union
+        f["_weighted"] = f["mean_probability"] * f["area_km2"]
+    g = merge_outlines(glaciers, strips)
+    area = ellipsoidal_area_km2(list(g.geometry), OUTPUT_CRS) if len(g) else []
+    g = g.assign(area_km2=area)
+    if len(g):
+        pieces = _pieces_sum(glaciers, strips, g)
+        g["mean_probability"] = pieces
+    g = g.drop(columns=[c for c in ("_weighted",) if c in g]).assign(
+        polygon_id=np.arange(1, len(g) + 1, dtype=np.int64))
+    layers = {"glaciers": g}
+    if "by_glacier" in frames:
+        b = merge_outlines(frames["by_glacier"], strips, key="glacier_id")
+        layers["by_glacier"] = b.assign(
+            area_km2=ellipsoidal_area_km2(list(b.geometry), OUTPUT_CRS) if len(b) else [])
+    return layers
+
+
+def _layers(path: Path) -> list[str]:
+    import pyogrio
+
+    return [name for name, _ in pyogrio.list_layers(path)]
+
+
+def _pieces_sum(frames, strips, merged) -> list[float]:
+    """Each merged polygon's mean probability: its pieces' means weighted by their areas."""
+    import geopandas as gpd
+    import pandas as pd
+
+    from gee_export.common.outlines import ellipsoidal_area_km2
+    from gee_export.common.utm import clip_to_strip
+
+    cut = pd.concat([clip_to_strip(f, s) for f, s in zip(frames, strips) if len(f)],
+                    ignore_index=True)
+    cut["_area"] = ellipsoidal_area_km2(list(cut.geometry), OUTPUT_CRS)
+    pairs = gpd.sjoin(cut, merged[["geometry"]].reset_index(names="_merged"),
+                      predicate="intersects").drop_duplicates(subset="_area")
+    w = pairs["mean_probability"] * pairs["_area"]
+    sums = w.groupby(pairs["_merged"]).sum() / pairs["_area"].groupby(pairs["_merged"]).sum()
+    return [float(sums.get(i, np.nan)) for i in range(len(merged))]
+
+
+# -- train evaluate ---------------------------------------------------------------------------
+
+def evaluate_zoned(parts: Sequence[Part], out: Path, evaluate_part: Callable[[Part], dict],
+                   report_name: str, echo: Callable[[str], None]) -> dict:
+    """Score every zone on its own strip, then add the zones up into one report."""
+    from gee_export.common.atomic import write_json
+    from gee_export.common.layout import base_manifest, now_iso, report_files
+
+    require_complete(out / ZONES_MANIFEST, "zoned prediction",
+                     "rerun `train predict` to finish it")
+    reports = [{**evaluate_part(p), "_zone": p.zone} for p in parts]
+    report = base_manifest("evaluation", complete=True, evaluated_at=now_iso(),
+                           zones=[{"zone": p.zone, "report": str(p.path / report_files(
+                               report_name)[0])} for p in parts],
+                           pixels=_pixels(reports), area=_areas(reports),
+                           per_glacier=_per_glacier(reports),
+                           note="the sum of the zones' reports, each scored on the pixels "
+                                "of its own strip of longitudes only; boundary distances are "
+                                "in each zone's report")
+    write_json(out / report_files(report_name)[0], report)
+    echo(f"zoned evaluation: {out / report_files(report_name)[0]} ({len(parts)} UTM zones)")
+    return report
+
+
+def _pixels(reports: list[dict]) -> dict:
+    out = {"headline": reports[0]["pixels"]["headline"]}
+    for key in ("held_out", "training", "all"):
+        cms = [np.array(r["pixels"][key]["confusion_matrix"]) for r in reports
+               if r["pixels"].get(key)]
+        if cms:
+            cm = sum(cms)
+            out[key] = {"pixels": int(cm.sum()), "confusion_matrix": cm.tolist(), **scores(cm)}
+        else:
+            out[key] = None
+    if out["headline"] == "held_out" and out["held_out"] is None:
+        out["headline"] = "all"
+    return out
+
+
+def _areas(reports: list[dict]) -> dict:
+    keys = ("reference_km2", "predicted_km2", "reference_planar_km2", "predicted_planar_km2",
+            "outside_zones_km2")
+    return {k: float(sum(r["area"][k] for r in reports)) for k in keys}
+
+
+def _per_glacier(reports: list[dict]) -> dict:
+    """Each glacier once: its zones' areas added up (a glacier the line cuts is seen by two);
+    fractions weighted by the reference area each zone saw."""
+    rows: dict[str, dict] = {}
+    for r in reports:
+        for g in r["per_glacier"]["glaciers"]:
+            acc = rows.setdefault(g["glacier_id"], {"glacier_id": g["glacier_id"],
+                                                    "reference_km2": 0.0, "predicted_km2": 0.0,
+                                                    "inventory_km2": g["inventory_km2"],
+                                                    "_seen": 0.0, "_all": 0.0, "zones": []})
+            acc["reference_km2"] += g["reference_km2"]
+            acc["predicted_km2"] += g["predicted_km2"]
+            if g["reference_km2"] > 0:
+                acc["zones"].append(r.get("_zone", ""))
+            acc["_seen"] += g["reference_km2"]
+            acc["_all"] += g["reference_km2"] / g["observed_fraction"] \
+                if g["observed_fraction"] else 0.0
+    glaciers = []
+    for g in rows.values():
+        if not g["_all"]:
+            continue  # in no zone's strip: the zones that saw it own none of it
+        err = g["predicted_km2"] - g["reference_km2"]
+        seen, every = g.pop("_seen"), g.pop("_all")
+        glaciers.append({**g, "error_km2": err,
+                         "relative_error": err / g["reference_km2"] if g["reference_km2"]
+                         else None, "observed_fraction": seen / every})
+    rel = [g["relative_error"] for g in glaciers if g["relative_error"] is not None]
+    return {"mean_abs_error_km2": float(np.mean([abs(g["error_km2"]) for g in glaciers]))
+            if glaciers else None,
+            "median_relative_error": float(np.median(rel)) if rel else None,
+            "glaciers": glaciers}
+
+
+def check_zoned_reference(reference: Path | None) -> None:
+    if reference is None:
+        raise InputError("--reference: a zoned prediction has no single export outlines; "
+                         "give the reference outlines file")
