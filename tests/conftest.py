@@ -4,21 +4,13 @@ from __future__ import annotations
 import os
 
 import pytest
-from click.testing import CliRunner
+
+from tests.helpers import DEMO_TEST_SIZE, invoke
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 # `make test` runs two test processes on two cores: one thread each, or the OpenMP threads of
 # torch in both processes spin against each other (measured: 4 min 11 s instead of 42 s).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-DEMO_TEST_SIZE = 512  # a quarter-width demo scene: seconds, not minutes
-
-
-def invoke(cmd, args, ok=True):
-    res = CliRunner().invoke(cmd, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert res.exit_code == 0, res.output
-    return res
 
 
 @pytest.fixture

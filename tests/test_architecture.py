@@ -149,3 +149,43 @@ def test_every_dependency_is_used():
               if not re.search(rf"^\s*(import|from) {module_of.get(d, d).replace('-', '_')}\b",
                                source, re.M)]
     assert declared and not unused, unused
+
+
+def _absolute_imports(node: ast.AST) -> list[str]:
+    """The modules an import statement or an __import__("name") call names (not relative)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom) and not node.level:
+        return [node.module or ""]
+    if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "__import__" and \
+            node.args and isinstance(node.args[0], ast.Constant):
+        return [str(node.args[0].value)]
+    return []
+
+
+def test_tests_import_what_they_share_by_its_package_path():
+    """A test imports shared helpers as tests.helpers or tests.<dir>.<module>: never a
+    conftest (pytest imports those itself, and a second import runs them twice), and never a
+    bare name that only resolves because pytest put the test's own folder on sys.path."""
+    tests = ROOT / "tests"
+    local = {p.stem for p in tests.rglob("*.py")} - {"__init__"}
+    wrong = [f"{path.relative_to(ROOT)}:{node.lineno} imports {name}"
+             for path in sorted(tests.rglob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text()))
+             for name in _absolute_imports(node)
+             if name.split(".")[-1] == "conftest" or name.split(".")[0] in local]
+    assert (tests / "__init__.py").is_file() and not wrong, "\n".join(wrong)
+
+
+def test_the_test_import_check_sees_a_conftest_and_a_bare_helper(tmp_path, monkeypatch):
+    (tmp_path / "tests" / "sub").mkdir(parents=True)
+    (tmp_path / "tests" / "__init__.py").write_text("")
+    (tmp_path / "tests" / "sub" / "double.py").write_text("")
+    (tmp_path / "tests" / "sub" / "test_a.py").write_text(
+        "from tests.conftest import invoke\nimport double\nx = __import__('double')\n"
+        "from tests.sub.double import y\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    with pytest.raises(AssertionError) as e:
+        test_tests_import_what_they_share_by_its_package_path()
+    assert [ln.split(" imports ")[1] for ln in str(e.value).splitlines()[:3]] == \
+        ["tests.conftest", "double", "double"]

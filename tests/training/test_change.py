@@ -15,7 +15,7 @@ from scipy.optimize import linprog
 
 from gee_export.common.layout import base_manifest
 from gee_export.demo.scene import DemoScene
-from tests.conftest import DEMO_TEST_SIZE, invoke
+from tests.helpers import DEMO_TEST_SIZE, invoke
 from training.change import parse_years, run_change, slope, slope_bounds
 from training.trend import wls_rate
 

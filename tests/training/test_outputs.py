@@ -28,7 +28,7 @@ THRESHOLD = 0.49
 def outputs(tiny_run, demo_export, tmp_path_factory):
     """A prediction with both outline formats, evaluated: every stage has run once, in a copy
     of the session's workspace without the products other tests make by hand."""
-    from tests.conftest import invoke
+    from tests.helpers import invoke
 
     shared, shared_run = tiny_run
     ws = tmp_path_factory.mktemp("outputs") / "ws"

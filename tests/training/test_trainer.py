@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from gee_export.common.cli import train
 from gee_export.common.errors import GlacierError
-from tests.conftest import invoke
+from tests.helpers import invoke
 from training.runtime import load_checkpoint
 from training.trainer import TrainConfig
 from training.trainer import train as run_train

@@ -124,7 +124,7 @@ def snapshot(root: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def places(tiny_run, tmp_path_factory) -> dict[str, str]:
-    from tests.conftest import invoke
+    from tests.helpers import invoke
 
     ws, run = tiny_run
     exp, tiles = ws / "exports" / "demo-2018", ws / "tiles" / "demo-2018"

@@ -96,7 +96,7 @@ def test_a_moved_workspace_reruns_every_stage_as_a_no_op(demo_years, tiny_run, t
     import shutil
 
     from gee_export.common.cli import prep, train
-    from tests.conftest import DEMO_TEST_SIZE, invoke
+    from tests.helpers import DEMO_TEST_SIZE, invoke
 
     first = tmp_path / "a" / "ws"
     shutil.copytree(tiny_run[0], first, ignore=shutil.ignore_patterns("predictions"))

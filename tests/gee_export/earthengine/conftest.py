@@ -31,7 +31,7 @@ def demo_sources(demo_export) -> Path:
 @pytest.fixture(scope="session")
 def catalogue(ee_offline, demo_sources, tmp_path_factory):
     """The demo sources as Earth Engine's collections (with decoys)."""
-    from ee_double import demo_catalogue
+    from tests.gee_export.earthengine.ee_double import demo_catalogue
 
     return demo_catalogue(demo_sources, DEMO_YEAR, tmp_path_factory.mktemp("catalogue"))
 
@@ -39,6 +39,6 @@ def catalogue(ee_offline, demo_sources, tmp_path_factory):
 @pytest.fixture
 def double(catalogue):
     """A fresh Earth Engine double serving the demo sources."""
-    from ee_double import EarthEngineDouble
+    from tests.gee_export.earthengine.ee_double import EarthEngineDouble
 
     return EarthEngineDouble(catalogue)

@@ -14,7 +14,8 @@ from typing import Callable
 
 import numpy as np
 from affine import Affine
-from ee_evaluator import (
+
+from tests.gee_export.earthengine.ee_evaluator import (
     FLOAT,
     BandSource,
     Catalogue,

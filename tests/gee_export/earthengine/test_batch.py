@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 import rasterio
-from ee_double import QUEUE_FULL, EarthEngineDouble, calls, graph
-from test_runner import NO_WAIT, _run, _stack
 
 from gee_export.common.grid import Cell
 from gee_export.earthengine import batch
 from gee_export.earthengine import recipe as R
 from gee_export.stack import ExportDir
+from tests.gee_export.earthengine.ee_double import QUEUE_FULL, EarthEngineDouble, calls, graph
+from tests.gee_export.earthengine.test_runner import NO_WAIT, _run, _stack
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def _gcs(tmp_path, double, outlines, **kw):
 
 
 def test_the_queue_limits_are_earth_engines():
-    import ee_double
+    from tests.gee_export.earthengine import ee_double
 
     assert ee_double.QUEUE_LIMIT == 3000 and batch.MAX_QUEUED <= 3000
 
@@ -54,7 +54,7 @@ def test_tasks_go_in_waves_and_status_submits_the_rest(tmp_path, double, outline
 def test_a_full_queue_stops_submitting_without_failing(tmp_path, double, outlines, monkeypatch):
     """Other tasks of the project fill Earth Engine's queue: the service refuses the next
     start; the export says so and keeps what it started."""
-    import ee_double
+    from tests.gee_export.earthengine import ee_double
 
     monkeypatch.setattr(ee_double, "QUEUE_LIMIT", 4)
     said = []

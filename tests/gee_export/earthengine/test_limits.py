@@ -10,19 +10,6 @@ import ee
 import geopandas as gpd
 import numpy as np
 import pytest
-from ee_double import (
-    COLLECTION,
-    MEMORY,
-    PAYLOAD,
-    QUOTA,
-    TIMEOUT,
-    TOO_BIG,
-    EarthEngineDouble,
-    Failure,
-    glims_table,
-    raise_like_ee,
-)
-from ee_evaluator import request_size
 from shapely.geometry import Point
 
 from gee_export.common.errors import ServiceError
@@ -36,6 +23,20 @@ from gee_export.earthengine.recipe import export_image_for
 from gee_export.earthengine.runner import CellFetcher, EEJob, EEOptions
 from gee_export.export import plan_cells
 from gee_export.regions import QILIAN
+from tests.gee_export.earthengine.ee_double import (
+    COLLECTION,
+    MEMORY,
+    PAYLOAD,
+    QUOTA,
+    TIMEOUT,
+    TOO_BIG,
+    EarthEngineDouble,
+    Failure,
+    glims_table,
+    graph,
+    raise_like_ee,
+)
+from tests.gee_export.earthengine.ee_evaluator import request_size
 
 REGION = demo_region(512)
 CFG = RecipeConfig(2018)
@@ -93,7 +94,7 @@ def test_compute_pixels_over_48_mib_is_refused_and_the_cell_split(double, monkey
               "grid": R.cell_grid(grid, cell), "bandIds": list(R.EXPORT_BANDS)}
     whole = double.compute_pixels(params)
     # The same request at a lower limit: refused with the service's text and status...
-    monkeypatch.setattr("ee_double.REQUEST_LIMIT", 4 * 2 ** 20)
+    monkeypatch.setattr("tests.gee_export.earthengine.ee_double.REQUEST_LIMIT", 4 * 2 ** 20)
     with pytest.raises(ee.EEException, match=r"Total request size \(\d+ bytes\) must be less "
                                              r"than or equal to 50331648 bytes\.") as e:
         double.compute_pixels(params)
@@ -224,7 +225,7 @@ def test_region_wide_reductions_over_max_pixels_are_refused(double):
     biggest = Cell(0, 0, 0, 0, 4096, 4096)  # prep export --cell-size at most 4096
     hist = R.band_histograms(R.srtm(), QILIAN.grid, biggest, {"elevation": (0.0, 9000.0)}, 16)
     assert biggest.width * biggest.height > 1e7 and "'maxPixels': 1000000000" in str(
-        __import__("ee_double").graph(hist))
+        graph(hist))
 
 
 def test_a_failing_region_step_is_one_line_naming_it(tmp_path, double, demo_sources):

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import geopandas as gpd
 import pytest
-from ee_double import calls, graph
 from shapely.geometry import box
 
 from gee_export.common.grid import Cell, iter_cells
 from gee_export.config import Normalization, RecipeConfig
 from gee_export.earthengine import recipe as R
 from gee_export.regions import QILIAN
+from tests.gee_export.earthengine.ee_double import calls, graph
 
 
 @pytest.fixture

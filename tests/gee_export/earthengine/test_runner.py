@@ -11,7 +11,6 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
-from ee_double import MEMORY, QUOTA, EarthEngineDouble, Failure, glims_table
 from shapely.geometry import box
 
 from gee_export.common.bands import BAND_NAMES
@@ -24,6 +23,7 @@ from gee_export.earthengine.client import Retry
 from gee_export.earthengine.runner import EEOptions, run_ee_export
 from gee_export.local_export import LocalOptions, run_local_export
 from gee_export.stack import ExportDir
+from tests.gee_export.earthengine.ee_double import MEMORY, QUOTA, EarthEngineDouble, Failure, glims_table
 
 REGION = demo_region(512)
 CFG = RecipeConfig(2018)
