@@ -47,7 +47,14 @@ def write_cell_tif(path: Path, grid: ExportGrid, cell: Cell, data: np.ndarray,
                    names: Sequence[str] = BAND_NAMES, info: dict | None = None) -> None:
     """Write one cell's (bands, h, w) float32 stack atomically, band descriptions set and the
     cell's record in its metadata, so a cell file describes itself even if the manifest was
-    last saved before it landed."""
+    last saved before it landed.
+
+    Raises:
+        ValueError: `data` is not (len(names), cell.height, cell.width). A caller's bug, not
+            a user's input: what users supply is checked before it gets here (a downloaded
+            cell by earthengine.runner's fetch, a pulled file by batch.check_cell_file, both
+            as the toolkit's errors naming the cell).
+    """
     if data.shape != (len(names), cell.height, cell.width):
         raise ValueError(f"cell {cell.id}: data shape {data.shape} does not match the cell")
     tags = {CELL_INFO_TAG: json.dumps(info)} if info is not None else None

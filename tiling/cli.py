@@ -16,6 +16,7 @@ from gee_export.common.cli import (
     wait_option,
     workspace_option,
 )
+from gee_export.common.errors import InputError
 from gee_export.common.layout import TILES_DIR, newest_complete, resolve_workspace
 from gee_export.common.zoned import zoned_parts
 
@@ -79,7 +80,7 @@ def tile(export_dir: Path | None, outlines: Path | None, outlines_layer: str | N
     from .tiles import make_tiles
 
     if stride is not None and stride > size:
-        raise click.BadParameter(f"{stride} is larger than --size {size}", param_hint="--stride")
+        raise InputError(f"--stride {stride}: larger than --size {size}")
     ws = resolve_workspace(workspace)
     if verify:
         return _verify(ws, export_dir, name, cpu_workers(workers), wait, quiet)
@@ -120,6 +121,6 @@ def _verify(ws: Path, export_dir: Path | None, name: str | None, workers: int, w
     given = [f"--{p.replace('_', '-')}" for p in CUTTING
              if ctx.get_parameter_source(p) is ParameterSource.COMMANDLINE]
     if given:
-        raise click.UsageError(f"{', '.join(given)}: --verify checks a tile set with the "
-                               "parameters it was cut with; give only --name or --export")
+        raise InputError(f"{', '.join(given)}: --verify checks a tile set with the "
+                         "parameters it was cut with; give only --name or --export")
     verify_tiles(ws, export_dir, name, workers, wait, quiet, click.echo)

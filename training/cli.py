@@ -19,6 +19,7 @@ from gee_export.common.cli import (
     wait_option,
     workspace_option,
 )
+from gee_export.common.errors import InputError
 from gee_export.common.layout import (
     TRUTH_OUTLINES_FILE,
     WORKSPACE_ENV,
@@ -43,8 +44,6 @@ amp_option = click.option(
 
 
 def _check_model(ctx, param, value: str) -> str:
-    from gee_export.common.errors import InputError
-
     from .models import resolve
 
     try:
@@ -56,7 +55,6 @@ def _check_model(ctx, param, value: str) -> str:
 
 def _check_bands(ctx, param, value: str) -> str:
     from gee_export.common.bands import parse_bands
-    from gee_export.common.errors import InputError
 
     try:
         parse_bands(value)
@@ -250,8 +248,8 @@ def evaluate(prediction: Path, reference: Path | None, min_area: float, id_field
     scored = parts[0].path if parts else Path(prediction)
     ref = Path(reference) if reference else reference_default(scored)
     if not ref.is_file():
-        raise click.UsageError(f"{prediction}: its export recorded no outlines; give "
-                               "--reference FILE")
+        raise InputError(f"{prediction}: its export recorded no outlines; give "
+                         "--reference FILE")
     if not reference:
         truth = ref.parent / TRUTH_OUTLINES_FILE
         click.echo(f"--reference: {ref} (the outlines the predicted export recorded, which "
@@ -328,8 +326,8 @@ def change(checkpoint: tuple[Path, ...], region: str | None, years: str | None,
     if predictions and workspace is None and not os.environ.get(WORKSPACE_ENV):
         ws = workspace_of(Path(predictions[0]), "prediction")  # the predictions' own
     if bool(checkpoint) == bool(predictions):
-        raise click.UsageError("give either --checkpoint with --region and --years, or "
-                               "--predictions DIR (repeated)")
+        raise InputError("give either --checkpoint with --region and --years, or "
+                         "--predictions DIR (repeated)")
     if predictions:
         ctx = click.get_current_context()
         given = [f"--{n.replace('_', '-')}" for n in ("region", "years", "window", "overlap",
@@ -337,17 +335,17 @@ def change(checkpoint: tuple[Path, ...], region: str | None, years: str | None,
                                                       "device", "amp")
                  if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]
         if given:
-            raise click.UsageError(f"{', '.join(given)}: these choose and make predictions, "
-                                   "so they go with --checkpoint; --predictions are measured "
-                                   "as they were made")
+            raise InputError(f"{', '.join(given)}: these choose and make predictions, "
+                             "so they go with --checkpoint; --predictions are measured "
+                             "as they were made")
     if checkpoint:
         if not region or not years:
-            raise click.UsageError("--checkpoint needs --region and --years")
+            raise InputError("--checkpoint needs --region and --years")
         cfg = PredictConfig(window=window, overlap=overlap, batch_size=batch_size,
                             threshold=threshold, device=device, amp=amp, tta=tta)
         if len(set(checkpoint)) != len(checkpoint):
-            raise click.UsageError("--checkpoint: the same file twice; an ensemble needs "
-                                   "different checkpoints")
+            raise InputError("--checkpoint: the same file twice; an ensemble needs "
+                             "different checkpoints")
         members = [predict_years(Path(c), ws, region, parse_years(years), cfg, quiet,
                                  click.echo, wait) for c in checkpoint]
     else:

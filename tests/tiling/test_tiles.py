@@ -362,7 +362,7 @@ def test_verify_only_verifies_and_says_which_set(tmp_path):
                                                  "nothing to do\n")
     assert verify("--export", exp).output.startswith(f"verifying {out}")
     res = verify("--size", 64)
-    assert res.exit_code == 2 and "--size: --verify checks a tile set with the parameters" \
+    assert res.exit_code == 1 and "--size: --verify checks a tile set with the parameters" \
         in res.output
     shutil.rmtree(ws / "tiles")
     res = verify()

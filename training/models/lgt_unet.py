@@ -346,6 +346,13 @@ class MapTransformerBlock(nn.Module):
 
 
 def decoder_block(kind: str, dim: int, heads: int, window: int) -> nn.Module:
+    """One block of the decoder: the paper's LGCB, or a Table 3 ablation's.
+
+    Raises:
+        ValueError: an unknown kind. A bug in the registry or a preset, not a user's input:
+            users choose a model by name, which training.models.resolve checks first (an
+            InputError naming --model).
+    """
     if kind == "lgcb":
         return LGCB(dim, heads, window)
     if kind == "cnn":  # a ResNet-18 residual block

@@ -220,3 +220,40 @@ def test_manifests_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": 1}
+
+
+# A wrong combination of options, or a missing input, found in a command's body: the
+# toolkit's InputError (exit status 1) in every command, as the library raises it too. Only
+# one option's own value refused while click parses it is click's (status 2).
+COMBINATIONS = [
+    (prep, "export --region demo --bbox 1 2 3 4 --year 2018", "--region demo"),
+    (prep, "tile --verify --size 64", "--size: --verify checks a tile set"),
+    (prep, "tile --size 64 --stride 128", "--stride 128: larger than --size 64"),
+    (train, "change --region demo --years 2018-2020", "give either --checkpoint"),
+    (train, "change --checkpoint {file} --years 2018-2020", "--checkpoint needs --region"),
+    (train, "change --checkpoint {file} --checkpoint {file} --region demo --years 2018-2020",
+     "--checkpoint: the same file twice"),
+    (train, "change --predictions {dir} --predictions {dir} --tta", "--tta: these choose"),
+    (train, "evaluate --prediction {pred}", "its export recorded no outlines"),
+]
+
+
+@pytest.mark.parametrize("group,args,message", COMBINATIONS,
+                         ids=[a[:50] for _, a, _ in COMBINATIONS])
+def test_a_wrong_combination_is_an_input_error_in_every_command(group, args, message, tmp_path):
+    from gee_export.common.atomic import write_json
+    from gee_export.common.layout import PREDICTION_MANIFEST, base_manifest
+
+    (tmp_path / "file.pt").write_bytes(b"")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "exp").mkdir()  # an export that recorded no outlines
+    (tmp_path / "pred").mkdir()
+    write_json(tmp_path / "pred" / PREDICTION_MANIFEST,
+               base_manifest("prediction", export=str(tmp_path / "exp")))
+    argv = args.format(file=tmp_path / "file.pt", dir=tmp_path / "dir",
+                       pred=tmp_path / "pred").split()
+    if "evaluate" not in args:
+        argv += ["--workspace", str(tmp_path / "ws")]
+    res = CliRunner().invoke(group, argv)
+    assert res.exit_code == 1 and res.output.startswith("Error: "), res.output
+    assert message in res.output and len(res.output.strip().splitlines()) == 1, res.output
