@@ -196,9 +196,3 @@ def normalize(stack: np.ndarray, norm: Normalization) -> np.ndarray:
     shape = (-1,) + (1,) * (stack.ndim - 1)
     out = (stack - lo.reshape(shape)) / (hi - lo).reshape(shape)
     return np.clip(out, 0.0, 1.0, out=out)
-
-
-def denormalize(stack: np.ndarray, norm: Normalization) -> np.ndarray:
-    lo, hi = norm.arrays()
-    shape = (-1,) + (1,) * (stack.ndim - 1)
-    return stack * (hi - lo).reshape(shape) + lo.reshape(shape)

@@ -2,7 +2,10 @@
 never imports a conftest): the size of the small demo scene and an in-process CLI runner."""
 from __future__ import annotations
 
+import numpy as np
 from click.testing import CliRunner
+
+from gee_export.config import Normalization
 
 DEMO_TEST_SIZE = 512  # a quarter-width demo scene: seconds, not minutes
 
@@ -14,3 +17,11 @@ def invoke(cmd, args, ok=True):
     if ok:
         assert res.exit_code == 0, res.output
     return res
+
+
+def physical(stack: np.ndarray, norm: Normalization) -> np.ndarray:
+    """The physical values of a normalized (11, ...) stack, inside the ranges: the inverse of
+    gee_export.config.normalize, which tests compare exports with; the toolkit never needs it."""
+    lo, hi = norm.arrays()
+    shape = (-1,) + (1,) * (stack.ndim - 1)
+    return stack * (hi - lo).reshape(shape) + lo.reshape(shape)

@@ -35,11 +35,6 @@ def loss_from_sums(s: torch.Tensor, eps: float = DICE_EPS) -> torch.Tensor:
     return torch.where(s[5] > 0, dice + s[4] / s[5].clamp(min=1), s[5] * 0)
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = DICE_EPS) -> torch.Tensor:
-    s = loss_sums(logits, target)
-    return 1 - (s[0] + eps) / (s[1] + eps) - (s[2] + eps) / (s[3] + eps)
-
-
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor,
                  reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """The training loss of a batch; `reduce` combines the sums of all processes (DDP)."""

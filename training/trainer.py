@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -486,7 +485,3 @@ def _append_csv(path: Path, row: dict) -> None:
         if not exists:
             w.writeheader()
         w.writerow(row)
-
-
-def steps_per_epoch(n_tiles: int, batch_size: int) -> int:
-    return math.ceil(n_tiles / batch_size)

@@ -11,7 +11,7 @@ from gee_export import local
 from gee_export.common.bands import BAND_NAMES
 from gee_export.common.errors import GlacierError
 from gee_export.common.grid import Cell, ExportGrid
-from gee_export.config import Normalization, RecipeConfig, denormalize, normalize
+from gee_export.config import Normalization, RecipeConfig, normalize
 from gee_export.local import (
     OffsetHistogram,
     fuse_dem,
@@ -24,6 +24,7 @@ from gee_export.local import (
     read_source,
     s1_noise_rule,
 )
+from tests.helpers import physical
 
 CFG = RecipeConfig(2018)
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -110,7 +111,7 @@ def test_normalization_round_trip_and_clamp():
                      [0.1], [4321.0]], np.float32)
     n = normalize(phys.copy(), norm)
     assert ((n >= 0) & (n <= 1)).all()
-    assert np.allclose(denormalize(n, norm), phys, atol=1e-3)
+    assert np.allclose(physical(n, norm), phys, atol=1e-3)
     big = phys.copy()
     big[10] = 12000
     assert normalize(big, norm)[10, 0] == 1.0
@@ -412,7 +413,7 @@ def test_local_export_on_real_snow_patch(tmp_path, cli):
     assert col0 == int(col0) and row0 == int(row0)  # same 10 m lattice
     r, c = int(row0), int(col0)
     patch = stack[:, r:r + 120, c:c + 120]
-    phys = denormalize(patch, Normalization.fixed())
+    phys = physical(patch, Normalization.fixed())
     refl = ten.astype(np.float32) / 10000
     ndwi = (refl[1] - refl[3]) / (refl[1] + refl[3])
     np.testing.assert_allclose(phys[BAND_NAMES.index("NDWI")], ndwi, atol=1e-5)
