@@ -30,21 +30,35 @@ def b3_normalized(dn: float) -> float:
     return (dn / 10000 - lo) / (hi - lo)
 
 
+SHRINK_M = 40.0  # 2019: the glacier 40 m smaller all round
+
+
 @pytest.fixture(scope="module")
 def straddling(tmp_path_factory):
-    """Sources (EPSG:4326, 1e-4 degree pixels) of one glacier cut by 96 E, and its outline."""
+    """Sources (EPSG:4326, 1e-4 degree pixels) of one glacier cut by 96 E, and its outline;
+    in 2019 the same glacier SHRINK_M smaller all round."""
     root = tmp_path_factory.mktemp("zoned")
     hef = gpd.read_file(DATA / "Hintereisferner_RGI6.shp")
     w, s, e, n = hef.total_bounds
     moved = hef.set_geometry(hef.geometry.map(lambda g: translate(g, LINE - (w + e) / 2)))
-    src = root / "src"
-    src.mkdir()
-    moved[["RGIId", "Area", "geometry"]].to_file(src / "outlines.gpkg", layer="glaciers")
     w, s, e, n = moved.total_bounds
     box = (w - 0.012, s - 0.012, e + 0.012, n + 0.012)
+    utm = moved.estimate_utm_crs()
+    shrunk = moved.to_crs(utm).buffer(-SHRINK_M).to_crs(moved.crs)
+    sources = {}
+    for year, glacier in ((2018, moved.geometry), (2019, shrunk)):
+        sources[year] = root / f"src{year}"
+        _write_sources(sources[year], glacier, box, year)
+        moved[["RGIId", "Area", "geometry"]].to_file(sources[year] / "outlines.gpkg",
+                                                     layer="glaciers")
+    return root, sources, moved, box, gpd.GeoDataFrame(geometry=shrunk, crs=moved.crs)
+
+
+def _write_sources(src: Path, glacier, box: tuple, year: int) -> None:
+    src.mkdir()
     width, height = int(round((box[2] - box[0]) / STEP)), int(round((box[3] - box[1]) / STEP))
     t = Affine(STEP, 0, box[0], 0, -STEP, box[3])
-    ice = rasterize(moved.geometry, (height, width), transform=t).astype(bool)
+    ice = rasterize(glacier, (height, width), transform=t).astype(bool)
     prof = dict(driver="GTiff", width=width, height=height, crs="EPSG:4326", transform=t)
 
     def write(name, bands, dtype, values):
@@ -53,13 +67,12 @@ def straddling(tmp_path_factory):
                 f.write(np.where(ice, values[0][b], values[1][b]).astype(dtype), i)
                 f.set_band_description(i, b)
 
-    write("S2_2018-08-01_L2A.tif", list(ICE), "uint16", (ICE, ROCK))
-    write("S1_2018-07-10_dB.tif", ["VV", "VH"], "float32",
+    write(f"S2_{year}-08-01_L2A.tif", list(ICE), "uint16", (ICE, ROCK))
+    write(f"S1_{year}-07-10_dB.tif", ["VV", "VH"], "float32",
           ({"VV": -16.0, "VH": -24.0}, {"VV": -8.0, "VH": -15.0}))
     dem = 3000 + 200 * np.linspace(0, 1, width)[None, :] * np.ones((height, 1))
     with rasterio.open(src / "DEM_SRTM.tif", "w", count=1, dtype="float32", **prof) as f:
         f.write(dem.astype("float32"), 1)
-    return root, src, moved, box
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +88,7 @@ def chain(straddling):
     import training.predict as predict_module
     from training.models import build_model  # noqa: F401 (the checkpoint's real model)
 
-    root, src, moved, box = straddling
+    root, sources, moved, box, _ = straddling
     ws = root / "ws"
     runner = CliRunner()
 
@@ -84,17 +97,17 @@ def chain(straddling):
         assert r.exit_code == 0, r.output + repr(r.exception)
         return r.output
 
-    exported = run(prep, ["export", "--bbox", *box, "--year", 2018, "--name", "straddle",
-                          "--source-dir", src, "--cell-size", 256, "--workers", 1,
-                          "--workspace", ws, "--quiet"])
-    tiled = run(prep, ["tile", "--export", ws / "exports" / "straddle", "--size", 128,
+    exported = "".join(run(prep, ["export", "--region", "straddle", "--bbox", *box, "--year",
+                                  year, "--source-dir", src, "--cell-size", 256, "--workers", 1,
+                                  "--workspace", ws, "--quiet"]) for year, src in sources.items())
+    tiled = run(prep, ["tile", "--export", ws / "exports" / "straddle-2018", "--size", 128,
                        "--workers", 1, "--workspace", ws, "--quiet"])
-    run(train, ["run", "--tiles", ws / "tiles" / "straddle", "--preset", "tiny", "--epochs", 1,
+    run(train, ["run", "--tiles", ws / "tiles" / "straddle-2018", "--preset", "tiny", "--epochs", 1,
                 "--batch-size", 8, "--workers", 0, "--name", "oracle", "--workspace", ws,
                 "--quiet"])
     import json
 
-    tiles = json.loads((ws / "tiles" / "straddle" / "manifest.json").read_text())
+    tiles = json.loads((ws / "tiles" / "straddle-2018" / "manifest.json").read_text())
     stats = tiles["train_stats"]["bands"]["B3"]
     cut = (b3_normalized(ICE["B3"]) + b3_normalized(ROCK["B3"])) / 2
     real_load = predict_module.load_model
@@ -114,14 +127,18 @@ def chain(straddling):
         return Oracle(meta), meta
 
     predict_module.load_model = oracle
+    checkpoint = ws / "runs" / "oracle" / "best.pt"
     try:
-        predicted = run(train, ["predict", "--checkpoint", ws / "runs" / "oracle" / "best.pt",
-                                "--export", ws / "exports" / "straddle", "--max-hole", 0,
-                                "--workspace", ws, "--quiet"])
+        predicted = "".join(run(train, ["predict", "--checkpoint", checkpoint, "--export",
+                                        ws / "exports" / f"straddle-{year}", "--max-hole", 0,
+                                        "--workspace", ws, "--quiet"]) for year in sources)
+        changed = run(train, ["change", *(a for y in sources for a in (
+            "--predictions", ws / "predictions" / "oracle" / f"straddle-{y}")), "--quiet"])
     finally:
         predict_module.load_model = real_load
-    pred = ws / "predictions" / "oracle" / "straddle"
-    evaluated = run(train, ["evaluate", "--prediction", pred])
+    pred = ws / "predictions" / "oracle" / "straddle-2018"
+    evaluated = run(train, ["evaluate", "--prediction", pred]) + changed
+    (root / "chain_output.txt").write_text(exported + tiled + predicted + evaluated)
     return ws, pred, moved, exported + tiled + predicted + evaluated
 
 
@@ -129,9 +146,9 @@ def test_a_box_across_96e_is_exported_in_one_part_per_zone(chain):
     import json
 
     ws, _, _, out = chain
-    zones = json.loads((ws / "exports" / "straddle" / "zones.json").read_text())
+    zones = json.loads((ws / "exports" / "straddle-2018" / "zones.json").read_text())
     assert [p["zone"] for p in zones["parts"]] == ["46N", "47N"]
-    crs = [json.loads((ws / "exports" / f"straddle-utm{z}" / "export.json").read_text())
+    crs = [json.loads((ws / "exports" / f"straddle-2018-utm{z}" / "export.json").read_text())
            ["parameters"]["grid"]["crs"] for z in ("46N", "47N")]
     assert crs == ["EPSG:32646", "EPSG:32647"]
     assert zones["complete"] and "zoned export complete" in out
@@ -149,7 +166,7 @@ def test_the_cut_glacier_is_one_polygon_with_the_sum_of_its_parts_area(chain):
     assert w < LINE < e
     area = float(big["area_km2"].iloc[0])
     assert area == pytest.approx(truth, rel=0.005)
-    parts = [gpd.read_file(ws / "predictions" / "oracle" / f"straddle-utm{z}" / "glaciers.gpkg",
+    parts = [gpd.read_file(ws / "predictions" / "oracle" / f"straddle-2018-utm{z}" / "glaciers.gpkg",
                            layer="glaciers") for z in ("46N", "47N")]
     strips = [Strip(None, LINE), Strip(LINE, None)]
     pieces = [clip_to_strip(p[p["area_km2"] > 1], s) for p, s in zip(parts, strips)]
@@ -243,3 +260,29 @@ def test_crs_forces_one_grid_and_qilian_stays_one(cli, tmp_path):
     r = cli(prep, ["export", "--region", "qilian", "--year", 2018, "--dry-run",
                    "--workspace", tmp_path])
     assert "UTM zone" not in r.output and "EPSG:32647" in r.output
+
+
+def test_change_adds_the_zones_up_per_year(chain, straddling):
+    """2018 -> 2019 with the glacier 40 m smaller all round: the zoned change measures each
+    year's whole glacier once (each zone on its own strip) and writes a map per zone."""
+    import csv
+
+    ws, _, moved, _ = chain
+    *_, shrunk = straddling
+    truth = {2018: float(ellipsoidal_area_km2(list(moved.geometry), "EPSG:4326")[0]),
+             2019: float(ellipsoidal_area_km2(list(shrunk.geometry), "EPSG:4326")[0])}
+    out = ws / "predictions" / "oracle" / "straddle-change"
+    with open(out / "change.csv", newline="") as f:
+        rows = {r["glacier_id"]: r for r in csv.DictReader(f)}
+    row = rows[moved["RGIId"].iloc[0]]
+    for year, area in truth.items():
+        assert float(row[f"area_km2_{year}"]) == pytest.approx(area, rel=0.005)
+        assert float(row[f"observed_{year}"]) == pytest.approx(1.0)
+    rate = float(row["rate_km2_per_year"])
+    assert rate == pytest.approx(truth[2019] - truth[2018], rel=0.1) and rate < -0.5
+    assert (out / "change-46N.tif").is_file() and (out / "change-47N.tif").is_file()
+    outlines = gpd.read_file(out / "change.gpkg")
+    assert outlines.crs.to_epsg() == 4326 and sorted(outlines["year"]) == [2018, 2019]
+    for _, o in outlines.iterrows():
+        w, _, e, _ = o.geometry.bounds
+        assert w < LINE < e

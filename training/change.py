@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -22,6 +22,7 @@ from gee_export.common.layout import (
     PREDICTION_MANIFEST,
     PREDICTIONS_DIR,
     PROBABILITY_TIF,
+    ZONES_MANIFEST,
     base_manifest,
     file_sha256,
     now_iso,
@@ -40,6 +41,7 @@ from .zones import ZONE_BUFFER_M, ZoneCounts, ZoneRaster, blocks, dissolve, elli
 
 if TYPE_CHECKING:
     from gee_export.common.outlines import Outlines
+    from gee_export.common.utm import Strip
 
     from .predict import PredictConfig
 
@@ -147,14 +149,17 @@ def predict_years(checkpoint: Path, workspace: Path, region: str, years: list[in
                   predict_cfg: PredictConfig, quiet: bool,
                   echo: Callable[[str], None], wait: bool = False) -> list[Path]:
     """Run (or resume) `train predict` for every year whose export exists; name the others."""
-    from gee_export.common.layout import EXPORTS_DIR, product_name
+    from gee_export.common.layout import EXPORTS_DIR, prediction_dir, product_name
+    from gee_export.common.zoned import zoned_parts
 
     from .predict import predict
+    from .zoned import predict_zoned
 
     found, missing = [], []
     for year in years:
         exp = Path(workspace) / EXPORTS_DIR / product_name(region, year)
-        ok = (exp / "export.json").is_file() and read_manifest(exp, "export").get("complete")
+        ok = (exp / "export.json").is_file() and read_manifest(exp, "export").get("complete") \
+            or (exp / ZONES_MANIFEST).is_file()
         (found if ok else missing).append((year, exp))
     if missing:
         echo(f"no complete export for {', '.join(str(y) for y, _ in missing)}; make them with "
@@ -165,9 +170,17 @@ def predict_years(checkpoint: Path, workspace: Path, region: str, years: list[in
     out = []
     for year, exp in found:
         echo(f"{year}: predicting {exp}")
+        parts = zoned_parts(exp, "export")
         try:
-            out.append(predict(checkpoint, exp, workspace, predict_cfg, quiet=quiet, echo=echo,
-                               wait=wait))
+            if parts is None:
+                out.append(predict(checkpoint, exp, workspace, predict_cfg, quiet=quiet,
+                                   echo=echo, wait=wait))
+            else:
+                out.append(predict_zoned(parts, prediction_dir(workspace, checkpoint, exp.name),
+                                         workspace, lambda part, name: predict(
+                                             checkpoint, part, workspace, predict_cfg, name,
+                                             quiet=quiet, echo=echo, wait=wait),
+                                         ("gpkg",), echo))
         except StateError as e:
             if "holds a prediction made with other" not in str(e):
                 raise
@@ -186,11 +199,24 @@ def run_change(predictions: list[Path], workspace: Path, reference: Path | None 
     further models of the same years); write change.csv, change.gpkg, change.png and
     change.json."""
     from .predict import reference_default
+    from .zoned import zone_part, zoned_members
 
-    members = [_member(list(p)) for p in [predictions, *ensemble]]
-    _check_ensemble(members)
-    predictions, manifests = members[0]
-    reference = Path(reference) if reference else reference_default(predictions[0])
+    lists = [[Path(p) for p in ps] for ps in [predictions, *ensemble]]
+    zones = zoned_members(lists)
+    if zones is None:
+        members = [_member(ps) for ps in lists]
+        _check_ensemble(members)
+        predictions, manifests = members[0]
+        first_part = predictions[0]
+    else:  # each zone checked as its own change; the zoned predictions in year order
+        by_zone = {z: [_member([zone_part(p, z) for p in ps]) for ps in lists]
+                   for z, _ in zones}
+        for zone_members in by_zone.values():
+            _check_ensemble(zone_members)
+        members = [_zoned_member(ps) for ps in lists]
+        predictions, manifests = members[0]
+        first_part = by_zone[zones[0][0]][0][0][0]
+    reference = Path(reference) if reference else reference_default(first_part)
     if not reference.is_file():
         raise InputError(f"{predictions[0]}: its export recorded no outlines; give "
                          "--reference FILE")
@@ -205,16 +231,50 @@ def run_change(predictions: list[Path], workspace: Path, reference: Path | None 
     with output_lock(out, wait, echo):
         if not _needed(out, params, force, echo):
             return out
-        ref = _reference(reference, predictions[0], cfg)
-        per_year = [[measure_year(p, m, ref, cfg) for p, m in zip(*member)]
-                    for member in members]
+        if zones is None:
+            ref = _reference(reference, predictions[0], cfg)
+            per_year = [[measure_year(p, m, ref, cfg) for p, m in zip(*member)]
+                        for member in members]
+            write_change_map(out, predictions[0], predictions[-1])  # before change.json
+        else:
+            ref, per_year = _measure_zones(reference, by_zone, zones, cfg, out)
         estimates = [estimate_year(list(models), cfg.min_observed)
                      for models in zip(*per_year)]
         table = change_table(ref, estimates, SIGMA_FLOOR_KM2)
-        write_change_map(out, predictions[0], predictions[-1])  # before change.json
         _write(out, params, ref, per_year[0], estimates, table, manifests, len(members), echo)
     update_catalog(Path(workspace), echo)
     return out
+
+
+def _zoned_member(predictions: list[Path]) -> tuple[list[Path], list[dict]]:
+    """One model's zoned predictions in year order, with their zones.json manifests."""
+    manifests = [require_complete(Path(p) / ZONES_MANIFEST, "zoned prediction",
+                                  "finish it with `train predict`") for p in predictions]
+    order = np.argsort([m.get("year") or 0 for m in manifests])
+    return [Path(predictions[i]) for i in order], [manifests[i] for i in order]
+
+
+def _measure_zones(reference: Path, by_zone: dict, zones: list, cfg: ChangeConfig,
+                   out: Path) -> tuple[Outlines, list[list[YearAreas]]]:
+    """Every zone measured on its own strip, the zones' areas added up per year; the
+    reference in EPSG:4326 (the merged outlines' CRS); a change map per zone."""
+    from gee_export.common.zoned import OUTPUT_CRS
+
+    from .zoned import merge_years
+
+    refs = {z: _reference(reference, by_zone[z][0][0][0], cfg) for z, _ in zones}
+    per_zone = {z: [[measure_year(p, m, refs[z], cfg, strip) for p, m in zip(*member)]
+                    for member in by_zone[z]] for z, strip in zones}
+    for z, _ in zones:
+        first, last = by_zone[z][0][0][0], by_zone[z][0][0][-1]
+        write_change_map(out, first, last, zone=z)  # before change.json
+    strips = [strip for _, strip in zones]
+    crs = [refs[z].frame.crs for z, _ in zones]
+    per_year = [[merge_years([per_zone[z][i][k] for z, _ in zones], strips, crs)
+                 for k in range(len(per_zone[zones[0][0]][i]))]
+                for i in range(len(per_zone[zones[0][0]]))]
+    ref = refs[zones[0][0]]
+    return replace(ref, frame=ref.frame.to_crs(OUTPUT_CRS)), per_year
 
 
 def _member(predictions: list[Path]) -> tuple[list[Path], list[dict]]:
@@ -315,15 +375,19 @@ def _reference(reference: Path, prediction: Path, cfg: ChangeConfig):
         return read_outlines(reference, src.crs.to_string(), cfg.id_field)
 
 
-def measure_year(prediction: Path, manifest: dict, ref: Outlines, cfg: ChangeConfig
-                 ) -> YearAreas:
-    """One pass over a prediction: per-glacier areas (ice, low, high) and ice outlines."""
+def measure_year(prediction: Path, manifest: dict, ref: Outlines, cfg: ChangeConfig,
+                 strip: Strip | None = None) -> YearAreas:
+    """One pass over a prediction: per-glacier areas (ice, low, high) and ice outlines. With
+    `strip` (a zone of a zoned prediction), only the pixels of that strip count."""
     import rasterio
     from rasterio.windows import Window
 
+    from gee_export.common.utm import StripMask
+
     threshold = manifest["parameters"]["config"]["threshold"]
     with rasterio.open(prediction / PROBABILITY_TIF) as src:
-        zones = ZoneRaster(ref.geometries, src.transform, cfg.zone_buffer_m)
+        owned = StripMask(src.crs.to_string(), src.transform, strip) if strip else None
+        zones = ZoneRaster(ref.geometries, src.transform, cfg.zone_buffer_m, owned)
         counts = ZoneCounts(len(ref))
         pieces: dict[int, list] = {}
         tta = src.count >= 2
@@ -331,7 +395,7 @@ def measure_year(prediction: Path, manifest: dict, ref: Outlines, cfg: ChangeCon
             win = Window(c, r, w, h)
             p = src.read(1, window=win)
             spread = src.read(2, window=win) if tta else BOUNDS_MARGIN
-            valid = np.isfinite(p)
+            valid = zones.counted(r, c, h, w, np.isfinite(p))
             p = np.nan_to_num(p, nan=0.0)
             ice = {"ice": p >= threshold, "low": p - spread >= threshold,
                    "high": (p + spread >= threshold) & valid}

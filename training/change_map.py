@@ -9,7 +9,7 @@ import numpy as np
 
 from gee_export.common.atomic import atomic_output, remove_file
 from gee_export.common.cog import copy_as_cog, uncompressed, working_path
-from gee_export.common.layout import CHANGE_QML, CHANGE_TIF, PREDICTION_MANIFEST, PROBABILITY_TIF, read_manifest
+from gee_export.common.layout import PREDICTION_MANIFEST, PROBABILITY_TIF, change_map_files, read_manifest
 from gee_export.common.qml import (
     CHANGE_GAINED,
     CHANGE_LOST,
@@ -42,10 +42,10 @@ def change_classes(first: np.ndarray, first_threshold: float, last: np.ndarray,
     return out
 
 
-def write_change_map(out: Path, first: Path, last: Path) -> Path:
+def write_change_map(out: Path, first: Path, last: Path, zone: str | None = None) -> Path:
     """change.tif (and change.qml) in `out` between two predictions (directories of `train
     predict`) on one grid, each at its own threshold; streamed block by block. Returns
-    change.tif's path.
+    change.tif's path. With `zone`, the map of that UTM zone of a zoned change.
 
     Raises:
         InputError: the two predictions are not on one grid.
@@ -55,7 +55,8 @@ def write_change_map(out: Path, first: Path, last: Path) -> Path:
 
     from gee_export.common.errors import InputError
 
-    dest = Path(out) / CHANGE_TIF
+    tif, style = change_map_files(zone)
+    dest = Path(out) / tif
     t_first, t_last = (read_manifest(Path(p) / PREDICTION_MANIFEST, "prediction")["parameters"]
                        ["config"]["threshold"] for p in (first, last))
     with rasterio.open(Path(first) / PROBABILITY_TIF) as a, \
@@ -79,5 +80,5 @@ def write_change_map(out: Path, first: Path, last: Path) -> Path:
                                     f"{CHANGE_NODATA} no data"})
         finally:
             remove_file(work)
-    write_change_qml(Path(out) / CHANGE_QML)
+    write_change_qml(Path(out) / style)
     return dest

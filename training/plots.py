@@ -108,7 +108,8 @@ def change_png(path: Path, ref: Outlines, per_year: list, table: list[dict], lar
     colors = ["#ffffff", "#6baed6", "#de2d26", "#31a354", "#404040"]
     b.imshow(cls, cmap=ListedColormap(colors), vmin=0, vmax=4, interpolation="nearest",
              extent=extent)
-    for g in ref.geometries:
+    shown = ref.frame.geometry if ref.frame.crs == crs else ref.frame.to_crs(crs).geometry
+    for g in shown:  # a zoned change's outlines are in EPSG:4326, its map on one zone's grid
         for ring in _rings(g):
             x, y = ring.xy
             b.plot(np.array(x) / 1e3, np.array(y) / 1e3, color="#555555", linewidth=0.3,

@@ -21,8 +21,8 @@ from gee_export.common.layout import (
     read_manifest,
     require_complete,
 )
-from gee_export.common.utm import part_name
-from gee_export.common.zoned import OUTPUT_CRS, Part, merge_outlines, write_zoned
+from gee_export.common.utm import Strip, part_name
+from gee_export.common.zoned import OUTPUT_CRS, Part, merge_outlines, write_zoned, zoned_parts
 
 from .metrics import scores
 
@@ -125,8 +125,21 @@ def evaluate_zoned(parts: Sequence[Part], out: Path, evaluate_part: Callable[[Pa
                                 "of its own strip of longitudes only; boundary distances are "
                                 "in each zone's report")
     write_json(out / report_files(report_name)[0], report)
-    echo(f"zoned evaluation: {out / report_files(report_name)[0]} ({len(parts)} UTM zones)")
+    echo(zoned_summary(report) + f" ({out / report_files(report_name)[0]})")
     return report
+
+
+def zoned_summary(report: dict) -> str:
+    """The zoned report in one line: the headline pixels first, as for one zone."""
+    px, area = report["pixels"], report["area"]
+    parts = [f"{'HELD-OUT' if px['headline'] == 'held_out' else 'ALL PIXELS'} mIoU "
+             f"{px[px['headline']]['miou']:.4f}"]
+    parts += [f"{what} mIoU {px[key]['miou']:.4f}" for key, what in
+              (("training", "in-sample (training tiles)"), ("all", "all pixels"))
+              if px.get(key) and key != px["headline"]]
+    return (f"zoned evaluation over {len(report['zones'])} UTM zones, each on its own strip: "
+            + "; ".join(parts) + f"; glacier area {area['predicted_km2']:.2f} km^2 predicted "
+            f"vs {area['reference_km2']:.2f} km^2 reference (ellipsoidal)")
 
 
 def _pixels(reports: list[dict]) -> dict:
@@ -183,7 +196,55 @@ def _per_glacier(reports: list[dict]) -> dict:
             "glaciers": glaciers}
 
 
-def check_zoned_reference(reference: Path | None) -> None:
-    if reference is None:
-        raise InputError("--reference: a zoned prediction has no single export outlines; "
-                         "give the reference outlines file")
+# -- train change ---------------------------------------------------------------------------
+
+def zoned_members(lists: Sequence[Sequence[Path]]) -> list[tuple[str, Strip]] | None:
+    """The UTM zones (and strips) that every prediction of every model shares, or None when
+    the predictions are of one zone each.
+
+    Raises:
+        InputError: zoned and single-zone predictions mixed, or zones that differ.
+    """
+    parts = [[zoned_parts(p, "prediction") for p in ps] for ps in lists]
+    flat = [x for ps in parts for x in ps]
+    if all(x is None for x in flat):
+        return None
+    if any(x is None for x in flat):
+        raise InputError("--predictions: zoned predictions (of a region across UTM zones) and "
+                         "predictions of one grid cannot be compared; give one kind")
+    zones = [(p.zone, p.strip) for p in flat[0]]
+    for ps, x in zip([p for ps in lists for p in ps], flat):
+        if [(p.zone, p.strip) for p in x] != zones:
+            raise InputError(f"--predictions: {ps} covers UTM zones "
+                             f"{[p.zone for p in x]}, the first {[z for z, _ in zones]}; "
+                             "a change compares one region's zones")
+    return zones
+
+
+def zone_part(prediction: Path, zone: str) -> Path:
+    """One zone's prediction directory of a zoned prediction."""
+    return next(p.path for p in zoned_parts(prediction, "prediction") if p.zone == zone)
+
+
+def merge_years(years: Sequence, strips: Sequence[Strip], crs: Sequence[str]):
+    """One year's areas of every zone as one (a change.YearAreas): areas added up (each zone
+    counted its own strip only), observed shares weighted by the reference area each zone
+    owns, the ice outlines cut at the zone lines and united in EPSG:4326. The boundary term
+    adds the zones' (a glacier the line cuts gains the cut's length: conservative)."""
+    from dataclasses import replace
+
+    import geopandas as gpd
+
+    owned = np.array([y.reference_km2 for y in years])  # zones x glaciers
+    total = owned.sum(0)
+    observed = np.where(total > 0, (np.array([y.observed for y in years]) * owned).sum(0)
+                        / np.maximum(total, 1e-12), 0.0)
+    seen_all = sum(y.observed_all * y.reference_km2.sum() for y in years)
+    frames = [gpd.GeoDataFrame({"k": list(y.outlines)}, geometry=list(y.outlines.values()),
+                               crs=c) for y, c in zip(years, crs)]
+    merged = merge_outlines(frames, strips, key="k")
+    return replace(years[0], km2={rule: sum(y.km2[rule] for y in years) for rule in years[0].km2},
+                   observed=observed, observed_all=float(seen_all / max(total.sum(), 1e-12)),
+                   outlines=dict(zip(merged["k"], merged.geometry)),
+                   reference_km2=total, boundary_km2=sum(y.boundary_km2 for y in years),
+                   prediction=years[int(np.argmax(owned.sum(1)))].prediction)

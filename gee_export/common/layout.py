@@ -88,6 +88,14 @@ def tile_files(tile_id: str) -> tuple[str, str]:
     return f"{IMAGES_DIR}/{tif_name(tile_id)}", f"{LABELS_DIR}/{tif_name(tile_id)}"
 
 
+def change_map_files(zone: str | None = None) -> tuple[str, str]:
+    """train change's map and its QGIS style: change.tif, or change-<zone>.tif for each UTM
+    zone of a zoned change (a style beside a raster of the same stem is the one QGIS loads)."""
+    if zone is None:
+        return CHANGE_TIF, CHANGE_QML
+    return f"change-{zone}.tif", f"change-{zone}.qml"
+
+
 def report_files(name: str) -> tuple[str, str]:
     """train evaluate's report and figure for a report name (default `report`)."""
     return f"{name}.json", ("agreement.png" if name == DEFAULT_REPORT else f"{name}.png")

@@ -169,6 +169,8 @@ def build_catalog(workspace: Path, left_out: list[str] | None = None) -> pystac.
             cols["exports"].add_items(items)
     tiles = {}
     for d, m in _products(workspace / TILES_DIR, TILES_MANIFEST):
+        if m.get("zones"):  # a tile set of several UTM zones: each zone's own set is an item
+            continue
         item = made(d, lambda: _tiles_item(workspace, d, m, exports))
         if item is not None:
             cols["tiles"].add_item(item)
