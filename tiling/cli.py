@@ -18,6 +18,7 @@ from gee_export.common.cli import (
 )
 from gee_export.common.errors import InputError
 from gee_export.common.layout import TILES_DIR, newest_complete, resolve_workspace
+from gee_export.common.outlines import MIN_GLACIER_AREA_KM2
 from gee_export.common.zoned import zoned_parts
 
 from .tiles import AUTO_BLOCKS, SMALL_GLACIER_LABELS, TileConfig
@@ -34,7 +35,7 @@ UNIT = FiniteFloat(0, 1)
 @click.option("--outlines-layer", default=None,
               help="The layer of --outlines that holds the glacier polygons, in a file of "
                    "several. [default: the file's only polygon layer]")
-@click.option("--min-area", type=FiniteFloat(min=0), default=0.05,
+@click.option("--min-area", type=FiniteFloat(min=0), default=MIN_GLACIER_AREA_KM2,
               help="Glaciers smaller than this, in km^2 (ellipsoidal), get the --small-glaciers "
                    "label (paper: 0.05).")
 @click.option("--small-glaciers", type=click.Choice(list(SMALL_GLACIER_LABELS)),

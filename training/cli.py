@@ -27,9 +27,11 @@ from gee_export.common.layout import (
     resolve_workspace,
     workspace_of,
 )
+from gee_export.common.outlines import MIN_GLACIER_AREA_KM2
 from gee_export.common.zoned import zoned_parts
 
 from .trainer import TrainConfig
+from .zones import ZONE_BUFFER_M
 
 tiles_option = click.option(
     "--tiles", type=click.Path(path_type=Path), default=None,
@@ -170,7 +172,7 @@ def predict_options(fn: Callable[..., Any]) -> Callable[..., Any]:
               "checkpoint's bands). [default: the export of the model's training region and "
               "year]")
 @predict_options
-@click.option("--min-area", type=FiniteFloat(min=0), default=0.05,
+@click.option("--min-area", type=FiniteFloat(min=0), default=MIN_GLACIER_AREA_KM2,
               help="Drop glacier polygons smaller than this, km^2 (paper: 0.05).")
 @click.option("--max-hole", type=FiniteFloat(min=0), default=0.01,
               help="Fill holes in glacier polygons smaller than this, km^2.")
@@ -224,12 +226,12 @@ def predict(checkpoint: Path, export_dir: Path | None, window: int | None, overl
 @click.option("--reference", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               default=None, help="Reference glacier outlines (any CRS). [default: the outlines "
               "the predicted export recorded]")
-@click.option("--min-area", type=FiniteFloat(min=0), default=0.05,
+@click.option("--min-area", type=FiniteFloat(min=0), default=MIN_GLACIER_AREA_KM2,
               help="Reference glaciers smaller than this (km^2, ellipsoidal) are ignored, as "
                    "prep tile labels them 255.")
 @click.option("--id-field", default=None, help="Field of the reference holding glacier ids. "
               "[default: the first of glac_id, rgi_id, RGIId, GLIMSId, ... present]")
-@click.option("--zone-buffer", type=FiniteFloat(min=0), default=500.0,
+@click.option("--zone-buffer", type=FiniteFloat(min=0), default=ZONE_BUFFER_M,
               help="Predicted ice within this distance (m) of a reference glacier counts for "
                    "the nearest one.")
 @click.option("--name", default="report", help="Report name: NAME.json and its figure "
@@ -284,7 +286,7 @@ def evaluate(prediction: Path, reference: Path | None, min_area: float, id_field
               default=None, help="Glacier outlines that define the zones and ids. [default: "
               "the outlines of the first year's export]")
 @click.option("--id-field", default=None, help="Field of the reference holding glacier ids.")
-@click.option("--zone-buffer", type=FiniteFloat(min=0), default=500.0,
+@click.option("--zone-buffer", type=FiniteFloat(min=0), default=ZONE_BUFFER_M,
               help="Predicted ice within this distance (m) of a reference glacier counts for "
                    "the nearest one.")
 @click.option("--min-observed", type=FiniteFloat(0, 1), default=0.9,
