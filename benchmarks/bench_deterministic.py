@@ -25,7 +25,7 @@ def main() -> None:
     import torch
 
     from training.models import build_model
-    from training.runtime import prepared, resolve_device, set_deterministic
+    from training.runtime import fast_matmul, prepared, resolve_device, set_deterministic
     from training.trainer import train_step
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -49,21 +49,22 @@ def main() -> None:
     times: dict[str, list[float]] = {m: [] for m in modes}
     stopped: dict[str, str] = {}
     order = random.Random(0)
-    for i in range(a.steps + 1):  # the first round warms up
-        turn = [m for m in modes if m not in stopped]
-        order.shuffle(turn)
-        for m in turn:
-            modes[m]()
-            t = time.perf_counter()
-            try:
-                train_step(model, x, y, opt, None, scaler, None)
-            except RuntimeError as e:
-                stopped[m] = str(e).strip().splitlines()[0][:160]
-                continue
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i:
-                times[m].append(time.perf_counter() - t)
+    with fast_matmul(device):  # TF32 on CUDA, as train run
+        for i in range(a.steps + 1):  # the first round warms up
+            turn = [m for m in modes if m not in stopped]
+            order.shuffle(turn)
+            for m in turn:
+                modes[m]()
+                t = time.perf_counter()
+                try:
+                    train_step(model, x, y, opt, None, scaler, None)
+                except RuntimeError as e:
+                    stopped[m] = str(e).strip().splitlines()[0][:160]
+                    continue
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                if i:
+                    times[m].append(time.perf_counter() - t)
     where = f"{device.type}, {torch.get_num_threads()} thread(s)" if device.type == "cpu" \
         else torch.cuda.get_device_name(device)
     print(f"lgt-unet {a.preset}, {a.px} px, batch {a.batch}, {where}:")

@@ -170,7 +170,7 @@ def _model(preset: str, n_bands: int, device, s: Setting):
 
     set_deterministic(s.deterministic, device)  # before the first CUDA work, as train run
     model = prepared(build_model("lgt-unet", preset, n_bands).train(), device)
-    if device.type == "cuda":  # prepared() turns TF32 on; plain fp32 turns it off everywhere
+    if device.type == "cuda":  # train run's TF32 (runtime.fast_matmul), or plain fp32
         torch.backends.cuda.matmul.allow_tf32 = s.precision != "fp32"
         torch.backends.cudnn.allow_tf32 = s.precision != "fp32"
     if s.channels_last:

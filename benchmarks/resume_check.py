@@ -48,6 +48,7 @@ def _train(a, device, mode: str, resume: str | None, tmp: Path) -> dict:
     from training.models import build_model
     from training.runtime import (
         Processes,
+        fast_matmul,
         load_checkpoint,
         prepared,
         restore_rng_states,
@@ -64,26 +65,27 @@ def _train(a, device, mode: str, resume: str | None, tmp: Path) -> dict:
 
     torch.manual_seed(0)  # seeds the CPU and every GPU, as train run's --seed
     model, opt, sched, scaler = build()
-    for i in range(2 * a.steps):
-        if i == a.steps and resume:
-            ck = {"model_state": model.state_dict(), "optimizer": opt.state_dict(),
-                  "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                  **rng_states(device, Processes())}
-            save_checkpoint(tmp / "last.pt", ck)
-            torch.manual_seed(12345)  # a new process: its generators are elsewhere
-            model, opt, sched, scaler = build()
-            ck = load_checkpoint(tmp / "last.pt", map_location=device)
-            model.load_state_dict(ck["model_state"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            scaler.load_state_dict(ck["scaler"])
-            if resume == "exact":
-                note = restore_rng_states(ck, device, Processes())
-                assert note is None, note
-            else:
-                torch.set_rng_state(ck["torch_rng"].cpu())
-        x, y = _batch(i, a.batch, a.px, device)
-        train_step(model, x, y, opt, sched, scaler, None)
+    with fast_matmul(device):  # TF32 on CUDA, as train run
+        for i in range(2 * a.steps):
+            if i == a.steps and resume:
+                ck = {"model_state": model.state_dict(), "optimizer": opt.state_dict(),
+                      "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                      **rng_states(device, Processes())}
+                save_checkpoint(tmp / "last.pt", ck)
+                torch.manual_seed(12345)  # a new process: its generators are elsewhere
+                model, opt, sched, scaler = build()
+                ck = load_checkpoint(tmp / "last.pt", map_location=device)
+                model.load_state_dict(ck["model_state"])
+                opt.load_state_dict(ck["optimizer"])
+                sched.load_state_dict(ck["scheduler"])
+                scaler.load_state_dict(ck["scaler"])
+                if resume == "exact":
+                    note = restore_rng_states(ck, device, Processes())
+                    assert note is None, note
+                else:
+                    torch.set_rng_state(ck["torch_rng"].cpu())
+            x, y = _batch(i, a.batch, a.px, device)
+            train_step(model, x, y, opt, sched, scaler, None)
     return {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
 
 

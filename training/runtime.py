@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -120,14 +121,29 @@ def amp_dtype_for(device: torch.device, amp: bool) -> torch.dtype | None:
 
 
 def prepared(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """The model on its device, in the memory format and precision that measured fastest
+    """The model on its device, in the memory format that measured fastest
     (benchmarks/bench_train.py): channels-last on CPU (convolutions 4-10 % faster; on an H200
-    it was 10 % slower), and on CUDA fp32 with TF32 matrix products (1.29-1.39x plain fp32
-    for the paper model at 512 px, and faster than bf16 autocast there)."""
+    it was 10 % slower). Changes no global setting: the precision of matrix products is
+    fast_matmul's, for the work inside it."""
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
         return model.to(device)
     return model.to(device, memory_format=torch.channels_last)
+
+
+@contextmanager
+def fast_matmul(device: torch.device) -> Iterator[None]:
+    """On CUDA, fp32 with TF32 matrix products while inside (1.29-1.39x plain fp32 for the
+    paper model at 512 px, and faster than bf16 autocast there; benchmarks/bench_train.py);
+    on leaving, the process's setting is restored as it was, even after an error. Elsewhere
+    nothing changes. Training and prediction run inside it; a caller that chooses its own
+    precision (a benchmark) runs outside it and keeps that choice."""
+    before = torch.get_float32_matmul_precision()  # "high" is TF32 (allow_tf32 follows it)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def forward(model: torch.nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None) -> torch.Tensor:

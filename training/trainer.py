@@ -51,6 +51,7 @@ from .runtime import (
     Processes,
     amp_dtype_for,
     effective_config,
+    fast_matmul,
     forward,
     load_checkpoint,
     prepared,
@@ -163,16 +164,17 @@ def _train(tile_dir: Path, workspace: Path, run_dir: Path, cfg: TrainConfig, pro
     procs.barrier()
     workers = loader_workers(cfg.workers, run.device, procs.world)
     train_dl, val_dl = _loaders(run, workers)
-    for epoch in range(run.start_epoch, cfg.epochs):
-        row, stopped = _epoch(run, train_dl, val_dl, epoch, max_steps, quiet)
-        rng = rng_states(run.device, procs)  # every rank's GPU state, gathered
+    with fast_matmul(run.device):
+        for epoch in range(run.start_epoch, cfg.epochs):
+            row, stopped = _epoch(run, train_dl, val_dl, epoch, max_steps, quiet)
+            rng = rng_states(run.device, procs)  # every rank's GPU state, gathered
+            if procs.main:
+                _record(run, epoch, row, rng, echo)
+            procs.barrier()
+            if stopped:
+                break
         if procs.main:
-            _record(run, epoch, row, rng, echo)
-        procs.barrier()
-        if stopped:
-            break
-    if procs.main:
-        _finish(run, complete=max_steps is None, echo=echo)
+            _finish(run, complete=max_steps is None, echo=echo)
     return run_dir
 
 

@@ -1,8 +1,9 @@
 """Random states in checkpoints (CPU, and each process's GPU through a stand-in for torch's
 CUDA generator API), the rule for a checkpoint resumed on another kind of device, and
 --deterministic: what it switches, that the run records it, and that a resume made otherwise
-is refused."""
+is refused; TF32 matrix products only inside fast_matmul, never as a global side effect."""
 import os
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -11,7 +12,9 @@ from training import trainer
 from training.runtime import (
     Processes,
     effective_config,
+    fast_matmul,
     load_checkpoint,
+    prepared,
     restore_rng_states,
     rng_states,
     save_checkpoint,
@@ -221,3 +224,59 @@ def test_a_checkpoint_written_on_cuda_resumes_on_the_cpu_with_a_note(demo_tiles,
                         "note: the checkpoint was written on CUDA by 1 process(es) and the run "
                         "resumes on the CPU: it goes on from the same weights and optimizer, but "
                         "its random draws differ from an unbroken run's"]
+
+
+def _matmul_setting() -> tuple[str, bool]:
+    return torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.allow_tf32
+
+
+class _StaysPut(torch.nn.Module):
+    """A model whose move to a device does nothing: prepared() for CUDA on any machine."""
+
+    def to(self, *args, **kwargs):
+        return self
+
+
+@pytest.fixture(params=["highest", "medium"])
+def matmul_setting(request):
+    """The process's setting before a test: torch's default (no TF32), or one of the user's
+    (bf16 and TF32), so that resetting it to either default or on instead of restoring shows."""
+    saved = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(request.param)
+    yield _matmul_setting()
+    torch.set_float32_matmul_precision(saved)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_preparing_a_model_changes_no_global_setting(matmul_setting, device):
+    prepared(_StaysPut(), torch.device(device))
+    assert _matmul_setting() == matmul_setting
+
+
+def test_fast_matmul_is_tf32_on_cuda_inside_and_restores_the_setting_after(matmul_setting):
+    with fast_matmul(CUDA0):
+        assert _matmul_setting() == ("high", True)
+    assert _matmul_setting() == matmul_setting
+    with pytest.raises(KeyError), fast_matmul(CUDA0):
+        raise KeyError("a failure inside")
+    assert _matmul_setting() == matmul_setting
+    with fast_matmul(torch.device("cpu")):
+        assert _matmul_setting() == matmul_setting
+
+
+def test_training_steps_run_inside_fast_matmul(demo_tiles, monkeypatch):
+    ws, tiles = demo_tiles
+    inside, seen = [], []
+
+    @contextmanager
+    def recording(device):
+        inside.append(device)
+        yield
+        inside.pop()
+
+    real_step = trainer.train_step
+    monkeypatch.setattr(trainer, "fast_matmul", recording)
+    monkeypatch.setattr(trainer, "train_step", lambda *a, **k: seen.append(list(inside))
+                        or real_step(*a, **k))
+    run_train(tiles, ws, CFG, "in-fast-matmul", max_steps=2, quiet=True, echo=lambda *a: None)
+    assert seen and all(s == [torch.device("cpu")] for s in seen) and not inside
