@@ -98,7 +98,7 @@ def tile(export_dir: Path | None, outlines: Path | None, outlines_layer: str | N
         return
     from .zoned import make_zoned_tiles
 
-    make_zoned_tiles(parts, ws / TILES_DIR / (name or export_dir.name), ws,
+    make_zoned_tiles(export_dir, parts, ws / TILES_DIR / (name or export_dir.name), ws,
                      lambda part, part_name: make_tiles(
                          part, ws, cfg, outlines, part_name, cpu_workers(workers), force,
                          verify, wait, quiet, click.echo, outlines_layer=outlines_layer),

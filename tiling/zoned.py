@@ -40,10 +40,11 @@ def zone_tile_id(zone: str, tile_id: str) -> str:
     return f"{zone}/{tile_id}"
 
 
-def make_zoned_tiles(parts: list[Part], out: Path, workspace: Path,
+def make_zoned_tiles(export_dir: Path, parts: list[Part], out: Path, workspace: Path,
                      make_part: Callable[[Path, str], Path], wait: bool,
                      echo: Callable[[str], None]) -> Path:
-    """Cut every zone with `make_part(export_dir, name)` and list them as one tile set."""
+    """Cut every zone of the zoned export with `make_part(export_dir, name)` and list them as
+    one tile set."""
     made = [(p.zone, make_part(p.path, part_name(out.name, p.zone))) for p in parts]
     manifests = [(zone, d, read_manifest(d, "tiles")) for zone, d in made]
     ids = {zone: tiles_id(m) for zone, _, m in manifests}
@@ -54,14 +55,14 @@ def make_zoned_tiles(parts: list[Part], out: Path, workspace: Path,
             echo(f"tiles {out} are complete; nothing to do")
             return out
     with output_lock(out, wait, echo):
-        _assemble(out, manifests, ids, workspace)
+        _assemble(out, export_dir, manifests, ids, workspace)
     echo(f"zoned tiles complete: {out} ({len(made)} UTM zones; "
          f"{sum(len(_rows(d, m)) for _, d, m in manifests)} tiles)")
     return out
 
 
-def _assemble(out: Path, manifests: list[tuple[str, Path, dict]], ids: dict[str, str],
-              workspace: Path) -> None:
+def _assemble(out: Path, export_dir: Path, manifests: list[tuple[str, Path, dict]],
+              ids: dict[str, str], workspace: Path) -> None:
     first = manifests[0][2]
     for _, _, m in manifests[1:]:
         for key in ("tile_size", "bands"):
@@ -84,6 +85,7 @@ def _assemble(out: Path, manifests: list[tuple[str, Path, dict]], ids: dict[str,
     _write_index(out / TILE_INDEX, rows)
     manifest = base_manifest(
         "tiles", parameters={"zones": ids}, region=first.get("region"), year=first.get("year"),
+        export=stored_path(export_dir, out, workspace),
         tile_size=first.get("tile_size"), bands=first.get("bands"),
         zones=[{"zone": z, "tiles": stored_path(d, out, workspace), "tiles_id": ids[z],
                 "grid": m.get("grid")} for z, d, m in manifests],
