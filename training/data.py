@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from gee_export.common.bands import BAND_NAMES, band_indices
 from gee_export.common.errors import InputError
@@ -66,17 +66,30 @@ class NormStats:
         return y
 
 
-CACHE_MB = 1024  # decoded tiles kept in memory per process (a 512 px, 11-band tile: 11.5 MB)
+# Decoded tiles kept in memory per training process, its loader workers included (a 512 px,
+# 11-band tile: 11.5 MB).
+CACHE_MB = 1024
 
 
 class TileCache:
-    """Decoded tiles by index, least recently used first out, within a byte budget."""
+    """Decoded tiles by index, least recently used first out, within a byte budget that every
+    copy of the cache shares: a DataLoader gives each of its worker processes a copy, and each
+    keeps budget / num_workers. Made for `workers` loader workers, the copy in the process
+    that made it keeps nothing (the workers load; its own few reads pass through)."""
 
-    def __init__(self, max_bytes: int):
+    def __init__(self, budget: int, workers: int = 0):
         from collections import OrderedDict
 
-        self.max_bytes, self.bytes = max_bytes, 0
+        self.budget, self.workers, self.bytes = budget, workers, 0
         self._items: OrderedDict = OrderedDict()
+
+    @property
+    def max_bytes(self) -> int:
+        """This copy's share of the budget."""
+        info = get_worker_info()
+        if info is not None:
+            return self.budget // info.num_workers
+        return 0 if self.workers else self.budget
 
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         item = self._items.get(i)
@@ -85,12 +98,12 @@ class TileCache:
         return item
 
     def put(self, i: int, item: tuple[np.ndarray, np.ndarray]) -> None:
-        size = sum(a.nbytes for a in item)
-        if size > self.max_bytes:
+        size, limit = sum(a.nbytes for a in item), self.max_bytes
+        if size > limit:
             return
         self._items[i] = item
         self.bytes += size
-        while self.bytes > self.max_bytes:
+        while self.bytes > limit:
             _, old = self._items.popitem(last=False)
             self.bytes -= sum(a.nbytes for a in old)
 

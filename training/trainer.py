@@ -43,7 +43,7 @@ from gee_export.common.locks import output_lock
 from gee_export.common.tile_index import tiles_id
 from gee_export.common.workers import cpu_workers
 
-from .data import GlobalBatches, NormStats, TileDataset, loader_worker_init
+from .data import CACHE_MB, GlobalBatches, NormStats, TileCache, TileDataset, loader_worker_init
 from .losses import dice_ce_loss, loss_from_sums, loss_sums
 from .metrics import confusion, scores
 from .models import build_model, count_parameters
@@ -330,6 +330,11 @@ def _loaders(run: _Run, workers: int):
     kw = dict(num_workers=workers, pin_memory=run.device.type == "cuda",
               persistent_workers=workers > 0, generator=torch.Generator().manual_seed(cfg.seed),
               worker_init_fn=loader_worker_init if workers > 0 else None)
+    # One tile cache budget for the process and its workers, shared by the splits by size.
+    budget, n_train = CACHE_MB * 2 ** 20, len(run.train_ds)
+    train_share = budget * n_train // max(1, n_train + len(run.val_ds))
+    run.train_ds.cache = TileCache(train_share, workers)
+    run.val_ds.cache = TileCache(budget - train_share, workers)
     batches = GlobalBatches(len(run.train_ds), cfg.batch_size, cfg.seed, True, procs.rank,
                             procs.world)
     val_idx = list(range(procs.rank, len(run.val_ds), procs.world))  # each tile once overall

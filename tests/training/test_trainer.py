@@ -235,10 +235,73 @@ def test_tile_cache_stays_within_its_budget():
 
     from training.data import TileCache
 
-    cache = TileCache(max_bytes=3 * 1000)
+    cache = TileCache(budget=3 * 1000)
     for i in range(10):
         cache.put(i, (np.zeros(250, np.float32), np.zeros(0, np.uint8)))  # 1000 bytes each
     assert cache.bytes == 3000 and cache.get(9) is not None and cache.get(6) is None
+
+
+class _CachedDataset(torch.utils.data.Dataset):
+    """Puts a 1000-byte item into its TileCache per index; says which process holds how much."""
+
+    def __init__(self, cache, n: int = 40):
+        self.cache, self.n = cache, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        import os
+
+        import numpy as np
+
+        self.cache.put(i, (np.zeros(250, np.float32),))
+        return os.getpid(), self.cache.bytes
+
+
+@pytest.mark.parametrize("made_for", [0, 2])
+def test_loader_workers_share_the_tile_cache_budget(made_for):
+    """Two worker processes, each with its copy of a 4000-byte cache: 4000 bytes in all,
+    whether or not the cache was told of the workers."""
+    from torch.utils.data import DataLoader
+
+    from training.data import TileCache
+
+    cache = TileCache(4000, workers=made_for)
+    held: dict[int, int] = {}
+    for pids, sizes in DataLoader(_CachedDataset(cache), batch_size=4, num_workers=2):
+        for pid, size in zip(pids.tolist(), sizes.tolist()):
+            held[pid] = max(held.get(pid, 0), size)
+    assert len(held) == 2 and sum(held.values()) == 4000
+    assert cache.bytes == 0  # this process's copy was never used
+
+
+def test_a_cache_made_for_workers_holds_nothing_in_the_process_that_made_it():
+    import numpy as np
+
+    from training.data import TileCache
+
+    alone, beside_workers = TileCache(4000), TileCache(4000, workers=2)
+    for c in (alone, beside_workers):
+        c.put(0, (np.zeros(250, np.float32),))
+    assert alone.bytes == 1000 and beside_workers.bytes == 0 and beside_workers.get(0) is None
+
+
+@pytest.mark.parametrize("workers", [0, 3])
+def test_a_runs_splits_share_one_cache_budget(workers):
+    from types import SimpleNamespace
+
+    from training import trainer
+    from training.data import CACHE_MB
+    from training.runtime import Processes
+
+    run = SimpleNamespace(cfg=CFG, procs=Processes(), device=torch.device("cpu"),
+                          train_ds=_CachedDataset(None, 40), val_ds=_CachedDataset(None, 10))
+    trainer._loaders(run, workers)
+    caches = (run.train_ds.cache, run.val_ds.cache)
+    assert sum(c.budget for c in caches) == CACHE_MB * 2 ** 20
+    assert abs(caches[0].budget - 4 * caches[1].budget) < 5  # 40 tiles to 10
+    assert {c.workers for c in caches} == {workers}
 
 
 def test_tile_splits_read_with_sqlite_equal_pyogrio(demo_tiles, tmp_path):
