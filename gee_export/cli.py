@@ -116,6 +116,8 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
            bucket, folder, project, workers, dry_run, demo_size, force, wait, quiet, workspace):
     """Export the 11-band 10 m stack of a region and year: on Earth Engine, or with
     --source-dir on local rasters (--region demo generates synthetic ones)."""
+    from dataclasses import replace
+
     from gee_export.common.grid import scale_warning
     from gee_export.common.layout import EXPORTS_DIR, product_name
     from gee_export.common.utm import part_name
@@ -159,6 +161,8 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
                          "record their orbit direction, so the export cannot choose it; put "
                          f"only the {orbit} scenes in the source directory and leave --orbit "
                          "at both (Earth Engine exports honour --orbit)")
+    options = _export_options(on_earth_engine, cell_size, hma_asset, norm, target, bucket,
+                              folder, workers, dem_source_map, cloud_mask, outlines_layer)
     if dry_run:
         return _dry_run(parts, outlines, source_dir, buffer_m, cell_size, outlines_layer,
                         target if on_earth_engine else None,
@@ -173,8 +177,6 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
         part_dir = ws / EXPORTS_DIR / (part_name(base, part.zone) if part.zone else base)
         if part.zone:
             click.echo(f"UTM zone {part.zone} ({part.crs}): {part_dir.name}")
-        options = _export_options(on_earth_engine, cell_size, hma_asset, norm, target, bucket,
-                                  folder, workers, dem_source_map, cloud_mask, outlines_layer)
         try:
             if source_dir is not None:
                 from gee_export.local_export import run_local_export
@@ -195,6 +197,7 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
         done.append((part, part_dir))
         if len(parts) > 1 and norm is None and norm_mode == "percentile":
             norm = load_norm_from(part_dir)  # one normalization for every zone of a region
+            options = replace(options, norm_from=norm)
             click.echo(f"note: every zone takes the percentiles of {part_dir.name}, so that "
                        "one model reads every zone alike")
     if len(parts) > 1:
@@ -216,14 +219,18 @@ def _export_options(on_earth_engine: bool, cell_size: int, hma_asset, norm, targ
 
 def _finish_zoned(ws: Path, base: str, reg, year: int, done: list) -> None:
     """The zoned export's own manifest, once every zone is complete."""
-    from gee_export.common.layout import EXPORTS_DIR
+    from gee_export.common.layout import EXPORTS_DIR, OUTLINES_FILE
     from gee_export.common.zoned import Part, write_zoned
+    from gee_export.export import merge_zone_outlines
 
     if not done:
         raise NoOutlinesHere(f"region {reg.name}: no glacier outline lies in any of its UTM "
                              "zones")
-    write_zoned(ws / EXPORTS_DIR / base, "export", [Part(p.zone, p.strip, d) for p, d in done],
-                ws, region=reg.to_dict(), year=year)
+    out = ws / EXPORTS_DIR / base
+    glaciers = merge_zone_outlines(out, [d for _, d in done])  # before the manifest: complete
+    write_zoned(out, "export", [Part(p.zone, p.strip, d) for p, d in done], ws,
+                region=reg.to_dict(), year=year,
+                outlines={"file": OUTLINES_FILE, "count": glaciers} if glaciers else None)
     click.echo(f"zoned export complete: {ws / EXPORTS_DIR / base} ({len(done)} UTM zones: "
                f"{', '.join(p.zone for p, _ in done)}); give it as --export to `prep tile` and "
                "`train predict`")

@@ -130,6 +130,11 @@ def record_outlines(exp: ExportDir, outlines: GeoDataFrame | None, source: str,
     """Copy the outlines that chose the cells into the export (labels and evaluation default
     to them) and say where they came from."""
     if not (exp.path / OUTLINES_FILE).is_file():
+        if (exp.manifest.get("region") or {}).get("zone"):  # a zone: the glaciers on its grid
+            from shapely.geometry import box
+
+            grid = ExportGrid.from_dict(exp.manifest["parameters"]["grid"])
+            outlines = outlines[outlines.intersects(box(*grid.bounds))]
         write_gpkg(outlines, exp.path / OUTLINES_FILE, "glaciers")
         exp.manifest["outlines"] = {"file": OUTLINES_FILE, "from": source,
                                     "count": len(outlines), **fields}
@@ -161,3 +166,21 @@ def load_norm_from(path: Path) -> Normalization:
     if "normalization" not in m:
         raise InputError(f"--norm-from {path}: that export has no normalization yet")
     return Normalization.from_dict(m["normalization"], str(path))
+
+
+def merge_zone_outlines(dest: Path, part_dirs: list[Path]) -> int:
+    """The zones' recorded outlines as one file in EPSG:4326, each glacier once (one the
+    zone line cuts lies on both grids): a zoned export's reference for evaluation and
+    change. Returns the number of glaciers."""
+    import geopandas as gpd
+    import pandas as pd
+
+    from gee_export.common.zoned import OUTPUT_CRS
+
+    frames = [gpd.read_file(d / OUTLINES_FILE).to_crs(OUTPUT_CRS) for d in part_dirs
+              if (d / OUTLINES_FILE).is_file()]
+    if not frames:
+        return 0
+    merged = pd.concat(frames, ignore_index=True).drop_duplicates(subset="glacier_id")
+    write_gpkg(gpd.GeoDataFrame(merged, crs=OUTPUT_CRS), dest / OUTLINES_FILE, "glaciers")
+    return len(merged)

@@ -152,6 +152,35 @@ def test_a_box_across_96e_is_exported_in_one_part_per_zone(chain):
            ["parameters"]["grid"]["crs"] for z in ("46N", "47N")]
     assert crs == ["EPSG:32646", "EPSG:32647"]
     assert zones["complete"] and "zoned export complete" in out
+    # one reference for the zoned products: every zone's glaciers once, in EPSG:4326
+    merged = gpd.read_file(ws / "exports" / "straddle-2018" / "outlines.gpkg")
+    assert merged.crs.to_epsg() == 4326 and len(merged) == 1
+
+
+def test_a_zone_records_the_glaciers_on_its_grid_only(tmp_path):
+    """Of three glaciers, one in each zone and one across the line, each zone's export
+    records the two on its grid."""
+    import json
+
+    from shapely.geometry import box as lonlat_box
+
+    from gee_export.common.grid import region_from_lonlat
+    from gee_export.common.utm import split_region
+    from gee_export.export import record_outlines
+    from gee_export.stack import ExportDir
+
+    frame = gpd.GeoDataFrame({"glacier_id": ["W", "X", "E"]}, geometry=[
+        lonlat_box(95.5, 30.4, 95.51, 30.41), lonlat_box(95.99, 30.4, 96.01, 30.41),
+        lonlat_box(96.49, 30.4, 96.5, 30.41)], crs="EPSG:4326")
+    for part, ids in zip(split_region(region_from_lonlat("x", (95.4, 30.3, 96.6, 30.5))),
+                         (["W", "X"], ["E", "X"])):
+        d = tmp_path / part.zone
+        d.mkdir()
+        exp = ExportDir(d, {"region": part.to_dict(),
+                            "parameters": {"grid": part.grid.to_dict()}})
+        record_outlines(exp, frame.to_crs(part.crs), "test")
+        assert sorted(gpd.read_file(d / "outlines.gpkg")["glacier_id"]) == ids
+        assert json.dumps(exp.manifest["outlines"]["count"]) == "2"
 
 
 def test_the_cut_glacier_is_one_polygon_with_the_sum_of_its_parts_area(chain):

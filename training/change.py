@@ -170,13 +170,12 @@ def predict_years(checkpoint: Path, workspace: Path, region: str, years: list[in
     out = []
     for year, exp in found:
         echo(f"{year}: predicting {exp}")
-        parts = zoned_parts(exp, "export")
         try:
-            if parts is None:
+            if zoned_parts(exp, "export") is None:
                 out.append(predict(checkpoint, exp, workspace, predict_cfg, quiet=quiet,
                                    echo=echo, wait=wait))
             else:
-                out.append(predict_zoned(parts, prediction_dir(workspace, checkpoint, exp.name),
+                out.append(predict_zoned(exp, prediction_dir(workspace, checkpoint, exp.name),
                                          workspace, lambda part, name: predict(
                                              checkpoint, part, workspace, predict_cfg, name,
                                              quiet=quiet, echo=echo, wait=wait),
@@ -199,7 +198,7 @@ def run_change(predictions: list[Path], workspace: Path, reference: Path | None 
     further models of the same years); write change.csv, change.gpkg, change.png and
     change.json."""
     from .predict import reference_default
-    from .zoned import zone_part, zoned_members
+    from .zoned import zone_part, zoned_members, zoned_reference
 
     lists = [[Path(p) for p in ps] for ps in [predictions, *ensemble]]
     zones = zoned_members(lists)
@@ -207,7 +206,6 @@ def run_change(predictions: list[Path], workspace: Path, reference: Path | None 
         members = [_member(ps) for ps in lists]
         _check_ensemble(members)
         predictions, manifests = members[0]
-        first_part = predictions[0]
     else:  # each zone checked as its own change; the zoned predictions in year order
         by_zone = {z: [_member([zone_part(p, z) for p in ps]) for ps in lists]
                    for z, _ in zones}
@@ -215,8 +213,8 @@ def run_change(predictions: list[Path], workspace: Path, reference: Path | None 
             _check_ensemble(zone_members)
         members = [_zoned_member(ps) for ps in lists]
         predictions, manifests = members[0]
-        first_part = by_zone[zones[0][0]][0][0][0]
-    reference = Path(reference) if reference else reference_default(first_part)
+    reference = Path(reference) if reference else reference_default(predictions[0]) \
+        if zones is None else zoned_reference(predictions[0])
     if not reference.is_file():
         raise InputError(f"{predictions[0]}: its export recorded no outlines; give "
                          "--reference FILE")
@@ -667,7 +665,7 @@ def truth_check(table: list[dict], per_year: list[YearAreas], manifests: list[di
     the 90 % interval (glaciers over COVERAGE_MIN_KM2) and in the edge envelope."""
     truths = []
     for y, m in zip(per_year, manifests):
-        if "export" not in m:
+        if "export" not in m or m.get("kind") != "prediction":  # none recorded, or zoned
             return {}
         exp = read_manifest(resolved_path(m["export"], y.prediction), "export")
         truth = (exp.get("synthetic_truth") or {}).get("glacier_area_km2")

@@ -207,15 +207,14 @@ def predict(checkpoint: Path, export_dir: Path | None, window: int | None, overl
                         threshold=threshold, min_area_km2=min_area, max_hole_km2=max_hole,
                         simplify_m=simplify, device=device, amp=amp, tta=tta)
     formats = ("gpkg", "parquet") if outline_format == "both" else (outline_format,)
-    parts = zoned_parts(export_dir, "export")
-    if parts is None:
+    if zoned_parts(export_dir, "export") is None:
         run_predict(Path(checkpoint), export_dir, ws, cfg, name, force, quiet, click.echo,
                     wait=wait, formats=formats)
         return
     from .zoned import predict_zoned
 
     out = prediction_dir(ws, Path(checkpoint), name or export_dir.name)
-    predict_zoned(parts, out, ws, lambda part, part_name: run_predict(
+    predict_zoned(export_dir, out, ws, lambda part, part_name: run_predict(
         Path(checkpoint), part, ws, cfg, part_name, force, quiet, click.echo, wait=wait,
         formats=formats), formats, click.echo)
 
@@ -245,10 +244,11 @@ def evaluate(prediction: Path, reference: Path | None, min_area: float, id_field
     distances; writes report.json and agreement.png."""
     from .evaluation import EvalConfig, evaluate_prediction
     from .predict import reference_default
+    from .zoned import zoned_reference
 
     parts = zoned_parts(prediction, "prediction")
-    scored = parts[0].path if parts else Path(prediction)
-    ref = Path(reference) if reference else reference_default(scored)
+    ref = Path(reference) if reference else zoned_reference(prediction) if parts else \
+        reference_default(Path(prediction))
     if not ref.is_file():
         raise InputError(f"{prediction}: its export recorded no outlines; give "
                          "--reference FILE")

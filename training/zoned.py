@@ -16,10 +16,13 @@ import numpy as np
 from gee_export.common.errors import InputError
 from gee_export.common.layout import (
     GLACIERS_GPKG,
+    OUTLINES_FILE,
     PREDICTION_MANIFEST,
     ZONES_MANIFEST,
     read_manifest,
     require_complete,
+    resolved_path,
+    stored_path,
 )
 from gee_export.common.utm import Strip, part_name
 from gee_export.common.zoned import OUTPUT_CRS, Part, merge_outlines, write_zoned, zoned_parts
@@ -27,11 +30,12 @@ from gee_export.common.zoned import OUTPUT_CRS, Part, merge_outlines, write_zone
 from .metrics import scores
 
 
-def predict_zoned(parts: Sequence[Part], out: Path, workspace: Path,
+def predict_zoned(export_dir: Path, out: Path, workspace: Path,
                   predict_part: Callable[[Path, str], Path], formats: Sequence[str],
                   echo: Callable[[str], None]) -> Path:
-    """Predict every zone with `predict_part(export_dir, name)`, then merge their outlines
-    into `out`."""
+    """Predict every zone of a zoned export with `predict_part(export_dir, name)`, then merge
+    their outlines into `out`."""
+    parts = zoned_parts(export_dir, "export")
     done = [Part(p.zone, p.strip, predict_part(p.path, part_name(out.name, p.zone)))
             for p in parts]
     layers = merged_layers(done)
@@ -44,7 +48,8 @@ def predict_zoned(parts: Sequence[Part], out: Path, workspace: Path,
     write_outline_files(layers, out, formats)
     g = layers["glaciers"]
     first = read_manifest(done[0].path / PREDICTION_MANIFEST, "prediction")
-    write_zoned(out, "prediction", done, workspace, region=first.get("region"),
+    write_zoned(out, "prediction", done, workspace,
+                export=stored_path(export_dir, out, workspace), region=first.get("region"),
                 year=first.get("year"), synthetic=first.get("synthetic"),
                 glaciers=len(g), glacier_area_km2=float(g["area_km2"].sum()),
                 crs=OUTPUT_CRS)
@@ -103,6 +108,13 @@ def _pieces_sum(frames, strips, merged) -> list[float]:
     w = pairs["mean_probability"] * pairs["_area"]
     sums = w.groupby(pairs["_merged"]).sum() / pairs["_area"].groupby(pairs["_merged"]).sum()
     return [float(sums.get(i, np.nan)) for i in range(len(merged))]
+
+
+def zoned_reference(prediction: Path) -> Path:
+    """The reference a zoned prediction is scored against by default: the outlines of every
+    zone of its export, in EPSG:4326 (made by `prep export`)."""
+    m = read_manifest(Path(prediction) / ZONES_MANIFEST, "zoned prediction")
+    return resolved_path(m["export"], Path(prediction)) / OUTLINES_FILE
 
 
 # -- train evaluate ---------------------------------------------------------------------------
