@@ -8,14 +8,18 @@ window's height holds the running weighted sums until no later window can touch 
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from gee_export.common.atomic import as_stored
+from gee_export.common.atomic import as_stored, make_dirs, write_json
 from gee_export.common.bands import BAND_NAMES
 from gee_export.common.errors import GlacierError, InputError, StateError, WriteError
 from gee_export.common.gdal_errors import disk_full, no_space_left
@@ -49,8 +53,14 @@ if TYPE_CHECKING:
     from rasterio.io import DatasetReader, DatasetWriter
 
     from gee_export.common.outlines import Outlines
+    from training.runtime import Processes
 
 RAW_SUFFIX = ".raw.tif"  # uncompressed working copy, kept between runs for resume
+PARTS_DIR = PROBABILITY_TIF + ".parts"  # under torchrun: each rank's rows, and their records
+# How long a rank waits for the others (for rank 0's decision, or for the slowest share):
+# longer than any share takes, since a rank that dies is not waited for (torchrun stops every
+# rank then); only a rank that hangs is.
+RANKS_TIMEOUT = timedelta(hours=24)
 MIN_WEIGHT = 1e-3  # floor of the blending weight, so scene-edge pixels are never divided by 0
 
 
@@ -104,59 +114,98 @@ def _read_block(src, band_idx, row: int, col: int, height: int, width: int) -> n
                     out_dtype="float32")
 
 
+def row_shares(height: int, window: int, step: int, parts: int) -> list[tuple[int, int]]:
+    """The output rows of each of `parts` processes: the rows of windows cut into `parts` runs
+    of consecutive rows, as equal as they come; each process owns the pixel rows from the top
+    of its first row of windows to the top of the next process's. A process left without a
+    row of windows gets an empty range.
+
+    Args:
+        height: the scene's height in px.
+        window: window side in px.
+        step: window minus overlap.
+        parts: the number of processes.
+
+    Returns:
+        (first row, end row) per process, in rank order: together they tile 0..height.
+    """
+    starts = window_starts(height, window, step)
+    tops = [starts[g[0]] if len(g) else height
+            for g in np.array_split(np.arange(len(starts)), parts)]
+    return [(int(a), int(b)) for a, b in zip(tops, tops[1:] + [height])]
+
+
+def window_rows(height: int, window: int, step: int, rows: tuple[int, int]) -> list[int]:
+    """The tops of the rows of windows that reach output rows rows[0]..rows[1]: the share's
+    own and the ones above it that overlap it (run again, so that every pixel sums the same
+    windows in the same order as a whole-scene run)."""
+    y0, y1 = rows
+    return [r for r in window_starts(height, window, step) if r < y1 and r + window > y0]
+
+
 def stream_probability(src: DatasetReader, dst: DatasetWriter, model_fn: ModelFn,
                        band_idx: list[int], standardize: Callable[[np.ndarray], np.ndarray],
                        window: int, overlap: int, batch_size: int, band_width: int,
                        done_bands: set[int] = frozenset(),
                        on_band: Callable[[int], None] | None = None,
-                       progress: Callable[[int], None] | None = None) -> None:
+                       progress: Callable[[int], None] | None = None,
+                       rows: tuple[int, int] | None = None) -> None:
     """Blend model outputs over overlapping windows of `src` into the bands of `dst` (same
     grid), one per output band of the model.
 
     Every pixel gets sum(w * p) / sum(w) over the windows covering it, with w zero where the
     stack is nodata (so nodata stays NaN). Windows sit on one global lattice whatever the
-    column band, so the result does not depend on `band_width`.
+    column band, so the result does not depend on `band_width`. With `rows` (y0, y1), only
+    those rows are made, written from row 0 of `dst` (a process's share of the scene): the
+    same values as in a whole-scene run, bit for bit.
     """
     if not 0 <= overlap < window:
         raise InputError(f"--overlap {overlap} must lie in [0, window {window})")
     step = window - overlap
-    rows, cols = window_starts(src.height, window, step), window_starts(src.width, window, step)
+    rows = rows or (0, src.height)
+    tops = window_rows(src.height, window, step, rows)
+    cols = window_starts(src.width, window, step)
     for c0 in range(0, src.width, band_width):
         bcols = [c for c in cols if c < min(src.width, c0 + band_width) and c + window > c0]
         if c0 not in done_bands:
-            _stream_band(src, dst, model_fn, band_idx, standardize, window, batch_size, c0,
-                         min(src.width, c0 + band_width), rows, bcols, progress)
+            if tops:
+                _stream_band(src, dst, model_fn, band_idx, standardize, window, batch_size, c0,
+                             min(src.width, c0 + band_width), tops, bcols, rows, progress)
             if on_band:
                 on_band(c0)
         elif progress:
-            progress(len(rows) * len(bcols))
+            progress(len(tops) * len(bcols))
 
 
-def _stream_band(src, dst, model_fn, band_idx, standardize, window, batch_size, c0, c1, rows,
-                 bcols, progress) -> None:
+def _stream_band(src, dst, model_fn, band_idx, standardize, window, batch_size, c0, c1, tops,
+                 bcols, rows, progress) -> None:
     """One column band: a rolling buffer one window tall, flushed as rows are finished."""
     from rasterio.windows import Window
 
     weight = blend_weights(window)
     x0 = bcols[0]
+    y0, y1 = rows
     num = np.zeros((dst.count, window, bcols[-1] + window - x0), np.float32)
     den = np.zeros(num.shape[1:], np.float32)
-    r0 = 0
+    r0 = tops[0]
 
     def flush(upto: int) -> int:
-        upto = min(upto, src.height)
+        upto = min(upto, y1)
         if upto <= r0:
             return r0
         n = upto - r0
-        d = den[:n, c0 - x0:c1 - x0]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            p = np.where(d > 0, num[:, :n, c0 - x0:c1 - x0] / d, np.nan).astype(np.float32)
-        dst.write(p, window=Window(c0, r0, c1 - c0, n))
+        top = max(r0, y0)  # rows above y0 lack the windows above them: another share's
+        if upto > top:
+            d = den[top - r0:n, c0 - x0:c1 - x0]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                p = np.where(d > 0, num[:, top - r0:n, c0 - x0:c1 - x0] / d, np.nan
+                             ).astype(np.float32)
+            dst.write(p, window=Window(c0, top - y0, c1 - c0, upto - top))
         num[:, :-n], den[:-n] = num[:, n:].copy(), den[n:].copy()
         num[:, -n:], den[-n:] = 0, 0
         return upto
 
-    for r in rows:
+    for r in tops:
         r0 = flush(r)
         # One read per row of windows, not per window (a GDAL call each, and every
         # horizontal overlap decoded again); vertical overlaps come from the block cache,
@@ -178,7 +227,7 @@ def _stream_band(src, dst, model_fn, band_idx, standardize, window, batch_size, 
                 den[:, c - x0:c - x0 + window] += w
             if progress:
                 progress(len(batch))
-    flush(src.height)
+    flush(y1)
 
 
 class NonFiniteProbability(StateError):
@@ -378,22 +427,93 @@ def predict(checkpoint: Path, export_dir: Path, workspace: Path,
             formats: tuple[str, ...] = ("gpkg",)) -> Path:
     """Probability GeoTIFF and glacier outlines (in `formats`, keys of OUTLINE_FILES) for
     one export; rerunning resumes. GDAL's block cache is capped: every block is read about
-    once."""
-    job = _PredictJob.open(Path(checkpoint), Path(export_dir), Path(workspace), cfg, name,
-                           model_fn)
-    with output_lock(job.out, wait, echo), bounded_gdal_cache(STREAM_CACHE_MB):
-        manifest = job.claim(force, echo)
-        if manifest is None:
-            if all((job.out / OUTLINE_FILES[f]).is_file() for f in formats):
-                return job.out
-            echo(f"writing the outlines as {', '.join(formats)}")  # polygonized again
-            manifest = read_manifest(job.out / PREDICTION_MANIFEST, "prediction")
-        else:
-            job.probability(manifest, quiet, echo)
+    once.
+
+    Under torchrun (WORLD_SIZE > 1) the processes share the scene's rows (`row_shares`):
+    rank 0 holds the output's lock and decides whether to predict, reuse or refuse; every
+    rank streams its rows into a part of its own; rank 0 assembles the parts and writes the
+    outlines. The result is the one-process result, bit for bit.
+    """
+    from training.runtime import Processes
+
+    # Prediction exchanges only small decisions, on the CPU: gloo also beside GPUs.
+    procs = Processes.start("gloo", RANKS_TIMEOUT)
+    procs.leave_at_exit()
+    with ExitStack() as held, bounded_gdal_cache(STREAM_CACHE_MB):
+        job, manifest, todo = _follow(procs, lambda: _claimed(
+            Path(checkpoint), Path(export_dir), Path(workspace), cfg, name, force, wait, echo,
+            formats, held, procs.world))
+        job.model_fn = model_fn
+        if todo == "predict":
+            job.probability(manifest, quiet, echo, procs)
+        # Only rank 0 goes on; no process waits for another. The process group stays for
+        # the next prediction this process makes (a zoned export's parts, `train change`).
+        if todo == "done" or not procs.main:
+            return job.out
         job.outlines(manifest, echo, formats)
         write_prediction_styles(job.out, cfg.threshold)
     update_catalog(workspace, echo)
     return job.out
+
+
+def _claimed(checkpoint: Path, export_dir: Path, workspace: Path, cfg: PredictConfig,
+             name: str | None, force: bool, wait: bool, echo, formats: tuple[str, ...],
+             held: ExitStack, world: int) -> tuple["_PredictJob", dict | None, str]:
+    """Rank 0's decision, under the output's lock (held by `held`): the job, its manifest and
+    what is left to do: "predict", "outlines" (the probability raster is done) or "done"."""
+    job = _PredictJob.open(checkpoint, export_dir, workspace, cfg, name, None)
+    held.enter_context(output_lock(job.out, wait, echo))
+    manifest = job.claim(force, echo)
+    if manifest is None:
+        if all((job.out / OUTLINE_FILES[f]).is_file() for f in formats):
+            return job, None, "done"
+        echo(f"writing the outlines as {', '.join(formats)}")  # polygonized again
+        return job, read_manifest(job.out / PREDICTION_MANIFEST, "prediction"), "outlines"
+    if (job.out / PROBABILITY_TIF).is_file():
+        return job, manifest, "outlines"
+    job.prepare(manifest, echo, world)
+    return job, manifest, "predict"
+
+
+def _follow(procs: Processes, decision: Callable[[], Any]) -> Any:
+    """Rank 0's decision on every rank. Rank 0 says why it failed; the others stop quietly."""
+    from training.runtime import OtherProcessFailed
+
+    try:
+        return procs.decide(decision)
+    except Exception:
+        if procs.main:
+            raise
+        raise OtherProcessFailed("rank 0 stopped with an error") from None
+
+
+def _together(procs: Processes, step: Callable[[], None]) -> None:
+    """Every rank does its `step`, then waits for all. An error on any rank stops every rank,
+    said in one line by the first rank that failed (the others stop quietly)."""
+    from training.runtime import OtherProcessFailed
+
+    if procs.world == 1:
+        return step()
+    error = None
+    try:
+        step()
+    except Exception as e:  # reported below, once all have finished or failed
+        error = e
+    try:
+        failed = procs.gather(error is not None)
+    except Exception as e:  # a rank died (torchrun stops the others) or hung
+        if not procs.main:
+            raise OtherProcessFailed("a process of the run stopped") from None
+        raise StateError("a process of this torchrun run stopped without a word (killed, or "
+                         f"out of memory: torchrun names it) or did not answer within "
+                         f"{RANKS_TIMEOUT}; rerun the same command to resume "
+                         f"({str(e).strip().splitlines()[0] if str(e).strip() else e!r})"
+                         ) from None
+    first = failed.index(True) if True in failed else None
+    if first == procs.rank:
+        raise error
+    if first is not None:
+        raise OtherProcessFailed(f"rank {first} stopped with an error")
 
 
 def checkpoint_tiles(checkpoint: Path, config: dict) -> dict | None:
@@ -470,8 +590,6 @@ class _PredictJob:
 
     def claim(self, force: bool, echo) -> dict | None:
         """The manifest to continue, a fresh one, or None when the prediction is done."""
-        import shutil
-
         params, mf = self.parameters(), self.out / PREDICTION_MANIFEST
         if mf.is_file():
             old = read_manifest(mf, "prediction")
@@ -498,28 +616,92 @@ class _PredictJob:
         write_manifest(mf, manifest)
         return manifest
 
-    def probability(self, manifest: dict, quiet: bool, echo) -> None:
-        """probability.tif, streamed into an uncompressed working copy that survives an
-        interruption (finished column bands are recorded), then compressed."""
+    def prepare(self, manifest: dict, echo, world: int) -> None:
+        """Rank 0, before any rank streams: the normalization warnings, and only the working
+        files of `world` processes kept (another number cuts the scene into other rows)."""
         import rasterio
 
-        if (self.out / PROBABILITY_TIF).is_file():
-            return
-        raw = self.out / (PROBABILITY_TIF + RAW_SUFFIX)
-        mf = self.out / PREDICTION_MANIFEST
         with rasterio.open(self.export_dir / STACK_VRT) as src:
-            band_idx = [BAND_NAMES.index(b) + 1 for b in self.meta["band_names"]]
             if "warnings" not in manifest:
+                band_idx = [BAND_NAMES.index(b) + 1 for b in self.meta["band_names"]]
                 manifest["warnings"] = normalization_warnings(
                     self.meta, self.export, sample_band_means(src, band_idx,
                                                               self.meta["band_names"]))
                 for w in manifest["warnings"]:
                     echo(f"warning: {w}")
-            self._keep_verified_bands(raw, manifest, echo)
-            write_manifest(mf, manifest)
-            dst = _BandByBand(raw, {**geotiff_profile(
-                src.width, src.height, len(manifest["probability_bands"]), "float32", src.crs,
-                src.transform, np.nan, compress=False), "sparse_ok": True})  # grows by band
+            shares = row_shares(src.height, self.window, self.window - self.overlap, world)
+        parts = self.out / PARTS_DIR
+        keep = {self._part(rows).name for rows in shares} if world > 1 else set()
+        stale = [f for f in sorted(parts.glob("*")) if f.name.split(".")[0] not in keep]
+        whole = self.out / (PROBABILITY_TIF + RAW_SUFFIX)
+        if world > 1 and whole.is_file():
+            stale.append(whole)
+            manifest["bands_done"], manifest["bands_sha256"] = [], {}
+        if stale:
+            echo(f"note: the working files of a run by another number of processes are "
+                 f"dropped ({len(stale)}); {world} process(es) predict their rows again")
+        for f in stale:
+            f.unlink()
+        write_manifest(self.out / PREDICTION_MANIFEST, manifest)
+
+    def probability(self, manifest: dict, quiet: bool, echo,
+                    procs: Processes | None = None) -> None:
+        """probability.tif, streamed into uncompressed working copies that survive an
+        interruption (finished column bands are recorded), then compressed. Under torchrun
+        every rank streams its rows into a part of its own, and rank 0 assembles the parts
+        once all are done."""
+        from training.runtime import Processes
+
+        procs = procs or Processes()
+        say = echo if procs.main else (lambda m: echo(f"rank {procs.rank}: {m}"))
+        _together(procs, lambda: self._stream_share(manifest, quiet or not procs.main, say,
+                                                    procs))
+        if not procs.main:
+            return
+        raw = self._assembled(procs.world, len(manifest["probability_bands"]))
+        _compress(raw, self.out / PROBABILITY_TIF, manifest["probability_bands"])
+        raw.unlink()
+        shutil.rmtree(self.out / PARTS_DIR, ignore_errors=True)
+
+    def _part(self, rows: tuple[int, int]) -> Path:
+        """A rank's part, without suffix: its working copy and its record share the name."""
+        return self.out / PARTS_DIR / f"rows-{rows[0]}-{rows[1]}"
+
+    def _share(self, manifest: dict, rows: tuple[int, int], world: int) -> "_Share":
+        """Where this process streams its rows and records its finished column bands: the
+        whole scene's working copy and the manifest in one process; under torchrun its part
+        and a record of its own beside it, as the ranks cannot share one file."""
+        if world == 1:
+            mf = self.out / PREDICTION_MANIFEST
+            return _Share(self.out / (PROBABILITY_TIF + RAW_SUFFIX), manifest,
+                          lambda: write_manifest(mf, manifest))
+        part = self._part(rows)
+        make_dirs(part.parent)
+        path = part.with_name(part.name + ".json")
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):  # none yet, or unreadable: its bands are made again
+            record = {}
+        record = {"bands_done": record.get("bands_done") or [],
+                  "bands_sha256": record.get("bands_sha256") or {}}
+        return _Share(part.with_name(part.name + RAW_SUFFIX), record,
+                      lambda: write_json(path, record))
+
+    def _stream_share(self, manifest: dict, quiet: bool, echo, procs: Processes) -> None:
+        """This process's rows into its working copy, column band by column band; a band is
+        recorded only once it is on disk and reads back as it was written."""
+        import rasterio
+
+        with rasterio.open(self.export_dir / STACK_VRT) as src:
+            rows = row_shares(src.height, self.window, self.window - self.overlap,
+                              procs.world)[procs.rank]
+            if rows[0] == rows[1]:
+                return
+            share = self._share(manifest, rows, procs.world)
+            raw = share.raw
+            self._keep_verified_bands(raw, share.record, echo)
+            share.save()
+            dst = _BandByBand(raw, _working_profile(src, rows, len(manifest["probability_bands"])))
 
             def band_done(c0: int) -> None:
                 """Recorded only once the band is on disk and reads back as it was written."""
@@ -529,24 +711,47 @@ class _PredictJob:
                         "no space left on device; free some and rerun the same command to "
                         "continue" if disk_full(raw) else f"the column band from column {c0} "
                         "does not read back as it was written"))
-                manifest["bands_done"].append(c0)
-                manifest["bands_sha256"][str(c0)] = written
-                write_manifest(mf, manifest)
+                share.record["bands_done"].append(c0)
+                share.record["bands_sha256"][str(c0)] = written
+                share.save()
 
             try:
-                self._stream(src, dst, band_idx, set(manifest["bands_done"]), band_done, quiet)
+                self._stream(src, dst, set(share.record["bands_done"]), band_done, quiet, rows,
+                             procs.local_rank)
             except NonFiniteProbability as e:
                 raise NonFiniteProbability(f"{self.checkpoint}: {e}; no prediction is made "
                                            "from it") from None
             except Exception as e:
-                if isinstance(e, GlacierError) or not no_space_left(e, raw):
-                    raise
-                raise WriteError(f"cannot write {raw}: no space left on device; free some "
-                                 "and rerun the same command to continue") from None
+                raise _disk_full_or(e, raw) from None
             finally:
                 dst.close(quietly=True)
-        _compress(raw, self.out / PROBABILITY_TIF, manifest["probability_bands"])
-        raw.unlink()
+
+    def _assembled(self, world: int, bands: int) -> Path:
+        """Rank 0: the working copy of the whole scene; under torchrun the ranks' parts
+        copied into it in row order, block by block (memory does not grow with the scene)."""
+        import rasterio
+        from rasterio.windows import Window
+
+        raw = self.out / (PROBABILITY_TIF + RAW_SUFFIX)
+        if world == 1:
+            return raw
+        with rasterio.open(self.export_dir / STACK_VRT) as src:
+            profile = _working_profile(src, (0, src.height), bands)
+            shares = row_shares(src.height, self.window, self.window - self.overlap, world)
+        width, bw = profile["width"], self.cfg.band_width
+        try:
+            with rasterio.open(raw, "w", **profile) as dst:
+                for y0, y1 in (s for s in shares if s[1] > s[0]):
+                    part = self._part((y0, y1))
+                    with rasterio.open(part.with_name(part.name + RAW_SUFFIX)) as f:
+                        for r, c in ((r, c) for r in range(0, y1 - y0, 1024)
+                                     for c in range(0, width, bw)):
+                            win = Window(c, r, min(bw, width - c), min(1024, y1 - y0 - r))
+                            dst.write(f.read(window=win), window=Window(
+                                c, y0 + r, win.width, win.height))
+        except Exception as e:
+            raise _disk_full_or(e, raw) from None
+        return raw
 
     def _keep_verified_bands(self, raw: Path, manifest: dict, echo) -> None:
         """Keep the working copy only if every column band it recorded as done reads back
@@ -568,8 +773,8 @@ class _PredictJob:
         raw.unlink(missing_ok=True)
         manifest["bands_done"], manifest["bands_sha256"] = [], {}
 
-    def _stream(self, src, dst: "_BandByBand", band_idx: list[int], done: set[int],
-                band_done, quiet: bool) -> None:
+    def _stream(self, src, dst: "_BandByBand", done: set[int], band_done, quiet: bool,
+                rows: tuple[int, int], local_rank: int = 0) -> None:
         from tqdm import tqdm
 
         from training.data import NormStats
@@ -578,12 +783,13 @@ class _PredictJob:
         cfg = self.cfg
         model_fn = self.model_fn
         if model_fn is None:
-            device = resolve_device(cfg.device)
+            device = resolve_device(cfg.device, local_rank)  # under torchrun: its own GPU
             model, _ = load_model(self.checkpoint, device)
             model_fn = torch_model_fn(model, device, amp_dtype_for(device, cfg.amp), cfg.tta)
         step = self.window - self.overlap
         cols = window_starts(src.width, self.window, step)
-        total = len(window_starts(src.height, self.window, step)) * sum(
+        band_idx = [BAND_NAMES.index(b) + 1 for b in self.meta["band_names"]]
+        total = len(window_rows(src.height, self.window, step, rows)) * sum(
             len([c for c in cols if c < c0 + cfg.band_width and c + self.window > c0])
             for c0 in range(0, src.width, cfg.band_width))
         with tqdm(total=total, desc="predict", unit="window", disable=quiet,
@@ -591,7 +797,7 @@ class _PredictJob:
             stream_probability(src, dst, model_fn, band_idx,
                                NormStats.from_dict(self.meta["norm_stats"]).apply, self.window,
                                self.overlap, cfg.batch_size, cfg.band_width, done, band_done,
-                               bar.update)
+                               bar.update, rows)
 
     def outlines(self, manifest: dict, echo, formats: tuple[str, ...] = ("gpkg",)) -> None:
         """glaciers.gpkg: the predicted glaciers and, where the export recorded an inventory,
@@ -740,6 +946,33 @@ class _BandByBand:
             if not quietly:
                 raise
         return written
+
+
+@dataclass
+class _Share:
+    """A process's working copy and the record of its finished column bands (`bands_done`,
+    `bands_sha256`), with how to store that record."""
+    raw: Path
+    record: dict
+    save: Callable[[], None]
+
+
+def _working_profile(src: DatasetReader, rows: tuple[int, int], bands: int) -> dict:
+    """An uncompressed working copy of rows rows[0]..rows[1] of `src`'s grid, which may grow
+    band by band (sparse)."""
+    from affine import Affine
+
+    return {**geotiff_profile(src.width, rows[1] - rows[0], bands, "float32", src.crs,
+                              src.transform * Affine.translation(0, rows[0]), np.nan,
+                              compress=False), "sparse_ok": True}
+
+
+def _disk_full_or(e: Exception, raw: Path) -> Exception:
+    """A full disk while writing `raw` as one line that says how to go on; else `e`."""
+    if isinstance(e, GlacierError) or not no_space_left(e, raw):
+        return e
+    return WriteError(f"cannot write {raw}: no space left on device; free some and rerun the "
+                      "same command to continue")
 
 
 def _row_major(a: np.ndarray) -> bytes:

@@ -7,6 +7,7 @@ import os
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -198,6 +199,16 @@ def save_checkpoint(path: Path, checkpoint: dict) -> None:
             raise WriteError(f"cannot write {path}: {reason}") from None
 
 
+class OtherProcessFailed(SystemExit):
+    """Another process of this torchrun run stopped; it (or torchrun, for one that was
+    killed) says why in one line, so this one exits with status 1 without a second line (a
+    SystemExit: the commands' one-line error reporting lets it pass)."""
+
+    def __init__(self, why: str):
+        super().__init__(1)
+        self.why = why
+
+
 @dataclass(frozen=True)
 class Processes:
     """The processes of a run: one, or the ranks that torchrun started (DDP). Rank 0 decides
@@ -207,16 +218,27 @@ class Processes:
     local_rank: int = 0
 
     @classmethod
-    def start(cls) -> "Processes":
-        """Join the process group when torchrun launched several processes."""
+    def start(cls, backend: str | None = None, timeout: timedelta | None = None
+              ) -> "Processes":
+        """Join the process group when torchrun launched several processes (it sets
+        WORLD_SIZE, RANK, LOCAL_RANK and the rendezvous, on one node or several).
+
+        Args:
+            backend: "gloo" or "nccl" [default: nccl where CUDA is, else gloo].
+            timeout: how long a collective waits for the other processes [default: torch's].
+
+        Returns:
+            This process's place in the run (one process when WORLD_SIZE is unset or 1: no
+            process group is made).
+        """
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend)
+            backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+            dist.init_process_group(backend, **({"timeout": timeout} if timeout else {}))
         return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
     def stop(self) -> None:
@@ -227,6 +249,17 @@ class Processes:
             if dist.is_initialized():
                 dist.barrier()
                 dist.destroy_process_group()
+
+    def leave_at_exit(self) -> None:
+        """Leave the process group when this process exits, not together with the others:
+        for runs whose ranks finish at different times (prediction: rank 0 alone assembles
+        and polygonizes). A process that exits still in the group is aborted by its gloo
+        threads ("terminate called without an active exception")."""
+        if self.world > 1:
+            import atexit
+
+            atexit.unregister(_leave_group)  # once, however many runs this process makes
+            atexit.register(_leave_group)
 
     @property
     def main(self) -> bool:
@@ -291,6 +324,13 @@ class Processes:
 
             for b in model.buffers():
                 dist.broadcast(b, src=0)
+
+
+def _leave_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class _SumOverProcesses(torch.autograd.Function):
