@@ -134,7 +134,7 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
     if stretched and not quiet:
         click.echo(stretched)
     if reg.synthetic and demo_size != reg.grid.width:
-        from gee_export.demo import demo_region
+        from gee_export.demo.scene import demo_region
 
         reg = parts[0] = demo_region(demo_size)
     cfg = RecipeConfig(year=year, s1_window=tuple(s1_window) if s1_window else None,
@@ -286,7 +286,7 @@ def _dry_run_outlines(part, path: Path | None, layer: str | None):
     from gee_export.common.outlines import read_outlines
 
     if part.synthetic and path is None:
-        from gee_export.demo import DemoScene, demo_outlines_frame
+        from gee_export.demo.scene import DemoScene, demo_outlines_frame
 
         return demo_outlines_frame(DemoScene(size=part.grid.width)), "the demo's outlines"
     if path is not None and Path(path).is_file():
@@ -303,7 +303,7 @@ def _demo_sources(ws: Path, reg, cfg, name: str | None, year: int, size: int,
     export they would feed is already complete."""
     from gee_export.common.layout import EXPORTS_DIR, SOURCES_DIR, product_name
     from gee_export.common.locks import output_lock
-    from gee_export.demo import demo_sources_ready, write_demo_sources
+    from gee_export.demo.sources import demo_sources_ready, write_demo_sources
     from gee_export.export import demo_source_dir
 
     source_dir = demo_source_dir(ws, year, size)

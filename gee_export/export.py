@@ -155,7 +155,7 @@ def record_truth_outlines(exp: ExportDir, source_dir: Path) -> None:
 
 
 def demo_source_dir(workspace: Path, year: int, size: int) -> Path:
-    from gee_export.demo import DEMO_SIZE
+    from gee_export.demo.scene import DEMO_SIZE
 
     return workspace / SOURCES_DIR / (f"demo-{year}" if size == DEMO_SIZE else
                                       f"demo{size}-{year}")

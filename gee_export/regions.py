@@ -5,7 +5,7 @@ from pathlib import Path
 
 from gee_export.common.errors import InputError, InputNotFoundError
 from gee_export.common.grid import Region, region_from_lonlat
-from gee_export.demo import DEMO_REGION
+from gee_export.demo.scene import DEMO_REGION
 
 # The paper's study area (section 2.1): the Qilian Mountains, 37.3-39.7 N, 93.4-102.8 E.
 QILIAN = region_from_lonlat("qilian", (93.4, 37.3, 102.8, 39.7), "EPSG:32647",

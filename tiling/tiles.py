@@ -45,7 +45,7 @@ from gee_export.common.layout import (
     write_manifest,
 )
 from gee_export.common.locks import output_lock
-from gee_export.common.outlines import OutlineRasterizer, Outlines, read_outlines
+from gee_export.common.outlines import MIN_GLACIER_AREA_KM2, OutlineRasterizer, Outlines, read_outlines
 from gee_export.common.rasters import bounded_gdal_cache, check_stack, geotiff_profile, write_geotiff
 from gee_export.common.stac import update_catalog
 from gee_export.common.vectors import write_gpkg
@@ -75,7 +75,7 @@ class TileConfig:
     val_fraction: float = 0.3  # paper: 70/30
     block_tiles: int | None = None  # spatial split: N x N blocks; None: the first of AUTO_BLOCKS
     seed: int = 0
-    min_area_km2: float = 0.05  # paper: the 2072 glaciers over 0.05 km^2
+    min_area_km2: float = MIN_GLACIER_AREA_KM2
     small_glaciers: str = "ignore"  # label of glaciers under min_area_km2 (SMALL_GLACIER_LABELS)
 
     @property

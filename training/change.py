@@ -32,6 +32,7 @@ from gee_export.common.layout import (
     stored_path,
 )
 from gee_export.common.locks import output_lock
+from gee_export.common.outlines import MIN_GLACIER_AREA_KM2
 from gee_export.common.stac import update_catalog
 
 from .change_map import write_change_map
@@ -49,7 +50,7 @@ BOUNDS_MARGIN = 0.1  # without --tta: the edge envelope at threshold -/+ this
 SIGMA_FLOOR_KM2 = 1e-4  # one 10 m pixel: the least a year's area is known to
 # A year in which a glacier shows no ice: ice under half the paper's 0.05 km^2 minimum area can
 # go unseen, so its zero is known to this much (1 sigma), not to a pixel.
-DETECTION_LIMIT_KM2 = 0.025
+DETECTION_LIMIT_KM2 = MIN_GLACIER_AREA_KM2 / 2
 COVERAGE_MIN_KM2 = 0.1  # the truth check judges the intervals of glaciers larger than this
 RULES = ("ice", "low", "high")
 MIN_OBSERVED = 0.9  # a glacier seen over less of its outline gets no area that year

@@ -30,6 +30,7 @@ from gee_export.common.layout import (
     report_files,
     require_complete,
 )
+from gee_export.common.outlines import MIN_GLACIER_AREA_KM2
 
 from .heldout import UNKNOWN, TrainingFootprint, training_footprint, unknown_footprint
 from .metrics import confusion, scores
@@ -37,18 +38,17 @@ from .zones import ZONE_BUFFER_M, ZoneCounts, ZoneRaster, blocks, ellipsoidal_ra
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
-
-    from gee_export.common.utm import Strip, StripMask
     from shapely.geometry.base import BaseGeometry
 
     from gee_export.common.outlines import Outlines
+    from gee_export.common.utm import Strip, StripMask
 
 BOUNDARY_PERCENTILE = 95
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    min_area_km2: float = 0.05  # as prep tile: smaller reference glaciers are ignored
+    min_area_km2: float = MIN_GLACIER_AREA_KM2  # as prep tile: smaller ones are ignored
     id_field: str | None = None  # inventory id field (default: glac_id, RGIId, ...)
     zone_buffer_m: float = ZONE_BUFFER_M
 

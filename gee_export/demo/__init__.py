@@ -20,10 +20,3 @@ Sentinel-1, Sentinel-2 and the DEMs make of it), `sources` (the files the local 
 and `noise` (the coordinate-pure noise all of them draw on).
 """
 from __future__ import annotations
-
-# The names gee_export/cli.py, regions.py and export.py import as gee_export.demo.NAME.
-from .scene import DEMO_REGION, DEMO_SIZE, DemoScene, demo_outlines_frame, demo_region
-from .sources import demo_sources_ready, write_demo_sources
-
-__all__ = ["DEMO_REGION", "DEMO_SIZE", "DemoScene", "demo_outlines_frame", "demo_region",
-           "demo_sources_ready", "write_demo_sources"]
