@@ -38,7 +38,7 @@ from gee_export.common.stac import update_catalog
 from .change_map import write_change_map
 from .trend import METHOD as RATE_METHOD
 from .trend import RateFit, with_ensemble, wls_rate
-from .zones import ZONE_BUFFER_M, ZoneCounts, ZoneRaster, blocks, dissolve, ellipsoidal_ratios, zone_polygons
+from .zones import ZONE_BUFFER_M, ZoneCounts, ZoneRaster, ellipsoidal_ratios
 
 if TYPE_CHECKING:
     from gee_export.common.outlines import Outlines
@@ -379,36 +379,31 @@ def measure_year(prediction: Path, manifest: dict, ref: Outlines, cfg: ChangeCon
     """One pass over a prediction: per-glacier areas (ice, low, high) and ice outlines. With
     `strip` (a zone of a zoned prediction), only the pixels of that strip count."""
     import rasterio
-    from rasterio.windows import Window
 
     from gee_export.common.utm import StripMask
+
+    from .zones import GlacierPieces, zone_blocks
 
     threshold = manifest["parameters"]["config"]["threshold"]
     with rasterio.open(prediction / PROBABILITY_TIF) as src:
         owned = StripMask(src.crs.to_string(), src.transform, strip) if strip else None
         zones = ZoneRaster(ref.geometries, src.transform, cfg.zone_buffer_m, owned)
         counts = ZoneCounts(len(ref))
-        pieces: dict[int, list] = {}
+        pieces = GlacierPieces()
         tta = src.count >= 2
-        for r, c, h, w in blocks(src.height, src.width):
-            win = Window(c, r, w, h)
-            p = src.read(1, window=win)
-            spread = src.read(2, window=win) if tta else BOUNDS_MARGIN
-            valid = zones.counted(r, c, h, w, np.isfinite(p))
-            p = np.nan_to_num(p, nan=0.0)
+        for b in zone_blocks(src, zones, (1, 2) if tta else (1,)):
+            p = np.nan_to_num(b.probability[0], nan=0.0)
+            spread = b.probability[1] if tta else BOUNDS_MARGIN
             ice = {"ice": p >= threshold, "low": p - spread >= threshold,
-                   "high": (p + spread >= threshold) & valid}
-            ref_idx, zone = zones.window(r, c, h, w)
-            counts.add(ref_idx, zone, valid, ice)
-            for k, v in zone_polygons(np.where(ice["ice"], zone, 0),
-                                      src.window_transform(win)).items():
-                pieces.setdefault(k, []).extend(v)
+                   "high": (p + spread >= threshold) & b.valid}
+            counts.add_block(b, ice)
+            pieces.add(np.where(ice["ice"], b.zone, 0), b.transform)
         px = abs(src.res[0] * src.res[1]) / 1e6
     ratio = ellipsoidal_ratios(ref)
-    km2 = {rule: counts.predicted[rule] * px * ratio for rule in RULES}
+    km2 = {rule: counts.km2(rule, px, ratio) for rule in RULES}
     observed = counts.reference / np.maximum(counts.reference_all, 1)
     observed_all = counts.reference[1:].sum() / max(counts.reference_all[1:].sum(), 1)
-    outlines = dissolve(pieces)
+    outlines = pieces.dissolved()
     return YearAreas(manifest["year"], prediction, km2, observed[1:], float(observed_all),
                      outlines, "tta spread" if tta else f"threshold +- {BOUNDS_MARGIN}",
                      threshold, counts.reference_all[1:] * px * ratio[1:],

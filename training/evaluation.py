@@ -34,7 +34,7 @@ from gee_export.common.outlines import MIN_GLACIER_AREA_KM2
 
 from .heldout import UNKNOWN, TrainingFootprint, training_footprint, unknown_footprint
 from .metrics import confusion, scores
-from .zones import ZONE_BUFFER_M, ZoneCounts, ZoneRaster, blocks, ellipsoidal_ratios
+from .zones import ZONE_BUFFER_M, ZoneCounts, ZoneRaster, ellipsoidal_ratios
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
@@ -232,11 +232,10 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
     would be zeros that look like a result. With `owned` (a part of a zoned region), only the
     pixels of its strip count."""
     import shapely
-    from rasterio.windows import Window
 
     from gee_export.common.outlines import OutlineRasterizer
 
-    from .zones import dissolve, zone_polygons
+    from .zones import GlacierPieces, zone_blocks
 
     footprint = footprint or unknown_footprint("not given")
     zones = ZoneRaster(ref_geoms, src.transform, buffer_m, owned)
@@ -245,30 +244,25 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
     in_training = np.zeros(len(ref_geoms) + 1, np.int64)
     cm = {k: np.zeros((2, 2), np.int64) for k in SPLITS}
     under_tiles = with_data = 0  # pixels with data under a training tile (any year)
-    pieces: dict[int, list] = {}
-    for r, c, h, w in blocks(src.height, src.width):
-        win = Window(c, r, w, h)
-        p = src.read(1, window=win)
-        valid = zones.counted(r, c, h, w, np.isfinite(p))
-        ice = (np.nan_to_num(p, nan=0.0) >= threshold) & valid
-        ref, zone = zones.window(r, c, h, w)
-        ignore = small.mask(r, c, h, w) & (ref == 0) if small else None
-        counts.add(ref, zone, valid, {"ice": ice}, ignore)
+    areas = GlacierPieces()  # 1: valid, no ice; 2: ice
+    for b in zone_blocks(src, zones):
+        (h, w), valid, ref = b.shape, b.valid, b.ref
+        ice = b.at_least(threshold) & valid
+        ignore = small.mask(b.row, b.col, h, w) & (ref == 0) if small else None
+        counts.add_block(b, {"ice": ice}, ignore)
         truth = (ref > 0).astype(np.uint8)
         truth[~valid if ignore is None else ~valid | ignore] = LABEL_IGNORE
-        train = footprint.mask(r, c, h, w)
+        train = footprint.mask(b.row, b.col, h, w)
         cm["training"] += confusion(ice[train], truth[train])
         cm["held_out"] += confusion(ice[~train], truth[~train])
         in_training += np.bincount(ref[valid & train].ravel(), minlength=len(in_training))
-        under_tiles += int((valid & footprint.footprint(r, c, h, w)).sum())
+        under_tiles += int((valid & footprint.footprint(b.row, b.col, h, w)).sum())
         with_data += int(valid.sum())
-        t = src.window_transform(win)
-        for k, v in zone_polygons(valid.astype(np.uint8) + ice, t).items():
-            pieces.setdefault(k, []).extend(v)  # 1: valid, no ice; 2: ice
+        areas.add(valid.astype(np.uint8) + ice, b.transform)
     if not sum(m.sum() for m in cm.values()):
         raise InputError(f"{src.name}: no pixel with data to score (the probabilities are "
                          "all no-data); remake the prediction rather than score it")
-    merged = dissolve(pieces)
+    merged = areas.dissolved()
     empty = shapely.Polygon()
     ice_area = merged.get(2, empty)
     return SceneScores(cm, counts, in_training, shapely.union(merged.get(1, empty), ice_area),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from gee_export.common.outlines import OutlineRasterizer
 
 if TYPE_CHECKING:
     from affine import Affine
+    from rasterio.io import DatasetReader
 
     from gee_export.common.outlines import Outlines
     from gee_export.common.utm import StripMask
@@ -67,6 +68,56 @@ class ZoneRaster:
         return valid & self.owned.window(row_off, col_off, height, width)
 
 
+@dataclass
+class ZoneBlock:
+    """One block of a probability raster with its glacier zones."""
+    row: int
+    col: int
+    transform: Affine
+    probability: np.ndarray  # (bands, h, w), NaN where the stack has no data
+    valid: np.ndarray  # with data (and, in a zone of a zoned region, in its strip)
+    ref: np.ndarray  # the reference glacier each pixel lies in (1-based; 0: none)
+    zone: np.ndarray  # the glacier whose zone each pixel is in (0: none)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.valid.shape
+
+    def at_least(self, threshold: float, band: int = 0) -> np.ndarray:
+        """Predicted ice: probability at or over the threshold (no data is not ice)."""
+        return np.nan_to_num(self.probability[band], nan=0.0) >= threshold
+
+
+def zone_blocks(src: DatasetReader, zones: ZoneRaster, bands: Sequence[int] = (1,),
+                block: int = BLOCK) -> Iterator[ZoneBlock]:
+    """The one pass every per-glacier measure makes over a probability raster (evaluation,
+    the per-glacier layer of `train predict`, `train change`): block by block, the bands
+    read, the pixels that count, and the reference and zone of each pixel."""
+    from rasterio.windows import Window
+
+    for r, c, h, w in blocks(src.height, src.width, block):
+        win = Window(c, r, w, h)
+        p = src.read(list(bands), window=win)
+        ref, zone = zones.window(r, c, h, w)
+        yield ZoneBlock(r, c, src.window_transform(win), p,
+                        zones.counted(r, c, h, w, np.isfinite(p[0])), ref, zone)
+
+
+class GlacierPieces:
+    """Polygons of each label of a raster's blocks (4-connected pixel edges), dissolved into
+    one (multi)polygon per label across the block borders that cut them."""
+
+    def __init__(self):
+        self.pieces: dict[int, list] = {}
+
+    def add(self, labels: np.ndarray, transform: Affine) -> None:
+        for k, v in zone_polygons(labels, transform).items():
+            self.pieces.setdefault(k, []).extend(v)
+
+    def dissolved(self) -> dict[int, object]:
+        return dissolve(self.pieces)
+
+
 def blocks(height: int, width: int, block: int = BLOCK) -> Iterator[tuple[int, int, int, int]]:
     for r in range(0, height, block):
         for c in range(0, width, block):
@@ -105,6 +156,16 @@ class ZoneCounts:
             self.outside[rule] = self.outside.get(rule, 0) + int((m & (zone == 0)).sum())
         if "ice" in ice:
             self.hits += np.bincount(ref[ice["ice"] & valid].ravel(), minlength=k)
+
+    def add_block(self, block: ZoneBlock, ice: dict[str, np.ndarray],
+                  ignore: np.ndarray | None = None) -> None:
+        self.add(block.ref, block.zone, block.valid, ice, ignore)
+
+    def km2(self, rule: str, pixel_km2: float, ratios: np.ndarray) -> np.ndarray:
+        """Ellipsoidal km^2 per glacier (index 0: ice in no zone scaled as the whole) of the
+        ice counted by `rule`: pixels times the pixel area times each glacier's ratio
+        (ellipsoidal_ratios)."""
+        return self.predicted[rule] * pixel_km2 * ratios
 
 
 def ellipsoidal_ratios(ref: Outlines) -> np.ndarray:
