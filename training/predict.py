@@ -432,7 +432,9 @@ def predict(checkpoint: Path, export_dir: Path, workspace: Path,
     Under torchrun (WORLD_SIZE > 1) the processes share the scene's rows (`row_shares`):
     rank 0 holds the output's lock and decides whether to predict, reuse or refuse; every
     rank streams its rows into a part of its own; rank 0 assembles the parts and writes the
-    outlines. The result is the one-process result, bit for bit.
+    outlines. The result is the one-process result, bit for bit, where each process runs as
+    many CPU threads as the one process (the thread count changes the order of the model's
+    sums on the CPU).
     """
     from training.runtime import Processes
 
@@ -506,7 +508,8 @@ def _together(procs: Processes, step: Callable[[], None]) -> None:
             raise OtherProcessFailed("a process of the run stopped") from None
         raise StateError("a process of this torchrun run stopped without a word (killed, or "
                          f"out of memory: torchrun names it) or did not answer within "
-                         f"{RANKS_TIMEOUT}; rerun the same command to resume "
+                         f"{RANKS_TIMEOUT.total_seconds() / 3600:g} h; rerun the same "
+                         "command to resume "
                          f"({str(e).strip().splitlines()[0] if str(e).strip() else e!r})"
                          ) from None
     first = failed.index(True) if True in failed else None
