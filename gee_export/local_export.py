@@ -14,7 +14,7 @@ import numpy as np
 
 from gee_export.common.atomic import as_stored, clean_partials, has_partials
 from gee_export.common.bands import BAND_NAMES
-from gee_export.common.errors import InputError, StateError
+from gee_export.common.errors import GlacierError, InputError, StateError
 from gee_export.common.grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region
 from gee_export.common.layout import (
     DEM_SOURCE_DIR,
@@ -30,11 +30,12 @@ from gee_export.common.layout import (
 from gee_export.common.locks import output_lock
 from gee_export.common.outlines import read_outlines
 from gee_export.common.rasters import bounded_gdal_cache
+from gee_export.common.stage import DONE
 from gee_export.common.workers import WorkerPool, cpu_workers
 from gee_export.config import DEM_OFFSET_SCALE_M, Normalization, RecipeConfig
 from gee_export.export import Plan, ensure_normalization, plan_cells, record_outlines, record_truth_outlines
 from gee_export.local import LocalRecipe, LocalSources, OffsetHistogram, PercentileAccumulator
-from gee_export.stack import ExportDir, nothing_to_do, write_cell_tif
+from gee_export.stack import ExportDir, broken_note, export_stage, season_note, write_cell_tif
 
 CELLS_PER_TASK = 4  # neighbouring cells one worker does in a row (shared source blocks)
 WORKER_CACHE_MB = 64  # GDAL block cache per worker: the source blocks a run of cells shares
@@ -60,15 +61,15 @@ def run_local_export(workspace: Path, region: Region, cfg: RecipeConfig, source_
     """Export the 11-band stack of a region and year from local rasters; rerunning resumes."""
     name = name or product_name(region.name, cfg.year)
     job = _LocalJob.prepare(region, cfg, Path(source_dir), outlines_path, options, echo)
-    done = None if force else job.finished(Path(workspace), name)
+    done = None if force else job.finished(Path(workspace), name, echo)
     if done is not None:  # found without the lock: a read-only workspace reruns too
-        nothing_to_do(done, echo)
+        season_note(done, echo)
         return done
     with output_lock(Path(workspace) / EXPORTS_DIR / name, wait, echo):
         clean_partials(Path(workspace) / EXPORTS_DIR / name, echo)
         exp = job.open(Path(workspace), name, force, echo)
-        if exp.manifest.get("complete") and not exp.reopen_broken(echo):
-            nothing_to_do(exp, echo)
+        if exp.decision.action == DONE:
+            season_note(exp, echo)
             return exp
         job.record(exp)
         echo(job.plan.describe())
@@ -126,20 +127,22 @@ class _LocalJob:
                 "outlines": (file_sha256(self.outlines.path) if self.outlines else None),
                 **layer}
 
-    def finished(self, workspace: Path, name: str) -> ExportDir | None:
+    def finished(self, workspace: Path, name: str, echo) -> ExportDir | None:
         """The export of these parameters when it is complete and intact (every cell on its
-        grid, no unfinished file), else None. Reads only, so it needs no lock."""
+        grid, no unfinished file), said so; else None. Reads only, so it needs no lock."""
         exp_dir = workspace / EXPORTS_DIR / name
         inputs = source_identities(self.sources.all_files(), _recorded_inputs(exp_dir))
+        said: list[str] = []
         try:
-            exp = ExportDir.open(exp_dir)
-        except InputError:
-            return None
-        same = (as_stored(self.parameters(inputs)), self.earlier_parameters(exp_dir))
-        if exp.manifest.get("complete") and exp.manifest.get("parameters") in same and \
-                not exp.broken_cells() and not has_partials(exp_dir):
-            return exp
-        return None
+            decision = export_stage(exp_dir).decide(
+                self.parameters(inputs), False, said.append,
+                [self.earlier_parameters(exp_dir)], intact=broken_note(exp_dir))
+        except GlacierError:
+            return None  # refused or unreadable: the locked pass says so
+        if decision.action != DONE or has_partials(exp_dir):
+            return None  # to resume or repair: under the lock
+        echo(said[-1])
+        return ExportDir(exp_dir, decision.old, decision)
 
     def earlier_parameters(self, exp_dir: Path) -> dict | None:
         """For an export made before sources were identified by their whole content (it

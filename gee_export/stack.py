@@ -25,13 +25,13 @@ from gee_export.common.layout import (
     STACK_DIR,
     STACK_VRT,
     base_manifest,
-    now_iso,
     read_manifest,
     tif_name,
     write_manifest,
 )
 from gee_export.common.rasters import BLOCK, geotiff_profile, write_geotiff
 from gee_export.common.stac import update_catalog
+from gee_export.common.stage import RESUME, START, Decision, Stage
 
 
 def cell_profile(grid: ExportGrid, cell: Cell, count: int = len(BAND_NAMES)) -> dict:
@@ -107,9 +107,10 @@ class ExportDir:
     SAVE_EVERY_S = 15.0  # cells carry their own records, so the manifest need not be
     # rewritten after each of thousands of cells
 
-    def __init__(self, path: Path, manifest: dict):
+    def __init__(self, path: Path, manifest: dict, decision: Decision | None = None):
         self.path = Path(path)
         self.manifest = manifest
+        self.decision = decision  # what open_or_create decided (start, resume or done)
         self._saved_at = 0.0
 
     # -- creation and reopening ---------------------------------------------------------------
@@ -118,38 +119,32 @@ class ExportDir:
                        force: bool = False, echo: Callable[[str], None] = print,
                        earlier: dict | None = None, upgrade: dict | None = None
                        ) -> "ExportDir":
-        """Reopen an export with the same parameters (resume) or start a new one.
+        """Reopen an export with the same parameters (resume, repair, or nothing to do: its
+        `decision`) or start a new one, by the stage contract.
 
         An export made with other parameters is replaced with --force, or without it when it
         never finished a cell (nothing would be lost); otherwise the changed parameters are
         named. One recorded with `earlier`, the same parameters as an older version wrote
         them, is reopened and its record upgraded to `parameters` and the `upgrade` fields.
+        A complete export with broken cells is reopened with them to make again.
         """
         path = Path(workspace) / EXPORTS_DIR / name
         parameters = as_stored(parameters)
-        mf = path / EXPORT_MANIFEST
-        if mf.is_file() and not force:
-            old = read_manifest(mf, "export")
-            if old.get("parameters") == parameters:
-                return cls(path, old)
-            if earlier is not None and old.get("parameters") == as_stored(earlier):
-                d = cls(path, {**old, **(upgrade or {}), "parameters": parameters})
+        decision = export_stage(path).decide(
+            parameters, force, echo, [earlier], intact=broken_note(path),
+            nothing_lost=lambda old: not old.get("complete") and not any(
+                (path / STACK_DIR).glob("*.tif")))
+        if decision.action != START:
+            d = cls(path, decision.old, decision)
+            if decision.old.get("parameters") != parameters:  # an older version's record
+                d.manifest.update(upgrade or {}, parameters=parameters)
                 d.save()
-                return d
-            finished = list((path / STACK_DIR).glob("*.tif"))
-            if old.get("complete") or finished:
-                changed = sorted(k for k in set(parameters) | set(old.get("parameters", {}))
-                                 if parameters.get(k) != old.get("parameters", {}).get(k))
-                raise StateError(
-                    f"{path} holds an export made with other parameters ({', '.join(changed)}) "
-                    f"and {len(finished)} finished cell(s); rerun with --force to replace it "
-                    "or --name to export beside it")
-            echo(f"replacing {path} (made with other parameters, and unfinished)")
-            shutil.rmtree(path)
-        elif force and path.exists():
-            shutil.rmtree(path)
+            if decision.action == RESUME and d.manifest.get("complete"):
+                d.reopen_broken(lambda _: None)  # the decision said which cells
+            return d
+        shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True, exist_ok=True)
-        d = cls(path, base_manifest("export", parameters=parameters, **fields))
+        d = cls(path, base_manifest("export", parameters=parameters, **fields), decision)
         d.save()
         return d
 
@@ -244,20 +239,39 @@ class ExportDir:
             missing = sorted(set(self.cells) - {c.id for c, _ in done})
             raise StateError(f"{self.path}: cells {', '.join(missing[:5])} are not finished")
         write_vrt(self.vrt, self.grid, sorted(done, key=lambda t: t[0].id))
-        self.manifest.update(fields)
-        self.manifest.update(complete=True, completed_at=now_iso())
-        self.save()
+        export_stage(self.path).complete(self.manifest, **fields)
+        self._saved_at = time.monotonic()
         update_catalog(self.path.parent.parent)
 
 
-def nothing_to_do(exp: ExportDir, echo: Callable[[str], None]) -> None:
-    """Say that a complete export is reused as it is, and when it was started before the end
-    of its season, that it lacks the later scenes."""
+# prep export's parameters as its options (the stage contract names differences so).
+EXPORT_OPTIONS = {"inputs.*": "--source-dir file {key}", "recipe.*": "the recipe's {key}",
+                  "grid.*": "the grid's {key} (--bbox, --region-file, --crs)",
+                  "outlines": "--outlines (contents)", "norm_from": "--norm-from",
+                  "cloud_mask": "--cloud-mask", "target": "--to"}
+
+
+def export_stage(path: Path) -> Stage:
+    return Stage("export", Path(path) / EXPORT_MANIFEST, names=EXPORT_OPTIONS,
+                 hint="rerun with --force to replace it, or --name to export beside it")
+
+
+def broken_note(path: Path) -> Callable[[dict], str | None]:
+    """The stage contract's integrity check of a complete export: its broken cells, named."""
+    def note(old: dict) -> str | None:
+        broken = [c.id for c in ExportDir(path, old).broken_cells()]
+        return (f"{len(broken)} cell(s) missing, unreadable or off their grid "
+                f"({', '.join(broken[:5])})") if broken else None
+    return note
+
+
+def season_note(exp: ExportDir, echo: Callable[[str], None]) -> None:
+    """For a complete export reused as it is: when it was started before the end of its
+    season, that it lacks the later scenes."""
     from datetime import date
 
     from gee_export.config import started_before_season_end
 
-    echo(f"export {exp.path} is complete; nothing to do")
     note = started_before_season_end(exp.manifest, date.today())
     if note:
         echo(note)

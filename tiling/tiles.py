@@ -35,7 +35,6 @@ from gee_export.common.layout import (
     export_identity,
     file_record,
     file_sha256,
-    now_iso,
     read_manifest,
     require_complete,
     resolved_path,
@@ -44,10 +43,10 @@ from gee_export.common.layout import (
     workspace_of,
     write_manifest,
 )
-from gee_export.common.locks import output_lock
 from gee_export.common.outlines import MIN_GLACIER_AREA_KM2, OutlineRasterizer, Outlines, read_outlines
 from gee_export.common.rasters import bounded_gdal_cache, check_stack, geotiff_profile, write_geotiff
 from gee_export.common.stac import update_catalog
+from gee_export.common.stage import DONE, START, Decision, Stage
 from gee_export.common.vectors import write_gpkg
 from gee_export.common.workers import WorkerPool
 
@@ -193,16 +192,19 @@ def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig()
     inputs = TileInputs.open(export_dir, cfg, outlines_path, echo, outlines_layer)
     out = Path(workspace) / TILES_DIR / (name or Path(export_dir).name)
     params = inputs.parameters(out, Path(workspace), cfg)
-    if not force and _intact(out, params, inputs.earlier_parameters(params), verify, echo):
+    earlier = [inputs.earlier_parameters(params)]
+    stage = tiles_stage(out)
+    if not force and _intact(stage, params, earlier, verify, echo):
         return out  # found without the lock: a read-only workspace reruns too
-    with output_lock(out, wait, echo), bounded_gdal_cache():
+    with stage.lock(wait, echo), bounded_gdal_cache():
         clean_partials(out, echo)
         if only_existing:
-            _check_same_tiles(out, params, inputs.earlier_parameters(params))
-        known = _known_files(out, params, force, verify, echo,
-                             inputs.earlier_parameters(params))
-        if known is None:
+            _check_same_tiles(stage, params, earlier)
+        damaged = _Damaged(out, verify)
+        decision = stage.decide(params, force, echo, earlier, damaged, checked=damaged.note)
+        if decision.action == DONE:
             return out
+        known = _known_files(out, decision, damaged)
         with WorkerPool(workers, _init_worker, inputs.worker_args(out, cfg),
                         _close_worker) as pool:
             plan = _plan(pool, inputs, cfg, quiet)
@@ -221,23 +223,55 @@ def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig()
     return out
 
 
-def _intact(out: Path, params: dict, earlier: dict, verify: bool,
+# prep tile's parameters as its options (the stage contract names differences so).
+TILE_OPTIONS = {"export": "--export", "export_id": "--export (made again since)",
+                "export_completed_at": "--export (completed again since)",
+                "outlines_sha256": "--outlines (contents)", "outlines_layer": "--outlines-layer",
+                "split_algorithm": "the split's algorithm (this version's)",
+                "config.min_area_km2": "--min-area", "config.val_fraction": "--val-fraction",
+                "config.block_tiles": "--block-tiles", "config.small_glaciers":
+                "--small-glaciers"}
+
+
+def tiles_stage(out: Path) -> Stage:
+    return Stage("tiles", out / TILES_MANIFEST, "tiles", TILE_OPTIONS, verb="are",
+                 hint="use --force to replace them, or --name to tile beside them")
+
+
+class _Damaged:
+    """The stage contract's integrity check of a complete tile set: every file as recorded
+    (its size; with --verify its checksum). Keeps what it found for the repair."""
+
+    def __init__(self, out: Path, verify: bool):
+        self.out, self.verify, self.problems, self.files = out, verify, {}, 0
+
+    def __call__(self, old: dict) -> str | None:
+        files = old.get("files", {})
+        self.problems, self.files = check_files(self.out, files, full=self.verify), len(files)
+        if not self.problems:
+            return None
+        return (f"{len(self.problems)} tile file(s) are corrupt or missing "
+                f"({describe_problems(self.problems)})")
+
+    def note(self) -> str:
+        return f"; {self.files} files match their checksums" if self.verify else ""
+
+
+def _intact(stage: Stage, params: dict, earlier: list, verify: bool,
             echo: Callable[[str], None]) -> bool:
-    """Whether `out` holds these tiles complete, every file as recorded (its size; with
-    `verify` its checksum) and no unfinished file; said when so. Reads only."""
+    """Whether the tile set is complete and intact for these parameters, with no unfinished
+    file; said when so. Reads only (no lock, nothing written)."""
+    said: list[str] = []
     try:
-        m = read_manifest(out, "tiles")
-    except InputError:
-        return False
-    if not m.get("complete") or m.get("parameters") not in (params, earlier) or \
-            has_partials(out):
-        return False
-    files = m.get("files", {})
-    if check_files(out, files, full=verify):
-        return False
-    checked = f"; {len(files)} files match their checksums" if verify else ""
-    echo(f"tiles {out} are complete{checked}; nothing to do")
-    return True
+        damaged = _Damaged(stage.dir, verify)
+        done = not has_partials(stage.dir) and stage.decide(
+            params, False, said.append, earlier, damaged, checked=damaged.note
+        ).action == DONE
+    except (InputError, StateError):
+        return False  # refused or unreadable: the locked pass says so
+    if done:
+        echo(said[-1])
+    return done
 
 
 def verify_tiles(workspace: Path, export_dir: Path | None = None, name: str | None = None,
@@ -286,56 +320,32 @@ def tiles_to_verify(workspace: Path, export_dir: Path | None, name: str | None,
     return sets[0]
 
 
-def _check_same_tiles(out: Path, params: dict, earlier: dict) -> None:
+def _check_same_tiles(stage: Stage, params: dict, earlier: list) -> None:
     """Refuse to verify a tile set whose inputs changed since it was cut: there is nothing
     to check the tiles against."""
-    old = read_manifest(out, "tiles").get("parameters")
-    if old not in (params, earlier):
-        changed = sorted(k for k in set(params) | set(old or {})
-                         if (old or {}).get(k) != params.get(k))
-        raise StateError(f"{out}: its inputs changed since the tiles were cut "
-                         f"({', '.join(changed)}); --verify only checks tiles against their "
-                         "own inputs: cut them again with `prep tile --force`")
+    changed = stage.unchanged(params, earlier)
+    if changed:
+        raise StateError(f"{stage.dir}: its inputs changed since the tiles were cut "
+                         f"({changed}); --verify only checks tiles against their own inputs: "
+                         "cut them again with `prep tile --force`")
 
 
-def _known_files(out: Path, params: dict, force: bool, verify: bool,
-                 echo: Callable[[str], None], earlier: dict | None = None) -> dict | None:
-    """None when `out` holds these tiles, complete and intact. Otherwise make `out` ready for
-    a run that resumes (same parameters) or starts over (--force, or no manifest), and return
-    the checksums recorded for the files it keeps: a kept file that no longer matches its
-    record is cut again."""
-    mf = out / TILES_MANIFEST
-    if not mf.is_file():
-        for sub in (IMAGES_DIR, LABELS_DIR):  # tiles without a manifest belong to no known run
-            shutil.rmtree(out / sub, ignore_errors=True)
+def _known_files(out: Path, decision: Decision, damaged: _Damaged) -> dict:
+    """Make `out` ready for a run that starts over or resumes, and return the checksums
+    recorded for the files it keeps (a kept file that no longer matches is cut again)."""
+    if decision.action == START:
+        if decision.old is not None or decision.replaced:
+            shutil.rmtree(out, ignore_errors=True)  # another product, or made afresh
+        else:
+            for sub in (IMAGES_DIR, LABELS_DIR):  # tiles without a manifest belong to no run
+                shutil.rmtree(out / sub, ignore_errors=True)
         return {}
-    try:
-        old = read_manifest(mf, "tiles")
-    except InputError:
-        if not force:
-            raise StateError(f"{mf} is damaged; rerun with --force to cut the tiles "
-                             "again") from None
-        old = {}
-    if old.get("parameters") not in (params, earlier):
-        if not force:
-            raise StateError(f"{out} holds tiles made with other parameters; use --force to "
-                             "replace them or --name to tile beside them")
-        shutil.rmtree(out)
-        return {}
-    known = old.get("files", {})
-    if not old.get("complete"):
-        echo(f"resuming the tiles in {out}")
+    known = decision.old.get("files", {})
+    if not decision.old.get("complete"):
         return known
-    problems = check_files(out, known, full=verify)
-    if not problems:
-        checked = f"; {len(known)} files match their checksums" if verify else ""
-        echo(f"tiles {out} are complete{checked}; nothing to do")
-        return None
-    echo(f"{len(problems)} tile file(s) are corrupt or missing ({describe_problems(problems)}); "
-         "rewriting them")
-    for rel in problems:
+    for rel in damaged.problems:  # a repair: the damaged files are cut again
         remove_file(out / rel)
-    write_manifest(mf, dict(old, complete=False))
+    write_manifest(out / TILES_MANIFEST, dict(decision.old, complete=False))
     return known
 
 
@@ -486,9 +496,8 @@ def _finish(out: Path, manifest: dict, inputs: TileInputs, cfg: TileConfig, plan
         splits={k: v.report() for k, v in per_split.items()},
         split_distance_m=min_distance(per_split[TRAIN].boxes, per_split[VAL].boxes),
         label_area=label_area.report(), outlines=_outline_summary(inputs, cfg, out),
-        train_stats=train_stats.report(), files=dict(sorted(files.items())),
-        complete=True, completed_at=now_iso())
-    write_manifest(out / TILES_MANIFEST, manifest)
+        train_stats=train_stats.report(), files=dict(sorted(files.items())))
+    tiles_stage(out).complete(manifest)
 
 
 def _footprint(grid: ExportGrid, row_off: int, col_off: int, size: int):

@@ -24,12 +24,10 @@ from gee_export.common.layout import (
     TILE_INDEX,
     TILES_MANIFEST,
     base_manifest,
-    now_iso,
     read_manifest,
     stored_path,
-    write_manifest,
 )
-from gee_export.common.locks import output_lock
+from gee_export.common.stage import DONE, Stage
 from gee_export.common.tile_index import ZONE_COLUMN, tiles_id
 from gee_export.common.utm import part_name
 from gee_export.common.zoned import OUTPUT_CRS, Part
@@ -48,13 +46,13 @@ def make_zoned_tiles(export_dir: Path, parts: list[Part], out: Path, workspace: 
     made = [(p.zone, make_part(p.path, part_name(out.name, p.zone))) for p in parts]
     manifests = [(zone, d, read_manifest(d, "tiles")) for zone, d in made]
     ids = {zone: tiles_id(m) for zone, _, m in manifests}
-    mf = out / TILES_MANIFEST
-    if mf.is_file():
-        old = read_manifest(mf, "tiles")
-        if old.get("complete") and old.get("parameters", {}).get("zones") == ids:
-            echo(f"tiles {out} are complete; nothing to do")
+    # A listing of the zones' tile sets: replacing one made of other zones loses nothing.
+    stage = Stage("tiles", out / TILES_MANIFEST, "tiles", {"zones.*": "the tiles of zone {key}"},
+                  verb="are")
+    with stage.lock(wait, echo):
+        if stage.decide({"zones": ids}, False, echo,
+                        nothing_lost=lambda old: True).action == DONE:
             return out
-    with output_lock(out, wait, echo):
         _assemble(out, export_dir, manifests, ids, workspace)
     echo(f"zoned tiles complete: {out} ({len(made)} UTM zones; "
          f"{sum(len(_rows(d, m)) for _, d, m in manifests)} tiles)")
@@ -91,8 +89,8 @@ def _assemble(out: Path, export_dir: Path, manifests: list[tuple[str, Path, dict
                 "grid": m.get("grid")} for z, d, m in manifests],
         counts=_summed([m.get("counts") or {} for _, _, m in manifests]),
         train_stats=pooled_stats([m["train_stats"] for _, _, m in manifests]),
-        files=dict(sorted(files.items())), complete=True, completed_at=now_iso())
-    write_manifest(mf, manifest)
+        files=dict(sorted(files.items())))
+    Stage("tiles", mf).complete(manifest)
 
 
 def _rows(tile_dir: Path, manifest: dict) -> list[dict]:

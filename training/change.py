@@ -31,9 +31,9 @@ from gee_export.common.layout import (
     resolved_path,
     stored_path,
 )
-from gee_export.common.locks import output_lock
 from gee_export.common.outlines import MIN_GLACIER_AREA_KM2
 from gee_export.common.stac import update_catalog
+from gee_export.common.stage import DONE, Stage
 
 from .change_map import write_change_map
 from .trend import METHOD as RATE_METHOD
@@ -182,7 +182,7 @@ def predict_years(checkpoint: Path, workspace: Path, region: str, years: list[in
                                              quiet=quiet, echo=echo, wait=wait),
                                          ("gpkg",), echo))
         except StateError as e:
-            if "holds a prediction made with other" not in str(e):
+            if "was made with other options" not in str(e):
                 raise
             raise StateError(f"{str(e).split('; use --force')[0]}; train change reuses that "
                              "prediction: rerun with the options it was made with, or remake "
@@ -227,8 +227,9 @@ def run_change(predictions: list[Path], workspace: Path, reference: Path | None 
     if len(members) > 1:
         params["ensemble"] = as_stored([[stored_path(p, out, workspace) for p in ps]
                                         for ps, _ in members[1:]])
-    with output_lock(out, wait, echo):
-        if not _needed(out, params, force, echo):
+    stage = Stage("change", out / CHANGE_FILES[0], names=CHANGE_OPTIONS)
+    with stage.lock(wait, echo):
+        if stage.decide(params, force, echo).action == DONE:
             return out
         if zones is None:
             ref = _reference(reference, predictions[0], cfg)
@@ -346,23 +347,17 @@ def _made_differently(a: dict, b: dict, checkpoint: bool = True) -> str:
     return ", ".join(out)
 
 
+# train change's parameters as its options (the stage contract names differences so).
+CHANGE_OPTIONS = {"predictions": "--predictions", "completed": "--predictions (remade since)",
+                  "reference": "--reference", "reference_sha256": "--reference (contents)",
+                  "ensemble": "--checkpoint (further models)",
+                  "config.zone_buffer_m": "--zone-buffer", "config.id_field": "--id-field",
+                  "config.min_observed": "--min-observed"}
+
+
 def _out_dir(workspace: Path, first: Path, manifest: dict, name: str | None) -> Path:
     run = first.resolve().parent.name
     return workspace / PREDICTIONS_DIR / run / (name or f"{manifest.get('region')}-change")
-
-
-def _needed(out: Path, params: dict, force: bool, echo) -> bool:
-    mf = out / CHANGE_FILES[0]
-    if not mf.is_file() or force:
-        return True
-    old = read_manifest(mf, "change")
-    if old.get("parameters") == params and old.get("complete"):
-        echo(f"change {out} is complete; nothing to do")
-        return False
-    if old.get("parameters") != params:
-        raise StateError(f"{out} holds a change made from other predictions or another "
-                         "reference; use --force to replace it or --name for another")
-    return True
 
 
 def _reference(reference: Path, prediction: Path, cfg: ChangeConfig):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from gee_export.common.bands import LABEL_IGNORE
-from gee_export.common.errors import InputError, StateError
+from gee_export.common.errors import InputError
 from gee_export.common.layout import (
     DEFAULT_REPORT,
     GLACIERS_GPKG,
@@ -26,11 +26,11 @@ from gee_export.common.layout import (
     PROBABILITY_TIF,
     file_sha256,
     now_iso,
-    read_manifest,
     report_files,
     require_complete,
 )
 from gee_export.common.outlines import MIN_GLACIER_AREA_KM2
+from gee_export.common.stage import DONE, Stage
 
 from .heldout import UNKNOWN, TrainingFootprint, training_footprint, unknown_footprint
 from .metrics import confusion, scores
@@ -117,21 +117,33 @@ def evaluate_prediction(pred_dir: Path, reference: Path, cfg: EvalConfig = EvalC
               "training_tiles": footprint.tiles_id,  # a re-cut tile set makes a report stale
               **({"strip": strip.to_list()} if strip else {})}
     report_json, figure = report_files(name)
-    if not _needed(pred_dir / report_json, params, force, echo):
-        return read_manifest(pred_dir / report_json, "evaluation")
-    threshold = m["parameters"]["config"]["threshold"]
-    with rasterio.open(pred_dir / PROBABILITY_TIF) as src:
-        ref, small = _reference(reference, src, cfg)
-        owned = StripMask(src.crs.to_string(), src.transform, strip) if strip else None
-        scene = score_scene(src, ref.geometries, small.geometries, threshold, cfg.zone_buffer_m,
-                            footprint, owned)
-    report = _report(pred_dir, reference, ref, small, scene, threshold, params, m)
-    write_json(pred_dir / report_json, report)
-    agreement_png(pred_dir / figure, pred_dir / PROBABILITY_TIF, ref.geometries,
-                  small.geometries, threshold, report, footprint)
+    stage = Stage("evaluation", pred_dir / report_json, "report", EVALUATION_OPTIONS,
+                  hint="use --force to replace it, or --name for another report")
+    with stage.lock(False, echo):
+        decision = stage.decide(params, force, echo)
+        if decision.action == DONE:
+            return decision.old
+        threshold = m["parameters"]["config"]["threshold"]
+        with rasterio.open(pred_dir / PROBABILITY_TIF) as src:
+            ref, small = _reference(reference, src, cfg)
+            owned = StripMask(src.crs.to_string(), src.transform, strip) if strip else None
+            scene = score_scene(src, ref.geometries, small.geometries, threshold,
+                                cfg.zone_buffer_m, footprint, owned)
+        report = _report(pred_dir, reference, ref, small, scene, threshold, params, m)
+        agreement_png(pred_dir / figure, pred_dir / PROBABILITY_TIF, ref.geometries,
+                      small.geometries, threshold, report, footprint)
+        write_json(pred_dir / report_json, report)  # last: complete with its figure
     echo(summary_line(report) + f" ({pred_dir / report_json})")
     update_catalog(workspace_of(pred_dir, "prediction"), echo)
     return report
+
+
+# train evaluate's parameters as its options (the stage contract names differences so).
+EVALUATION_OPTIONS = {"reference": "--reference", "reference_sha256": "--reference (contents)",
+                      "prediction_completed_at": "--prediction (remade since)",
+                      "training_tiles": "the training tiles (re-cut since)",
+                      "strip": "the zone's strip", "config.min_area_km2": "--min-area",
+                      "config.zone_buffer_m": "--zone-buffer", "config.id_field": "--id-field"}
 
 
 def check_report_name(name: str) -> None:
@@ -173,19 +185,6 @@ def _distance(s: dict) -> str:
     if not s["points"]:
         return "n/a (no boundary to measure)"
     return f"mean {s['mean_m']:.1f} m, p{BOUNDARY_PERCENTILE} {s[f'p{BOUNDARY_PERCENTILE}_m']:.1f} m"
-
-
-def _needed(path: Path, params: dict, force: bool, echo) -> bool:
-    from gee_export.common.atomic import as_stored
-
-    if not path.is_file() or force:
-        return True
-    old = read_manifest(path, "evaluation")
-    if old.get("parameters") == as_stored(params):
-        echo(f"report {path} is up to date; nothing to do")
-        return False
-    raise StateError(f"{path} holds a report made with another reference or options; use "
-                     "--name for another report or --force to replace it")
 
 
 def _reference(reference: Path, src, cfg: EvalConfig):

@@ -34,7 +34,6 @@ from gee_export.common.layout import (
     base_manifest,
     complete_products,
     file_sha256,
-    now_iso,
     read_manifest,
     require_complete,
     resolved_path,
@@ -45,6 +44,7 @@ from gee_export.common.locks import output_lock
 from gee_export.common.qml import write_prediction_styles
 from gee_export.common.rasters import bounded_gdal_cache, geotiff_profile
 from gee_export.common.stac import update_catalog
+from gee_export.common.stage import DONE, RESUME, Stage
 from gee_export.common.vectors import write_outline_files
 
 if TYPE_CHECKING:
@@ -582,31 +582,20 @@ class _PredictJob:
         rec = self.meta.get("trained_on")
         return rec and {**rec, "tiles": stored_path(rec["tiles"], self.out, self.workspace)}
 
-    def _same(self, old: dict, new: dict) -> bool:
-        """Whether a stored prediction was made with these parameters, as they act here."""
+    def claim(self, force: bool, echo) -> dict | None:
+        """By the stage contract: the manifest to continue, a fresh one, or None when the
+        prediction is done."""
         from training.runtime import effective_config, resolve_device
 
         device = resolve_device(self.cfg.device)
-        old, new = ({**p, "config": effective_config(p.get("config", {}), device)}
-                    for p in (old, new))
-        return old == new
-
-    def claim(self, force: bool, echo) -> dict | None:
-        """The manifest to continue, a fresh one, or None when the prediction is done."""
-        params, mf = self.parameters(), self.out / PREDICTION_MANIFEST
-        if mf.is_file():
-            old = read_manifest(mf, "prediction")
-            if self._same(old.get("parameters") or {}, params):
-                if old.get("complete"):
-                    echo(f"prediction {self.out} is complete; nothing to do")
-                    return None
-                if not force:
-                    return old
-                echo(f"--force: starting {self.out} afresh")
-            if not force:
-                raise StateError(f"{self.out} holds a prediction made with other "
-                                 f"{_differences(old.get('parameters') or {}, params)}; use "
-                                 "--force to replace it or --name to predict beside it")
+        as_here = lambda p: {**p, "config": effective_config(p.get("config", {}), device)}  # noqa: E731
+        stage = prediction_stage(self.out, as_here)
+        decision = stage.decide(as_here(self.parameters()), force, echo)
+        if decision.action == DONE:
+            return None
+        if decision.action == RESUME:
+            return decision.old
+        params = self.parameters()
         shutil.rmtree(self.out, ignore_errors=True)
         ex = self.export
         manifest = base_manifest(
@@ -616,7 +605,7 @@ class _PredictJob:
             synthetic=ex.get("synthetic"), bands_done=[], bands_sha256={},
             trained_on=self._trained_on(),
             probability_bands=list(PROBABILITY_BANDS[:2 if self.cfg.tta else 1]))
-        write_manifest(mf, manifest)
+        write_manifest(stage.manifest, manifest)
         return manifest
 
     def prepare(self, manifest: dict, echo, world: int) -> None:
@@ -824,11 +813,10 @@ class _PredictJob:
             valid_km2 = valid_px * abs(prob.res[0] * prob.res[1]) / 1e6
         write_outline_files(layers, self.out, formats)
         g = layers["glaciers"]
-        manifest.update(complete=True, completed_at=now_iso(), glaciers=len(g),
-                        glacier_area_km2=float(g["area_km2"].sum()),
-                        glacier_area_planar_km2=float(g.geometry.area.sum() / 1e6),
-                        valid_area_km2=valid_km2, inventory_layer=inventory is not None)
-        write_manifest(self.out / PREDICTION_MANIFEST, manifest)
+        prediction_stage(self.out).complete(
+            manifest, glaciers=len(g), glacier_area_km2=float(g["area_km2"].sum()),
+            glacier_area_planar_km2=float(g.geometry.area.sum() / 1e6),
+            valid_area_km2=valid_km2, inventory_layer=inventory is not None)
         echo(f"prediction complete: {self.out} ({len(g)} glaciers, "
              f"{manifest['glacier_area_km2']:.2f} km^2)")
 
@@ -841,14 +829,17 @@ class _PredictJob:
         return read_outlines(path, ExportGrid.from_dict(self.export["grid"]).crs)
 
 
-def _differences(old: dict, new: dict) -> str:
-    """What differs between two predictions' parameters, as options: '--tta, --threshold'."""
-    names = {"checkpoint_sha256": "--checkpoint (contents)", "export": "--export",
-             "export_completed_at": "--export (remade since)"}
-    keys = [names[k] for k in names if old.get(k) != new.get(k)]
-    oc, nc = old.get("config") or {}, new.get("config") or {}
-    keys += [f"--{k.replace('_', '-')}" for k in sorted(set(oc) | set(nc)) if oc.get(k) != nc.get(k)]
-    return ", ".join(keys) if keys else "parameters"
+def prediction_stage(out: Path, view: Callable[[dict], dict] | None = None) -> Stage:
+    return Stage("prediction", out / PREDICTION_MANIFEST, names=PREDICTION_OPTIONS,
+                 hint="use --force to replace it, or --name to predict beside it", view=view)
+
+
+# train predict's parameters as its options (the stage contract names differences so).
+PREDICTION_OPTIONS = {"checkpoint": "--checkpoint", "checkpoint_sha256":
+                      "--checkpoint (contents)", "export": "--export",
+                      "export_completed_at": "--export (remade since)",
+                      "config.min_area_km2": "--min-area", "config.max_hole_km2": "--max-hole",
+                      "config.simplify_m": "--simplify"}
 
 
 # Two rows of 256 px blocks of a 4096 px column band of 11 float32 bands (92 MB), so that
@@ -863,21 +854,15 @@ def ice_by_glacier(prob: DatasetReader, inventory: Outlines, threshold: float
     """The predicted ice of each inventory glacier: the pixels at or over the threshold in
     its zone, as a polygon, with the glacier's id and the ellipsoidal area."""
     import geopandas as gpd
-    from rasterio.windows import Window
 
     from gee_export.common.outlines import ellipsoidal_area_km2
 
-    from .zones import ZoneRaster, blocks, dissolve, zone_polygons
+    from .zones import GlacierPieces, ZoneRaster, zone_blocks
 
-    zones = ZoneRaster(inventory.geometries, prob.transform)
-    pieces: dict[int, list] = {}
-    for r, c, h, w in blocks(prob.height, prob.width):
-        win = Window(c, r, w, h)
-        _, zone = zones.window(r, c, h, w)
-        ice = np.nan_to_num(prob.read(1, window=win), nan=0.0) >= threshold
-        for k, v in zone_polygons(np.where(ice, zone, 0), prob.window_transform(win)).items():
-            pieces.setdefault(k, []).extend(v)
-    merged = dissolve(pieces)
+    pieces = GlacierPieces()
+    for b in zone_blocks(prob, ZoneRaster(inventory.geometries, prob.transform)):
+        pieces.add(np.where(b.at_least(threshold), b.zone, 0), b.transform)
+    merged = pieces.dissolved()
     ids = inventory.ids
     keys = sorted(merged)
     geoms = [merged[k] for k in keys]

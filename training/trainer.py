@@ -40,6 +40,7 @@ from gee_export.common.layout import (
     write_manifest,
 )
 from gee_export.common.locks import output_lock
+from gee_export.common.stage import DONE, START, Stage
 from gee_export.common.tile_index import tiles_id
 from gee_export.common.workers import cpu_workers
 
@@ -68,6 +69,9 @@ if TYPE_CHECKING:
 # Options that may differ between an interrupted run and the command that resumes it: they
 # change where and how fast it runs, not what it computes.
 RESUME_MAY_CHANGE = ("workers", "device")
+# A run's configuration as its options (the stage contract names differences so).
+RUN_OPTIONS = {"band_names": "--bands", "tiles_id": "--tiles (the tile set's contents)",
+               "tiles": "--tiles", "tile_size": "--tiles (their size)", "init": "--init"}
 
 
 @dataclass(frozen=True)
@@ -203,32 +207,30 @@ def _open(tile_dir: Path, workspace: Path, run_dir: Path, cfg: TrainConfig,
 
 
 def _claim(run: _Run, resume: bool, echo) -> str:
-    """Rank 0: check the tiles, then decide whether this command starts the run ('start'),
-    continues it ('resume') or has nothing to do ('done'); refuse a run made otherwise."""
+    """Rank 0: check the tiles, then decide by the stage contract whether this command starts
+    the run ('start'), continues it ('resume') or has nothing to do ('done'); a run made
+    otherwise is refused, or replaced when it finished no epoch (nothing is lost)."""
     _verify_tiles(Path(run.train_ds.dir), run.tiles, echo)
-    mf = run.run_dir / RUN_CONFIG
     has_checkpoint = (run.run_dir / LAST_CKPT).is_file()
-    if not mf.is_file():
+    stage = Stage("run", run.run_dir / RUN_CONFIG, names=RUN_OPTIONS, ignore=RESUME_MAY_CHANGE,
+                  hint="rerun with its options to finish it, or give --name for a new run",
+                  key="config", view=lambda c: effective_config(c, run.device))
+    if not stage.manifest.is_file():
         if resume:
             raise StateError(f"--resume: {run.run_dir} holds no run; drop --resume to start it")
         shutil.rmtree(run.run_dir, ignore_errors=True)  # files of no known run
         return "start"
-    old = read_manifest(mf, "run")
-    diff = config_difference(effective_config(old.get("config", {}), run.device),
-                             effective_config(run.config, run.device))
-    if diff and not has_checkpoint:
-        echo(f"replacing {run.run_dir}: it was started with {diff} but finished no epoch")
+    try:
+        decision = stage.decide(effective_config(run.config, run.device), False, echo,
+                                nothing_lost=lambda old: not has_checkpoint)
+    except StateError as e:
+        cosine = (" (a cosine schedule planned for one number of epochs cannot be stretched "
+                  "to another)" if "--epochs:" in str(e) else "")
+        raise StateError(f"{e}{cosine}") from None
+    if decision.action == START:
         shutil.rmtree(run.run_dir)
         return "start"
-    if diff:
-        hint = (" (a cosine schedule planned for one number of epochs cannot be stretched to "
-                "another)" if diff.startswith("--epochs") else "")
-        raise StateError(f"{run.run_dir} holds a run made with {diff}{hint}; rerun with its "
-                         "options to finish it, or give --name for a new run")
-    if old.get("complete"):
-        echo(f"run {run.run_dir} is complete; nothing to do (use --name for another run)")
-        return "done"
-    return "resume" if has_checkpoint else "start"
+    return "done" if decision.action == DONE else ("resume" if has_checkpoint else "start")
 
 
 def _verify_tiles(tile_dir: Path, tiles: dict, echo) -> None:
@@ -241,27 +243,6 @@ def _verify_tiles(tile_dir: Path, tiles: dict, echo) -> None:
         raise StateError(f"tiles {tile_dir}: {len(problems)} file(s) are corrupt or missing "
                          f"({describe_problems(problems)}); run `prep tile --verify` to "
                          "rewrite them")
-
-
-def config_difference(old: dict, new: dict) -> str | None:
-    """The first option in which two run configurations differ, as the user would write it,
-    ignoring those a resumed run may change; None when they agree."""
-    for key in sorted(set(old) | set(new)):
-        if key in RESUME_MAY_CHANGE or old.get(key) == new.get(key):
-            continue
-        option = {"band_names": "bands", "tiles_id": "tiles", "tile_size": "tiles"}.get(key, key)
-        option = "--" + option.replace("_", "-")
-        if isinstance(old.get(key), bool) or isinstance(new.get(key), bool):  # a flag
-            return (f"{option} {'on' if old.get(key) else 'off'} (this command: "
-                    f"{'on' if new.get(key) else 'off'})")
-        return f"{option} {_shown(old.get(key))} (this command: {_shown(new.get(key))})"
-    return None
-
-
-def _shown(value) -> str:
-    if isinstance(value, str) and len(value) == 64:  # a checksum
-        return "of other contents"
-    return json.dumps(value)
 
 
 # -- the model, the optimizer, and where they start -------------------------------------------------

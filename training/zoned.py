@@ -8,6 +8,7 @@ its own strip of longitudes only and adds the counts and areas up.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -16,6 +17,7 @@ import numpy as np
 from gee_export.common.errors import InputError
 from gee_export.common.layout import (
     GLACIERS_GPKG,
+    OUTLINE_FILES,
     OUTLINES_FILE,
     PREDICTION_MANIFEST,
     ZONES_MANIFEST,
@@ -24,6 +26,7 @@ from gee_export.common.layout import (
     resolved_path,
     stored_path,
 )
+from gee_export.common.stage import DONE, Stage
 from gee_export.common.utm import Strip, part_name
 from gee_export.common.zoned import OUTPUT_CRS, Part, merge_outlines, write_zoned, zoned_parts
 
@@ -38,21 +41,32 @@ def predict_zoned(export_dir: Path, out: Path, workspace: Path,
     parts = zoned_parts(export_dir, "export")
     done = [Part(p.zone, p.strip, predict_part(p.path, part_name(out.name, p.zone)))
             for p in parts]
-    layers = merged_layers(done)
     from gee_export.common.vectors import write_outline_files
 
-    out.mkdir(parents=True, exist_ok=True)
-    mf = out / ZONES_MANIFEST
-    if mf.is_file():
-        mf.unlink()  # incomplete while its outlines change
-    write_outline_files(layers, out, formats)
-    g = layers["glaciers"]
-    first = read_manifest(done[0].path / PREDICTION_MANIFEST, "prediction")
-    write_zoned(out, "prediction", done, workspace,
-                export=stored_path(export_dir, out, workspace), region=first.get("region"),
-                year=first.get("year"), synthetic=first.get("synthetic"),
-                glaciers=len(g), glacier_area_km2=float(g["area_km2"].sum()),
-                crs=OUTPUT_CRS)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 alone merges
+        return out
+    # The merge of the zones' predictions: remade whenever one of them was (nothing is lost).
+    made = {p.zone: read_manifest(p.path / PREDICTION_MANIFEST, "prediction").get(
+        "completed_at") for p in done}
+    stage = Stage("zoned prediction", out / ZONES_MANIFEST, "zoned prediction",
+                  {"zones.*": "the prediction of zone {key} (made again since)"})
+    formats_done = all((out / OUTLINE_FILES[f]).is_file() for f in formats)
+    with stage.lock(False, echo):
+        decision = stage.decide({"zones": made}, False, echo, nothing_lost=lambda old: True,
+                                intact=lambda old: None if formats_done else "outlines missing")
+        if decision.action == DONE:
+            return out
+        layers = merged_layers(done)
+        out.mkdir(parents=True, exist_ok=True)
+        stage.manifest.unlink(missing_ok=True)  # incomplete while its outlines change
+        write_outline_files(layers, out, formats)
+        g = layers["glaciers"]
+        first = read_manifest(done[0].path / PREDICTION_MANIFEST, "prediction")
+        write_zoned(out, "prediction", done, workspace, parameters={"zones": made},
+                    export=stored_path(export_dir, out, workspace),
+                    region=first.get("region"), year=first.get("year"),
+                    synthetic=first.get("synthetic"), glaciers=len(g),
+                    glacier_area_km2=float(g["area_km2"].sum()), crs=OUTPUT_CRS)
     echo(f"zoned prediction complete: {out} ({len(done)} UTM zones, {len(g)} glaciers, "
          f"{float(g['area_km2'].sum()):.2f} km^2, outlines in {OUTPUT_CRS})")
     return out

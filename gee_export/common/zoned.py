@@ -8,15 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .layout import (
-    ZONES_MANIFEST,
-    base_manifest,
-    now_iso,
-    read_manifest,
-    resolved_path,
-    stored_path,
-    write_manifest,
-)
+from .layout import ZONES_MANIFEST, base_manifest, read_manifest, resolved_path, stored_path
+from .stage import Stage
 from .utm import Strip, clip_to_strip
 
 if TYPE_CHECKING:
@@ -58,9 +51,7 @@ def write_zoned(path: Path, kind: str, parts: Sequence[Part], workspace: Path,
     path.mkdir(parents=True, exist_ok=True)
     m = base_manifest(f"zoned {kind}", parts=[p.to_dict(path, workspace) for p in parts],
                       **fields)
-    m.update(complete=True, completed_at=now_iso())
-    write_manifest(path / ZONES_MANIFEST, m)
-    return m
+    return Stage(f"zoned {kind}", path / ZONES_MANIFEST).complete(m)
 
 
 def merge_outlines(frames: Sequence[GeoDataFrame], strips: Sequence[Strip],

@@ -481,7 +481,7 @@ def test_an_edited_source_is_noticed_by_the_rerun(demo_export, tmp_path, cli):
     raw[-3] ^= 0xFF
     s1.write_bytes(bytes(raw))
     res = CliRunner().invoke(prep, args)
-    assert res.exit_code == 1 and "other parameters (inputs)" in res.output, res.output
+    assert res.exit_code == 1 and "made with other options (--source-dir file S1_" in res.output, res.output
 
 
 def test_an_export_identified_by_4_mib_checksums_is_resumed_and_upgraded(demo_export,
@@ -513,7 +513,8 @@ def test_an_export_identified_by_4_mib_checksums_is_resumed_and_upgraded(demo_ex
         mp.setattr(local_export, "output_lock", lambda *a, **kw: pytest.fail("locked"))
         assert "nothing to do" in cli(prep, args).output
     sorted((exp / "stack").glob("*.tif"))[0].unlink()
-    assert "exporting them again" in cli(prep, args).output
+    assert "missing, unreadable or off their grid (r000c000); making that again" in \
+        cli(prep, args).output
     upgraded = json.loads((exp / "export.json").read_text())
     assert upgraded["complete"] and set(upgraded["input_files"]) == set(m["parameters"]["inputs"])
     assert upgraded["parameters"]["inputs"] == {n: r["sha256"] for n, r in

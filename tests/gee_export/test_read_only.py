@@ -71,8 +71,7 @@ def test_reads_take_no_lock(demo_tiles, tmp_path, monkeypatch):
                                  OSError(errno.EROFS, "Read-only file system"))
 
     import gee_export.local_export
-    import tiling.tiles
 
-    for module in (locks, gee_export.local_export, tiling.tiles):
+    for module in (locks, gee_export.local_export):  # stages lock through locks
         monkeypatch.setattr(module, "output_lock", refused)
     _reads(ws)

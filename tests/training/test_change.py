@@ -249,7 +249,8 @@ def test_train_change_on_the_demo_recovers_the_change(demo_years, demo_tiles):
     other = invoke(train, ["change", "--checkpoint", ckpt, "--region", "demo", "--years",
                            "2018-2020", "--tta", "--workspace", ws], ok=False)
     error = other.output.strip().splitlines()[-1]
-    assert other.exit_code == 1 and "other --tta" in error and "train predict --export" in error
+    assert other.exit_code == 1 and "other options (--tta: off -> on)" in error and \
+        "train predict --export" in error
 
 
 def test_predictions_on_other_grids_are_refused_and_gaps_show_in_the_total(demo_years,

@@ -164,7 +164,7 @@ def test_force_starts_an_unfinished_prediction_afresh(tiny_run, demo_export, tmp
     said = []
     predict(run / "best.pt", exp, tmp_path, cfg, "x", force=True, quiet=True,
             echo=said.append, model_fn=_per_pixel)
-    assert any("--force: starting" in s for s in said)
+    assert any(s.startswith("--force: making") and s.endswith("afresh") for s in said)
     np.testing.assert_array_equal(_read(out / "probability.tif"), reference)
 
 

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import pytest
 import torch
 
+from gee_export.common.stage import differences
 from training import trainer
 from training.runtime import (
     Processes,
@@ -20,7 +21,7 @@ from training.runtime import (
     save_checkpoint,
     set_deterministic,
 )
-from training.trainer import TrainConfig, config_difference
+from training.trainer import TrainConfig
 from training.trainer import train as run_train
 
 CUDA0 = torch.device("cuda", 0)
@@ -178,11 +179,11 @@ def test_a_cublas_setting_of_the_user_is_kept(global_switches, monkeypatch):
 def test_runs_from_before_the_option_compare_as_not_deterministic():
     old = {"lr": 1e-4}  # recorded before --deterministic existed
     cpu = torch.device("cpu")
-    assert config_difference(effective_config(old, cpu),
-                             effective_config({"lr": 1e-4, "deterministic": False}, cpu)) is None
-    assert config_difference(effective_config(old, cpu),
-                             effective_config({"lr": 1e-4, "deterministic": True}, cpu)
-                             ) == "--deterministic off (this command: on)"
+    assert differences(effective_config(old, cpu),
+                       effective_config({"lr": 1e-4, "deterministic": False}, cpu)) == []
+    assert differences(effective_config(old, cpu),
+                       effective_config({"lr": 1e-4, "deterministic": True}, cpu)
+                       ) == ["--deterministic: off -> on"]
 
 
 def test_train_run_deterministic_is_recorded_and_a_resume_without_it_refused(
@@ -204,7 +205,7 @@ def test_train_run_deterministic_is_recorded_and_a_resume_without_it_refused(
     assert not torch.is_deterministic_algorithms_warn_only_enabled()
     res = CliRunner().invoke(train, [str(a) for a in args])
     assert res.exit_code != 0
-    assert "made with --deterministic on (this command: off)" in res.output
+    assert "made with other options (--deterministic: on -> off)" in res.output
 
 
 def test_a_checkpoint_written_on_cuda_resumes_on_the_cpu_with_a_note(demo_tiles, monkeypatch):

@@ -55,7 +55,7 @@ def test_resume_with_other_bands_is_refused(demo_tiles):
     ws, tiles = demo_tiles
     run_train(tiles, ws, TrainConfig(preset="tiny", epochs=1, batch_size=4), "bands",
               max_steps=1, quiet=True, echo=_quiet)
-    with pytest.raises(GlacierError, match=r'--bands \["VV".*\(this command: \["VV", "VH"'):
+    with pytest.raises(GlacierError, match=r"--bands: \['VV'.* -> \['VV', 'VH'"):
         run_train(tiles, ws, TrainConfig(preset="tiny", epochs=1, batch_size=4, bands="A"),
                   "bands", quiet=True, echo=_quiet)
 
@@ -159,14 +159,15 @@ def test_a_failed_start_does_not_block_a_corrected_command(demo_tiles, monkeypat
     said = []
     smaller = CFG.__class__(**{**CFG.__dict__, "batch_size": 1, "epochs": 1})
     run_train(tiles, ws, smaller, "failed", quiet=True, echo=said.append)
-    assert "finished no epoch" in said[0]
+    assert "it finished nothing" in said[0] and "--batch-size: 2 -> 1" in said[0]
     assert (ws / "runs" / "failed" / "last.pt").is_file()
 
 
-@pytest.mark.parametrize("change, option", [({"lr": 1e-3}, "--lr 0.002 (this command: 0.001)"),
-                                            ({"epochs": 5}, "--epochs 3 (this command: 5) (a "
-                                                            "cosine schedule"),
-                                            ({"augment": False}, "--augment on (this command: off)")])
+@pytest.mark.parametrize("change, option", [({"lr": 1e-3}, "--lr: 0.002 -> 0.001"),
+                                            ({"epochs": 5}, "--epochs: 3 -> 5); rerun with its "
+                                                            "options to finish it, or give --name "
+                                                            "for a new run (a cosine schedule"),
+                                            ({"augment": False}, "--augment: on -> off")])
 def test_resume_refuses_any_other_option(demo_tiles, change, option):
     ws, tiles = demo_tiles
     name = "refuse-" + next(iter(change))
