@@ -146,21 +146,9 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
     if (season := cfg.incomplete_season(_today())) is not None:
         click.echo(season)
     norm = load_norm_from(norm_from) if norm_from else None
-    if outlines is not None:
-        from gee_export.common.outlines import check_outlines_readable
-
-        check_outlines_readable(outlines, outlines_layer)
-    elif outlines_layer is not None and source_dir is None and not reg.synthetic:
-        raise InputError("--outlines-layer names a layer of --outlines; give --outlines FILE")
+    _check_outlines(outlines, outlines_layer, source_dir is None and not reg.synthetic)
     on_earth_engine = source_dir is None and not reg.synthetic
-    if not on_earth_engine and (target != "download" or bucket or folder):
-        raise InputError("--to, --bucket and --folder are for Earth Engine exports; this one "
-                         "runs on local sources")
-    if not on_earth_engine and orbit != "both":
-        raise InputError(f"--orbit {orbit}: local Sentinel-1 files (S1_<date>*.tif) do not "
-                         "record their orbit direction, so the export cannot choose it; put "
-                         f"only the {orbit} scenes in the source directory and leave --orbit "
-                         "at both (Earth Engine exports honour --orbit)")
+    _check_earth_engine_options(on_earth_engine, target, bucket, folder, orbit)
     options = _export_options(on_earth_engine, cell_size, hma_asset, norm, target, bucket,
                               folder, workers, dem_source_map, cloud_mask, outlines_layer)
     if dry_run:
@@ -172,36 +160,67 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
         if source_dir is None:
             return
     base = name or product_name(reg.name, year)
+    if len(parts) == 1:
+        _export_one(ws, parts[0], base, cfg, options, source_dir, outlines, outlines_layer,
+                    project, force, wait, quiet)
+        return
     done = []
     for part in parts:
-        part_dir = ws / EXPORTS_DIR / (part_name(base, part.zone) if part.zone else base)
-        if part.zone:
-            click.echo(f"UTM zone {part.zone} ({part.crs}): {part_dir.name}")
+        part_dir = ws / EXPORTS_DIR / part_name(base, part.zone)
+        click.echo(f"UTM zone {part.zone} ({part.crs}): {part_dir.name}")
         try:
-            if source_dir is not None:
-                from gee_export.local_export import run_local_export
-
-                run_local_export(ws, part, cfg, Path(source_dir), outlines, options, force,
-                                 part_dir.name, wait, quiet, click.echo)
-            else:
-                from gee_export.earthengine.runner import run_ee_export
-
-                run_ee_export(ws, part, cfg, options, project=project, outlines_path=outlines,
-                              outlines_layer=outlines_layer, force=force, name=part_dir.name,
-                              wait=wait, quiet=quiet, echo=click.echo)
+            _export_one(ws, part, part_dir.name, cfg, options, source_dir, outlines,
+                        outlines_layer, project, force, wait, quiet)
         except NoOutlinesHere:
-            if len(parts) == 1:
-                raise
             click.echo(f"UTM zone {part.zone}: no glacier outline lies in it; nothing to export")
             continue
         done.append((part, part_dir))
-        if len(parts) > 1 and norm is None and norm_mode == "percentile":
-            norm = load_norm_from(part_dir)  # one normalization for every zone of a region
-            options = replace(options, norm_from=norm)
+        if options.norm_from is None and norm_mode == "percentile":
+            options = replace(options, norm_from=load_norm_from(part_dir))
             click.echo(f"note: every zone takes the percentiles of {part_dir.name}, so that "
                        "one model reads every zone alike")
-    if len(parts) > 1:
-        _finish_zoned(ws, base, reg, year, done)
+    _finish_zoned(ws, base, reg, year, done)
+
+
+def _check_outlines(outlines: Path | None, layer: str | None, on_earth_engine: bool) -> None:
+    """An outlines file that can be read, with its layer; a layer only with a file (or the
+    source directory's outlines)."""
+    if outlines is not None:
+        from gee_export.common.outlines import check_outlines_readable
+
+        check_outlines_readable(outlines, layer)
+    elif layer is not None and on_earth_engine:
+        raise InputError("--outlines-layer names a layer of --outlines; give --outlines FILE")
+
+
+def _check_earth_engine_options(on_earth_engine: bool, target: str, bucket, folder,
+                                orbit: str) -> None:
+    """Options only Earth Engine honours, refused for local sources."""
+    if not on_earth_engine and (target != "download" or bucket or folder):
+        raise InputError("--to, --bucket and --folder are for Earth Engine exports; this one "
+                         "runs on local sources")
+    if not on_earth_engine and orbit != "both":
+        raise InputError(f"--orbit {orbit}: local Sentinel-1 files (S1_<date>*.tif) do not "
+                         "record their orbit direction, so the export cannot choose it; put "
+                         f"only the {orbit} scenes in the source directory and leave --orbit "
+                         "at both (Earth Engine exports honour --orbit)")
+
+
+def _export_one(ws: Path, region, name: str, cfg, options, source_dir: Path | None,
+                outlines: Path | None, outlines_layer: str | None, project: str | None,
+                force: bool, wait: bool, quiet: bool) -> None:
+    """One export (of a region, or of one UTM zone of it): local or on Earth Engine."""
+    if source_dir is not None:
+        from gee_export.local_export import run_local_export
+
+        run_local_export(ws, region, cfg, Path(source_dir), outlines, options, force, name,
+                         wait, quiet, click.echo)
+        return
+    from gee_export.earthengine.runner import run_ee_export
+
+    run_ee_export(ws, region, cfg, options, project=project, outlines_path=outlines,
+                  outlines_layer=outlines_layer, force=force, name=name, wait=wait,
+                  quiet=quiet, echo=click.echo)
 
 
 def _export_options(on_earth_engine: bool, cell_size: int, hma_asset, norm, target, bucket,

@@ -12,6 +12,7 @@ from gee_export.common.bands import BAND_NAMES
 from gee_export.common.errors import InputError
 from gee_export.common.grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region, iter_cells
 from gee_export.common.layout import OUTLINES_FILE, SOURCES_DIR, TRUTH_OUTLINES_FILE, read_manifest
+from gee_export.common.stage import DONE
 from gee_export.common.vectors import write_gpkg
 from gee_export.config import Normalization, RecipeConfig
 from gee_export.stack import ExportDir
@@ -106,6 +107,22 @@ def plan_cells(region: Region, outlines: GeoDataFrame | None = None, buffer_m: f
                          f"outlines bounds {tuple(round(v) for v in outlines.total_bounds)})")
     return Plan(region, grid, keep, cell_size,
                 outline_source or f"{len(outlines)} outlines buffered by {buffer_m:g} m")
+
+
+def open_for_work(job, workspace: Path, name: str, force: bool,
+                  echo: Callable[[str], None]) -> tuple[ExportDir, bool]:
+    """Under the export's lock, for either path's job: the export opened by the stage
+    contract, and whether there is work to do; when there is, the job's record and plan are
+    written and said, when not, only a season's note."""
+    from gee_export.stack import season_note
+
+    exp = job.open(Path(workspace), name, force, echo)
+    if exp.decision.action == DONE:
+        season_note(exp, echo)
+        return exp, False
+    job.record(exp)
+    echo(job.plan.describe())
+    return exp, True
 
 
 def ensure_normalization(exp: ExportDir, cfg: RecipeConfig, norm_from: Normalization | None,

@@ -33,7 +33,14 @@ from gee_export.common.rasters import bounded_gdal_cache
 from gee_export.common.stage import DONE
 from gee_export.common.workers import WorkerPool, cpu_workers
 from gee_export.config import DEM_OFFSET_SCALE_M, Normalization, RecipeConfig
-from gee_export.export import Plan, ensure_normalization, plan_cells, record_outlines, record_truth_outlines
+from gee_export.export import (
+    Plan,
+    ensure_normalization,
+    open_for_work,
+    plan_cells,
+    record_outlines,
+    record_truth_outlines,
+)
 from gee_export.local import LocalRecipe, LocalSources, OffsetHistogram, PercentileAccumulator
 from gee_export.stack import ExportDir, broken_note, export_stage, season_note, write_cell_tif
 
@@ -67,12 +74,9 @@ def run_local_export(workspace: Path, region: Region, cfg: RecipeConfig, source_
         return done
     with output_lock(Path(workspace) / EXPORTS_DIR / name, wait, echo):
         clean_partials(Path(workspace) / EXPORTS_DIR / name, echo)
-        exp = job.open(Path(workspace), name, force, echo)
-        if exp.decision.action == DONE:
-            season_note(exp, echo)
+        exp, work = open_for_work(job, workspace, name, force, echo)
+        if not work:
             return exp
-        job.record(exp)
-        echo(job.plan.describe())
         with job.pool():
             offset = job.dem_offset(exp, quiet, echo)
             norm = ensure_normalization(exp, cfg, options.norm_from,

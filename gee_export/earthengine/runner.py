@@ -22,14 +22,13 @@ from gee_export.common.grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region, 
 from gee_export.common.layout import DEM_SOURCE_DIR, EXPORTS_DIR, product_name, tif_name
 from gee_export.common.locks import output_lock
 from gee_export.common.outlines import OutlineRasterizer, read_outlines
-from gee_export.common.stage import DONE
 from gee_export.config import DEM_OFFSET_SCALE_M, Normalization, RecipeConfig
 from gee_export.earthengine.cells import land_cell
 from gee_export.earthengine.client import EarthEngineClient, Retry, TooBig
 from gee_export.earthengine.recipe import export_image_for
-from gee_export.export import Plan, ensure_normalization, plan_cells, record_outlines
+from gee_export.export import Plan, ensure_normalization, open_for_work, plan_cells, record_outlines
 from gee_export.local import OffsetHistogram, PercentileAccumulator
-from gee_export.stack import ExportDir, season_note, write_cell_tif
+from gee_export.stack import ExportDir, write_cell_tif
 
 if TYPE_CHECKING:
     import ee
@@ -79,12 +78,9 @@ def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig,
         clean_partials(Path(workspace) / EXPORTS_DIR / name, echo)
         client = client or EarthEngineClient.connect(project)
         job = EEJob.prepare(client, region, cfg, outlines_path, options, echo, outlines_layer)
-        exp = job.open(Path(workspace), name, force, echo)
-        if exp.decision.action == DONE:
-            season_note(exp, echo)
+        exp, work = open_for_work(job, workspace, name, force, echo)
+        if not work:
             return exp
-        job.record(exp)
-        echo(job.plan.describe())
         job.inventory(exp, echo)
         offset = job.dem_offset(exp, quiet)
         norm = ensure_normalization(exp, cfg, options.norm_from,
