@@ -33,7 +33,7 @@ from gee_export.common.layout import (
 )
 from gee_export.common.outlines import MIN_GLACIER_AREA_KM2
 from gee_export.common.stac import update_catalog
-from gee_export.common.stage import DONE, Stage
+from gee_export.common.stage import DONE, Stage, differences
 
 from .change_map import write_change_map
 from .trend import METHOD as RATE_METHOD
@@ -333,18 +333,18 @@ def _recipe(prediction: dict) -> dict:
 
 
 def _made_differently(a: dict, b: dict, checkpoint: bool = True) -> str:
-    """The options in which two predictions differ, as `option: old -> new` (the checkpoint
-    by content and name); '' when made alike."""
+    """The options in which two predictions differ, as the stage contract names them
+    (`option: old -> new`; the checkpoint by content); '' when made alike. Where they lie
+    and when they were made may differ, and so may the options that do not change a result
+    (--device, --batch-size)."""
+    from .predict import PREDICTION_OPTIONS
+
     pa, pb = a.get("parameters") or {}, b.get("parameters") or {}
-    out = []
-    if checkpoint and pa.get("checkpoint_sha256") != pb.get("checkpoint_sha256"):
-        out.append(f"checkpoint: {pa.get('checkpoint')} -> {pb.get('checkpoint')} (other "
-                   "weights)")
-    ca, cb = pa.get("config") or {}, pb.get("config") or {}
-    for key in sorted((set(ca) | set(cb)) - {"device", "batch_size"}):  # same results
-        if ca.get(key) != cb.get(key):
-            out.append(f"{key}: {ca.get(key)} -> {cb.get(key)}")
-    return ", ".join(out)
+    out = [f"--checkpoint: {pa.get('checkpoint')} -> {pb.get('checkpoint')} (other weights)"
+           ] if checkpoint and pa.get("checkpoint_sha256") != pb.get("checkpoint_sha256") else []
+    ignore = ("export", "export_completed_at", "checkpoint", "checkpoint_sha256",
+              "config.device", "config.batch_size")
+    return ", ".join(out + differences(pa, pb, PREDICTION_OPTIONS, ignore))
 
 
 # train change's parameters as its options (the stage contract names differences so).

@@ -325,10 +325,10 @@ def test_predictions_made_otherwise_are_not_mixed(demo_years):
     for p in preds:
         _made_by(p, "a.pt")
     _made_by(preds[1], "b.pt")
-    with pytest.raises(ValueError, match=r"checkpoint: a\.pt -> b\.pt"):
+    with pytest.raises(ValueError, match=r"--checkpoint: a\.pt -> b\.pt"):
         run_change(preds, ws, name="mixed", echo=lambda *_: None)
     _made_by(preds[1], "a.pt", threshold=0.6)
-    with pytest.raises(ValueError, match=r"threshold: 0\.5 -> 0\.6"):
+    with pytest.raises(ValueError, match=r"--threshold: 0\.5 -> 0\.6"):
         run_change(preds, ws, name="mixed", echo=lambda *_: None)
     _made_by(preds[1], "a.pt", batch_size=16)  # how it was computed, not what: accepted
     run_change(preds, ws, name="mixed", echo=lambda *_: None)
