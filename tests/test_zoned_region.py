@@ -129,9 +129,11 @@ def chain(straddling):
     predict_module.load_model = oracle
     checkpoint = ws / "runs" / "oracle" / "best.pt"
     try:
-        predicted = "".join(run(train, ["predict", "--checkpoint", checkpoint, "--export",
-                                        ws / "exports" / f"straddle-{year}", "--max-hole", 0,
-                                        "--workspace", ws, "--quiet"]) for year in sources)
+        predicted = run(train, ["predict", "--checkpoint", checkpoint, "--max-hole", 0,
+                                "--workspace", ws, "--quiet"])  # the zoned export it trained on
+        predicted += run(train, ["predict", "--checkpoint", checkpoint, "--export",
+                                 ws / "exports" / "straddle-2019", "--max-hole", 0,
+                                 "--workspace", ws, "--quiet"])
         changed = run(train, ["change", *(a for y in sources for a in (
             "--predictions", ws / "predictions" / "oracle" / f"straddle-{y}")), "--quiet"])
     finally:
@@ -152,6 +154,7 @@ def test_a_box_across_96e_is_exported_in_one_part_per_zone(chain):
            ["parameters"]["grid"]["crs"] for z in ("46N", "47N")]
     assert crs == ["EPSG:32646", "EPSG:32647"]
     assert zones["complete"] and "zoned export complete" in out
+    assert f"--export: {ws / 'exports' / 'straddle-2018'} (the model's training region" in out
     # one reference for the zoned products: every zone's glaciers once, in EPSG:4326
     merged = gpd.read_file(ws / "exports" / "straddle-2018" / "outlines.gpkg")
     assert merged.crs.to_epsg() == 4326 and len(merged) == 1

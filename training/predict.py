@@ -28,12 +28,12 @@ from gee_export.common.layout import (
     OUTLINE_FILES,
     OUTLINES_FILE,
     PREDICTION_MANIFEST,
-    PREDICTIONS_DIR,
     PROBABILITY_TIF,
     STACK_VRT,
     base_manifest,
     complete_products,
     file_sha256,
+    prediction_dir,
     read_manifest,
     require_complete,
     resolved_path,
@@ -46,6 +46,7 @@ from gee_export.common.rasters import bounded_gdal_cache, geotiff_profile
 from gee_export.common.stac import update_catalog
 from gee_export.common.stage import DONE, RESUME, Stage
 from gee_export.common.vectors import write_outline_files
+from gee_export.common.zoned import is_zoned
 
 if TYPE_CHECKING:
     import torch
@@ -562,8 +563,7 @@ class _PredictJob:
         overlap = window // 4 if cfg.overlap is None else cfg.overlap
         if not 0 <= overlap < window:
             raise InputError(f"--overlap {overlap} must lie in [0, window {window})")
-        run_name = checkpoint.resolve().parent.name
-        out = workspace / PREDICTIONS_DIR / run_name / (name or export_dir.name)
+        out = prediction_dir(workspace, checkpoint, name or export_dir.name)
         return cls(checkpoint, export_dir, export, workspace, cfg, meta, window, overlap, out,
                    model_fn)
 
@@ -1004,6 +1004,10 @@ def training_export(checkpoint: Path, workspace: Path, echo: Callable[[str], Non
             trained = resolved_path(tiles["export"], tiles_dir).resolve()
         except (GlacierError, KeyError):
             pass
+    if trained is not None and is_zoned(trained):  # a region across UTM zones: all of them
+        echo(f"--export: {trained} (the model's training region and year, {region} {year}, "
+             "in every UTM zone; give --export to predict another)")
+        return trained
     exports = complete_products(workspace, "export")
     listed = ", ".join(str(d) for d, _ in exports) or "none"
     if region is None or year is None:
