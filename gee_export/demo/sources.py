@@ -13,16 +13,9 @@ from typing import Callable
 import numpy as np
 
 from gee_export.common.atomic import atomic_output, write_json
-from gee_export.common.errors import StateError
-from gee_export.common.layout import (
-    OUTLINES_FILE,
-    SOURCES_MANIFEST,
-    TRUTH_OUTLINES_FILE,
-    base_manifest,
-    now_iso,
-    read_manifest,
-)
+from gee_export.common.layout import OUTLINES_FILE, SOURCES_MANIFEST, TRUTH_OUTLINES_FILE, base_manifest, now_iso
 from gee_export.common.rasters import geotiff_profile
+from gee_export.common.stage import DONE, Stage
 
 from .scene import DEMO_CRS, DEMO_SEED, DEMO_SIZE, INVENTORY_YEAR, DemoScene, check_demo_size, demo_outlines_frame
 from .sensors import HMA_NODATA, S1_DATES, S2_DATES, render_dem_hma, render_dem_srtm, render_s1, render_s2
@@ -130,14 +123,9 @@ def demo_sources_ready(out_dir: Path, year: int, seed: int = DEMO_SEED,
                        size: int = DEMO_SIZE) -> bool:
     """True when `out_dir` holds complete sources of these parameters; an error when it holds
     sources of other ones."""
-    done = Path(out_dir) / SOURCES_MANIFEST
-    if not done.is_file():
-        return False
-    m = read_manifest(done, "sources")
-    if m.get("parameters") == _source_params(year, seed, size):
-        return bool(m.get("complete"))
-    raise StateError(f"{out_dir}: holds demo sources made with other parameters "
-                     f"{m.get('parameters')}; remove it or choose another workspace")
+    stage = Stage("sources", Path(out_dir) / SOURCES_MANIFEST, "demo sources", verb="are",
+                  hint="remove it or choose another workspace")
+    return stage.decide(_source_params(year, seed, size), False, lambda _: None).action == DONE
 
 
 def _write_s2(out_dir: Path, scene: DemoScene, year: int) -> None:

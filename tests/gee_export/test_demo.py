@@ -212,3 +212,22 @@ def test_hard_cases_for_change_a_cloud_gap_and_late_snow(scene_points):
         sept = scene.seasonal_snow(xs, ys, s["elevation"], s["glacier"], year, 2)
         share = (sept & heads & ~s["glacier"]).sum() / (heads & ~s["glacier"]).sum()
         assert (share > 0.9) if year == LATE_SNOW_YEAR else (share < 0.5), (year, share)
+
+
+def test_demo_sources_are_reused_resumed_or_refused_by_the_stage_contract(tmp_path):
+    import json
+
+    from gee_export.common.errors import StateError
+    from gee_export.common.layout import base_manifest
+    from gee_export.demo.scene import DEMO_SEED
+    from gee_export.demo.sources import _source_params, demo_sources_ready
+
+    assert not demo_sources_ready(tmp_path, 2018, size=512)  # nothing there: make them
+    m = base_manifest("sources", parameters=_source_params(2018, DEMO_SEED, 512))
+    (tmp_path / "sources.json").write_text(json.dumps(m))
+    assert not demo_sources_ready(tmp_path, 2018, size=512)  # unfinished: make them again
+    (tmp_path / "sources.json").write_text(json.dumps({**m, "complete": True}))
+    assert demo_sources_ready(tmp_path, 2018, size=512)
+    with pytest.raises(StateError, match=r"made with other options \(--size: 512 -> 1024\); "
+                                         r"remove it"):
+        demo_sources_ready(tmp_path, 2018, size=1024)
