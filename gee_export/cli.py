@@ -282,7 +282,7 @@ def _dry_run(parts: list, outlines: Path | None, source_dir: Path | None, buffer
     total = {k: sum(s[k] for s in summaries) for k in ("cells", "pixels", "bytes_float32",
                                                        "area_km2")}
     if len(parts) > 1:
-        click.echo(f"total over {len(parts)} UTM zones: {total['cells']} cells, "
+        click.echo(f"total over {len(plans)} UTM zones with glaciers: {total['cells']} cells, "
                    f"{total['pixels'] / 1e6:.1f} Mpx, {total['bytes_float32'] / 1e9:.2f} GB as "
                    f"11 float32 bands, {total['area_km2']:.0f} km^2")
     estimate = earth_engine_estimate(total["cells"], target, workers) if target else None

@@ -132,8 +132,8 @@ class ExportDir:
         parameters = as_stored(parameters)
         decision = export_stage(path).decide(
             parameters, force, echo, [earlier], intact=broken_note(path),
-            nothing_lost=lambda old: not old.get("complete") and not any(
-                (path / STACK_DIR).glob("*.tif")))
+            nothing_lost=lambda old: None if old.get("complete") or any(
+                (path / STACK_DIR).glob("*.tif")) else "it finished no cell")
         if decision.action != START:
             d = cls(path, decision.old, decision)
             if decision.old.get("parameters") != parameters:  # an older version's record
@@ -246,9 +246,19 @@ class ExportDir:
 
 # prep export's parameters as its options (the stage contract names differences so).
 EXPORT_OPTIONS = {"inputs.*": "--source-dir file {key}", "recipe.*": "the recipe's {key}",
-                  "grid.*": "the grid's {key} (--bbox, --region-file, --crs)",
+                  "grid.*": "the region's grid ({key}; --region, --bbox, --region-file, --crs)",
                   "outlines": "--outlines (contents)", "norm_from": "--norm-from",
-                  "cloud_mask": "--cloud-mask", "target": "--to"}
+                  "cloud_mask": "--cloud-mask", "target": "--to",
+                  **{f"recipe.{key}": option for key, option in (
+                      ("s1_window", "--s1-window"), ("s1_dates", "--s1-window (dates)"),
+                      ("s2_window", "--s2-window"), ("s2_dates", "--s2-window (dates)"),
+                      ("s1_orbit", "--orbit"), ("s2_level", "--s2-level"),
+                      ("s2_collection", "--s2-level (collection)"),
+                      ("s2_max_scene_cloud", "--max-scene-cloud"),
+                      ("cloud_score_band", "--cloud-score-band"),
+                      ("cloud_score_threshold", "--cloud-score-threshold"),
+                      ("norm_mode", "--norm"), ("outline_buffer_m", "--buffer"),
+                      ("year", "--year"))}}
 
 
 def export_stage(path: Path) -> Stage:

@@ -242,6 +242,11 @@ def test_zone_parts_of_boxes():
     assert [z for z, _ in zone_parts((90.1, 30, 95.9, 31))] == ["46N"]
     assert [z for z, _ in zone_parts((65, 26, 105, 46))] == [f"{z}N" for z in range(41, 49)]
     assert [z for z, _ in zone_parts((-70, -40, -60, -30))] == ["19S", "20S"]
+    # an edge on a zone line, or past it by less than a pixel, adds no zone
+    assert [z for z, _ in zone_parts((90, 30, 96, 31))] == ["46N"]
+    assert [z for z, _ in zone_parts((95.9, 30, 96.0000001, 30.1))] == ["46N"]
+    assert [z for z, _ in zone_parts((95.9999999, 30, 96.1, 30.1))] == ["47N"]
+    assert [z for z, _ in zone_parts((95.9, 30, 96.001, 30.1))] == ["46N", "47N"]
 
 
 def test_each_part_grid_reaches_past_its_zone_line_and_stays_in_its_zone():
@@ -267,7 +272,7 @@ def test_hma_dry_run_prints_a_plan_per_zone_and_in_total(cli, tmp_path):
                    "--workspace", tmp_path])
     for z in range(41, 49):
         assert f"UTM zone {z}N: plan for hma on EPSG:326{z}" in r.output
-    assert "total over 8 UTM zones" in r.output and "upper bound" in r.output
+    assert "total over 8 UTM zones with glaciers" in r.output and "upper bound" in r.output
     assert "computePixels requests" in r.output
     plan = json.loads(r.output[r.output.index("{"):])
     assert plan["total"]["cells"] == sum(z["cells"] for z in plan["zones"])
@@ -318,3 +323,33 @@ def test_change_adds_the_zones_up_per_year(chain, straddling):
     for _, o in outlines.iterrows():
         w, _, e, _ = o.geometry.bounds
         assert w < LINE < e
+
+
+def test_verify_repairs_a_zone_tile_and_links_the_zoned_set_to_it(chain, cli):
+    """A tile damaged in place (the zoned set's hard link sees it too): `prep tile --verify`
+    of the zoned set repairs the zone's file and links the set to the new one; before, a
+    zone repaired on its own left the set on the damaged file while it said nothing to do."""
+    import json
+    import os
+
+    from gee_export.common.layout import file_sha256
+
+    ws = chain[0]
+    zone, zoned = ws / "tiles" / "straddle-2018-utm46N", ws / "tiles" / "straddle-2018"
+    tile = sorted((zone / "images").glob("*.tif"))[0]
+    with open(tile, "r+b") as f:
+        f.seek(1000)
+        f.write(b"garbage")
+    linked = zoned / "images" / "46N" / tile.name
+    assert os.path.samefile(tile, linked)
+    # the zone alone first: repaired under a new file, which the set no longer shares
+    said = cli(prep, ["tile", "--name", zone.name, "--verify", "--workspace", ws]).output
+    assert "making that again" in said and not os.path.samefile(tile, linked)
+    said = cli(prep, ["tile", "--export", ws / "exports" / "straddle-2018", "--verify",
+                      "--workspace", ws]).output
+    assert "are not their zone's" in said and os.path.samefile(tile, linked)
+    recorded = json.loads((zoned / "manifest.json").read_text())["files"]
+    assert file_sha256(linked) == recorded[f"images/46N/{tile.name}"][1]
+    assert "nothing to do" in cli(prep, ["tile", "--export", ws / "exports" / "straddle-2018",
+                                         "--size", 128, "--workers", 1, "--workspace", ws]
+                                  ).output

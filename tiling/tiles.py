@@ -281,6 +281,12 @@ def verify_tiles(workspace: Path, export_dir: Path | None = None, name: str | No
     recorded when it was written and rewrite the ones that differ, with the parameters,
     export and outlines the set was cut with. Never cuts a new tile set."""
     out, manifest = tiles_to_verify(workspace, export_dir, name, echo)
+    if manifest.get("zones"):  # a tile set of several UTM zones: each zone's, then the list
+        from .zoned import verify_zoned_tiles
+
+        return verify_zoned_tiles(out, manifest, workspace, lambda zone: verify_tiles(
+            workspace, name=zone.name, workers=workers, wait=wait, quiet=quiet, echo=echo),
+            wait, echo)
     p = manifest["parameters"]
     outlines = manifest.get("outlines", {}).get("file")
     if outlines is None:
@@ -306,8 +312,9 @@ def tiles_to_verify(workspace: Path, export_dir: Path | None, name: str | None,
             m = read_manifest(mf, "tiles")
         except InputError:
             continue
+        cut_from = (m.get("parameters") or {}).get("export") or m.get("export")  # or zoned
         if m.get("complete") and (export_dir is None or resolved_path(
-                m["parameters"]["export"], mf.parent).resolve() == Path(export_dir).resolve()):
+                cut_from, mf.parent).resolve() == Path(export_dir).resolve()):
             sets.append((mf.parent, m))
     of = f" cut from {export_dir}" if export_dir is not None else ""
     if not sets:

@@ -222,7 +222,8 @@ def _claim(run: _Run, resume: bool, echo) -> str:
         return "start"
     try:
         decision = stage.decide(effective_config(run.config, run.device), False, echo,
-                                nothing_lost=lambda old: not has_checkpoint)
+                                nothing_lost=lambda old: None if has_checkpoint
+                                else "it finished no epoch")
     except StateError as e:
         cosine = (" (a cosine schedule planned for one number of epochs cannot be stretched "
                   "to another)" if "--epochs:" in str(e) else "")

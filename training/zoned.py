@@ -52,7 +52,8 @@ def predict_zoned(export_dir: Path, out: Path, workspace: Path,
                   {"zones.*": "the prediction of zone {key} (made again since)"})
     formats_done = all((out / OUTLINE_FILES[f]).is_file() for f in formats)
     with stage.lock(False, echo):
-        decision = stage.decide({"zones": made}, False, echo, nothing_lost=lambda old: True,
+        decision = stage.decide({"zones": made}, False, echo,
+                                nothing_lost=lambda old: "it only merges the zones' predictions",
                                 intact=lambda old: None if formats_done else "outlines missing")
         if decision.action == DONE:
             return out
@@ -142,16 +143,25 @@ def evaluate_zoned(parts: Sequence[Part], out: Path, evaluate_part: Callable[[Pa
     require_complete(out / ZONES_MANIFEST, "zoned prediction",
                      "rerun `train predict` to finish it")
     reports = [{**evaluate_part(p), "_zone": p.zone} for p in parts]
-    report = base_manifest("evaluation", complete=True, evaluated_at=now_iso(),
-                           zones=[{"zone": p.zone, "report": str(p.path / report_files(
-                               report_name)[0])} for p in parts],
-                           pixels=_pixels(reports), area=_areas(reports),
-                           per_glacier=_per_glacier(reports),
-                           note="the sum of the zones' reports, each scored on the pixels "
-                                "of its own strip of longitudes only; boundary distances are "
-                                "in each zone's report")
-    write_json(out / report_files(report_name)[0], report)
-    echo(zoned_summary(report) + f" ({out / report_files(report_name)[0]})")
+    made = {r["_zone"]: r.get("evaluated_at") for r in reports}
+    stage = Stage("evaluation", out / report_files(report_name)[0], "report",
+                  {"zones.*": "the report of zone {key} (made again since)"})
+    with stage.lock(False, echo):
+        decision = stage.decide({"zones": made}, False, echo,
+                                nothing_lost=lambda old: "it only adds the zones' reports up")
+        if decision.action == DONE:
+            return decision.old
+        report = base_manifest("evaluation", parameters={"zones": made}, complete=True,
+                               evaluated_at=now_iso(),
+                               zones=[{"zone": p.zone, "report": str(p.path / report_files(
+                                   report_name)[0])} for p in parts],
+                               pixels=_pixels(reports), area=_areas(reports),
+                               per_glacier=_per_glacier(reports),
+                               note="the sum of the zones' reports, each scored on the pixels "
+                                    "of its own strip of longitudes only; boundary distances "
+                                    "are in each zone's report")
+        write_json(stage.manifest, report)
+    echo(zoned_summary(report) + f" ({stage.manifest})")
     return report
 
 
@@ -243,7 +253,8 @@ def zoned_members(lists: Sequence[Sequence[Path]]) -> list[tuple[str, Strip]] | 
         if [(p.zone, p.strip) for p in x] != zones:
             raise InputError(f"--predictions: {ps} covers UTM zones "
                              f"{[p.zone for p in x]}, the first {[z for z, _ in zones]}; "
-                             "a change compares one region's zones")
+                             "a change compares one region's zones: export every year with "
+                             "the same --outlines (a zone without glaciers is not exported)")
     return zones
 
 

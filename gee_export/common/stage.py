@@ -101,12 +101,12 @@ class Stage:
     def decide(self, parameters: dict, force: bool, echo: Callable[[str], None],
                earlier: Sequence[dict | None] = (),
                intact: Callable[[dict], str | None] | None = None,
-               nothing_lost: Callable[[dict], bool] | None = None,
+               nothing_lost: Callable[[dict], str | None] | None = None,
                checked: Callable[[], str] | str = "") -> Decision:
         """Start, resume or nothing to do for `parameters` (see the module's text).
         `earlier`: other records of the same parameters (an older version's); `intact(old)`:
-        what is wrong with a complete product's files, or None; `nothing_lost(old)`: whether
-        a product made otherwise may be replaced without --force; `checked`: what the
+        what is wrong with a complete product's files, or None; `nothing_lost(old)`: why
+        a product made otherwise may be replaced without --force (None: it may not); `checked`: what the
         "nothing to do" line adds (what was verified), or a function saying it after `intact`.
 
         Raises:
@@ -131,8 +131,9 @@ class Stage:
         if force:
             echo(f"--force: replacing {self.dir} (made with {diff})")
             return Decision(START, old, diff)
-        if nothing_lost is not None and nothing_lost(old):
-            echo(f"replacing {self.dir}: made with {diff}, and it finished nothing")
+        why = nothing_lost(old) if nothing_lost is not None else None
+        if why:
+            echo(f"replacing {self.dir} (made with {diff}): {why}")
             return Decision(START, old, diff)
         raise StateError(f"{self.dir} was made with other options ({diff}); {self.hint}")
 

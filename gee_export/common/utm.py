@@ -27,6 +27,7 @@ ZONE_WIDTH_DEG = 6.0
 # outermost windows of every standard window and overlap and costs 2 km of double export.
 PART_MARGIN_M = 1000.0
 METRES_PER_DEGREE = 111_320.0  # along the equator (and along any meridian, to 0.5 %)
+EDGE_TOLERANCE_DEG = 1e-4  # about a 10 m pixel
 
 
 def zone_number(lon: float) -> int:
@@ -72,8 +73,12 @@ def zone_parts(lonlat_bounds: tuple[float, float, float, float]) -> list[tuple[s
                          "and southern parts as two regions")
     north = (s + n) / 2 >= 0
     first, last = zone_number(w), zone_number(e)
-    if last > first and zone_west(last) >= e:  # an east edge on a zone line ends the zone before
+    # A box edge on a zone line, or past it by less than a pixel, spans no part of the zone
+    # beyond: a part made of the 1 km margin alone would hold no pixel of its own.
+    if last > first and e - zone_west(last) < EDGE_TOLERANCE_DEG:
         last -= 1
+    if last > first and zone_west(first + 1) - w < EDGE_TOLERANCE_DEG:
+        first += 1
     parts = []
     for z in range(first, last + 1):
         west = None if z == first else zone_west(z)
@@ -83,9 +88,9 @@ def zone_parts(lonlat_bounds: tuple[float, float, float, float]) -> list[tuple[s
 
 
 def split_region(region: Region) -> list[Region]:
-    """One region per UTM zone the region's box spans (the region itself when it spans one,
-    or when its CRS was chosen by --crs or is fixed). Each part's grid is its zone's, over its
-    strip widened by PART_MARGIN_M."""
+    """One region per UTM zone the region's box spans (the region itself when it spans one;
+    regions.region_parts keeps a region whole under --crs or a fixed built-in grid). Each part's
+    grid is its zone's, over its strip widened by PART_MARGIN_M."""
     parts = zone_parts(region.lonlat_bounds)
     if len(parts) == 1:
         return [region]

@@ -46,8 +46,15 @@ def test_each_decision(tmp_path):
         stage.decide({"a": 2}, False, said.append)
     d = stage.decide({"a": 2}, True, said.append)
     assert d.action == START and d.replaced == "--a: 1 -> 2"
-    assert stage.decide({"a": 2}, False, said.append, nothing_lost=lambda old: True).action \
-        == START
+    with pytest.raises(StateError):  # complete: something would be lost
+        stage.decide({"a": 2}, False, said.append,
+                     nothing_lost=lambda old: None if old["complete"] else "unfinished")
+    stage = _product(tmp_path, {"a": 1}, complete=False)
+    assert stage.decide({"a": 2}, False, said.append,
+                        nothing_lost=lambda old: None if old["complete"] else "it finished nothing"
+                        ).action == START
+    assert said[-1] == f"replacing {tmp_path} (made with --a: 1 -> 2): it finished nothing"
+    stage = _product(tmp_path, {"a": 1}, complete=True)
     assert stage.decide({"a": 2}, False, said.append, earlier=[{"a": 1}]).action == DONE
     d = stage.decide({"a": 1}, False, said.append, intact=lambda old: "2 files missing")
     assert d.action == RESUME and said[-1].endswith("2 files missing; making that again")
