@@ -437,7 +437,7 @@ def predict(checkpoint: Path, export_dir: Path, workspace: Path,
     many CPU threads as the one process (the thread count changes the order of the model's
     sums on the CPU).
     """
-    from training.runtime import Processes
+    from training.runtime import Processes, fast_matmul, resolve_device
 
     # Prediction exchanges only small decisions, on the CPU: gloo also beside GPUs.
     procs = Processes.start("gloo", RANKS_TIMEOUT)
@@ -448,6 +448,7 @@ def predict(checkpoint: Path, export_dir: Path, workspace: Path,
             formats, held, procs.world))
         job.model_fn = model_fn
         if todo == "predict":
+            held.enter_context(fast_matmul(resolve_device(cfg.device, procs.local_rank)))
             job.probability(manifest, quiet, echo, procs)
         # Only rank 0 goes on; no process waits for another. The process group stays for
         # the next prediction this process makes (a zoned export's parts, `train change`).

@@ -283,3 +283,33 @@ def test_the_command_line_takes_the_training_export_too(tiny_run, tmp_path, cli)
     assert res.exit_code == 1 and res.output.startswith(
         "Error: --export not given: the model was trained on demo 2018, and no complete "
         "export holds it"), res.output
+
+
+def test_the_model_runs_inside_fast_matmul_and_the_setting_is_restored(tiny_run, demo_export,
+                                                                       tmp_path, monkeypatch):
+    """Prediction asks for TF32 products on its own device for its own work (on CUDA), as
+    training does, instead of a global switch made when the model is prepared."""
+    import contextlib
+
+    import training.runtime as runtime
+
+    _, run = tiny_run
+    _, exp = demo_export
+    state = {"inside": False, "calls": []}
+
+    @contextlib.contextmanager
+    def recorded(device):
+        state["inside"] = True
+        try:
+            yield
+        finally:
+            state["inside"] = False
+
+    def model(x):
+        state["calls"].append(state["inside"])
+        return _per_pixel(x)
+
+    monkeypatch.setattr(runtime, "fast_matmul", recorded)
+    predict(run / "best.pt", exp, tmp_path, PredictConfig(band_width=128, overlap=32), "tf32",
+            quiet=True, echo=lambda *_: None, model_fn=model)
+    assert state["calls"] and all(state["calls"]) and not state["inside"]
