@@ -105,9 +105,10 @@ class Stage:
                checked: Callable[[], str] | str = "") -> Decision:
         """Start, resume or nothing to do for `parameters` (see the module's text).
         `earlier`: other records of the same parameters (an older version's); `intact(old)`:
-        what is wrong with a complete product's files, or None; `nothing_lost(old)`: why
-        a product made otherwise may be replaced without --force (None: it may not); `checked`: what the
-        "nothing to do" line adds (what was verified), or a function saying it after `intact`.
+        what is wrong with a complete product's files, or None; `nothing_lost(old)`: why a
+        product made otherwise may be replaced without --force (None: it may not); `checked`:
+        what the "nothing to do" line adds (what was verified), or a function saying it after
+        `intact`.
 
         Raises:
             StateError: a product made otherwise (each difference named), or a damaged
