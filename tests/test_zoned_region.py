@@ -205,6 +205,10 @@ def test_the_cut_glacier_is_one_polygon_with_the_sum_of_its_parts_area(chain):
     sides = [float(ellipsoidal_area_km2(list(p.geometry), "EPSG:4326").sum()) for p in pieces]
     assert min(sides) > 2  # the line cuts it well inside
     assert area == pytest.approx(sum(sides), rel=1e-6)
+    means = [float(p["mean_probability"].iloc[0]) for p in pieces]
+    assert float(big["mean_probability"].iloc[0]) == pytest.approx(
+        sum(m * a for m, a in zip(means, sides)) / sum(sides), rel=1e-9)
+    assert means[0] != means[1]  # so the weighting is seen
     # each zone predicted beyond its line (its grid reaches 1 km past it): more than its side
     whole = [float(p[p["area_km2"] > 1]["area_km2"].sum()) for p in parts]
     assert all(a > side + 0.3 for a, side in zip(whole, sides))

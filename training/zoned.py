@@ -38,11 +38,11 @@ def predict_zoned(export_dir: Path, out: Path, workspace: Path,
                   echo: Callable[[str], None]) -> Path:
     """Predict every zone of a zoned export with `predict_part(export_dir, name)`, then merge
     their outlines into `out`."""
+    from gee_export.common.vectors import write_outline_files
+
     parts = zoned_parts(export_dir, "export")
     done = [Part(p.zone, p.strip, predict_part(p.path, part_name(out.name, p.zone)))
             for p in parts]
-    from gee_export.common.vectors import write_outline_files
-
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 alone merges
         return out
     # The merge of the zones' predictions: remade whenever one of them was (nothing is lost).
@@ -74,7 +74,8 @@ def predict_zoned(export_dir: Path, out: Path, workspace: Path,
 
 
 def merged_layers(parts: Sequence[Part]) -> dict:
-    """The zones' `glaciers` (and `by_glacier`) layers as one, in EPSG:4326."""
+    """The zones' `glaciers` (and `by_glacier`) layers as one, in EPSG:4326: areas
+    ellipsoidal of the united polygons, mean probabilities weighted by the pieces' areas."""
     import geopandas as gpd
 
     from gee_export.common.outlines import ellipsoidal_area_km2
@@ -82,18 +83,10 @@ def merged_layers(parts: Sequence[Part]) -> dict:
     strips = [p.strip for p in parts]
     frames = {layer: [gpd.read_file(p.path / GLACIERS_GPKG, layer=layer) for p in parts]
               for layer in _layers(parts[0].path / GLACIERS_GPKG)}
-    glaciers = frames["glaciers"]
-    for f in glaciers:  # area-weighted means survive the union
-        f["_weighted"] = f["mean_probability"] * f["area_km2"]
-    g = merge_outlines(glaciers, strips)
-    area = ellipsoidal_area_km2(list(g.geometry), OUTPUT_CRS) if len(g) else []
-    g = g.assign(area_km2=area)
-    if len(g):
-        pieces = _pieces_sum(glaciers, strips, g)
-        g["mean_probability"] = pieces
-    g = g.drop(columns=[c for c in ("_weighted",) if c in g]).assign(
-        polygon_id=np.arange(1, len(g) + 1, dtype=np.int64))
-    layers = {"glaciers": g}
+    g = merge_outlines(frames["glaciers"], strips, area_means=("mean_probability",))
+    layers = {"glaciers": g.assign(
+        area_km2=ellipsoidal_area_km2(list(g.geometry), OUTPUT_CRS) if len(g) else [],
+        polygon_id=np.arange(1, len(g) + 1, dtype=np.int64))}
     if "by_glacier" in frames:
         b = merge_outlines(frames["by_glacier"], strips, key="glacier_id")
         layers["by_glacier"] = b.assign(
@@ -105,24 +98,6 @@ def _layers(path: Path) -> list[str]:
     import pyogrio
 
     return [name for name, _ in pyogrio.list_layers(path)]
-
-
-def _pieces_sum(frames, strips, merged) -> list[float]:
-    """Each merged polygon's mean probability: its pieces' means weighted by their areas."""
-    import geopandas as gpd
-    import pandas as pd
-
-    from gee_export.common.outlines import ellipsoidal_area_km2
-    from gee_export.common.utm import clip_to_strip
-
-    cut = pd.concat([clip_to_strip(f, s) for f, s in zip(frames, strips) if len(f)],
-                    ignore_index=True)
-    cut["_area"] = ellipsoidal_area_km2(list(cut.geometry), OUTPUT_CRS)
-    pairs = gpd.sjoin(cut, merged[["geometry"]].reset_index(names="_merged"),
-                      predicate="intersects").drop_duplicates(subset="_area")
-    w = pairs["mean_probability"] * pairs["_area"]
-    sums = w.groupby(pairs["_merged"]).sum() / pairs["_area"].groupby(pairs["_merged"]).sum()
-    return [float(sums.get(i, np.nan)) for i in range(len(merged))]
 
 
 def zoned_reference(prediction: Path) -> Path:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import InputError
-from .grid import ExportGrid, Region, region_from_lonlat
+from .grid import Region, region_from_lonlat
 
 if TYPE_CHECKING:
     from affine import Affine
@@ -160,10 +160,3 @@ def clip_to_strip(frame, strip: Strip):
     frame = frame.set_geometry(cut)
     return frame[~frame.geometry.is_empty].reset_index(drop=True)
 
-
-def part_grid_of(manifest: dict) -> tuple[ExportGrid, Strip] | None:
-    """A part's grid and strip from its export manifest; None for an export of one zone."""
-    region = manifest.get("region") or {}
-    if not region.get("strip"):
-        return None
-    return ExportGrid.from_dict(manifest["parameters"]["grid"]), Strip.from_list(region["strip"])

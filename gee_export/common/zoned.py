@@ -55,29 +55,39 @@ def write_zoned(path: Path, kind: str, parts: Sequence[Part], workspace: Path,
 
 
 def merge_outlines(frames: Sequence[GeoDataFrame], strips: Sequence[Strip],
-                   key: str | None = None) -> GeoDataFrame:
+                   key: str | None = None, area_means: Sequence[str] = ()) -> GeoDataFrame:
     """Outlines of the parts as one layer in EPSG:4326: each part cut to its strip, then the
     pieces that meet at a zone line united, so a glacier cut by the line is one polygon again
     (its area the sum of its parts'). With `key`, pieces are united by that column (a
-    glacier id); without, by touching."""
+    glacier id); without, by touching. Columns in `area_means` become the means of their
+    pieces weighted by the pieces' ellipsoidal areas; others keep the first piece's value."""
     import geopandas as gpd
     import pandas as pd
     import shapely
+
+    from .outlines import ellipsoidal_area_km2
 
     cut = [clip_to_strip(f, s) for f, s in zip(frames, strips) if len(f)]
     if not cut:
         return gpd.GeoDataFrame(geometry=[], crs=OUTPUT_CRS)
     pieces = pd.concat(cut, ignore_index=True)
-    if key is not None:
-        return pieces.dissolve(by=key, as_index=False, aggfunc="first")
-    # Pieces of a part do not touch (they are separate polygons of its map), so every touch
-    # is across a zone line: unite the connected groups.
-    geoms = list(pieces.geometry)
-    tree = shapely.STRtree(geoms)
-    left, right = tree.query(geoms, predicate="intersects")
-    group = _components(len(geoms), left, right)
-    pieces = pieces.assign(_group=group)
-    return pieces.dissolve(by="_group", as_index=False, aggfunc="first").drop(columns="_group")
+    if key is None:
+        # Pieces of a part do not touch (they are separate polygons of its map), so every
+        # touch is across a zone line: unite the connected groups.
+        geoms = list(pieces.geometry)
+        left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+        pieces, key = pieces.assign(_group=_components(len(geoms), left, right)), "_group"
+    if area_means:
+        area = ellipsoidal_area_km2(list(pieces.geometry), OUTPUT_CRS)
+        pieces = pieces.assign(_area=area, **{f"_w_{c}": pieces[c] * area for c in area_means})
+    sums = {c: "sum" for c in pieces.columns if c == "_area" or c.startswith("_w_")}
+    merged = pieces.dissolve(by=key, as_index=False,
+                             aggfunc={c: sums.get(c, "first") for c in pieces.columns
+                                      if c not in (key, pieces.geometry.name)})
+    for c in area_means:
+        merged[c] = merged[f"_w_{c}"] / merged["_area"]
+    return merged.drop(columns=[c for c in merged.columns
+                                if c in sums or c == "_group"])
 
 
 def _components(n: int, left, right) -> list[int]:
