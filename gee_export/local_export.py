@@ -12,9 +12,9 @@ from typing import Callable
 
 import numpy as np
 
-from gee_export.common.atomic import as_stored, clean_partials, has_partials
+from gee_export.common.atomic import as_stored, clean_partials
 from gee_export.common.bands import BAND_NAMES
-from gee_export.common.errors import GlacierError, InputError, StateError
+from gee_export.common.errors import InputError, StateError
 from gee_export.common.grid import DEFAULT_CELL_SIZE, Cell, ExportGrid, Region
 from gee_export.common.layout import (
     DEM_SOURCE_DIR,
@@ -30,7 +30,6 @@ from gee_export.common.layout import (
 from gee_export.common.locks import output_lock
 from gee_export.common.outlines import read_outlines
 from gee_export.common.rasters import bounded_gdal_cache
-from gee_export.common.stage import DONE
 from gee_export.common.workers import WorkerPool, cpu_workers
 from gee_export.config import DEM_OFFSET_SCALE_M, Normalization, RecipeConfig
 from gee_export.export import (
@@ -136,17 +135,10 @@ class _LocalJob:
         grid, no unfinished file), said so; else None. Reads only, so it needs no lock."""
         exp_dir = workspace / EXPORTS_DIR / name
         inputs = source_identities(self.sources.all_files(), _recorded_inputs(exp_dir))
-        said: list[str] = []
-        try:
-            decision = export_stage(exp_dir).decide(
-                self.parameters(inputs), False, said.append,
-                [self.earlier_parameters(exp_dir)], intact=broken_note(exp_dir))
-        except GlacierError:
-            return None  # refused or unreadable: the locked pass says so
-        if decision.action != DONE or has_partials(exp_dir):
-            return None  # to resume or repair: under the lock
-        echo(said[-1])
-        return ExportDir(exp_dir, decision.old, decision)
+        decision = export_stage(exp_dir).done_without_lock(
+            self.parameters(inputs), echo, [self.earlier_parameters(exp_dir)],
+            broken_note(exp_dir))
+        return ExportDir(exp_dir, decision.old, decision) if decision else None
 
     def earlier_parameters(self, exp_dir: Path) -> dict | None:
         """For an export made before sources were identified by their whole content (it

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from gee_export.common.atomic import as_stored, clean_partials, has_partials, make_dirs, remove_file
+from gee_export.common.atomic import as_stored, clean_partials, make_dirs, remove_file
 from gee_export.common.bands import BAND_NAMES, LABEL_BACKGROUND, LABEL_GLACIER, LABEL_IGNORE
 from gee_export.common.errors import InputError, StateError
 from gee_export.common.grid import ExportGrid
@@ -261,17 +261,8 @@ def _intact(stage: Stage, params: dict, earlier: list, verify: bool,
             echo: Callable[[str], None]) -> bool:
     """Whether the tile set is complete and intact for these parameters, with no unfinished
     file; said when so. Reads only (no lock, nothing written)."""
-    said: list[str] = []
-    try:
-        damaged = _Damaged(stage.dir, verify)
-        done = not has_partials(stage.dir) and stage.decide(
-            params, False, said.append, earlier, damaged, checked=damaged.note
-        ).action == DONE
-    except (InputError, StateError):
-        return False  # refused or unreadable: the locked pass says so
-    if done:
-        echo(said[-1])
-    return done
+    damaged = _Damaged(stage.dir, verify)
+    return stage.done_without_lock(params, echo, earlier, damaged, damaged.note) is not None
 
 
 def verify_tiles(workspace: Path, export_dir: Path | None = None, name: str | None = None,

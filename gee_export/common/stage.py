@@ -154,6 +154,26 @@ class Stage:
         echo(f"{self.noun} {self.dir} {self.verb} complete{checked}; nothing to do")
         return Decision(DONE, old)
 
+    def done_without_lock(self, parameters: dict, echo: Callable[[str], None],
+                          earlier: Sequence[dict | None] = (),
+                          intact: Callable[[dict], str | None] | None = None,
+                          checked: Callable[[], str] | str = "") -> Decision | None:
+        """The decision when the product is complete and intact for `parameters` with no
+        unfinished file (said so); else None, for the locked pass to decide and say why.
+        Reads only: a rerun on a read-only workspace needs nothing more."""
+        from .atomic import has_partials
+
+        said: list[str] = []
+        try:
+            decision = self.decide(parameters, False, said.append, earlier, intact,
+                                   checked=checked)
+        except (InputError, StateError):
+            return None  # refused or unreadable: the locked pass says so
+        if decision.action != DONE or has_partials(self.dir):
+            return None
+        echo(said[-1])
+        return decision
+
     def unchanged(self, parameters: dict, earlier: Sequence[dict | None] = ()) -> str | None:
         """Why the product on disk is not one of `parameters` (its differences), or None:
         for a stage that only ever repairs what it made (`prep tile --verify`)."""

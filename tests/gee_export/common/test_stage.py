@@ -73,3 +73,15 @@ def test_complete_is_the_last_write(tmp_path):
     m = stage.complete(base_manifest("tiles", parameters={"a": 1}), counts=3)
     on_disk = json.loads((tmp_path / "manifest.json").read_text())
     assert on_disk["complete"] and on_disk["counts"] == 3 and on_disk == m
+
+
+def test_done_without_lock_only_when_complete_intact_and_nothing_half_written(tmp_path):
+    said = []
+    stage = _product(tmp_path, {"a": 1}, complete=True)
+    assert stage.done_without_lock({"a": 1}, said.append).action == DONE
+    assert said == [f"tiles {tmp_path} are complete; nothing to do"]
+    assert stage.done_without_lock({"a": 2}, said.append) is None  # refused under the lock
+    assert stage.done_without_lock({"a": 1}, said.append, intact=lambda old: "bad") is None
+    (tmp_path / ".x.partial.tif").write_bytes(b"")  # a killed writer's file
+    assert stage.done_without_lock({"a": 1}, said.append) is None
+    assert len(said) == 1
