@@ -248,8 +248,14 @@ def run_change(predictions: list[Path], workspace: Path, reference: Path | None 
 
 def _zoned_member(predictions: list[Path]) -> tuple[list[Path], list[dict]]:
     """One model's zoned predictions in year order, with their zones.json manifests."""
-    manifests = [require_complete(Path(p) / ZONES_MANIFEST, "zoned prediction",
-                                  "finish it with `train predict`") for p in predictions]
+    return _in_year_order(predictions, ZONES_MANIFEST, "zoned prediction")
+
+
+def _in_year_order(predictions: list[Path], manifest: str, kind: str
+                   ) -> tuple[list[Path], list[dict]]:
+    """Complete predictions (of one zone or zoned) and their manifests, sorted by year."""
+    manifests = [require_complete(Path(p) / manifest, kind, "finish it with `train predict`")
+                 for p in predictions]
     order = np.argsort([m.get("year") or 0 for m in manifests])
     return [Path(predictions[i]) for i in order], [manifests[i] for i in order]
 
@@ -280,11 +286,7 @@ def _measure_zones(reference: Path, by_zone: dict, zones: list, cfg: ChangeConfi
 def _member(predictions: list[Path]) -> tuple[list[Path], list[dict]]:
     """One model's predictions in year order, with their manifests: one per year, two years
     or more, one grid, and made alike (same checkpoint and options)."""
-    manifests = [require_complete(Path(p) / PREDICTION_MANIFEST, "prediction",
-                                  "finish it with `train predict`") for p in predictions]
-    order = np.argsort([m.get("year") or 0 for m in manifests])
-    predictions = [Path(predictions[i]) for i in order]
-    manifests = [manifests[i] for i in order]
+    predictions, manifests = _in_year_order(predictions, PREDICTION_MANIFEST, "prediction")
     years = [m.get("year") for m in manifests]
     if None in years or len(set(years)) != len(years) or len(years) < 2:
         raise InputError(f"--predictions: a change needs one prediction per year, of two "
