@@ -153,8 +153,7 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
                               folder, workers, dem_source_map, cloud_mask, outlines_layer)
     if dry_run:
         return _dry_run(parts, outlines, source_dir, buffer_m, cell_size, outlines_layer,
-                        target if on_earth_engine else None,
-                        8 if workers == "auto" else workers)
+                        options if on_earth_engine else None)
     if reg.synthetic and source_dir is None:
         source_dir = _demo_sources(ws, reg, cfg, name, year, demo_size, quiet)
         if source_dir is None:
@@ -256,9 +255,9 @@ def _finish_zoned(ws: Path, base: str, reg, year: int, done: list) -> None:
 
 
 def _dry_run(parts: list, outlines: Path | None, source_dir: Path | None, buffer_m: float,
-             cell_size: int, layer: str | None, target: str | None, workers: int) -> None:
+             cell_size: int, layer: str | None, earth_engine) -> None:
     """Print what a real run would plan, per UTM zone and in total, without network or
-    credentials."""
+    credentials; with `earth_engine` (its EEOptions), the requests or tasks and hours."""
     from gee_export.export import earth_engine_estimate, plan_cells
 
     path = outlines or (Path(source_dir) / "outlines.gpkg" if source_dir else None)
@@ -277,6 +276,8 @@ def _dry_run(parts: list, outlines: Path | None, source_dir: Path | None, buffer
             click.echo(f"UTM zone {part.zone}: " + plans[-1].describe())
         else:
             click.echo(plans[-1].describe())
+    if not plans:
+        raise NoOutlinesHere("no glacier outline lies in any UTM zone of the region")
     summaries = [{**p.summary(), **({"zone": p.region.zone} if p.region.zone else {})}
                  for p in plans]
     total = {k: sum(s[k] for s in summaries) for k in ("cells", "pixels", "bytes_float32",
@@ -285,7 +286,8 @@ def _dry_run(parts: list, outlines: Path | None, source_dir: Path | None, buffer
         click.echo(f"total over {len(plans)} UTM zones with glaciers: {total['cells']} cells, "
                    f"{total['pixels'] / 1e6:.1f} Mpx, {total['bytes_float32'] / 1e9:.2f} GB as "
                    f"11 float32 bands, {total['area_km2']:.0f} km^2")
-    estimate = earth_engine_estimate(total["cells"], target, workers) if target else None
+    estimate = earth_engine_estimate(total["cells"], earth_engine.target,
+                                     earth_engine.workers) if earth_engine else None
     if estimate:
         click.echo(estimate["says"])
     if path is None and source_dir is None and not parts[0].synthetic:
@@ -294,8 +296,6 @@ def _dry_run(parts: list, outlines: Path | None, source_dir: Path | None, buffer
                    "network, so the whole bounding box above is planned. Give --outlines to "
                    "see the real plan.")
     out = summaries[0] if len(parts) == 1 else {"zones": summaries, "total": total}
-    if not plans:
-        raise NoOutlinesHere("no glacier outline lies in any UTM zone of the region")
     click.echo(json.dumps({**out, **({"earth_engine": estimate} if estimate else {})},
                           indent=2))
 
