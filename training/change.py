@@ -38,7 +38,7 @@ from gee_export.common.stage import DONE, Stage, differences
 from .change_map import write_change_map
 from .trend import METHOD as RATE_METHOD
 from .trend import RateFit, with_ensemble, wls_rate
-from .zones import ZONE_BUFFER_M, ZoneCounts, ZoneRaster, ellipsoidal_ratios
+from .zones import ZONE_BUFFER_M, ZoneCounts, ellipsoidal_ratios
 
 if TYPE_CHECKING:
     from gee_export.common.outlines import Outlines
@@ -377,14 +377,11 @@ def measure_year(prediction: Path, manifest: dict, ref: Outlines, cfg: ChangeCon
     `strip` (a zone of a zoned prediction), only the pixels of that strip count."""
     import rasterio
 
-    from gee_export.common.utm import StripMask
-
-    from .zones import GlacierPieces, zone_blocks
+    from .zones import GlacierPieces, zone_blocks, zones_of
 
     threshold = manifest["parameters"]["config"]["threshold"]
     with rasterio.open(prediction / PROBABILITY_TIF) as src:
-        owned = StripMask(src.crs.to_string(), src.transform, strip) if strip else None
-        zones = ZoneRaster(ref.geometries, src.transform, cfg.zone_buffer_m, owned)
+        zones = zones_of(src, ref.geometries, cfg.zone_buffer_m, strip)
         counts = ZoneCounts(len(ref))
         pieces = GlacierPieces()
         tta = src.count >= 2

@@ -34,14 +34,14 @@ from gee_export.common.stage import DONE, Stage
 
 from .heldout import UNKNOWN, TrainingFootprint, training_footprint, unknown_footprint
 from .metrics import confusion, scores
-from .zones import ZONE_BUFFER_M, ZoneCounts, ZoneRaster, ellipsoidal_ratios
+from .zones import ZONE_BUFFER_M, ZoneCounts, ellipsoidal_ratios
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
     from shapely.geometry.base import BaseGeometry
 
     from gee_export.common.outlines import Outlines
-    from gee_export.common.utm import Strip, StripMask
+    from gee_export.common.utm import Strip
 
 BOUNDARY_PERCENTILE = 95
 
@@ -105,7 +105,6 @@ def evaluate_prediction(pred_dir: Path, reference: Path, cfg: EvalConfig = EvalC
     from gee_export.common.atomic import write_json
     from gee_export.common.layout import workspace_of
     from gee_export.common.stac import update_catalog
-    from gee_export.common.utm import StripMask
 
     pred_dir = Path(pred_dir)
     check_report_name(name)
@@ -126,9 +125,8 @@ def evaluate_prediction(pred_dir: Path, reference: Path, cfg: EvalConfig = EvalC
         threshold = m["parameters"]["config"]["threshold"]
         with rasterio.open(pred_dir / PROBABILITY_TIF) as src:
             ref, small = _reference(reference, src, cfg)
-            owned = StripMask(src.crs.to_string(), src.transform, strip) if strip else None
             scene = score_scene(src, ref.geometries, small.geometries, threshold,
-                                cfg.zone_buffer_m, footprint, owned)
+                                cfg.zone_buffer_m, footprint, strip)
         report = _report(pred_dir, reference, ref, small, scene, threshold, params, m)
         agreement_png(pred_dir / figure, pred_dir / PROBABILITY_TIF, ref.geometries,
                       small.geometries, threshold, report, footprint)
@@ -224,20 +222,20 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
                 small_geoms: Sequence[BaseGeometry], threshold: float,
                 buffer_m: float = ZONE_BUFFER_M,
                 footprint: TrainingFootprint | None = None,
-                owned: StripMask | None = None) -> SceneScores:
+                strip: Strip | None = None) -> SceneScores:
     """One pass over the probability raster, block by block: the confusion matrices of the
     held-out and training pixels, the per-zone counts, and the polygons of valid data and
     predicted ice. A prediction without a single pixel with data is refused: its scores
-    would be zeros that look like a result. With `owned` (a part of a zoned region), only the
+    would be zeros that look like a result. With `strip` (a zone of a zoned region), only the
     pixels of its strip count."""
     import shapely
 
     from gee_export.common.outlines import OutlineRasterizer
 
-    from .zones import GlacierPieces, zone_blocks
+    from .zones import GlacierPieces, zone_blocks, zones_of
 
     footprint = footprint or unknown_footprint("not given")
-    zones = ZoneRaster(ref_geoms, src.transform, buffer_m, owned)
+    zones = zones_of(src, ref_geoms, buffer_m, strip)
     small = OutlineRasterizer(small_geoms, src.transform) if len(small_geoms) else None
     counts = ZoneCounts(len(ref_geoms))
     in_training = np.zeros(len(ref_geoms) + 1, np.int64)

@@ -858,10 +858,10 @@ def ice_by_glacier(prob: DatasetReader, inventory: Outlines, threshold: float
 
     from gee_export.common.outlines import ellipsoidal_area_km2
 
-    from .zones import GlacierPieces, ZoneRaster, zone_blocks
+    from .zones import GlacierPieces, zone_blocks, zones_of
 
     pieces = GlacierPieces()
-    for b in zone_blocks(prob, ZoneRaster(inventory.geometries, prob.transform)):
+    for b in zone_blocks(prob, zones_of(prob, inventory.geometries)):
         pieces.add(np.where(b.at_least(threshold), b.zone, 0), b.transform)
     merged = pieces.dissolved()
     ids = inventory.ids

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from rasterio.io import DatasetReader
 
     from gee_export.common.outlines import Outlines
-    from gee_export.common.utm import StripMask
+    from gee_export.common.utm import Strip, StripMask
 
 # Ice within this distance of a reference glacier counts for it (retreat and advance stay
 # inside); farther away it is a false positive outside every zone.
@@ -116,6 +116,16 @@ class GlacierPieces:
 
     def dissolved(self) -> dict[int, object]:
         return dissolve(self.pieces)
+
+
+def zones_of(src: DatasetReader, geometries, buffer_m: float = ZONE_BUFFER_M,
+              strip: Strip | None = None) -> ZoneRaster:
+    """The zones of a raster's grid; with `strip` (a zone of a zoned region), only the pixels
+    whose centres lie in that strip of longitudes count."""
+    from gee_export.common.utm import StripMask
+
+    owned = StripMask(src.crs.to_string(), src.transform, strip) if strip else None
+    return ZoneRaster(geometries, src.transform, buffer_m, owned)
 
 
 def blocks(height: int, width: int, block: int = BLOCK) -> Iterator[tuple[int, int, int, int]]:
