@@ -20,6 +20,7 @@ from gee_export.common.cli import (
 from gee_export.common.errors import InputError, InputNotFoundError
 from gee_export.common.layout import resolve_workspace
 from gee_export.config import FIRST_YEAR, ORBITS
+from gee_export.demo.scene import DEMO_SEED, DEMO_SIZE
 from gee_export.export import NoOutlinesHere
 
 
@@ -101,9 +102,14 @@ def _this_year() -> int:
                    "requests in flight (auto: 8; the default quota allows about 40).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (cells, pixels, bytes, area) and "
                                               "stop; needs no network or credentials.")
-@click.option("--demo-size", type=click.IntRange(512, 16384), default=2048,
+@click.option("--demo-size", type=click.IntRange(512, 16384), default=DEMO_SIZE,
               callback=multiple_of(256),
               help="Side of the synthetic demo scene in pixels (region demo only).")
+@click.option("--demo-seed", type=click.IntRange(0, 2 ** 31 - 1), default=DEMO_SEED,
+              help="Seed of the synthetic demo scene (region demo only): each seed is another "
+                   "scene with its own glaciers, touching pairs, debris tongue and known change. "
+                   "A seed other than the default names the region demo-sSEED (exports "
+                   "demo-sSEED-YEAR; `train change --region demo-sSEED`).")
 @force_option
 @wait_option
 @quiet_option
@@ -113,7 +119,8 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
            cell_size, source_dir,
            cloud_mask, s1_window, s2_window, orbit, max_scene_cloud, cloud_score_threshold,
            cloud_score_band, s2_level, norm_mode, norm_from, hma_asset, dem_source_map, target,
-           bucket, folder, project, workers, dry_run, demo_size, force, wait, quiet, workspace):
+           bucket, folder, project, workers, dry_run, demo_size, demo_seed, force, wait, quiet,
+           workspace):
     """Export the 11-band 10 m stack of a region and year: on Earth Engine, or with
     --source-dir on local rasters (--region demo generates synthetic ones)."""
     from dataclasses import replace
@@ -133,10 +140,12 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
     stretched = scale_warning(reg) if len(parts) == 1 else None
     if stretched and not quiet:
         click.echo(stretched)
-    if reg.synthetic and demo_size != reg.grid.width:
+    if reg.synthetic:
         from gee_export.demo.scene import demo_region
 
-        reg = parts[0] = demo_region(demo_size)
+        reg = parts[0] = demo_region(demo_size, demo_seed)
+    elif demo_seed != DEMO_SEED or demo_size != DEMO_SIZE:
+        raise InputError("--demo-seed and --demo-size are for --region demo")
     cfg = RecipeConfig(year=year, s1_window=tuple(s1_window) if s1_window else None,
                        s2_window=tuple(s2_window), s1_orbit=orbit,
                        s2_max_scene_cloud=max_scene_cloud,
@@ -155,7 +164,7 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
         return _dry_run(parts, outlines, source_dir, buffer_m, cell_size, outlines_layer,
                         options if on_earth_engine else None)
     if reg.synthetic and source_dir is None:
-        source_dir = _demo_sources(ws, reg, cfg, name, year, demo_size, quiet)
+        source_dir = _demo_sources(ws, reg, cfg, name, year, demo_size, demo_seed, quiet)
         if source_dir is None:
             return
     base = name or product_name(reg.name, year)
@@ -316,7 +325,7 @@ def _dry_run_outlines(part, path: Path | None, layer: str | None):
     return None, ""
 
 
-def _demo_sources(ws: Path, reg, cfg, name: str | None, year: int, size: int,
+def _demo_sources(ws: Path, reg, cfg, name: str | None, year: int, size: int, seed: int,
                   quiet: bool) -> Path | None:
     """The synthetic demo sources for a year, generated only when needed; None when the
     export they would feed is already complete."""
@@ -325,21 +334,21 @@ def _demo_sources(ws: Path, reg, cfg, name: str | None, year: int, size: int,
     from gee_export.demo.sources import demo_sources_ready, write_demo_sources
     from gee_export.export import demo_source_dir
 
-    source_dir = demo_source_dir(ws, year, size)
+    source_dir = demo_source_dir(ws, year, size, seed)
     exp_dir = ws / EXPORTS_DIR / (name or product_name(reg.name, year))
-    if not demo_sources_ready(source_dir, year, size=size) and _complete_for(exp_dir, cfg, reg):
+    if not demo_sources_ready(source_dir, year, seed, size) and _complete_for(exp_dir, cfg, reg):
         click.echo(f"export {exp_dir} is complete; nothing to do (its SYNTHETIC sources were "
                    "removed, and are not needed)")
         return None
-    if demo_sources_ready(source_dir, year, size=size):  # reading needs no lock
+    if demo_sources_ready(source_dir, year, seed, size):  # reading needs no lock
         click.echo(f"using SYNTHETIC demo sources in {source_dir}")
         return source_dir
     with output_lock(ws / SOURCES_DIR / source_dir.name, echo=click.echo):
-        if demo_sources_ready(source_dir, year, size=size):
+        if demo_sources_ready(source_dir, year, seed, size):
             click.echo(f"using SYNTHETIC demo sources in {source_dir}")
         else:
             click.echo(f"generating SYNTHETIC demo sources in {source_dir}")
-            write_demo_sources(source_dir, year, size=size, progress=None if quiet else
+            write_demo_sources(source_dir, year, seed, size, progress=None if quiet else
                                lambda i, n, what: click.echo(f"  [{i + 1}/{n}] {what}"))
     return source_dir
 

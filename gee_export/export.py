@@ -171,11 +171,11 @@ def record_truth_outlines(exp: ExportDir, source_dir: Path) -> None:
         "year"), "synthetic": True, "sha256": file_sha256(src)}
 
 
-def demo_source_dir(workspace: Path, year: int, size: int) -> Path:
-    from gee_export.demo.scene import DEMO_SIZE
+def demo_source_dir(workspace: Path, year: int, size: int, seed: int | None = None) -> Path:
+    from gee_export.demo.scene import DEMO_SEED, DEMO_SIZE, demo_region_name
 
-    return workspace / SOURCES_DIR / (f"demo-{year}" if size == DEMO_SIZE else
-                                      f"demo{size}-{year}")
+    sized = "demo" if size == DEMO_SIZE else f"demo{size}"
+    return workspace / SOURCES_DIR / f"{demo_region_name(seed or DEMO_SEED, sized)}-{year}"
 
 
 def load_norm_from(path: Path) -> Normalization:
