@@ -35,9 +35,21 @@ from gee_export.common.outlines import MIN_GLACIER_AREA_KM2
 from gee_export.common.stac import update_catalog
 from gee_export.common.stage import DONE, Stage, differences
 
+from .area_error import AreaErrorModel
 from .change_map import write_change_map
 from .trend import METHOD as RATE_METHOD
-from .trend import RateFit, with_ensemble, wls_rate
+from .trend import Z90, RateFit, t90, wls_rate
+from .uncertainty import (
+    CORRELATION_MODEL,
+    Levels,
+    Series,
+    area_sigma,
+    glacier_rate,
+    levels,
+    pooled_year_sigma,
+    total,
+    with_divides,
+)
 from .zones import ZONE_BUFFER_M, ZoneCounts, ellipsoidal_ratios
 
 if TYPE_CHECKING:
@@ -70,17 +82,20 @@ _METHOD = (
     "year is left out of its fit; a smaller unseen part is filled at the ice density of the "
     "part seen.")
 _UNCERTAINTY = (
-    "1 sigma per glacier and year from three independent terms added in quadrature: model "
-    "(the ensemble's standard deviation; with --tta, half the difference between the areas "
-    "at mean -/+ spread; none with one checkpoint without --tta), boundary (the buffer method "
-    "of Paul et al. 2013: the predicted outline's length, taken as pi/4 of its pixel "
-    "staircase, times half a pixel) and unobserved (the unseen part of the reference outline, "
-    "as ice or not with equal likelihood: its area / sqrt(12)).")
+    "Each year's best area is the measured area less the bias of the area error model (train "
+    "evaluate, on validation ground: the edges' mean outward displacement times the glacier's "
+    "outline less its ice divides); its 1 sigma holds the level, common, year-to-year, "
+    "unobserved (the unseen part of the reference outline, as ice or not with equal "
+    "likelihood: its area / sqrt(12)), model (the ensemble's standard deviation; with --tta, "
+    "half the difference between the areas at mean -/+ spread; empty when not estimated) and "
+    "divide terms; the 90 % interval is best -/+ 1.645 sigma. Without an error model nothing "
+    "is corrected and the buffer method (Paul et al. 2013: the outline's length, as pi/4 of "
+    "its pixel staircase, times half a pixel) stands in for the level term; it is known to be "
+    "too small. " + CORRELATION_MODEL)
 _TOTAL = (
-    "The total sums the glaciers; a glacier-year left out is filled with that glacier's fitted "
-    "area and the fit's standard error there. Its model and boundary terms add linearly (fully "
-    "correlated: a bias of the model or of its edges is shared by every glacier, so this is an "
-    "upper bound), its unobserved terms and fills in quadrature (separate gaps).")
+    "The total sums the glaciers' best areas; a glacier-year left out is filled with that "
+    "glacier's fitted area and the fit's standard error there; a glacier seen in fewer than "
+    "two years is left out of every year. Its terms follow the correlation model above.")
 
 
 @dataclass(frozen=True)
@@ -103,29 +118,26 @@ class YearAreas:
     threshold: float  # the prediction's ice threshold
     reference_km2: np.ndarray  # each reference glacier's own area, seen or not (index 1..n)
     boundary_km2: np.ndarray  # the buffer method's area per glacier (index 1..n)
+    edge_km: np.ndarray  # the predicted ice's outline less its divides, as a line (1..n)
     pixel_km2: float
 
 
 @dataclass
 class YearEstimate:
-    """One year's areas per glacier (index 0..n-1) from one or several models, with the
-    terms of their 1-sigma uncertainty; NaN where the glacier was seen too little."""
+    """One year's areas per glacier (index 0..n-1) from one or several models, with what
+    their uncertainty needs; NaN where the glacier was seen too little."""
     year: int
     area: np.ndarray
-    sigma_model: np.ndarray
-    sigma_boundary: np.ndarray
+    sigma_ensemble: np.ndarray
+    sigma_tta: np.ndarray  # the TTA part of the model term (0 without --tta)
     sigma_unobserved: np.ndarray
+    buffer_km2: np.ndarray  # the buffer method (Paul et al. 2013), where no error model is
+    edge_km: np.ndarray
     observed: np.ndarray
     observed_all: float  # the share of all the reference's glacier pixels seen
     low: np.ndarray  # edge envelope (threshold -/+ margin, or the TTA spread)
     high: np.ndarray
     members: np.ndarray  # (models, glaciers): each ensemble member's area, filled alike
-    sigma_tta: np.ndarray  # the TTA part of the model term (0 without --tta)
-
-    @property
-    def sigma(self) -> np.ndarray:
-        return np.sqrt(self.sigma_model ** 2 + self.sigma_boundary ** 2 +
-                       self.sigma_unobserved ** 2)
 
 
 def parse_years(spec: str) -> list[int]:
@@ -240,8 +252,10 @@ def run_change(predictions: list[Path], workspace: Path, reference: Path | None 
             ref, per_year = _measure_zones(reference, by_zone, zones, cfg, out)
         estimates = [estimate_year(list(models), cfg.min_observed)
                      for models in zip(*per_year)]
-        table = change_table(ref, estimates, SIGMA_FLOOR_KM2)
-        _write(out, params, ref, per_year[0], estimates, table, manifests, len(members), echo)
+        model, source = find_error_model(predictions[0], manifests[0], echo)
+        table, pooled = change_table(ref, estimates, SIGMA_FLOOR_KM2, model)
+        _write(out, params, ref, per_year[0], table, manifests, len(members),
+               {**pooled, "error_model_source": source}, echo)
     update_catalog(Path(workspace), echo)
     return out
 
@@ -401,7 +415,24 @@ def measure_year(prediction: Path, manifest: dict, ref: Outlines, cfg: ChangeCon
     return YearAreas(manifest["year"], prediction, km2, observed[1:], float(observed_all),
                      outlines, "tta spread" if tta else f"threshold +- {BOUNDS_MARGIN}",
                      threshold, counts.reference_all[1:] * px * ratio[1:],
-                     boundary_km2(outlines, len(ref), math.sqrt(px), ratio[1:]), px)
+                     boundary_km2(outlines, len(ref), math.sqrt(px), ratio[1:]),
+                     edge_km(outlines, len(ref), ratio[1:]), px)
+
+
+def edge_km(outlines: dict[int, object], n: int, ratio: np.ndarray) -> np.ndarray:
+    """Per glacier, the outline of its predicted ice less the stretches it shares with a
+    neighbour's (ice divides, which no image shows), as the smooth line its pixel staircase
+    follows (pi/4 of it), in km, ellipsoidal like the areas."""
+    import shapely
+
+    from .area_error import divide_free_boundaries
+
+    keys = [k for k in sorted(outlines) if 1 <= k <= n]
+    lines = divide_free_boundaries([outlines[k] for k in keys])
+    out = np.zeros(n)
+    for k, line in zip(keys, lines):
+        out[k - 1] = shapely.length(line) / 1e3 * STAIRCASE_TO_LINE * math.sqrt(ratio[k - 1])
+    return out
 
 
 def boundary_km2(outlines: dict[int, object], n: int, pixel_km: float,
@@ -434,8 +465,8 @@ def slope_bounds(years: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[
 
 
 def estimate_year(members: list[YearAreas], min_observed: float) -> YearEstimate:
-    """One year's areas and sigma terms per glacier from the members of an ensemble (one
-    measurement per model; the scene, and so what is seen, is the same for all)."""
+    """One year's areas per glacier from the members of an ensemble (one measurement per
+    model; the scene, and so what is seen, is the same for all)."""
     first = members[0]
     seen = first.observed * first.reference_km2
     unseen = (1 - first.observed) * first.reference_km2
@@ -446,7 +477,7 @@ def estimate_year(members: list[YearAreas], min_observed: float) -> YearEstimate
         return (a + unseen * density) * keep
 
     each = np.array([filled(m.km2["ice"][1:]) for m in members])
-    sigma_ens = each.std(axis=0, ddof=1) if len(members) > 1 else np.zeros(len(seen))
+    sigma_ens = each.std(axis=0, ddof=1) if len(members) > 1 else np.full(len(seen), np.nan)
     sigma_tta = np.zeros(len(seen))
     if first.bounds == "tta spread":  # half the distance between mean -/+ spread, averaged
         sigma_tta = np.mean([(m.km2["high"][1:] - m.km2["low"][1:]) / 2 for m in members],
@@ -455,135 +486,152 @@ def estimate_year(members: list[YearAreas], min_observed: float) -> YearEstimate
     area = each.mean(axis=0)
     boundary = np.mean([m.boundary_km2 for m in members], axis=0)
     boundary = np.where(area == 0, np.maximum(boundary, DETECTION_LIMIT_KM2), boundary)
-    return YearEstimate(first.year, area, np.sqrt(sigma_ens ** 2 + sigma_tta ** 2),
-                        boundary * keep,
-                        unseen * UNIFORM_SIGMA * keep, first.observed, first.observed_all,
-                        mean("low"), mean("high"), each, sigma_tta)
+    edge = np.mean([m.edge_km for m in members], axis=0)
+    return YearEstimate(first.year, area, sigma_ens * keep, sigma_tta,
+                        unseen * UNIFORM_SIGMA * keep,
+                        boundary * keep, edge * keep, first.observed, first.observed_all,
+                        mean("low"), mean("high"), each)
 
 
-def change_table(ref: Outlines, estimates: list[YearEstimate], sigma_floor: float
-                 ) -> list[dict]:
-    """One row per reference glacier, then the total (outside zones not included): areas and
-    their sigma terms per year, the weighted rate with its standard error and 90 % interval,
-    the edge envelope, the years used."""
-    years = np.array([e.year for e in estimates], float)
-    stack = lambda attr: np.array([getattr(e, attr) for e in estimates]).T  # noqa: E731
-    area, observed = stack("area"), stack("observed")
-    terms = {k: stack(f"sigma_{k}") for k in ("model", "boundary", "unobserved")}
-    low, high = np.minimum(area, stack("low")), np.maximum(area, stack("high"))
-    members = np.array([e.members for e in estimates]).transpose(1, 2, 0)  # model, glacier, year
-    # The fit's weights: every term but the ensemble's spread, which enters the rate as the
-    # spread of its members' rates (a model's bias that lasts across years cancels in a rate).
-    tta = stack("sigma_tta")
-    sigma_fit = np.sqrt(tta ** 2 + terms["boundary"] ** 2 + terms["unobserved"] ** 2)
-
-    rows, fits = [], []
-    for i, gid in enumerate(ref.ids):
-        fit = _fit(years, area[i], sigma_fit[i], members[:, i], sigma_floor)
-        fits.append(fit)
-        rows.append(_row(gid, years, area[i], np.sqrt(sum(t[i] ** 2 for t in terms.values())),
-                         {k: t[i] for k, t in terms.items()}, low[i], high[i], observed[i],
-                         fit))
-    rows.append(_total_row(years, area, sigma_fit, members, {**terms, "tta": tta}, low, high,
-                           np.array([e.observed_all for e in estimates]), fits, sigma_floor,
+def change_table(ref: Outlines, estimates: list[YearEstimate], sigma_floor: float,
+                 model: AreaErrorModel | None = None) -> tuple[list[dict], dict]:
+    """One row per reference glacier, then the total (outside zones not included): each
+    year's measured and best area with its 1-sigma terms and 90 % interval, the rate with
+    its terms, interval and significance, the edge envelope, the years used; and what the
+    uncertainty pooled (change.json's `uncertainty`)."""
+    s = _series(ref, estimates)
+    years, lv = s.years, levels(s, model)
+    best = lv.best(s.area)
+    known = np.hypot(np.nan_to_num(s.sigma_unobserved),
+                     np.where(best == 0, DETECTION_LIMIT_KM2, 0.0))
+    steady = np.all(np.isfinite(best) <= (best >= MIN_GLACIER_AREA_KM2), axis=1)
+    sigma_eta, dof = pooled_year_sigma(years, best, known, steady, sigma_floor)
+    # Two years of each glacier leave no scatter to pool: the buffer method stands in.
+    sigma_year = np.hypot(sigma_eta if dof else np.nan_to_num(s.buffer_km2), known)
+    fits = with_divides([glacier_rate(years, best, sigma_year, s, lv, i, model, dof,
+                                      sigma_floor) for i in range(len(best))], s)
+    sigma = area_sigma(lv, sigma_year, s)
+    low, high = np.minimum(s.area, _stack(estimates, "low")), \
+        np.maximum(s.area, _stack(estimates, "high"))
+    observed = _stack(estimates, "observed")
+    rows = [_row(gid, years, s.area[i], best[i], sigma[i], _glacier_terms(lv, sigma_year, s, i),
+                 lv.bias[i], low[i], high[i], observed[i], fits[i])
+            for i, gid in enumerate(ref.ids)]
+    rows.append(_total_row(years, best, sigma_year, lv, s, fits, model, dof, sigma_floor,
+                           low, high, np.array([e.observed_all for e in estimates]),
                            list(ref.ids)))
-    return rows
+    pooled = {"year_sigma_km2": sigma_eta if dof else None, "dof": dof,
+              "glaciers_pooled": int(sum(np.isfinite(best[i]).sum() >= 3
+                                         for i in np.flatnonzero(steady))),
+              "quantile90": t90(dof), "bias_corrected": lv.corrected,
+              "error_model": model.to_dict() if model else None}
+    return rows, pooled
 
 
-def _fit(years: np.ndarray, area: np.ndarray, sigma: np.ndarray, members: np.ndarray,
-         sigma_floor: float) -> RateFit | None:
-    """The weighted fit of the ensemble's mean areas; with several members, its standard
-    error also holds the spread of the members' own rates (fitted with the same weights)."""
-    fit = wls_rate(years, area, sigma, sigma_floor)
-    if fit is None or len(members) < 2:
-        return fit
-    rates = [wls_rate(years, m, sigma, sigma_floor).rate for m in members]
-    return with_ensemble(fit, float(np.std(rates, ddof=1)))
+def _stack(estimates: list[YearEstimate], attr: str) -> np.ndarray:
+    return np.array([getattr(e, attr) for e in estimates]).T
 
 
-def _total_row(years: np.ndarray, area: np.ndarray, sigma_fit: np.ndarray,
-               members: np.ndarray, terms: dict[str, np.ndarray], low: np.ndarray,
-               high: np.ndarray, observed: np.ndarray, fits: list[RateFit | None],
-               sigma_floor: float, ids: list[str]) -> dict:
-    """The sum over glaciers. A glacier-year left out is filled with the glacier's fitted
-    area and the fit's standard error there (each ensemble member's from its own fit).
-    Boundary and TTA terms add linearly (an error of the model's edges is shared by all
-    glaciers: fully correlated, an upper bound); the ensemble's term is the spread of its
-    members' totals (the correlation it has); the unobserved terms and the fills add in
-    quadrature (separate gaps)."""
-    # A glacier seen in fewer than two years cannot be filled from a fit: the total leaves it
-    # out in every year (and says so) rather than being lost as a whole.
-    out = [i for i, fit in enumerate(fits) if fit is None and not np.isfinite(area[i]).all()]
-    keep = np.setdiff1d(np.arange(len(area)), out)
-    area, sigma_fit, members, low, high = (a[keep] if a.ndim < 3 else a[:, keep]
-                                           for a in (area, sigma_fit, members, low, high))
-    terms = {k: t[keep] for k, t in terms.items()}
-    fits = [fits[i] for i in keep]
-    filled, fill_se = area.copy(), np.zeros_like(area)
-    each = members.copy()
-    for i, fit in enumerate(fits):
-        gaps = np.flatnonzero(~np.isfinite(area[i]))  # a glacier with gaps has a fit (above)
-        if not len(gaps):
-            continue
-        own = [wls_rate(years, m, sigma_fit[i], sigma_floor) for m in members[:, i]]
-        for j in gaps:  # the mean from its fit, each member from its own fit of the glacier
-            filled[i, j], fill_se[i, j] = fit.at(years[j])
-            each[:, i, j] = [o.at(years[j])[0] for o in own]
-    tot = filled.sum(axis=0)
-    totals = each.sum(axis=1)  # per member
-    lin = lambda t: np.nansum(t, axis=0)  # noqa: E731
-    tta = lin(terms["tta"])
-    ens = totals.std(axis=0, ddof=1) if len(members) > 1 else np.zeros_like(tot)
-    unobserved = np.sqrt(np.nansum(terms["unobserved"] ** 2, axis=0) + (fill_se ** 2).sum(0))
-    total_terms = {"model": np.sqrt(ens ** 2 + tta ** 2), "boundary": lin(terms["boundary"]),
-                   "unobserved": unobserved}
-    fit_sigma = np.sqrt(tta ** 2 + total_terms["boundary"] ** 2 + unobserved ** 2)
-    fit = _fit(years, tot, fit_sigma, totals, sigma_floor)
-    seen = np.isfinite(area)
-    row = _row("total", years, tot, np.sqrt(sum(t ** 2 for t in total_terms.values())),
-               total_terms, np.where(seen, low, filled).sum(axis=0),
-               np.where(seen, high, filled).sum(axis=0), observed, fit)
-    filled_years = [f"{int(y)}: {int((~np.isfinite(area[:, j])).sum())} glacier(s) from "
-                    "their fits" for j, y in enumerate(years) if not np.isfinite(area[:, j]).all()]
-    if out:
-        filled_years.append(f"leaves out {', '.join(ids[i] for i in out)} (seen in fewer than "
-                            "two years)")
-    row["flags"] = "; ".join(filled_years)
+def _series(ref: Outlines, estimates: list[YearEstimate]) -> Series:
+    from .area_error import shared_divides
+
+    tta = _stack(estimates, "sigma_tta")
+    ens = _stack(estimates, "sigma_ensemble")
+    model = np.hypot(ens, tta) if np.isfinite(ens).any() else \
+        np.where(tta > 0, tta, np.nan)
+    divide_km, outline_km = shared_divides(ref.geometries)
+    return Series(np.array([e.year for e in estimates], float), _stack(estimates, "area"),
+                  _stack(estimates, "edge_km"), divide_km, outline_km,
+                  ref.frame["area_km2"].to_numpy(float),
+                  _stack(estimates, "sigma_unobserved"), model, tta,
+                  np.array([e.members for e in estimates]).transpose(1, 2, 0),
+                  _stack(estimates, "buffer_km2"), _stack(estimates, "low"),
+                  _stack(estimates, "high"))
+
+
+def _glacier_terms(lv: Levels, sigma_year: np.ndarray, s: Series, i: int) -> dict:
+    eta = np.sqrt(np.maximum(sigma_year[i] ** 2 - np.nan_to_num(s.sigma_unobserved[i]) ** 2, 0))
+    return {"level": lv.level[i], "common": lv.common[i], "year": eta,
+            "unobserved": s.sigma_unobserved[i], "model": s.sigma_model[i],
+            "divide": lv.divide[i]}
+
+
+def _total_row(years: np.ndarray, best: np.ndarray, sigma_year: np.ndarray, lv: Levels,
+               s: Series, fits: list, model, dof: int, floor: float, low: np.ndarray,
+               high: np.ndarray, observed: np.ndarray, ids: list[str]) -> dict:
+    """The sum over glaciers (uncertainty.total); its envelope sums the glaciers' where
+    seen and their fills elsewhere."""
+    tot = total(years, best, sigma_year, lv, s, fits, model, dof, floor)
+    seen = np.isfinite(s.area[tot.keep])
+    envelope = lambda a: np.where(seen, a[tot.keep], tot.each).sum(0)  # noqa: E731
+    bias = np.where(seen, lv.bias[tot.keep], 0.0).sum(0)
+    row = _row("total", years, tot.area + bias, tot.area, tot.sigma, tot.terms, bias,
+               envelope(low), envelope(high), observed, tot.fit)
+    notes = [f"{int(y)}: {int(n)} glacier(s) from their fits" for y, n in zip(years, tot.filled)
+             if n]
+    if tot.left_out:
+        notes.append(f"leaves out {', '.join(ids[i] for i in tot.left_out)} (seen in fewer "
+                     "than two years)")
+    row["flags"] = "; ".join(notes)
     return row
 
 
-def _row(gid: str, years: np.ndarray, area: np.ndarray, sigma: np.ndarray,
-         terms: dict[str, np.ndarray], low: np.ndarray, high: np.ndarray,
+def _row(gid: str, years: np.ndarray, area: np.ndarray, best: np.ndarray, sigma: np.ndarray,
+         terms: dict[str, np.ndarray], bias: np.ndarray, low: np.ndarray, high: np.ndarray,
          observed: np.ndarray, fit: RateFit | None) -> dict:
     ok = np.isfinite(area)
     num = lambda v: None if v is None or not np.isfinite(v) else float(v)  # noqa: E731
+    y = [int(t) for t in years]
+    q = Z90  # areas: the normal's (the level model's sds are estimates of many pieces)
     row: dict = {"glacier_id": gid}
-    row.update({f"area_km2_{int(t)}": num(round(float(a), 6)) for t, a in zip(years, area)})
-    row.update({f"sigma_km2_{int(t)}": num(v) for t, v in zip(years, sigma)})
-    for name, t in terms.items():
-        row.update({f"sigma_{name}_{int(y)}": num(v) for y, v in zip(years, t)})
-    row.update({f"observed_{int(t)}": round(float(o), 4) for t, o in zip(years, observed)})
-    first = area[ok][0] if ok.any() else np.nan
+    row.update({f"area_km2_{t}": num(round(float(a), 6)) for t, a in zip(y, area)})
+    row.update({f"area_best_km2_{t}": num(round(float(a), 6)) for t, a in zip(y, best)})
+    row.update({f"area_sigma_km2_{t}": num(v) for t, v in zip(y, sigma)})
+    row.update({f"area_ci90_low_{t}": num(a - q * v) for t, a, v in zip(y, best, sigma)})
+    row.update({f"area_ci90_high_{t}": num(a + q * v) for t, a, v in zip(y, best, sigma)})
+    row.update({f"bias_km2_{t}": num(b) if k else None for t, b, k in zip(y, bias, ok)})
+    for name, term in terms.items():
+        row.update({f"sigma_{name}_{t}": num(v) if k else None
+                    for t, v, k in zip(y, term, ok)})
+    row.update({f"observed_{t}": round(float(o), 4) for t, o in zip(y, observed)})
+    row.update(_rate_columns(fit, best[ok][0] if ok.any() else np.nan))
     edge = slope_bounds(years[ok], low[ok], high[ok]) if ok.sum() >= 2 else (None, None)
     row.update({
-        "rate_km2_per_year": num(fit.rate) if fit else None,
-        "rate_percent_per_year": num(100 * fit.rate / first) if fit and first > 0 else None,
-        "rate_se_km2_per_year": num(fit.se) if fit else None,
-        "rate_se_ensemble_km2_per_year": num(fit.se_ensemble) if fit else None,
-        "rate_ci90_low": num(fit.ci90[0]) if fit else None,
-        "rate_ci90_high": num(fit.ci90[1]) if fit else None,
-        "birge_ratio": num(fit.birge_ratio) if fit else None,
         "rate_edge_low": num(edge[0]), "rate_edge_high": num(edge[1]),
-        "years_used": ";".join(str(int(y)) for y in years[ok]),
+        "years_used": ";".join(str(int(t)) for t in years[ok]),
         "observed_min": float(np.min(observed)),
-        "flags": "; ".join(f"{int(y)}: seen over {math.floor(1000 * o) / 10:g} % only, left "
-                           "out" for y, o, k in zip(years, observed, ok) if not k)})
+        "flags": "; ".join(f"{int(t)}: seen over {math.floor(1000 * o) / 10:g} % only, left "
+                           "out" for t, o, k in zip(years, observed, ok) if not k)})
     return row
 
 
-def _write(out: Path, params: dict, ref, per_year: list[YearAreas],
-           estimates: list[YearEstimate], table: list[dict], manifests: list[dict],
-           models: int, echo) -> None:
+RATE_TERMS = ("year", "threshold", "drift", "divide", "ensemble")
+
+
+def _rate_columns(fit: RateFit | None, first: float) -> dict:
+    """The rate in km^2/yr and in % of the first year's best area a year, each with its 1
+    sigma and 90 % interval; whether that interval excludes zero; the terms of its sigma
+    (empty where a term was not estimated)."""
+    num = lambda v: None if v is None or not np.isfinite(v) else float(v)  # noqa: E731
+    if fit is None:
+        keys = ["rate_km2_per_year", "rate_se_km2_per_year", "rate_ci90_low", "rate_ci90_high",
+                "rate_percent_per_year", "rate_percent_se", "rate_percent_ci90_low",
+                "rate_percent_ci90_high", "significant", "rate_dof",
+                *(f"rate_se_{k}_km2_per_year" for k in RATE_TERMS)]
+        return dict.fromkeys(keys)
+    lo, hi = fit.ci90
+    pct = 100 / first if first > 0 else math.nan
+    terms = {"year": fit.se_year, **fit.terms}
+    return {"rate_km2_per_year": num(fit.rate), "rate_se_km2_per_year": num(fit.se),
+            "rate_ci90_low": num(lo), "rate_ci90_high": num(hi),
+            "rate_percent_per_year": num(fit.rate * pct), "rate_percent_se": num(fit.se * pct),
+            "rate_percent_ci90_low": num(lo * pct), "rate_percent_ci90_high": num(hi * pct),
+            "significant": bool(lo > 0 or hi < 0), "rate_dof": fit.dof,
+            **{f"rate_se_{k}_km2_per_year": num(terms.get(k)) for k in RATE_TERMS}}
+
+
+def _write(out: Path, params: dict, ref, per_year: list[YearAreas], table: list[dict],
+           manifests: list[dict], models: int, pooled: dict, echo) -> None:
     from .plots import change_png
 
     manifest_name, csv_name, gpkg_name, png_name = CHANGE_FILES
@@ -595,27 +643,92 @@ def _write(out: Path, params: dict, ref, per_year: list[YearAreas],
     _write_outlines(out / gpkg_name, ref, per_year)
     change_png(out / png_name, ref, per_year, table)
     total = table[-1]
-    model_term = (f"ensemble of {models} checkpoints" if models > 1 else "") + \
-        (" and " if models > 1 and per_year[0].bounds == "tta spread" else "") + \
-        ("TTA spread" if per_year[0].bounds == "tta spread" else "")
+    tta = per_year[0].bounds == "tta spread"
+    model_term = " and ".join(filter(None, [f"ensemble of {models} checkpoints" if models > 1
+                                            else "", "TTA spread" if tta else ""]))
     write_json(out / manifest_name, base_manifest(
         "change", parameters=params, complete=True, completed_at=now_iso(),
         years=[y.year for y in per_year], glaciers=len(ref), models=models, total=total,
+        imagery=imagery(per_year, manifests), uncertainty=pooled,
         truth_check=truth_check(table, per_year, manifests),
         method={"areas": _METHOD, "uncertainty": _UNCERTAINTY, "rate": RATE_METHOD,
-                "total": _TOTAL,
-                "model_term": model_term or "none: one checkpoint without --tta (repeat "
-                                            "--checkpoint with other seeds, or add --tta)",
+                "total": _TOTAL, "correlation_model": CORRELATION_MODEL,
+                "model_term": model_term or "not estimated: one checkpoint without --tta "
+                                            "(repeat --checkpoint with other seeds, or add "
+                                            "--tta); its columns are empty",
                 "min_observed": params["config"]["min_observed"],
                 "edge_envelope": f"rate_edge_low/high: the extreme least-squares slopes within "
                                  f"each year's areas at {per_year[0].bounds} (a sensitivity "
                                  "to the ice edge, not a confidence interval)"}))
+    _say_total(out, total, per_year, table, pooled, echo)
+
+
+def _say_total(out: Path, total: dict, per_year: list[YearAreas], table: list[dict],
+               pooled: dict, echo) -> None:
     lo, hi = total["rate_ci90_low"], total["rate_ci90_high"]
     flagged = [r["glacier_id"] for r in table[:-1] if r["flags"]]
+    significant = sum(bool(r["significant"]) for r in table[:-1])
+    rated = sum(r["rate_km2_per_year"] is not None for r in table[:-1])
     echo(f"change complete: {out} (total {_signed(total['rate_km2_per_year'])} km^2/yr, 90 % "
          f"interval [{_signed(lo)}, {_signed(hi)}], over {per_year[0].year}-"
-         f"{per_year[-1].year}" + (f"; years left out for {', '.join(flagged)} (seen too "
-                                   "little, see flags)" if flagged else "") + ")")
+         f"{per_year[-1].year}; {significant} of {rated} glaciers change significantly"
+         + ("" if pooled["bias_corrected"] else "; areas NOT bias-corrected (no error model)")
+         + (f"; years left out for {', '.join(flagged)} (seen too little, see flags)"
+            if flagged else "") + ")")
+
+
+def find_error_model(prediction: Path, manifest: dict, echo: Callable[[str], None]
+                     ) -> tuple[AreaErrorModel | None, str]:
+    """The area error model of this prediction's model: from the evaluations beside the
+    run's predictions (train evaluate on the scene its tiles were cut from) that were made at
+    this prediction's threshold against the tile set it trained on; the one of most pieces."""
+    import json
+
+    tiles_id = (manifest.get("trained_on") or {}).get("tiles_id")
+    threshold = (manifest.get("parameters") or {}).get("config", {}).get("threshold")
+    found = []
+    for path in sorted(Path(prediction).resolve().parent.glob("*/*.json")):
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        fitted = report.get("area_error_model") if isinstance(report, dict) else None
+        if report.get("kind") == "evaluation" and fitted and tiles_id and \
+                (report.get("parameters") or {}).get("training_tiles") == tiles_id and \
+                fitted.get("threshold") == threshold:
+            found.append((fitted["pieces"], str(path), AreaErrorModel.from_dict(fitted)))
+    if not found:
+        echo("note: no area error model for this model (make one with `train evaluate` on the "
+             "prediction of the scene its tiles were cut from, then rerun with --force): areas "
+             "are not corrected and their uncertainty falls back to the buffer method, which is "
+             "known to be too small")
+        return None, "none found: buffer method, not corrected"
+    pieces, path, model = max(found, key=lambda f: f[:2])
+    return model, f"{Path(path).parent.name}/{Path(path).name} ({pieces} pieces)"
+
+
+def imagery(per_year: list[YearAreas], manifests: list[dict]) -> list[dict]:
+    """Each year's imagery as its export recorded it: the windows (dates) of each sensor,
+    the sensors and the pixel size."""
+    out = []
+    from gee_export.config import RecipeConfig
+
+    for y, m in zip(per_year, manifests):
+        exp = {}
+        if m.get("export") and m.get("kind") == "prediction":
+            try:
+                exp = read_manifest(resolved_path(m["export"], y.prediction), "export")
+            except (InputError, OSError):
+                exp = {}
+        recipe = (exp.get("parameters") or {}).get("recipe")
+        cfg = RecipeConfig.from_dict(recipe) if recipe else None
+        out.append({"year": y.year, "pixel_m": round(math.sqrt(y.pixel_km2) * 1e3, 6),
+                    "sentinel1_dates": list(cfg.s1_dates) if cfg else None,
+                    "sentinel2_dates": list(cfg.s2_dates) if cfg else None,
+                    "dates_note": "[first day, day after the last)",
+                    "sensors": ["Sentinel-1 GRD (VV, VH)", f"Sentinel-2 {cfg.s2_level.upper()}",
+                                "DEM (HMA mosaic, SRTM fallback)"] if cfg else None})
+    return out
 
 
 def _signed(v: float | None) -> str:
@@ -644,7 +757,8 @@ def _true_rate(years: np.ndarray, truth: np.ndarray, row: dict) -> float:
     """What the rate estimates, on the true areas: the same weighted fit over the same years
     (a glacier that vanishes shrinks far from a straight line, so the weights matter)."""
     used = np.array([np.nan if row[f"area_km2_{int(y)}"] is None else 1.0 for y in years])
-    sigma = np.array([row[f"sigma_km2_{int(y)}"] or 0.0 for y in years])
+    sigma = np.array([math.hypot(row[f"sigma_year_{int(y)}"] or 0.0,
+                                 row[f"sigma_unobserved_{int(y)}"] or 0.0) for y in years])
     fit = wls_rate(years, truth * used, sigma, SIGMA_FLOOR_KM2)
     return fit.rate if fit else slope(years, truth)
 
@@ -670,7 +784,7 @@ def truth_check(table: list[dict], per_year: list[YearAreas], manifests: list[di
     first, last = int(years[0]), int(years[-1])
     both = [g for g in ids if rows[g][f"area_km2_{first}"] is not None
             and rows[g][f"area_km2_{last}"] is not None]  # seen well in both end years
-    est = sum(rows[g][f"area_km2_{last}"] - rows[g][f"area_km2_{first}"] for g in both)
+    est = sum(rows[g][f"area_best_km2_{last}"] - rows[g][f"area_best_km2_{first}"] for g in both)
     true = sum(truths[-1].get(g, 0.0) - truths[0].get(g, 0.0) for g in both)
     large = [g for g in ids if truths[0].get(g, 0.0) > 1.0]
     judged = [g for g in ids if truths[0].get(g, 0.0) > COVERAGE_MIN_KM2
@@ -681,7 +795,8 @@ def truth_check(table: list[dict], per_year: list[YearAreas], manifests: list[di
     plain = {g: slope(years, np.array([t.get(g, 0.0) for t in truths])) for g in judged}
     covered_plain = [g for g in judged if rows[g]["rate_ci90_low"] - 1e-9 <= plain[g] <=
                      rows[g]["rate_ci90_high"] + 1e-9]
-    return {"total_change_km2": est, "true_total_change_km2": true,
+    return {**_area_coverage(rows, truths, years, judged), **_total_coverage(rows, truths, years),
+            "total_change_km2": est, "true_total_change_km2": true,
             "total_change_error": (est - true) / true if true else None,
             "total_change_glaciers": len(both),
             "large_glaciers": len(large),
@@ -703,3 +818,24 @@ def truth_check(table: list[dict], per_year: list[YearAreas], manifests: list[di
             "glaciers": len(ids),
             "flagged": [{"glacier_id": g, "flags": rows[g]["flags"]} for g in ids
                         if rows[g]["flags"]]}
+
+
+def _area_coverage(rows: dict, truths: list[dict], years: np.ndarray, judged: list[str]) -> dict:
+    """How often a judged glacier's true area lies in its year's 90 % interval."""
+    hits = [rows[g][f"area_ci90_low_{int(y)}"] - 1e-9 <= t.get(g, 0.0) <=
+            rows[g][f"area_ci90_high_{int(y)}"] + 1e-9
+            for g in judged for y, t in zip(years, truths)
+            if rows[g][f"area_ci90_low_{int(y)}"] is not None]
+    return {"area_coverage90": float(np.mean(hits)) if hits else None,
+            "area_coverage90_glacier_years": len(hits)}
+
+
+def _total_coverage(rows: dict, truths: list[dict], years: np.ndarray) -> dict:
+    """The total's rate against the true total's (the glaciers in the table, over every year:
+    the total fills the years a glacier was not seen)."""
+    total = rows["total"]
+    if total["rate_ci90_low"] is None:
+        return {}
+    true = slope(years, np.array([sum(v for g, v in t.items() if g in rows) for t in truths]))
+    return {"total_rate_true_km2_per_year": true,
+            "total_rate_covered": bool(total["rate_ci90_low"] <= true <= total["rate_ci90_high"])}

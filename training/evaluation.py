@@ -32,7 +32,15 @@ from gee_export.common.layout import (
 from gee_export.common.outlines import MIN_GLACIER_AREA_KM2
 from gee_export.common.stage import DONE, Stage
 
-from .heldout import UNKNOWN, TrainingFootprint, training_footprint, unknown_footprint
+from .area_error import EdgePieces, divide_free_boundaries
+from .heldout import (
+    GROUND_VALIDATION,
+    SAME_SCENE,
+    UNKNOWN,
+    TrainingFootprint,
+    training_footprint,
+    unknown_footprint,
+)
 from .metrics import confusion, scores
 from .zones import ZONE_BUFFER_M, ZoneCounts, ellipsoidal_ratios
 
@@ -203,6 +211,13 @@ def _reference(reference: Path, src, cfg: EvalConfig):
 
 
 SPLITS = ("held_out", "training")
+AREA_ERROR_NOTE = (
+    "area error E = mu P + e, Var(e) = a P + b P^2, fitted by maximum likelihood on pieces "
+    "of the reference outlines on validation ground (each glacier's outline less its ice "
+    "divides, within one cell of 256 pixels): P the outline's length (km), E the predicted "
+    "ice of the glacier's zone less its reference ice (km^2); offset_m = mu, the edges' mean "
+    "outward displacement. train change removes the bias mu L from each glacier's area (L its "
+    "predicted outline less divides) and takes sqrt(a L + b L^2) as its level error")
 
 
 @dataclass
@@ -216,6 +231,7 @@ class SceneScores:
     footprint: TrainingFootprint
     training_area: object  # the training tiles as a polygon (empty when none)
     under_training_tiles: float  # share of the pixels with data under a training tile, any year
+    edge_pieces: EdgePieces | None = None  # validation-ground pieces for the area error model
 
 
 def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
@@ -242,6 +258,8 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
     cm = {k: np.zeros((2, 2), np.int64) for k in SPLITS}
     under_tiles = with_data = 0  # pixels with data under a training tile (any year)
     areas = GlacierPieces()  # 1: valid, no ice; 2: ice
+    edges = EdgePieces(len(ref_geoms), src.transform, divide_free_boundaries(ref_geoms)) \
+        if footprint.relation == SAME_SCENE else None
     for b in zone_blocks(src, zones):
         (h, w), valid, ref = b.shape, b.valid, b.ref
         ice = b.at_least(threshold) & valid
@@ -256,6 +274,9 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
         under_tiles += int((valid & footprint.footprint(b.row, b.col, h, w)).sum())
         with_data += int(valid.sum())
         areas.add(valid.astype(np.uint8) + ice, b.transform)
+        if edges is not None:
+            edges.add(b.row, b.col, footprint.ground(b.row, b.col, h, w) == GROUND_VALIDATION,
+                      valid, ice, ref, b.zone)
     if not sum(m.sum() for m in cm.values()):
         raise InputError(f"{src.name}: no pixel with data to score (the probabilities are "
                          "all no-data); remake the prediction rather than score it")
@@ -264,7 +285,7 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
     ice_area = merged.get(2, empty)
     return SceneScores(cm, counts, in_training, shapely.union(merged.get(1, empty), ice_area),
                        ice_area, abs(src.res[0] * src.res[1]), footprint,
-                       _tiles_polygon(footprint, src.transform), under_tiles / with_data)
+                       _tiles_polygon(footprint, src.transform), under_tiles / with_data, edges)
 
 
 def _tiles_polygon(footprint: TrainingFootprint, transform) -> BaseGeometry:
@@ -327,7 +348,19 @@ def _report(pred_dir: Path, reference: Path, ref, small, scene: SceneScores, thr
                                                           for g in glaciers])),
                      "median_relative_error": float(np.median(rel)) if rel else None,
                      "glaciers": glaciers},
-        boundary_distance=_boundaries(ref, scene))
+        boundary_distance=_boundaries(ref, scene),
+        area_error_model=_error_model(ref, scene, threshold))
+
+
+def _error_model(ref: Outlines, scene: SceneScores, threshold: float) -> dict | None:
+    """The area error model of this prediction's model, fitted on its validation ground
+    (train change reads it): None where the scene has none, or too few pieces."""
+    if scene.edge_pieces is None:
+        return None
+    model = scene.edge_pieces.fit(scene.pixel_area_m2 / 1e6, ellipsoidal_ratios(ref),
+                                  threshold)
+    return None if model is None else {
+        **model.to_dict(), "ground": "validation", "note": AREA_ERROR_NOTE}
 
 
 def per_glacier(ref: Outlines, scene: SceneScores) -> tuple[list[dict], float]:

@@ -98,8 +98,8 @@ def change_png(path: Path, ref: Outlines, per_year: list, table: list[dict], lar
     a.set_xlabel("year"), a.set_ylabel("glacier area, % of the first year seen (ellipsoidal)")
     a.set_xticks(years, [str(y) for y in years])
     a.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    a.set_title(f"total and {len(rows)} largest glaciers: 1-sigma bars, the total rate's "
-                "90 % interval (fan)", fontsize=9)
+    a.set_title(f"total and {len(rows)} largest glaciers (best areas): 1-sigma bars (level "
+                "errors included), the total rate's 90 % interval (fan)", fontsize=9)
     cls, extent, crs = _lost_gained([(y.prediction, y.threshold) for y in (per_year[0],
                                                                             per_year[-1])],
                                     max_side)
@@ -127,13 +127,13 @@ def change_png(path: Path, ref: Outlines, per_year: list, table: list[dict], lar
 
 
 def _area_series(ax, row: dict, years: np.ndarray, k: int, big: bool) -> None:
-    """One glacier's (or the total's) areas, in % of its first area seen, with 1-sigma bars,
+    """One glacier's (or the total's) best areas, in % of its first seen, with 1-sigma bars,
     (the total's) rate's 90 % interval as a fan from that first year, and an x where its fit
     puts each year left out (seen too little)."""
-    area = np.array([np.nan if row[f"area_km2_{y}"] is None else row[f"area_km2_{y}"]
+    area = np.array([np.nan if row[f"area_best_km2_{y}"] is None else row[f"area_best_km2_{y}"]
                      for y in years], float)
-    sigma = np.array([np.nan if row[f"sigma_km2_{y}"] is None else row[f"sigma_km2_{y}"]
-                      for y in years], float)
+    sigma = np.array([np.nan if row[f"area_sigma_km2_{y}"] is None else
+                      row[f"area_sigma_km2_{y}"] for y in years], float)
     seen = np.isfinite(area)
     if not seen.any() or area[seen][0] <= 0:
         return

@@ -1,69 +1,78 @@
-"""The rate of area change with a confidence interval: weighted least squares over the years
-a glacier was seen, each year weighted by its area uncertainty (1 sigma).
+"""The rate of area change: weighted least squares over the years a glacier was seen, each
+year weighted by its year-to-year error (1 sigma).
 
-The standard error starts from the per-year sigmas alone (the fit's covariance with known
-errors) and is inflated by the Birge ratio sqrt(chi^2 / (n - 2)) when the years scatter about
-the line more than their sigmas allow (never deflated: sigmas that overstate the scatter are
-kept). The 90 % interval is rate -/+ q standard errors: q is Student's t with n - 2 degrees
-of freedom when the scatter set the error (6.31 with three years), else the normal's 1.645.
-With two years there is no scatter to measure and the sigmas alone set the error.
+Only errors that differ from year to year enter a rate: a glacier mapped too large by the same
+amount every year (the same model, threshold and sensors map its edges alike) has the right
+rate. The year-to-year sigmas are known up to a scale that the scatter of every glacier's
+years about its line sets (uncertainty.pooled_year_sigma): the rate's standard error is the
+fit's with those sigmas, and its 90 % interval uses Student's t at the pooled degrees of
+freedom (`dof`), or the normal's 1.645 where the sigmas were not estimated from scatter.
+Errors shared across years (a drift of the bias, an ensemble's spread) are added to the
+standard error as named terms.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 Z90 = 1.6448536269514722  # the standard normal's 95th percentile: a two-sided 90 % interval
-METHOD = ("weighted least squares of area on year (weights 1/sigma^2, sigma without the "
-          "ensemble's spread) over the years used; standard error from the sigmas, times the "
-          "Birge ratio sqrt(chi^2/(n-2)) when above 1, and with an ensemble added in "
-          "quadrature to the standard deviation of its members' own rates; 90 % interval = "
-          "rate -/+ q standard errors, q from Student's t with n-2 degrees of freedom when the "
-          "Birge ratio is above 1, else 1.645")
+METHOD = ("weighted least squares of area on year, weights 1/sigma_year^2 (the year-to-year "
+          "error: the pooled residual scatter of all glaciers, and each year's unobserved "
+          "part), over the years used; standard error from those sigmas, with the drift, "
+          "divide and ensemble terms added in quadrature; 90 % interval = rate -/+ q standard "
+          "errors, q from Student's t at the pooled degrees of freedom (the normal's 1.645 "
+          "where no scatter could be pooled)")
+
+
+def t90(dof: int) -> float:
+    """The 95th percentile of Student's t with `dof` degrees of freedom (the normal's with
+    none: the sigmas were not estimated)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.95, dof)) if dof > 0 else Z90
 
 
 @dataclass(frozen=True)
 class RateFit:
     rate: float  # km^2 per year
-    se: float  # its standard error (1 sigma)
-    se_from_sigmas: float  # from the per-year sigmas alone
-    birge_ratio: float  # sqrt(chi^2 / (n - 2)); nan with two years
+    se_year: float  # standard error from the year-to-year sigmas (the fit's covariance)
     years_used: tuple[int, ...]
     t_mean: float  # the weighted mean year, where the fit's intercept is given
     a_mean: float  # the fitted area at t_mean
     sum_w: float
     s_tt: float
-    se_ensemble: float = 0.0  # the spread of an ensemble's members' own rates, in `se`
+    chi2: float  # sum of squared weighted residuals (its expectation: n - 2)
+    dof: int = 0  # the degrees of freedom behind the sigmas' scale (pooled); 0: taken as known
+    terms: dict = field(default_factory=dict)  # further standard-error terms by name
+
+    @property
+    def se(self) -> float:
+        """The rate's standard error: the fit's, and every further term, in quadrature."""
+        return math.sqrt(self.se_year ** 2 + sum(v ** 2 for v in self.terms.values()))
 
     @property
     def quantile90(self) -> float:
-        """The 95th percentile the interval uses: Student's t with n - 2 degrees of freedom
-        when the scatter set the error (Birge ratio over 1), else the normal's."""
-        from scipy.stats import t
-
-        dof = len(self.years_used) - 2
-        return float(t.ppf(0.95, dof)) if dof > 0 and self.birge_ratio > 1 else Z90
+        return t90(self.dof)
 
     @property
     def ci90(self) -> tuple[float, float]:
         return self.rate - self.quantile90 * self.se, self.rate + self.quantile90 * self.se
 
     def at(self, year: float) -> tuple[float, float]:
-        """The fitted area in `year` and its standard error (from the sigmas and the scatter;
-        an ensemble's spread is in its members' own fits)."""
-        fitted = math.sqrt(max(self.se ** 2 - self.se_ensemble ** 2, 0.0))
-        scale = fitted / self.se_from_sigmas if self.se_from_sigmas > 0 else 1.0
+        """The fitted area in `year` and its standard error from the year-to-year sigmas."""
         value = self.a_mean + self.rate * (year - self.t_mean)
-        return value, scale * math.sqrt(1 / self.sum_w + (year - self.t_mean) ** 2 / self.s_tt)
+        return value, math.sqrt(1 / self.sum_w + (year - self.t_mean) ** 2 / self.s_tt)
+
+    def with_terms(self, dof: int | None = None, **terms: float) -> "RateFit":
+        return replace(self, dof=self.dof if dof is None else dof, terms={**self.terms, **terms})
 
 
 def wls_rate(years: np.ndarray, areas: np.ndarray, sigmas: np.ndarray,
              sigma_floor: float) -> RateFit | None:
     """The rate over the years whose area is finite (None with fewer than two). Sigmas under
-    `sigma_floor` (a glacier that is gone has no edge and no spread) count as the floor, so
-    that no single year takes all the weight."""
+    `sigma_floor` count as the floor, so that no single year takes all the weight."""
     years, areas, sigmas = (np.asarray(v, np.float64) for v in (years, areas, sigmas))
     ok = np.isfinite(areas)
     if ok.sum() < 2:
@@ -74,17 +83,16 @@ def wls_rate(years: np.ndarray, areas: np.ndarray, sigmas: np.ndarray,
     t_mean, a_mean = float((w * t).sum() / sum_w), float((w * a).sum() / sum_w)
     s_tt = float((w * (t - t_mean) ** 2).sum())
     rate = float((w * (t - t_mean) * (a - a_mean)).sum() / s_tt)
-    se_sigmas = math.sqrt(1.0 / s_tt)
-    dof = len(t) - 2
     chi2 = float((w * (a - a_mean - rate * (t - t_mean)) ** 2).sum())
-    birge = math.sqrt(chi2 / dof) if dof > 0 else float("nan")
-    se = se_sigmas * max(1.0, birge) if dof > 0 else se_sigmas
-    return RateFit(rate, se, se_sigmas, birge, tuple(int(y) for y in t), t_mean, a_mean,
-                   sum_w, s_tt)
+    return RateFit(rate, math.sqrt(1.0 / s_tt), tuple(int(y) for y in t), t_mean, a_mean,
+                   sum_w, s_tt, chi2)
 
 
-def with_ensemble(fit: RateFit, spread: float) -> RateFit:
-    """The fit of an ensemble's mean, its standard error widened by the standard deviation of
-    the members' own rates: what the members disagree on about the change, not about the
-    level (a model's bias that lasts across years cancels in its rate)."""
-    return replace(fit, se=math.sqrt(fit.se ** 2 + spread ** 2), se_ensemble=spread)
+def weighted_slope(fit: RateFit, years: np.ndarray, values: np.ndarray,
+                   sigmas: np.ndarray, sigma_floor: float) -> float:
+    """The slope of another series over the fit's years with the fit's weights (how a
+    quantity that each year's area carries, such as a bias, moves the rate)."""
+    used = np.isin(np.asarray(years).astype(int), fit.years_used)
+    other = wls_rate(np.asarray(years)[used], np.asarray(values, float)[used],
+                     np.asarray(sigmas)[used], sigma_floor)
+    return 0.0 if other is None or not math.isfinite(other.rate) else other.rate

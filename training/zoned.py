@@ -259,4 +259,5 @@ def merge_years(years: Sequence, strips: Sequence[Strip], crs: Sequence[str]):
                    observed=observed, observed_all=float(seen_all / max(total.sum(), 1e-12)),
                    outlines=dict(zip(merged["k"], merged.geometry)),
                    reference_km2=total, boundary_km2=sum(y.boundary_km2 for y in years),
+                   edge_km=sum(y.edge_km for y in years),
                    prediction=years[int(np.argmax(owned.sum(1)))].prediction)

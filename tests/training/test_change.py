@@ -81,6 +81,12 @@ def touching_groups(export: Path) -> list[list[str]]:
     return sorted({tuple(sorted(v)) for v in groups.values()})
 
 
+def fit_sigma(row: dict, year: int) -> float:
+    """The year-to-year sigma a glacier's rate is weighted by."""
+    return float(np.hypot(float(row[f"sigma_year_{year}"]),
+                          float(row[f"sigma_unobserved_{year}"])))
+
+
 def read_rows(out: Path) -> dict[str, dict]:
     with open(out / "change.csv", newline="") as f:
         return {r["glacier_id"]: r for r in csv.DictReader(f)}
@@ -125,18 +131,23 @@ def test_a_perfect_prediction_recovers_the_known_change(demo_years):
         # The rate the same weighted fit gives on the true areas (a vanishing glacier's
         # areas are far from a line, so the weights matter).
         true_rate = sum(wls_rate(np.array(YEARS, float), np.array([t[g] for t in truths]),
-                                 np.array([float(rows[g][f"sigma_km2_{y}"]) for y in YEARS]),
+                                 np.array([fit_sigma(rows[g], y) for y in YEARS]),
                                  1e-4).rate for g in group)
         rate = sum(float(rows[g]["rate_km2_per_year"]) for g in group)
         assert rate == pytest.approx(true_rate, abs=2e-3)
     assert truths[-1]["DEMO006"] == 0 and float(rows["DEMO006"]["area_km2_2020"]) == 0
     # No ice is known to the detection limit, not to a pixel: the zeros do not pin the fit.
-    assert float(rows["DEMO006"]["sigma_boundary_2020"]) == 0.025
+    assert float(rows["DEMO006"]["sigma_year_2020"]) == pytest.approx(
+        np.hypot(0.025, float(rows["DEMO001"]["sigma_year_2020"])))
     report = json.loads((out / "change.json").read_text())
     assert abs(report["truth_check"]["total_change_error"]) < 0.01
     assert report["years"] == list(YEARS)
     assert "at threshold +- 0.1" in report["method"]["edge_envelope"]
-    assert report["method"]["model_term"].startswith("none")
+    assert report["method"]["model_term"].startswith("not estimated")
+    assert rows["DEMO001"]["sigma_model_2018"] == ""  # not estimated: empty, not zero
+    # No area error model beside these predictions: nothing corrected, and said so.
+    assert report["uncertainty"]["bias_corrected"] is False
+    assert rows["DEMO001"]["area_best_km2_2019"] == rows["DEMO001"]["area_km2_2019"]
     # A perfect map: the truth lies in every interval, and no glacier-year is left out.
     assert report["truth_check"]["coverage90"] == 1.0 and not report["truth_check"]["flagged"]
     assert all(r["years_used"] == "2018;2019;2020" for r in rows.values())
@@ -227,8 +238,8 @@ def test_train_change_on_the_demo_recovers_the_change(demo_years, demo_tiles):
     assert check["coverage90"] >= 0.5 and check["coverage90_glaciers"] >= 4, check
     rows = read_rows(out)
     assert list(rows["total"])[:7] == ["glacier_id", "area_km2_2018", "area_km2_2019",
-                                       "area_km2_2020", "sigma_km2_2018", "sigma_km2_2019",
-                                       "sigma_km2_2020"]
+                                       "area_km2_2020", "area_best_km2_2018",
+                                       "area_best_km2_2019", "area_best_km2_2020"]
     # The glacier under 2019's cloud is flagged and left out of its fit that year.
     gap = DemoScene(size=DEMO_TEST_SIZE).cloud_gap[0]
     assert rows[gap]["area_km2_2019"] == "" and rows[gap]["years_used"] == "2018;2020"
@@ -363,7 +374,7 @@ def test_an_ensemble_spread_is_the_model_term(demo_years):
         # The rate's error holds the spread of the members' own rates (each fitted with the
         # ensemble's weights, by numpy here), not of their levels.
         sigma = np.maximum(np.hypot(*[[float(rows[gid][f"sigma_{t}_{y}"]) for y in YEARS]
-                                      for t in ("boundary", "unobserved")]), 1e-4)
+                                      for t in ("year", "unobserved")]), 1e-4)
         ra, rb = (np.polyfit(YEARS, [float(s[gid][f"area_km2_{y}"]) for y in YEARS], 1,
                              w=1 / sigma)[0] for s in single)
         assert float(rows[gid]["rate_se_ensemble_km2_per_year"]) == pytest.approx(

@@ -1,10 +1,10 @@
 """The rate of change and its interval against an independent fit (statsmodels' WLS) and a
-hand computation."""
+hand computation (the pooled scale is tested in test_uncertainty)."""
 import numpy as np
 import pytest
 import statsmodels.api as sm
 
-from training.trend import wls_rate
+from training.trend import t90, weighted_slope, wls_rate
 
 YEARS = np.array([2016, 2017, 2018, 2020, 2023], float)
 
@@ -19,24 +19,25 @@ def statsmodels_fit(years, areas, sigmas, fixed: bool):
     return model.fit(use_t=True)
 
 
-@pytest.mark.parametrize("scatter", [0.001, 0.2])  # under and over what the sigmas allow
-def test_rate_and_interval_equal_statsmodels_wls(scatter):
+def test_rate_and_interval_equal_statsmodels_wls():
+    """With the sigmas as known errors: the rate, its standard error and (at the normal's
+    quantile, no degrees of freedom pooled) its interval are statsmodels' WLS."""
     rng = np.random.default_rng(7)
     sigmas = np.array([0.02, 0.2, 0.05, 0.01, 0.1])  # very unequal: weights matter
-    areas = 5.0 - 0.1 * (YEARS - 2016) + scatter * rng.standard_normal(len(YEARS))
+    areas = 5.0 - 0.1 * (YEARS - 2016) + 0.05 * rng.standard_normal(len(YEARS))
     fit = wls_rate(YEARS, areas, sigmas, sigma_floor=1e-6)
     known = statsmodels_fit(YEARS, areas, sigmas, fixed=True)
-    free = statsmodels_fit(YEARS, areas, sigmas, fixed=False)
     assert fit.rate == pytest.approx(known.params[1], rel=1e-10)
-    assert fit.se_from_sigmas == pytest.approx(known.bse[1], rel=1e-10)
-    # The scatter inflates the error, never deflates it.
-    which = free if free.bse[1] > known.bse[1] else known
-    assert fit.se == pytest.approx(which.bse[1], rel=1e-10)
-    lo, hi = which.conf_int(alpha=0.10)[1]
-    assert fit.ci90 == pytest.approx((lo, hi), rel=1e-10)
-    assert (scatter > 0.1) == (fit.birge_ratio > 1)
+    assert fit.se_year == fit.se == pytest.approx(known.bse[1], rel=1e-10)
+    assert fit.ci90 == pytest.approx(tuple(known.conf_int(alpha=0.10)[1]), rel=1e-10)
+    assert fit.chi2 == pytest.approx(known.ssr, rel=1e-10)
     # Plain least squares gives another rate here: the weighting is what is tested.
     assert abs(fit.rate - np.polyfit(YEARS, areas, 1)[0]) > 1e-4
+    # Pooled degrees of freedom: Student's t; further terms in quadrature.
+    wide = fit.with_terms(4, drift=0.03)
+    assert wide.se == pytest.approx(np.hypot(known.bse[1], 0.03))
+    assert wide.ci90[1] - wide.rate == pytest.approx(2.1318468 * wide.se)
+    assert t90(0) == pytest.approx(1.6448536) and t90(1) == pytest.approx(6.3137515)
 
 
 def test_three_years_by_hand():
@@ -50,15 +51,14 @@ def test_three_years_by_hand():
     assert (tm, am, stt) == (1.5, pytest.approx(47 / 6), 3.5)
     assert rate == pytest.approx(-5.5 / 3.5)
     chi2 = (w * (a - am - rate * (t - tm)) ** 2).sum()
-    assert fit.rate == pytest.approx(rate)
-    assert fit.se == pytest.approx(np.sqrt(1 / stt) * max(1, np.sqrt(chi2 / 1)))
-    # Less scatter than the sigmas allow (Birge ratio 0.44): the sigmas and the normal's 1.645.
-    assert fit.birge_ratio < 1 and fit.ci90[1] - fit.rate == pytest.approx(1.6448536 * fit.se)
-    # Three times the scatter: one degree of freedom left, Student's t (6.314).
-    wide = wls_rate(np.array([2018, 2019, 2020.]), np.array([10, 9, 7.]),
-                    np.array([1, 1, 0.5]) / 3, sigma_floor=1e-9)
-    assert wide.birge_ratio > 1 and wide.ci90[1] - wide.rate == pytest.approx(6.3137515 * wide.se)
+    assert fit.rate == pytest.approx(rate) and fit.chi2 == pytest.approx(chi2)
+    assert fit.se == pytest.approx(np.sqrt(1 / stt))  # no per-glacier inflation by scatter
     assert fit.at(2018.5)[0] == pytest.approx(am + rate * (0.5 - tm))
+    assert fit.at(2018.5)[1] == pytest.approx(np.sqrt(1 / 6 + (0.5 - tm) ** 2 / stt))
+    # Another series' slope with the same weights over the same years.
+    assert weighted_slope(fit, np.array([2018, 2019, 2020.]), np.array([1, 2, 4.]),
+                          np.array([1, 1, 0.5]), 1e-9) == pytest.approx(
+        (w * (t - tm) * np.array([1, 2, 4.])).sum() / stt)
 
 
 def test_years_left_out_and_the_floor():
