@@ -313,14 +313,19 @@ def change(checkpoint: tuple[Path, ...], region: str | None, years: str | None,
     the checkpoint's run directory; an existing prediction made with the same options is
     reused); with several, every checkpoint predicts every year. Writes
     predictions/RUN/REGION-change/ (RUN and REGION of the first checkpoint or prediction):
-    change.csv (one row per glacier and a `total` row: area_km2_YEAR and its 1-sigma
-    sigma_km2_YEAR with its terms sigma_model/boundary/unobserved_YEAR, observed_YEAR, the
-    weighted least-squares rate_km2_per_year with rate_se_km2_per_year and
-    rate_ci90_low/high, rate_edge_low/high, years_used and flags), change.gpkg (predicted
-    outlines per glacier and year), change.png (areas with their sigmas and intervals; ice
-    lost and gained on a map) and change.json (parameters, the method, and on the demo the
-    check against the truth). Areas are ellipsoidal. The intervals do not cover errors the
-    model repeats every year alike, such as debris cover it never sees (see the README)."""
+    change.csv (one row per glacier and a `total` row: the measured area_km2_YEAR, the
+    bias-corrected area_best_km2_YEAR with its 1-sigma area_sigma_km2_YEAR, its 90 % interval
+    area_ci90_low/high_YEAR and its terms sigma_level/common/year/unobserved/model/divide_YEAR,
+    observed_YEAR; the rate in km^2/yr and %/yr with its 1 sigma, 90 % interval and terms,
+    `significant`, rate_edge_low/high, years_used and flags), change.gpkg (predicted outlines
+    per glacier and year), change.png (areas with their sigmas and intervals; ice lost and
+    gained on a map) and change.json (parameters, the method and correlation model, the
+    pooled year-to-year error, each year's imagery, and on the demo the check against the
+    truth). Areas are ellipsoidal. The bias and the level error come from the area error model
+    `train evaluate` fits on the validation ground of the scene the model's tiles were cut
+    from: evaluate that prediction first. The intervals cover errors of the kinds of edge the
+    validation ground holds, not those of ground unlike it, such as debris cover the
+    validation tiles hold little of (see the README)."""
     from .change import ChangeConfig, parse_years, predict_years, run_change
     from .predict import PredictConfig
 
