@@ -23,10 +23,21 @@ RGI7 = DATA / "rgi7g_hef_complex.shp"  # 23 glaciers, many sharing divides
 CRS = "EPSG:32632"  # UTM 32N: the Oetztal Alps
 
 
+def scene_root(tmp_path: Path) -> Path:
+    """Where a test's prediction directory goes: WORKSPACE/predictions/RUN, as `train
+    predict` lays it out, with tmp_path the workspace. Evaluation writes the workspace's STAC
+    catalog (workspace_of: three levels up from the prediction), so a prediction made right
+    in tmp_path would put `stac/` beside the other tests' directories."""
+    root = tmp_path / "predictions" / "run"
+    root.mkdir(parents=True)
+    return root
+
+
 def perfect_prediction(root: Path, outlines: Path, gap_rows: slice | None = None,
                        crs: str = CRS) -> Path:
     """A prediction directory whose probability is 1 exactly on the pixels whose centre lies
-    in a reference outline (the labels' rule) and 0 elsewhere; NaN in the gap rows."""
+    in a reference outline (the labels' rule) and 0 elsewhere; NaN in the gap rows. `root`
+    is a scene_root, so that the catalog evaluation writes stays in the test's directory."""
     ref = gpd.read_file(outlines).to_crs(crs)
     x0, y0, x1, y1 = ref.total_bounds
     t = Affine(10, 0, np.floor(x0 / 10) * 10 - 500, 0, -10, np.ceil(y1 / 10) * 10 + 500)
@@ -51,7 +62,7 @@ def by_id(report: dict) -> dict:
 
 
 def test_perfect_prediction_on_touching_real_glaciers(tmp_path):
-    pred = perfect_prediction(tmp_path, RGI7)
+    pred = perfect_prediction(scene_root(tmp_path), RGI7)
     report = evaluate_prediction(pred, RGI7, EvalConfig(min_area_km2=0.0), echo=lambda *_: None)
     glaciers = by_id(report)
     rgi = gpd.read_file(RGI7)
@@ -71,7 +82,7 @@ def test_perfect_prediction_on_touching_real_glaciers(tmp_path):
 
 
 def test_a_data_gap_is_not_scored(tmp_path):
-    pred = perfect_prediction(tmp_path, RGI7, gap_rows=slice(600, 800))
+    pred = perfect_prediction(scene_root(tmp_path), RGI7, gap_rows=slice(600, 800))
     report = evaluate_prediction(pred, RGI7, EvalConfig(min_area_km2=0.0), echo=lambda *_: None)
     glaciers = by_id(report).values()
     assert all(g["error_km2"] == 0 for g in glaciers)
@@ -84,7 +95,7 @@ def test_a_data_gap_is_not_scored(tmp_path):
 def test_small_glaciers_are_ignored_not_missed(tmp_path):
     rgi = gpd.read_file(RGI7)
     limit = float(np.sort(rgi["area_km2"])[5]) + 1e-6  # the six smallest are "small"
-    pred = perfect_prediction(tmp_path, RGI7)
+    pred = perfect_prediction(scene_root(tmp_path), RGI7)
     with rasterio.open(pred / "probability.tif", "r+") as f:
         p = f.read(1)
         p[:] = 0.0  # predict nothing at all
@@ -104,7 +115,7 @@ def test_small_glaciers_are_ignored_not_missed(tmp_path):
 def test_areas_are_ellipsoidal_whatever_the_grid(tmp_path):
     """On a Web Mercator grid a pixel covers 1/cos^2(46.8 deg) = 2.1 times its true area; the
     ellipsoidal areas still agree with the inventory's."""
-    pred = perfect_prediction(tmp_path, RGI7, crs="EPSG:3857")
+    pred = perfect_prediction(scene_root(tmp_path), RGI7, crs="EPSG:3857")
     report = evaluate_prediction(pred, RGI7, EvalConfig(min_area_km2=0.0), echo=lambda *_: None)
     area = report["area"]
     assert area["reference_planar_km2"] / area["reference_km2"] == pytest.approx(
@@ -160,8 +171,8 @@ def in_tiles(shape, windows):
 
 
 def test_right_in_training_tiles_wrong_elsewhere(tmp_path):
-    pred = perfect_prediction(tmp_path, RGI7)
-    tiles, tm = tile_set(tmp_path, WINDOWS)
+    pred = perfect_prediction(scene_root(tmp_path), RGI7)
+    tiles, tm = tile_set(pred.parent, WINDOWS)
     record_training(pred, tiles, tm)
     with rasterio.open(pred / "probability.tif", "r+") as f:
         p = f.read(1)
@@ -191,8 +202,8 @@ def test_right_in_training_tiles_wrong_elsewhere(tmp_path):
 
 
 def test_validation_tiles_count_as_held_out(tmp_path):
-    pred = perfect_prediction(tmp_path, RGI7)
-    tiles, tm = tile_set(tmp_path, WINDOWS, split_of={0: "val", 1: "guard"})
+    pred = perfect_prediction(scene_root(tmp_path), RGI7)
+    tiles, tm = tile_set(pred.parent, WINDOWS, split_of={0: "val", 1: "guard"})
     record_training(pred, tiles, tm)
     report = evaluate_prediction(pred, RGI7, EvalConfig(min_area_km2=0.0), **QUIET)
     with rasterio.open(pred / "probability.tif") as src:
@@ -201,8 +212,8 @@ def test_validation_tiles_count_as_held_out(tmp_path):
 
 
 def test_another_year_is_held_out_in_time(tmp_path):
-    pred = perfect_prediction(tmp_path, RGI7)
-    tiles, tm = tile_set(tmp_path, WINDOWS, year=2018)
+    pred = perfect_prediction(scene_root(tmp_path), RGI7)
+    tiles, tm = tile_set(pred.parent, WINDOWS, year=2018)
     record_training(pred, tiles, tm, year=2020)
     report = evaluate_prediction(pred, RGI7, EvalConfig(min_area_km2=0.0), **QUIET)
     px = report["pixels"]
@@ -212,8 +223,8 @@ def test_another_year_is_held_out_in_time(tmp_path):
 
 
 def test_retiled_tiles_make_the_split_unknown(tmp_path):
-    pred = perfect_prediction(tmp_path, RGI7)
-    tiles, tm = tile_set(tmp_path, WINDOWS)
+    pred = perfect_prediction(scene_root(tmp_path), RGI7)
+    tiles, tm = tile_set(pred.parent, WINDOWS)
     record_training(pred, tiles, {**tm, "files": {"a": [2, "y"]}})  # trained on other tiles
     fp = training_footprint(pred, json.loads((pred / "prediction.json").read_text()))
     assert fp.relation == UNKNOWN and "re-cut since" in fp.note
@@ -242,7 +253,7 @@ def test_older_predictions_find_their_run_in_the_workspace(tmp_path):
 def test_a_prediction_without_data_is_refused(tmp_path):
     from gee_export.common.errors import InputError
 
-    pred = perfect_prediction(tmp_path, RGI7)
+    pred = perfect_prediction(scene_root(tmp_path), RGI7)
     with rasterio.open(pred / "probability.tif", "r+") as f:
         f.write(np.full(f.shape, np.nan, np.float32), 1)
     with pytest.raises(InputError, match="no pixel with data"):
@@ -300,7 +311,7 @@ def test_training_tiles_are_placed_by_map_coordinates():
 def test_a_report_name_cannot_overwrite_the_prediction(tmp_path, cli):
     from gee_export.common.cli import train
 
-    pred = perfect_prediction(tmp_path, RGI7)
+    pred = perfect_prediction(scene_root(tmp_path), RGI7)
     for name in ("prediction", "agreement", "../elsewhere"):
         res = cli(train, ["evaluate", "--prediction", pred, "--reference", RGI7, "--name", name,
                           "--force"], ok=False)
