@@ -117,6 +117,13 @@ def test_the_margin_past_the_zone_line_is_the_part_margin_along_the_region():
                      for lat in np.linspace(bounds[1], bounds[3], 9)]
             assert PART_MARGIN_M - 1 <= min(reach) <= PART_MARGIN_M * 1.012 + 15, \
                 (bounds, p.zone, reach)
+            # the part's own lon/lat box, before the grid's 10 m snap: PART_MARGIN_M past
+            # the line along its poleward edge, where a degree is shortest (a degree of the
+            # ellipsoid is up to 0.3 % longer there than 111.32 km x cos(lat))
+            w, s, e, n = p.lonlat_bounds
+            poleward = max(s, n, key=abs)
+            box_reach = geod.inv(96.0, poleward, e if side == "east" else w, poleward)[2]
+            assert PART_MARGIN_M <= box_reach <= PART_MARGIN_M * 1.003, (bounds, box_reach)
 
 
 def test_clip_to_strip_keeps_each_side_and_the_open_sides_reach_the_antimeridian():
