@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,49 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # `make test` runs two test processes on two cores: one thread each, or the OpenMP threads of
 # torch in both processes spin against each other (measured: 4 min 11 s instead of 42 s).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+REPO = Path(__file__).resolve().parents[1]
+# What pytest itself makes beside the temporary directories (numbered session directories,
+# their lock files and symlinks, the directories it is removing, xdist's per-worker ones).
+_PYTEST_OWN = re.compile(r"(pytest-\d+|pytest-current|garbage-.*|popen-gw\d+|.*current|"
+                         r".*\.lock)$")
+_CACHES = {"__pycache__", ".pytest_cache", ".ruff_cache", ".coverage"}
+
+
+def _entries(d: Path) -> set[str]:
+    try:
+        return set(os.listdir(d))
+    except OSError:
+        return set()
+
+
+def _repo_files() -> set[str]:
+    """The repository's top level and every file under tests/ (caches aside)."""
+    out = {p for p in _entries(REPO) if p not in _CACHES and not p.startswith(".coverage")}
+    for root, dirs, files in os.walk(REPO / "tests"):
+        dirs[:] = [d for d in dirs if d not in _CACHES]
+        out |= {os.path.relpath(os.path.join(root, f), REPO) for f in files}
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def writes_only_in_tmp(tmp_path_factory):
+    """Every test writes only inside its temporary directory: at the end of the session the
+    directories around the session's base temporary directory hold nothing new but pytest's
+    own directories, and the repository (its top level and tests/) holds no new file. A
+    product laid out one level too shallow (a prediction right in tmp_path, whose workspace
+    is then two levels above it) puts its workspace's stac/ there and fails this."""
+    # The directory that holds the session's (or, under xdist, the worker's) base directory:
+    # where the workspace of a prediction made right in tmp_path lies.
+    around = [tmp_path_factory.getbasetemp().parent]
+    before = [_entries(d) for d in around]
+    repo_before = _repo_files()
+    yield
+    strays = [str(d / name) for d, seen in zip(around, before)
+              for name in sorted(_entries(d) - seen) if not _PYTEST_OWN.fullmatch(name)]
+    strays += sorted(str(REPO / p) for p in _repo_files() - repo_before)
+    assert not strays, f"tests wrote outside their temporary directories: {strays}"
 
 
 @pytest.fixture
