@@ -48,7 +48,7 @@ class StacDouble:
         self.log: list[tuple[str, str]] = []
         self.valid_tokens: set[str] = set()
         self._n = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server = _Quiet(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -77,6 +77,11 @@ class StacDouble:
                           "body": {**body, "token": str(start + limit)}})
         return {"type": "FeatureCollection", "features": page, "links": links,
                 "numberMatched": len(found), "numberReturned": len(page)}
+
+
+class _Quiet(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):  # a client that hung up mid-answer
+        pass
 
 
 def _matches(item: dict, body: dict) -> bool:
