@@ -60,7 +60,8 @@ def search_items(api: str, collection: str, bbox: tuple[float, float, float, flo
         from pystac_client.stac_api_io import StacApiIO
 
         try:
-            client = Client.open(api, stac_io=StacApiIO(timeout=net.timeout_s, max_retries=0))
+            client = Client.open(api, stac_io=StacApiIO(timeout=net.timeout_s, max_retries=0),
+                                 timeout=net.timeout_s)
             found = client.search(collections=[collection], bbox=list(bbox),
                                   datetime=_interval(dates) if dates else None, query=query,
                                   limit=SEARCH_PAGE)
@@ -82,8 +83,11 @@ def _classified(e: Exception, where: str) -> Exception:
     from pystac_client.exceptions import APIError
 
     status = getattr(e, "status_code", None)
-    if isinstance(e, (requests.Timeout, requests.ConnectionError)):
-        return Transient(f"{type(e).__name__} ({str(e).splitlines()[0][:160]})")
+    # pystac-client wraps a failed request (a timeout, a dropped connection) in an APIError
+    # without a status; the request's own exception is its context
+    cause = e.__context__ if isinstance(e, APIError) and status is None else e
+    if isinstance(cause, (requests.Timeout, requests.ConnectionError)):
+        return Transient(f"{type(cause).__name__} ({str(cause).splitlines()[0][:160]})")
     if isinstance(e, APIError) and status is not None and (status >= 500 or status == 429):
         return Transient(f"HTTP {status}")
     if isinstance(e, APIError):

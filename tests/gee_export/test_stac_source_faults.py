@@ -136,7 +136,7 @@ def test_missing_asset_file_is_named_in_one_line(double, served, tmp_path):
     item["assets"]["vh"]["href"] += ".gone"
     res = invoke(prep, _cli_args(double, served[1], tmp_path), ok=False)
     line = _error_line(res)
-    assert "vh.tif.gone" in line and "404" in line, line
+    assert "vh.tif.gone: not found" in line and "gave up" not in line, line
 
 
 def test_cell_without_scenes_is_named_in_one_line(double, served, tmp_path):
@@ -180,3 +180,21 @@ def test_killed_export_resumes_cell_by_cell_on_the_scenes_it_found(double, serve
     assert searches(double) == before  # the scenes the first run found, not a new search
     for name, mtime in done.items():  # finished cells kept, not made again
         assert (exp_dir / "stack" / name).stat().st_mtime_ns == mtime
+
+
+def test_retries_back_off_exponentially_then_give_up_in_one_line():
+    from gee_export.common.errors import ServiceError
+    from gee_export.remote.client import NetConfig, Transient, with_retries
+
+    waits, calls = [], []
+
+    def flaky(attempt: int) -> str:
+        calls.append(attempt)
+        if attempt < 3:
+            raise Transient("HTTP 503")
+        return "ok"
+    net = NetConfig(retries=3, backoff_s=1.0)
+    assert with_retries(flaky, "x", net, sleep=waits.append) == "ok"
+    assert waits == [1.0, 2.0, 4.0] and calls == [0, 1, 2, 3]
+    with pytest.raises(ServiceError, match=r"^y: HTTP 503 \(gave up after 3 tries\)$"):
+        with_retries(lambda a: flaky(0), "y", NetConfig(retries=2), sleep=waits.append)
