@@ -21,6 +21,7 @@ from gee_export.common.errors import InputError, InputNotFoundError
 from gee_export.common.layout import resolve_workspace
 from gee_export.config import FIRST_YEAR, ORBITS
 from gee_export.export import NoOutlinesHere
+from gee_export.remote.options import source_kind_of, stac_options
 
 
 def _today():
@@ -163,14 +164,11 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
     if (season := cfg.incomplete_season(_today())) is not None:
         click.echo(season)
     norm = load_norm_from(norm_from) if norm_from else None
-    kind = _source_kind(source_kind, source_dir, reg.synthetic)
-    stac = _stac_options(kind, stac_provider, stac_api, stac_collection, hma_file, cloud_mask)
-    _check_outlines(outlines, outlines_layer, kind == "earthengine")
+    kind = source_kind_of(source_kind, source_dir, reg.synthetic, dask_address)
+    stac = stac_options(kind, stac_provider, stac_api, stac_collection, hma_file, cloud_mask)
     on_earth_engine = kind == "earthengine"
+    _check_outlines(outlines, outlines_layer, on_earth_engine)
     _check_earth_engine_options(on_earth_engine, target, bucket, folder, orbit, kind == "stac")
-    if dask_address and on_earth_engine:
-        raise InputError("--dask runs local or STAC exports; Earth Engine computes the cells "
-                         "itself")
     options = _export_options(on_earth_engine, cell_size, hma_asset, norm, target, bucket,
                               folder, workers, dem_source_map, cloud_mask, outlines_layer,
                               dask_address)
@@ -215,38 +213,6 @@ def _check_outlines(outlines: Path | None, layer: str | None, on_earth_engine: b
         check_outlines_readable(outlines, layer)
     elif layer is not None and on_earth_engine:
         raise InputError("--outlines-layer names a layer of --outlines; give --outlines FILE")
-
-
-def _source_kind(requested: str | None, source_dir: Path | None, synthetic: bool) -> str:
-    """earthengine, local or stac: as --source says, else local with --source-dir or the demo."""
-    if requested == "stac" and source_dir is not None:
-        raise InputError("--source stac reads scenes from a STAC API; --source-dir is for "
-                         "--source local")
-    if requested == "local" and source_dir is None and not synthetic:
-        raise InputError("--source local: give --source-dir DIR")
-    if requested == "earthengine" and (source_dir is not None or synthetic):
-        raise InputError("--source earthengine: the demo region and --source-dir are local")
-    return requested or ("local" if source_dir is not None or synthetic else "earthengine")
-
-
-def _stac_options(kind: str, provider, api, collections, hma_file, cloud_mask):
-    """The STAC source's options for --source stac (None otherwise); refused elsewhere."""
-    if kind != "stac":
-        if provider or api or collections or hma_file:
-            raise InputError("--stac-provider, --stac-api, --stac-collection and --hma-file "
-                             "are for --source stac")
-        return None
-    from gee_export.remote.export import StacOptions, check_cloud_mask
-    from gee_export.remote.providers import resolve_provider
-
-    check_cloud_mask(cloud_mask)
-    names = {}
-    for pair in collections:
-        sensor, eq, name = pair.partition("=")
-        if not eq or not name:
-            raise InputError(f"--stac-collection {pair!r}: give SENSOR=NAME (s2, s1 or dem)")
-        names[sensor.strip()] = name.strip()
-    return StacOptions(resolve_provider(provider, api, names), hma_file)
 
 
 def _check_earth_engine_options(on_earth_engine: bool, target: str, bucket, folder,
@@ -365,18 +331,10 @@ def _dry_run(parts: list, outlines: Path | None, source_dir: Path | None, buffer
     click.echo(json.dumps({**out, **({"earth_engine": estimate} if estimate else {})},
                           indent=2))
     if stac is not None:
-        _dry_run_scenes(plans, *stac)
+        from gee_export.remote.options import dry_run_scenes
 
+        dry_run_scenes(plans, *stac, click.echo)
 
-def _dry_run_scenes(plans: list, stac, cfg) -> None:
-    """The STAC source's dry run: it searches (the network, no reads) and lists each cell's
-    scenes and the assets whose windows the export would read."""
-    from gee_export.remote.catalogue import describe, search_cells
-
-    for plan in plans:
-        cat = search_cells(stac.provider, cfg, plan.grid, plan.cells, stac.net)
-        for line in describe(cat, stac.provider):
-            click.echo(line)
 
 
 def _dry_run_outlines(part, path: Path | None, layer: str | None):

@@ -110,99 +110,103 @@ def _time(s: str) -> datetime:
     return datetime.fromisoformat(s.replace("Z", "+00:00"))
 
 
-def _handler(double: StacDouble):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
+def _handler(double: StacDouble) -> type:
+    return type("Handler", (_Handler,), {"double": double})
 
-        def _json(self, obj, status=200):
-            data = json.dumps(obj).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
-        def do_GET(self, head=False):
-            u = urlparse(self.path)
-            double.log.append(("GET", u.path))
-            parts = u.path.strip("/").split("/")
-            prefix, rest = parts[0], "/".join(parts[1:])
-            base = f"{double.url}/{prefix}/api/stac/v1"
-            if rest == "api/stac/v1":
-                return self._json(_landing(base))
-            if rest == "api/stac/v1/search":
-                q = parse_qs(u.query)
-                body = {k: v[0] for k, v in q.items()}
-                for k in ("bbox",):
-                    if k in body:
-                        body[k] = [float(x) for x in body[k].split(",")]
-                if "collections" in body:
-                    body["collections"] = body["collections"].split(",")
-                if "query" in body:
-                    body["query"] = json.loads(body["query"])
-                return self._search(prefix, body, base)
-            if rest.startswith("api/sas/v1/token/"):
-                return self._json(double.issue_token())
-            if parts[1] == "assets":
-                return self._asset(Path(prefix, *parts[2:]), u.query, head)
-            self._json({"code": "NotFound"}, 404)
+class _Handler(BaseHTTPRequestHandler):
+    double: StacDouble
 
-        def do_HEAD(self):
-            self.do_GET(head=True)
+    def log_message(self, *a):
+        pass
 
-        def do_POST(self):
-            u = urlparse(self.path)
-            double.log.append(("POST", u.path))
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-            prefix = u.path.strip("/").split("/")[0]
-            self._search(prefix, body, f"{double.url}/{prefix}/api/stac/v1")
+    def _json(self, obj, status=200):
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
-        def _search(self, prefix, body, base):
-            f = double.faults
-            if f.search_503 > 0:
-                f.search_503 -= 1
-                return self._json({"code": "ServiceUnavailable"}, 503)
-            if f.search_delay[0] > 0:
-                f.search_delay = (f.search_delay[0] - 1, f.search_delay[1])
-                time.sleep(f.search_delay[1])
-            self._json(double.search(prefix, body, base))
+    def do_GET(self, head=False):
+        u = urlparse(self.path)
+        self.double.log.append(("GET", u.path))
+        parts = u.path.strip("/").split("/")
+        prefix, rest = parts[0], "/".join(parts[1:])
+        base = f"{self.double.url}/{prefix}/api/stac/v1"
+        if rest == "api/stac/v1":
+            return self._json(_landing(base))
+        if rest == "api/stac/v1/search":
+            q = parse_qs(u.query)
+            body = {k: v[0] for k, v in q.items()}
+            for k in ("bbox",):
+                if k in body:
+                    body[k] = [float(x) for x in body[k].split(",")]
+            if "collections" in body:
+                body["collections"] = body["collections"].split(",")
+            if "query" in body:
+                body["query"] = json.loads(body["query"])
+            return self._search(prefix, body, base)
+        if rest.startswith("api/sas/v1/token/"):
+            return self._json(self.double.issue_token())
+        if parts[1] == "assets":
+            return self._asset(Path(prefix, *parts[2:]), u.query, head)
+        self._json({"code": "NotFound"}, 404)
 
-        def _asset(self, rel: Path, query: str, head: bool):
-            f = double.faults
-            if "signed" in rel.parts:
-                tok = query
-                if f.expire_after is not None:
-                    f.signed_reads += 1
-                    if f.signed_reads == f.expire_after:  # every token so far expires now
-                        double.valid_tokens.clear()
-                if tok not in double.valid_tokens:
-                    return self._json({"code": "AuthenticationFailed"}, 403)
-            f.reads += 1
-            if f.fail_after is not None and f.reads > f.fail_after:
-                return self._json({"code": "ServerBusy"}, 503)
-            if f.asset_503 > 0 and not head:
-                f.asset_503 -= 1
-                return self._json({"code": "ServerBusy"}, 503)
-            path = double.root / rel
-            if not path.is_file():
-                return self._json({"code": "BlobNotFound"}, 404)
-            data = path.read_bytes()
-            start, end = 0, len(data) - 1
-            rng = self.headers.get("Range")
-            if rng:
-                a, _, b = rng.split("=")[1].partition("-")
-                start, end = int(a), min(int(b) if b else len(data) - 1, len(data) - 1)
-            self.send_response(206 if rng else 200)
-            self.send_header("Accept-Ranges", "bytes")
-            self.send_header("Content-Type", "image/tiff")
-            if rng:
-                self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-            self.send_header("Content-Length", str(end - start + 1 if not head else len(data)))
-            self.end_headers()
-            if not head:
-                self.wfile.write(data[start:end + 1])
-    return Handler
+    def do_HEAD(self):
+        self.do_GET(head=True)
+
+    def do_POST(self):
+        u = urlparse(self.path)
+        self.double.log.append(("POST", u.path))
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        prefix = u.path.strip("/").split("/")[0]
+        self._search(prefix, body, f"{self.double.url}/{prefix}/api/stac/v1")
+
+    def _search(self, prefix, body, base):
+        f = self.double.faults
+        if f.search_503 > 0:
+            f.search_503 -= 1
+            return self._json({"code": "ServiceUnavailable"}, 503)
+        if f.search_delay[0] > 0:
+            f.search_delay = (f.search_delay[0] - 1, f.search_delay[1])
+            time.sleep(f.search_delay[1])
+        self._json(self.double.search(prefix, body, base))
+
+    def _asset(self, rel: Path, query: str, head: bool):
+        f = self.double.faults
+        if "signed" in rel.parts:
+            tok = query
+            if f.expire_after is not None:
+                f.signed_reads += 1
+                if f.signed_reads == f.expire_after:  # every token so far expires now
+                    self.double.valid_tokens.clear()
+            if tok not in self.double.valid_tokens:
+                return self._json({"code": "AuthenticationFailed"}, 403)
+        f.reads += 1
+        if f.fail_after is not None and f.reads > f.fail_after:
+            return self._json({"code": "ServerBusy"}, 503)
+        if f.asset_503 > 0 and not head:
+            f.asset_503 -= 1
+            return self._json({"code": "ServerBusy"}, 503)
+        path = self.double.root / rel
+        if not path.is_file():
+            return self._json({"code": "BlobNotFound"}, 404)
+        data = path.read_bytes()
+        start, end = 0, len(data) - 1
+        rng = self.headers.get("Range")
+        if rng:
+            a, _, b = rng.split("=")[1].partition("-")
+            start, end = int(a), min(int(b) if b else len(data) - 1, len(data) - 1)
+        self.send_response(206 if rng else 200)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Type", "image/tiff")
+        if rng:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        self.send_header("Content-Length", str(end - start + 1 if not head else len(data)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(data[start:end + 1])
 
 
 def _landing(base: str) -> dict:
