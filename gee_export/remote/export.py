@@ -24,9 +24,11 @@ from gee_export.local_export import (
     _RECIPE,
     LocalOptions,
     _LocalJob,
+    _recorded_inputs,
     _teardown_worker,
     cell_pool,
     run_job,
+    source_identities,
 )
 from gee_export.remote.catalogue import Catalogue, cell_sources, search_cells
 from gee_export.remote.client import NetConfig
@@ -92,31 +94,38 @@ class _StacJob(_LocalJob):
                    stac=stac)
 
     def parameters(self, inputs: dict | None = None) -> dict:
-        o, hma = self.options, self.stac.hma_file
+        """What makes two exports the same; `inputs` are the HMA file's identity
+        (source_identities: its checksum computed once, then reused while its size and
+        modification time stay)."""
+        o = self.options
         layer = {"outlines_layer": self.outlines.layer} if self.outlines is not None and \
             self.outlines.layer else {}
         return {"region": self.region.name, "grid": self.plan.grid.to_dict(),
                 "recipe": self.cfg.to_dict(), "cell_size": o.cell_size, "source": "stac",
                 "stac": self.stac.provider.to_dict(), "cloud_mask": CLOUD_MASK,
                 "norm_from": o.norm_from.to_dict() if o.norm_from else None,
-                "hma_file": file_sha256(Path(hma)) if hma else None,
+                "hma_file": next((r["sha256"] for r in (inputs or {}).values()), None),
                 "outlines": file_sha256(self.outlines.path) if self.outlines else None, **layer}
+
+    def inputs(self, exp_dir: Path) -> dict[str, dict]:
+        return source_identities(self.sources.hma, _recorded_inputs(exp_dir))
 
     def finished(self, workspace: Path, name: str, echo) -> ExportDir | None:
         exp_dir = workspace / EXPORTS_DIR / name
-        decision = export_stage(exp_dir).done_without_lock(self.parameters(), echo, [],
-                                                           broken_note(exp_dir))
+        decision = export_stage(exp_dir).done_without_lock(self.parameters(self.inputs(exp_dir)),
+                                                           echo, [], broken_note(exp_dir))
         return ExportDir(exp_dir, decision.old, decision) if decision else None
 
     def open(self, workspace: Path, name: str, force: bool, echo) -> ExportDir:
-        p = self.stac.provider
+        p, inputs = self.stac.provider, self.inputs(workspace / EXPORTS_DIR / name)
         fields = {"region": self.region.to_dict(), "year": self.cfg.year,
                   "grid": self.plan.grid.to_dict(), "bands": list(BAND_NAMES),
                   "synthetic": False, "source": "stac", "plan": self.plan.summary(),
-                  "recipe": self.cfg.to_dict(), "cloud_mask": CLOUD_MASK,
+                  "recipe": self.cfg.to_dict(), "cloud_mask": CLOUD_MASK, "input_files": inputs,
                   "stac": {**p.to_dict(), "items_file": ITEMS_FILE,
                            "differences_from_earth_engine": list(p.differences)}}
-        return ExportDir.open_or_create(workspace, name, self.parameters(), fields, force, echo)
+        return ExportDir.open_or_create(workspace, name, self.parameters(inputs), fields, force,
+                                        echo)
 
     def record(self, exp: ExportDir) -> None:
         """The outlines and plan, and each cell's scenes: searched on the first run, read

@@ -121,3 +121,21 @@ def test_dry_run_lists_each_cells_scenes_and_the_assets_it_would_read(served, tm
                          "cop-dem-glo-30" in ln for ln in lines)
     assert "blue/green/red/nir/swir16/scl" in lines[0] and "vv/vh" in lines[0]
     assert not (tmp_path / "exports").exists()
+
+
+def test_search_follows_the_apis_next_links_page_by_page(served, monkeypatch):
+    from gee_export.remote import client
+
+    double, _ = served
+    monkeypatch.setattr(client, "SEARCH_PAGE", 1)
+    bbox = tuple(double.items["pc"][0]["bbox"])
+    before = len(double.log)
+    found = client.search_items(double.api("pc"), "sentinel-2-l2a", bbox,
+                                (f"{YEAR}-07-01", f"{YEAR}-10-01"), None, client.NetConfig())
+    assert [it["id"] for it in found] == [it["id"] for it in double.items["pc"]
+                                          if it["collection"] == "sentinel-2-l2a"]
+    assert sum(1 for _, p in double.log[before:] if p.endswith("/search")) == len(found) == 3
+    # the date window's end is exclusive: a scene on its last day is out, as on Earth Engine
+    late = client.search_items(double.api("pc"), "sentinel-2-l2a", bbox,
+                               (f"{YEAR}-07-01", f"{YEAR}-09-20"), None, client.NetConfig())
+    assert len(late) == 2
