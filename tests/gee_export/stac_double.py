@@ -3,8 +3,8 @@ paged by a next link as the real APIs page), Planetary Computer's SAS token endp
 assets themselves as cloud-optimized GeoTIFFs served with HTTP range requests. Faults are
 injected by counters: 503s, a slow search, a token that stops being accepted.
 
-Items follow the providers' published item layouts (tests/data/stac_items: asset keys,
-properties, scaling); their assets are the demo's sources rewritten as each provider ships
+Items are published item JSON (tests/data/stac_items, see its README: asset keys,
+properties, scaling) with the demo scene's ids, footprints, dates and hrefs; their assets are the demo's sources rewritten as each provider ships
 them: one band per file, Sentinel-2 DN with the processing baseline 04.00 offset of +1000,
 Sentinel-1 RTC as linear power with -32768 as no data, GLO-30 as float32 heights.
 """
@@ -259,10 +259,20 @@ def _footprint(path: Path) -> tuple[list, dict]:
     return list(b), geom
 
 
+TEMPLATES = {("pc", "sentinel-2-l2a"): "pc-sentinel-2-l2a.json",
+             ("es", "sentinel-2-l2a"): "stactools-sentinel2-l2a-N0400.json",
+             "sentinel-1-rtc": "stactools-sentinel1-grd-iw.json",
+             "cop-dem-glo-30": "stactools-cop-dem-glo-30.json"}
+
+
 def _item(name: str, item_id: str, dt: str, path: Path, hrefs: dict, **props) -> dict:
+    """A template item (tests/data/stac_items) for one demo scene: its id, footprint, time,
+    the hrefs of the assets the recipe reads and `props` set."""
     it = deepcopy(template(name))
     it["id"], (it["bbox"], it["geometry"]) = item_id, _footprint(path)
     it["properties"].update(datetime=dt, **props)
+    if "start_datetime" in it["properties"]:
+        it["properties"].update(start_datetime=dt, end_datetime=dt)
     for k, h in hrefs.items():
         it["assets"][k]["href"] = h
     return it
@@ -296,8 +306,9 @@ def publish(double: StacDouble, demo: Path, prefix: str, year: int) -> None:
         props = {"eo:cloud_cover": round(scene_cloud_percent([f10, f20]), 4)}
         if prefix == "es":
             props["earthsearch:boa_offset_applied"] = applied
-        items.append(_item(f"{prefix}-sentinel-2-l2a.json", f"S2A_44SMD_{year}{d.replace('-', '')}"
-                           f"_0_L2A", f"{year}-{d}T05:26:51.024000Z", f10, hrefs, **props))
+        it = _item(TEMPLATES[prefix, "sentinel-2-l2a"], f"S2A_44SMD_{year}{d.replace('-', '')}"
+                   f"_0_L2A", f"{year}-{d}T05:26:51.024000Z", f10, hrefs, **props)
+        items.append({**it, "collection": "sentinel-2-l2a"})
     for i, d in enumerate(S1_DATES):
         f = demo / f"S1_{year}-{d}_dB.tif"
         hrefs = {}
@@ -308,13 +319,23 @@ def publish(double: StacDouble, demo: Path, prefix: str, year: int) -> None:
                 rel = f"signed/s1/{year}-{d}/{key}.tif"
                 write_cog(out / rel, lin, src.profile, "float32", -32768)
                 hrefs[key] = f"{base}/{rel}"
-        items.append(_item("pc-sentinel-1-rtc.json", f"S1A_IW_GRDH_1SDV_{year}{d.replace('-', '')}"
-                           f"T004512_rtc", f"{year}-{d}T00:45:24Z", f, hrefs,
-                           **{"sat:orbit_state": ("ascending", "descending")[i % 2]}))
+        items.append(_s1_item(year, d, i, f, hrefs))
     f = demo / "DEM_SRTM.tif"
     with rasterio.open(f) as src:
         rel = f"{signed}dem/N36E078.tif"
         write_cog(out / rel, src.read(1).astype(np.float32), src.profile, "float32", -32768)
-    items.append(_item(f"{prefix}-cop-dem-glo-30.json", "Copernicus_DSM_COG_10_N36_00_E078_00_DEM",
+    items.append(_item(TEMPLATES["cop-dem-glo-30"], "Copernicus_DSM_COG_10_N36_00_E078_00_DEM",
                        "2021-04-22T00:00:00Z", f, {"data": f"{base}/{rel}"}))
     double.items[prefix] = items
+
+
+def _s1_item(year: int, d: str, i: int, f: Path, hrefs: dict) -> dict:
+    """Planetary Computer's sentinel-1-rtc items keep the GRD items' assets vv and vh and
+    their sar/sat properties; their COGs hold float32 gamma0 with -32768 as no data."""
+    it = _item(TEMPLATES["sentinel-1-rtc"], f"S1A_IW_GRDH_1SDV_{year}{d.replace('-', '')}"
+               f"T004512_rtc", f"{year}-{d}T00:45:24Z", f, hrefs,
+               **{"sat:orbit_state": ("ascending", "descending")[i % 2]})
+    for key in ("vv", "vh"):
+        it["assets"][key].update(type="image/tiff; application=geotiff; profile=cloud-optimized",
+                                 **{"raster:bands": [{"nodata": -32768, "data_type": "float32"}]})
+    return {**it, "collection": "sentinel-1-rtc"}

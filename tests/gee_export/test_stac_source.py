@@ -139,3 +139,24 @@ def test_search_follows_the_apis_next_links_page_by_page(served, monkeypatch):
     late = client.search_items(double.api("pc"), "sentinel-2-l2a", bbox,
                                (f"{YEAR}-07-01", f"{YEAR}-09-20"), None, client.NetConfig())
     assert len(late) == 2
+
+
+def test_dn_offset_and_units_follow_the_published_items():
+    from tests.gee_export.stac_double import template
+
+    from gee_export.remote.providers import PROVIDERS, dn_offset, to_recipe_units
+
+    es = template("stactools-sentinel2-l2a-N0400.json")["properties"]
+    pc = template("pc-sentinel-2-l2a.json")["properties"]
+    assert es["s2:processing_baseline"] == pc["s2:processing_baseline"] == "04.00"
+    assert dn_offset(es) == dn_offset(pc) == 1000.0
+    assert dn_offset({**es, "earthsearch:boa_offset_applied": True}) == 0.0
+    assert dn_offset({**es, "s2:processing_baseline": "03.01"}) == dn_offset({}) == 0.0
+    dn = np.array([1000.0, 1500.0], np.float32)
+    np.testing.assert_array_equal(to_recipe_units(dn, "dn", 1000.0), [0.0, 500.0])
+    db = to_recipe_units(np.array([0.1, 1.0, 0.0, -32768.0], np.float32), "linear")
+    np.testing.assert_allclose(db[:2], [-10.0, 0.0], atol=1e-6)
+    assert np.isnan(db[2:]).all()
+    assert PROVIDERS["planetary-computer"].s2.sas == \
+        "https://planetarycomputer.microsoft.com/api/sas/v1/token"
+    assert not PROVIDERS["earth-search"].s2.signed and PROVIDERS["earth-search"].s1.signed
