@@ -94,7 +94,7 @@ def test_stac_export_equals_the_source_dir_export_of_the_same_files(served, from
     assert m["dem"]["offset_m"] == read_manifest(from_files, "export")["dem"]["offset_m"]
 
 
-def test_dask_local_cluster_export_equals_the_pool_export(served, tmp_path):
+def test_dask_local_cluster_export_equals_the_pool_export(served, from_files, tmp_path):
     from distributed import LocalCluster
 
     from gee_export.common.cli import prep
@@ -105,10 +105,29 @@ def test_dask_local_cluster_export_equals_the_pool_export(served, tmp_path):
                       dashboard_address=None) as cluster:
         invoke(prep, stac_args(double, demo, "pc", tmp_path / "dask", "--dask",
                                cluster.scheduler_address))
+        invoke(prep, ["export", *COMMON, "--source-dir", demo, "--cloud-mask", "scl",
+                      "--workspace", tmp_path / "dask-local", "--dask",
+                      cluster.scheduler_address])
     a, b = (stacks(tmp_path / w / "exports" / f"demo-{YEAR}") for w in ("pool", "dask"))
     assert a.keys() == b.keys() and a
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
+    local = stacks(tmp_path / "dask-local" / "exports" / f"demo-{YEAR}")
+    for name, stack in stacks(from_files).items():  # --source-dir on the cluster too
+        np.testing.assert_array_equal(stack, local[name])
+
+
+def test_an_unreachable_dask_scheduler_is_one_line(served, tmp_path, monkeypatch):
+    from gee_export.common import dask_pool
+    from gee_export.common.cli import prep
+
+    double, demo = served
+    monkeypatch.setattr(dask_pool, "CONNECT_TIMEOUT_S", 1)
+    res = invoke(prep, stac_args(double, demo, "pc", tmp_path, "--dask", "tcp://127.0.0.1:9"),
+                 ok=False)
+    line = res.output.strip().splitlines()[-1]
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert line.startswith("Error: --dask tcp://127.0.0.1:9: cannot reach the scheduler"), line
 
 
 def test_dry_run_lists_each_cells_scenes_and_the_assets_it_would_read(served, tmp_path):
@@ -142,9 +161,8 @@ def test_search_follows_the_apis_next_links_page_by_page(served, monkeypatch):
 
 
 def test_dn_offset_and_units_follow_the_published_items():
-    from tests.gee_export.stac_double import template
-
     from gee_export.remote.providers import PROVIDERS, dn_offset, to_recipe_units
+    from tests.gee_export.stac_double import template
 
     es = template("stactools-sentinel2-l2a-N0400.json")["properties"]
     pc = template("pc-sentinel-2-l2a.json")["properties"]
