@@ -22,6 +22,7 @@ from gee_export.common.layout import resolve_workspace
 from gee_export.config import FIRST_YEAR, ORBITS
 from gee_export.demo.scene import DEMO_SEED, DEMO_SIZE
 from gee_export.export import NoOutlinesHere
+from gee_export.remote.options import source_kind_of, stac_options
 
 
 def _today():
@@ -64,6 +65,23 @@ def _this_year() -> int:
 @click.option("--source-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Run the recipe locally on rasters in this directory instead of Earth "
                    "Engine (see README, 'Local sources').")
+@click.option("--source", "source_kind", type=click.Choice(["earthengine", "local", "stac"]),
+              default=None, help="Where the scenes come from: Earth Engine, local rasters "
+              "(--source-dir) or public STAC APIs (see README, 'Without Earth Engine'). "
+              "[default: local with --source-dir or --region demo, else Earth Engine]")
+@click.option("--stac-provider", type=click.Choice(["planetary-computer", "earth-search"]),
+              default=None, help="--source stac: the API and collection layout to read.")
+@click.option("--stac-api", default=None, metavar="URL",
+              help="--source stac: search this STAC API instead (a mirror), with the layout "
+                   "of --stac-provider. [default layout: planetary-computer]")
+@click.option("--stac-collection", multiple=True, metavar="SENSOR=NAME",
+              help="--source stac: another collection name for s2, s1 or dem (repeatable).")
+@click.option("--hma-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="--source stac: the HMA 8 m DEM mosaic as a GeoTIFF (ellipsoidal heights); "
+                   "Copernicus GLO-30 fills where it has no data. [default: GLO-30 alone]")
+@click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
+              help="Local sources or STAC: run the cells on this Dask scheduler's workers "
+                   "(tcp://host:8786; the workspace on a file system they share).")
 @click.option("--cloud-mask", type=click.Choice(["auto", "cloudscore", "scl"]), default="auto",
               help="Local sources: Cloud Score+ (CS_<date>*.tif, as on Earth Engine) or SCL; "
                    "auto uses Cloud Score+ when every scene has it.")
@@ -116,9 +134,9 @@ def _this_year() -> int:
 @workspace_option
 @user_errors
 def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer, buffer_m,
-           cell_size, source_dir,
-           cloud_mask, s1_window, s2_window, orbit, max_scene_cloud, cloud_score_threshold,
-           cloud_score_band, s2_level, norm_mode, norm_from, hma_asset, dem_source_map, target,
+           cell_size, source_dir, source_kind, stac_provider, stac_api, stac_collection,
+           hma_file, dask_address, cloud_mask, s1_window, s2_window, orbit, max_scene_cloud,
+           cloud_score_threshold, cloud_score_band, s2_level, norm_mode, norm_from, hma_asset, dem_source_map, target,
            bucket, folder, project, workers, dry_run, demo_size, demo_seed, force, wait, quiet,
            workspace):
     """Export the 11-band 10 m stack of a region and year: on Earth Engine, or with
@@ -155,15 +173,20 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
     if (season := cfg.incomplete_season(_today())) is not None:
         click.echo(season)
     norm = load_norm_from(norm_from) if norm_from else None
-    _check_outlines(outlines, outlines_layer, source_dir is None and not reg.synthetic)
-    on_earth_engine = source_dir is None and not reg.synthetic
-    _check_earth_engine_options(on_earth_engine, target, bucket, folder, orbit)
+    kind = source_kind_of(source_kind, source_dir, reg.synthetic, dask_address)
+    stac = stac_options(kind, stac_provider, stac_api, stac_collection, hma_file, cloud_mask)
+    on_earth_engine = kind == "earthengine"
+    _check_outlines(outlines, outlines_layer, on_earth_engine)
+    _check_earth_engine_options(on_earth_engine, target, bucket, folder, orbit, kind == "stac")
     options = _export_options(on_earth_engine, cell_size, hma_asset, norm, target, bucket,
-                              folder, workers, dem_source_map, cloud_mask, outlines_layer)
+                              folder, workers, dem_source_map, cloud_mask, outlines_layer,
+                              dask_address)
     if dry_run:
         return _dry_run(parts, outlines, source_dir, buffer_m, cell_size, outlines_layer,
-                        options if on_earth_engine else None)
-    if reg.synthetic and source_dir is None:
+                        options if on_earth_engine else None, (stac, cfg) if stac else None)
+    if stac is not None:
+        source_dir = stac
+    elif reg.synthetic and source_dir is None:
         source_dir = _demo_sources(ws, reg, cfg, name, year, demo_size, demo_seed, quiet)
         if source_dir is None:
             return
@@ -202,12 +225,12 @@ def _check_outlines(outlines: Path | None, layer: str | None, on_earth_engine: b
 
 
 def _check_earth_engine_options(on_earth_engine: bool, target: str, bucket, folder,
-                                orbit: str) -> None:
+                                orbit: str, stac: bool = False) -> None:
     """Options only Earth Engine honours, refused for local sources."""
     if not on_earth_engine and (target != "download" or bucket or folder):
         raise InputError("--to, --bucket and --folder are for Earth Engine exports; this one "
                          "runs on local sources")
-    if not on_earth_engine and orbit != "both":
+    if not on_earth_engine and not stac and orbit != "both":
         raise InputError(f"--orbit {orbit}: local Sentinel-1 files (S1_<date>*.tif) do not "
                          "record their orbit direction, so the export cannot choose it; put "
                          f"only the {orbit} scenes in the source directory and leave --orbit "
@@ -217,7 +240,14 @@ def _check_earth_engine_options(on_earth_engine: bool, target: str, bucket, fold
 def _export_one(ws: Path, region, name: str, cfg, options, source_dir: Path | None,
                 outlines: Path | None, outlines_layer: str | None, project: str | None,
                 force: bool, wait: bool, quiet: bool) -> None:
-    """One export (of a region, or of one UTM zone of it): local or on Earth Engine."""
+    """One export (of a region, or of one UTM zone of it): local, STAC or on Earth Engine
+    (`source_dir` is the STAC source's options for a STAC export)."""
+    from gee_export.remote.export import StacOptions, run_stac_export
+
+    if isinstance(source_dir, StacOptions):
+        run_stac_export(ws, region, cfg, source_dir, outlines, options, force, name, wait,
+                        quiet, click.echo)
+        return
     if source_dir is not None:
         from gee_export.local_export import run_local_export
 
@@ -232,7 +262,8 @@ def _export_one(ws: Path, region, name: str, cfg, options, source_dir: Path | No
 
 
 def _export_options(on_earth_engine: bool, cell_size: int, hma_asset, norm, target, bucket,
-                    folder, workers, dem_source_map: bool, cloud_mask: str, outlines_layer):
+                    folder, workers, dem_source_map: bool, cloud_mask: str, outlines_layer,
+                    dask_address: str | None = None):
     """The export path's options: Earth Engine's or the local recipe's."""
     if on_earth_engine:
         from gee_export.earthengine.runner import EEOptions
@@ -241,7 +272,8 @@ def _export_options(on_earth_engine: bool, cell_size: int, hma_asset, norm, targ
                          8 if workers == "auto" else workers, dem_source_map)
     from gee_export.local_export import LocalOptions
 
-    return LocalOptions(cell_size, cloud_mask, norm, dem_source_map, workers, outlines_layer)
+    return LocalOptions(cell_size, cloud_mask, norm, dem_source_map, workers, outlines_layer,
+                        dask_address)
 
 
 def _finish_zoned(ws: Path, base: str, reg, year: int, done: list) -> None:
@@ -264,7 +296,7 @@ def _finish_zoned(ws: Path, base: str, reg, year: int, done: list) -> None:
 
 
 def _dry_run(parts: list, outlines: Path | None, source_dir: Path | None, buffer_m: float,
-             cell_size: int, layer: str | None, earth_engine) -> None:
+             cell_size: int, layer: str | None, earth_engine, stac=None) -> None:
     """Print what a real run would plan, per UTM zone and in total, without network or
     credentials; with `earth_engine` (its EEOptions), the requests or tasks and hours."""
     from gee_export.export import earth_engine_estimate, plan_cells
@@ -307,6 +339,11 @@ def _dry_run(parts: list, outlines: Path | None, source_dir: Path | None, buffer
     out = summaries[0] if len(parts) == 1 else {"zones": summaries, "total": total}
     click.echo(json.dumps({**out, **({"earth_engine": estimate} if estimate else {})},
                           indent=2))
+    if stac is not None:
+        from gee_export.remote.options import dry_run_scenes
+
+        dry_run_scenes(plans, *stac, click.echo)
+
 
 
 def _dry_run_outlines(part, path: Path | None, layer: str | None):

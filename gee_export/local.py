@@ -468,6 +468,9 @@ class LocalSources:
     hma: list[Path] = field(default_factory=list)
     srtm: list[Path] = field(default_factory=list)
     outlines: Path | None = None
+    # scene -> cloud percent known from its metadata (a STAC item's eo:cloud_cover); a scene
+    # not in it has its cloud measured from its SCL
+    cloud_percent: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def scan(cls, directory: Path) -> "LocalSources":
@@ -553,19 +556,36 @@ class LocalRecipe:
 
     def __init__(self, sources: LocalSources, grid: ExportGrid, cfg: RecipeConfig,
                  cloud_mask: str = "auto", glaciers=None):
-        self.src, self.grid, self.cfg = sources, grid, cfg
+        self.grid, self.cfg = grid, cfg
         self.coarse = coarse_grid(grid, DEM_OFFSET_SCALE_M)
         self._glaciers = None if glaciers is None else (
             OutlineRasterizer(glaciers, grid.transform),
             OutlineRasterizer(glaciers, self.coarse.transform))
         self._datasets: dict[Path, object] = {}
+        self._requested_mask = cloud_mask
+        self._use(sources)
+
+    def _use(self, sources: LocalSources) -> None:
+        """Choose the scenes of `sources` in the config's windows and the cloud mask."""
+        cfg = self.cfg
+        self.src = sources
         self.s1_dates = sources.in_window("s1", cfg.s1_dates)
         s2_all = sources.in_window("s2", cfg.s2_dates)
-        self.s2_cloud = {d: scene_cloud_percent(fs) for d, fs in s2_all.items()}
+        self.s2_cloud = {d: sources.cloud_percent[d] if d in sources.cloud_percent else
+                         scene_cloud_percent(fs) for d, fs in s2_all.items()}
         self.s2_dates = {d: fs for d, fs in s2_all.items()
                          if self.s2_cloud[d] is None or self.s2_cloud[d] < cfg.s2_max_scene_cloud}
         self._check(s2_all)
-        self.cloud_mask = resolve_cloud_mask(cloud_mask, sources, sorted(self.s2_dates))
+        self.cloud_mask = resolve_cloud_mask(self._requested_mask, sources, sorted(self.s2_dates))
+
+    def with_sources(self, sources: LocalSources) -> "LocalRecipe":
+        """This recipe (grid, config, glacier rasters, open datasets) over other sources: one
+        cell's scenes found in a catalogue. Closing either closes the datasets of both."""
+        from copy import copy
+
+        new = copy(self)
+        new._use(sources)
+        return new
 
     def _check(self, s2_all: dict) -> None:
         cfg = self.cfg
@@ -596,8 +616,9 @@ class LocalRecipe:
     def dataset(self, path: Path) -> DatasetReader:
         """The source opened once and kept open: consecutive cells then share GDAL's block
         cache for the blocks their windows overlap."""
-        if path not in self._datasets:
-            self._datasets[path] = _open(path)
+        if path not in self._datasets:  # a file, or a remote asset that opens itself
+            opener = getattr(path, "open_dataset", None)
+            self._datasets[path] = opener() if opener else _open(path)
         return self._datasets[path]
 
     def close(self) -> None:

@@ -58,6 +58,7 @@ class LocalOptions:
     dem_source_map: bool = False
     workers: int | str = "auto"  # processes; auto: every CPU this process may use, up to 8
     outlines_layer: str | None = None  # the layer of an outlines file of several
+    dask: str | None = None  # a Dask scheduler's address: the cells run on its workers
 
 
 def run_local_export(workspace: Path, region: Region, cfg: RecipeConfig, source_dir: Path,
@@ -67,18 +68,24 @@ def run_local_export(workspace: Path, region: Region, cfg: RecipeConfig, source_
     """Export the 11-band stack of a region and year from local rasters; rerunning resumes."""
     name = name or product_name(region.name, cfg.year)
     job = _LocalJob.prepare(region, cfg, Path(source_dir), outlines_path, options, echo)
-    done = None if force else job.finished(Path(workspace), name, echo)
+    return run_job(job, Path(workspace), name, force, wait, quiet, echo)
+
+
+def run_job(job: "_LocalJob", workspace: Path, name: str, force: bool, wait: bool, quiet: bool,
+            echo: Callable[[str], None]) -> ExportDir:
+    """The three passes of a prepared job (local files or STAC scenes), resumable."""
+    done = None if force else job.finished(workspace, name, echo)
     if done is not None:  # found without the lock: a read-only workspace reruns too
         season_note(done, echo)
         return done
-    with output_lock(Path(workspace) / EXPORTS_DIR / name, wait, echo):
-        clean_partials(Path(workspace) / EXPORTS_DIR / name, echo)
+    with output_lock(workspace / EXPORTS_DIR / name, wait, echo):
+        clean_partials(workspace / EXPORTS_DIR / name, echo)
         exp, work = open_for_work(job, workspace, name, force, echo)
         if not work:
             return exp
         with job.pool():
             offset = job.dem_offset(exp, quiet, echo)
-            norm = ensure_normalization(exp, cfg, options.norm_from,
+            norm = ensure_normalization(exp, job.cfg, job.options.norm_from,
                                         lambda: job.percentiles(offset, quiet))
             job.run_cells(exp, offset, norm, quiet)
         exp.finish()
@@ -182,13 +189,12 @@ class _LocalJob:
         record_truth_outlines(exp, self.source_dir)
         exp.set_plan(self.plan.cells)
 
-    def pool(self) -> WorkerPool:
+    def pool(self):
         """Worker processes that each build this job's recipe once, for all three passes."""
         o = self.outlines
         init = (self.sources, self.plan.grid, self.cfg, self.recipe.cloud_mask,
                 o.geometries if o is not None else None)
-        self._workers = WorkerPool(cpu_workers(self.options.workers), _init_worker, init,
-                                   _teardown_worker)
+        self._workers = cell_pool(self.options, _init_worker, init, _teardown_worker)
         return self._workers
 
     def _pool(self, fn, items: list):
@@ -198,9 +204,8 @@ class _LocalJob:
         """Pass 1, once: the vertical offset of HMA against SRTM, off the glaciers."""
         if "dem" not in exp.manifest:
             s = self.sources
-            dem = {"hma_files": [f.name for f in s.hma], "srtm_files": [f.name for f in s.srtm],
-                   "datum": "EGM96 (SRTM)"}
-            if s.hma and s.srtm:
+            dem = self.dem_record()
+            if dem["hma_files"] and (dem["srtm_files"] or dem.get("fallback")):
                 hist = OffsetHistogram()
                 for _, counts in _progress(self._pool(_offset_counts, self.plan.cells),
                                            len(self.plan.cells), "DEM offset", quiet):
@@ -208,7 +213,8 @@ class _LocalJob:
                 if hist.n == 0:
                     raise StateError("HMA and SRTM do not overlap off the glaciers: no offset")
                 dem.update(offset_m=hist.median(), offset_pixels=hist.n,
-                           offset_method=f"median of HMA - SRTM off glacier outlines at "
+                           offset_method=f"median of HMA - {dem.get('fallback') or 'SRTM'} "
+                                         "off glacier outlines at "
                                          f"{DEM_OFFSET_SCALE_M:g} m")
             else:
                 dem.update(offset_m=0.0, offset_pixels=0,
@@ -218,6 +224,11 @@ class _LocalJob:
             exp.manifest["dem"] = dem
             exp.save()
         return exp.manifest["dem"]["offset_m"]
+
+    def dem_record(self) -> dict:
+        s = self.sources
+        return {"hma_files": [f.name for f in s.hma], "srtm_files": [f.name for f in s.srtm],
+                "datum": "EGM96 (SRTM)"}
 
     def percentiles(self, offset: float, quiet: bool) -> Normalization:
         """Pass 2 (percentile mode only): each band's percentiles over the region."""
@@ -247,6 +258,16 @@ class _LocalJob:
             bar.update(len(infos))
         bar.close()
         exp.save()
+
+
+def cell_pool(options: LocalOptions, init: Callable, args: tuple, teardown: Callable):
+    """Where the cells run: on a Dask cluster's workers (--dask ADDRESS) or local processes;
+    each worker runs init(*args) once and teardown() at the end."""
+    if options.dask:
+        from gee_export.common.dask_pool import DaskPool
+
+        return DaskPool(options.dask, init, args, teardown)
+    return WorkerPool(cpu_workers(options.workers), init, args, teardown)
 
 
 def source_identities(files: list[Path], known: dict[str, dict] | None = None
@@ -307,6 +328,8 @@ def _init_worker(sources: LocalSources, grid: ExportGrid, cfg: RecipeConfig, clo
 
 
 def _teardown_worker() -> None:
+    if not _RECIPE:  # never set up (a Dask worker that joined late and ran nothing)
+        return
     _RECIPE["recipe"].close()
     _RECIPE.pop("env").__exit__(None, None, None)
     _RECIPE.clear()

@@ -1,0 +1,1 @@
+"""`prep export --source stac`: the local recipe on scenes found through public STAC APIs."""
