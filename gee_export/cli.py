@@ -136,9 +136,9 @@ def _this_year() -> int:
 def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer, buffer_m,
            cell_size, source_dir, source_kind, stac_provider, stac_api, stac_collection,
            hma_file, dask_address, cloud_mask, s1_window, s2_window, orbit, max_scene_cloud,
-           cloud_score_threshold, cloud_score_band, s2_level, norm_mode, norm_from, hma_asset, dem_source_map, target,
-           bucket, folder, project, workers, dry_run, demo_size, demo_seed, force, wait, quiet,
-           workspace):
+           cloud_score_threshold, cloud_score_band, s2_level, norm_mode, norm_from, hma_asset,
+           dem_source_map, target, bucket, folder, project, workers, dry_run, demo_size,
+           demo_seed, force, wait, quiet, workspace):
     """Export the 11-band 10 m stack of a region and year: on Earth Engine, or with
     --source-dir on local rasters (--region demo generates synthetic ones)."""
     from dataclasses import replace

@@ -33,9 +33,8 @@ def served(tmp_path_factory):
 @pytest.fixture
 def double(served):
     """The double with its faults cleared and its items restored after each test."""
-    from tests.gee_export.stac_double import Faults
-
     from gee_export.remote import assets
+    from tests.gee_export.stac_double import Faults
 
     d, _ = served
     items = deepcopy(d.items)
