@@ -267,6 +267,7 @@ TILE_OPTIONS = {"export": "--export", "export_id": "--export (made again since)"
                 "export_completed_at": "--export (completed again since)",
                 "outlines_sha256": "--outlines (contents)", "outlines_layer": "--outlines-layer",
                 "split_algorithm": "the split's algorithm (this version's)",
+                "zoned_split.*": "zone {key}'s export or outlines (the zones split together)",
                 "config.min_area_km2": "--min-area", "config.val_fraction": "--val-fraction",
                 "config.block_tiles": "--block-tiles", "config.small_glaciers":
                 "--small-glaciers"}
@@ -549,8 +550,16 @@ def _finish(out: Path, manifest: dict, inputs: TileInputs, cfg: TileConfig, plan
         splits={k: v.report() for k, v in per_split.items()},
         split_distance_m=min_distance(per_split[TRAIN].boxes, per_split[VAL].boxes),
         label_area=label_area.report(), outlines=_outline_summary(inputs, cfg, out),
-        train_stats=train_stats.report(), files=dict(sorted(files.items())))
+        train_stats=_train_stats(train_stats, manifest), files=dict(sorted(files.items())))
     tiles_stage(out).complete(manifest)
+
+
+def _train_stats(stats: _BandStats, manifest: dict) -> dict:
+    """The training split's band statistics; of a zone of a zoned tile set, none when the
+    split made with the other zones left it no training tile (the zones' pool them)."""
+    if not stats.count and manifest["parameters"].get("zoned_split"):
+        return {"pixels": 0, "bands": {}}
+    return stats.report()
 
 
 def _footprint(grid: ExportGrid, row_off: int, col_off: int, size: int):

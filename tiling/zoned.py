@@ -78,8 +78,8 @@ class ZonedSplit:
         self.workers, self.plans = workers, None
         self.inputs = {p.zone: TileInputs.open(p.path, cfg, outlines, lambda _: None,
                                                outlines_layer) for p in parts}
-        self.parameters = {z: {"export_id": export_identity(i.export),
-                               "outlines_sha256": file_sha256(i.outlines.path)}
+        self.parameters = {z: f"export {export_identity(i.export)} outlines "
+                              f"{file_sha256(i.outlines.path)[:16]}"
                            for z, i in self.inputs.items()}
 
     def plan(self, inputs: TileInputs, cfg: TileConfig, quiet: bool) -> TilePlan:
@@ -302,6 +302,7 @@ def pooled_stats(stats: list[dict]) -> dict:
     """The zones' training-pixel band statistics as one: means weighted by pixel counts, and
     the pooled standard deviation (within and between zones). Percentiles do not pool and
     are left out."""
+    stats = [s for s in stats if s["pixels"]]  # a zone may have no training tile
     n = np.array([s["pixels"] for s in stats], np.float64)
     out = {"pixels": int(n.sum()), "bands": {}}
     for band in stats[0]["bands"]:

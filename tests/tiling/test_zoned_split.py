@@ -5,6 +5,7 @@ pixels), and its evaluation called 144,442 pixels of 47N's training ground on 46
 held out. Split once for all zones, and with every zone's training ground counted on each
 zone's grid, both are 0."""
 import json
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -152,3 +153,59 @@ def test_no_training_pixel_of_any_zone_counts_as_held_out(zoned_tiles):
         assert expected <= got == touched
         assert got - expected <= 4 * SIZE * 4  # the touched edges of a few tiles at most
         assert got > 0
+
+
+def test_a_random_split_of_zones_guards_across_the_line(zoned_tiles):
+    """--split random draws tile by tile over all zones; a training tile that meets another
+    zone's validation tile becomes guard."""
+    root, tiles, _, _, _ = zoned_tiles
+    ws = tiles.parent.parent
+    run(["tile", "--export", ws / "exports" / "straddle-2018", "--size", SIZE, "--split",
+         "random", "--seed", 42, "--name", "random", "--workers", 1, "--workspace", ws,
+         "--quiet"])
+    manifest = json.loads((ws / "tiles" / "random" / "manifest.json").read_text())
+    index = gpd.read_file(ws / "tiles" / "random" / "index.gpkg")
+    assert set(index["split"]) == {"train", "val", "guard"}
+    for zone in manifest["zones"]:
+        val, other_train, _ = zone_rasters(ws / "tiles" / "random", zone)
+        assert val.any() and not (val & other_train).any()
+
+
+def test_a_zone_left_without_training_tiles_pools_none():
+    from tiling.tiles import _BandStats, _train_stats
+    from tiling.zoned import pooled_stats
+
+    zone = {"parameters": {"zoned_split": {"46N": "x", "47N": "y"}}}
+    assert _train_stats(_BandStats(), zone) == {"pixels": 0, "bands": {}}
+    with pytest.raises(Exception, match="no valid pixel"):
+        _train_stats(_BandStats(), {"parameters": {}})  # a tile set of one zone needs some
+    other = {"pixels": 10, "bands": {"B2": {"mean": 0.5, "std": 0.1}}}
+    assert pooled_stats([{"pixels": 0, "bands": {}}, other]) == {
+        "pixels": 10, "bands": {"B2": {"mean": 0.5, "std": pytest.approx(0.1)}}}
+
+
+def test_a_single_zone_split_is_algorithm_4s():
+    """The split of a tile set of one zone is unchanged (its labels as algorithm 4 drew them,
+    computed with the code before the zones were split together), and records 4."""
+    from tiling.split import spatial_split
+    from tiling.tiles import SINGLE_ZONE_SPLIT_ALGORITHM, TileConfig, TileInputs
+
+    rr, cc = np.meshgrid(np.arange(6), np.arange(7), indexing="ij")
+    keep = (rr + 2 * cc) % 5 != 0
+    rows, cols = rr[keep], cc[keep]
+    glacier = ((rows * 3 + cols) % 4) / 4
+
+    def drawn(seed, block):
+        return "".join(s[0] for s in spatial_split(rows, cols, 0.3, seed, block, 1, glacier))
+
+    assert drawn(7, 2) == "ttgvgttgvvgtttgggtggtttgvgttgvvgt"
+    assert drawn(3, 1) == "gttttvgttttvgttgggttgvgggggvvgttv"
+    assert SINGLE_ZONE_SPLIT_ALGORITHM == 4
+    inputs = TileInputs.__new__(TileInputs)
+    inputs.export_dir, inputs.export = Path("/ws/exports/x"), {"parameters": {}}
+    inputs.outlines = type("O", (), {"path": DATA / "Hintereisferner_RGI6.shp",
+                                     "layer": None})()
+    params = inputs.parameters(Path("/ws/tiles/x"), Path("/ws"), TileConfig())
+    assert params["split_algorithm"] == 4 and "zoned_split" not in params
+    zoned = inputs.parameters(Path("/ws/tiles/x"), Path("/ws"), TileConfig(), {"46N": "a"})
+    assert zoned["split_algorithm"] == 5 and zoned["zoned_split"] == {"46N": "a"}
