@@ -226,7 +226,7 @@ GROUNDS = tuple(GROUND_NAMES.values())  # untiled, training, validation, guard: 
 
 @dataclass
 class SceneScores:
-    confusion: dict[str, np.ndarray]  # kind of ground -> cm[true, predicted] over valid pixels
+    confusion: dict[str, np.ndarray]  # kind of ground (and held_out) -> cm[true, predicted]
     zones: ZoneCounts
     reference_on: dict[int, np.ndarray]  # ground code -> reference pixels with data, by glacier
     valid_area: object  # polygon of the pixels with data (for boundary distances)
@@ -279,6 +279,7 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
     if not sum(m.sum() for m in cm.values()):
         raise InputError(f"{src.name}: no pixel with data to score (the probabilities are "
                          "all no-data); remake the prediction rather than score it")
+    cm["held_out"] = sum(cm[k] for k in GROUNDS if k != "training")
     merged = areas.dissolved()
     empty = shapely.Polygon()
     ice_area = merged.get(2, empty)
@@ -316,13 +317,13 @@ def pixel_scores(scene: SceneScores) -> dict:
     fp, cm = scene.footprint, scene.confusion
     known = fp.relation != UNKNOWN
     blocks = {k: _pixel_block(cm[k]) if known else None for k in GROUNDS}
-    held_out = _pixel_block(sum(cm[k] for k in GROUNDS if k != "training")) if known else None
+    held_out = _pixel_block(cm["held_out"]) if known else None
     headline = "validation" if blocks["validation"] else "held_out" if held_out else "all"
     split = {**fp.to_dict(), "under_training_tiles_share": round(scene.under_training_tiles, 4)}
     return {"headline": headline, "split": split, "notes": GROUND_NOTES,
             "validation": blocks["validation"], "guard": blocks["guard"],
             "untiled": blocks["untiled"], "training": blocks["training"],
-            "held_out": held_out, "all": _pixel_block(sum(cm.values()))}
+            "held_out": held_out, "all": _pixel_block(sum(cm[k] for k in GROUNDS))}
 
 
 def _report(pred_dir: Path, reference: Path, ref, small, scene: SceneScores, threshold: float,
