@@ -96,12 +96,14 @@ def tile(export_dir: Path | None, outlines: Path | None, outlines_layer: str | N
         make_tiles(export_dir, ws, cfg, outlines, name, cpu_workers(workers), force, verify,
                    wait, quiet, click.echo, outlines_layer=outlines_layer)
         return
-    from .zoned import make_zoned_tiles
+    from .zoned import ZonedSplit, make_zoned_tiles
 
+    split = ZonedSplit(parts, cfg, outlines, outlines_layer, cpu_workers(workers))  # one for all
     make_zoned_tiles(export_dir, parts, ws / TILES_DIR / (name or export_dir.name), ws,
                      lambda part, part_name: make_tiles(
                          part, ws, cfg, outlines, part_name, cpu_workers(workers), force,
-                         verify, wait, quiet, click.echo, outlines_layer=outlines_layer),
+                         verify, wait, quiet, click.echo, outlines_layer=outlines_layer,
+                         zoned=split),
                      wait, click.echo)
 
 

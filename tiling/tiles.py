@@ -12,7 +12,7 @@ import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
@@ -54,7 +54,10 @@ from .split import GUARD, TRAIN, VAL, check_val_fraction, min_distance, random_s
 
 STAT_BINS = 1000  # histogram bins on [0, 1] for the training-split percentiles
 PERCENTILES = (1, 2, 50, 98, 99)
-SPLIT_ALGORITHM = 4  # bump when the split changes, so old tiles are not taken as current
+SPLIT_ALGORITHM = 5  # bump when the split changes, so old tiles are not taken as current
+# 5: the zones of a zoned tile set split once, together (tiling/zoned.py). The split of a tile
+# set of one zone is algorithm 4's, unchanged: such sets record 4 and stay current.
+SINGLE_ZONE_SPLIT_ALGORITHM = 4
 AUTO_BLOCKS = (4, 3, 2, 1)  # --block-tiles auto: block sides tried, largest first
 SHARE_TOLERANCE = 0.1  # auto blocks: accepted distance of the validation share from the target
 # What pixels of glaciers under --min-area become: ignored by loss and metrics (they are ice,
@@ -154,17 +157,21 @@ class TileInputs:
         large, small = every.split_by_area(cfg.min_area_km2)
         return cls(export_dir, exp, grid, large, small)
 
-    def parameters(self, out: Path, workspace: Path, cfg: TileConfig) -> dict:
+    def parameters(self, out: Path, workspace: Path, cfg: TileConfig,
+                   zoned_split: dict | None = None) -> dict:
         """What makes two tile sets the same. Paths are stored relative to the workspace and
         the outlines by checksum, so a moved workspace is still up to date. The export counts
         by its identity, not by when it last completed: a cell it made again with the same
-        options (a repair) leaves the tiles current."""
+        options (a repair) leaves the tiles current. A zone of a zoned tile set records what
+        its split, made with the other zones', depends on (`zoned_split`)."""
+        algorithm = SPLIT_ALGORITHM if zoned_split else SINGLE_ZONE_SPLIT_ALGORITHM
         return as_stored({"export": stored_path(self.export_dir, out, workspace),
                           "export_id": export_identity(self.export),
                           "outlines_sha256": file_sha256(self.outlines.path),
-                          "config": asdict(cfg), "split_algorithm": SPLIT_ALGORITHM,
+                          "config": asdict(cfg), "split_algorithm": algorithm,
                           **({"outlines_layer": self.outlines.layer} if self.outlines.layer
-                             else {})})
+                             else {}),
+                          **({"zoned_split": zoned_split} if zoned_split else {})})
 
     def earlier_parameters(self, params: dict) -> dict:
         """`params` as tile sets made before export_id recorded them (by the export's
@@ -178,20 +185,51 @@ class TileInputs:
                 self.grid.transform, str(out))
 
 
+class ZoneSplitter(Protocol):
+    """The split of one zone of a zoned tile set, made with the other zones' tiles."""
+    parameters: dict  # what the split depends on beyond this zone's own inputs
+
+    def plan(self, inputs: TileInputs, cfg: TileConfig, quiet: bool) -> TilePlan: ...
+
+
+class RecordedSplit:
+    """`--verify` of a zone of a zoned tile set: its split as its index records it (made with
+    the other zones', which a repair of this zone's files does not revisit)."""
+
+    def __init__(self, out: Path, parameters: dict, workers: int):
+        self.out, self.parameters, self.workers = out, parameters, workers
+
+    def plan(self, inputs: TileInputs, cfg: TileConfig, quiet: bool) -> TilePlan:
+        from gee_export.common.tile_index import read_tile_rows
+
+        recorded = {(ro, co): split for split in (TRAIN, VAL, GUARD)
+                    for ro, co in read_tile_rows(self.out, split, ("row_off", "col_off"))}
+        with WorkerPool(self.workers, _init_worker, inputs.worker_args(self.out, cfg),
+                        _close_worker) as pool:
+            n_windows, kept, fractions = scan_tiles(pool, inputs, cfg, quiet)
+        if sorted(recorded) != sorted((w[2], w[3]) for w in kept):
+            raise StateError(f"{self.out}: its index does not list the tiles its export gives "
+                             "now; cut the zoned tile set again with `prep tile --force`")
+        return TilePlan(n_windows, kept, fractions, [recorded[w[2:]] for w in kept],
+                        read_manifest(self.out, "tiles").get("block_tiles"))
+
+
 # -- the command --------------------------------------------------------------------------------
 
 def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig(),
                outlines_path: Path | None = None, name: str | None = None, workers: int = 1,
                force: bool = False, verify: bool = False, wait: bool = False,
                quiet: bool = False, echo: Callable[[str], None] = print,
-               only_existing: bool = False, outlines_layer: str | None = None) -> Path:
+               only_existing: bool = False, outlines_layer: str | None = None,
+               zoned: ZoneSplitter | None = None) -> Path:
     """Cut an export into labelled tiles with a train/val split; rerunning resumes, and with
     `verify` checks every tile against its checksum and rewrites the bad ones. With
     `only_existing`, refuse instead of starting a tile set that is not there yet.
-    `outlines_layer` names the layer of an outlines file of several."""
+    `outlines_layer` names the layer of an outlines file of several. With `zoned` (a zone of
+    a zoned export), the split is the one made with the other zones (tiling/zoned.py)."""
     inputs = TileInputs.open(export_dir, cfg, outlines_path, echo, outlines_layer)
     out = Path(workspace) / TILES_DIR / (name or Path(export_dir).name)
-    params = inputs.parameters(out, Path(workspace), cfg)
+    params = inputs.parameters(out, Path(workspace), cfg, zoned.parameters if zoned else None)
     earlier = [inputs.earlier_parameters(params)]
     stage = tiles_stage(out)
     if not force and _intact(stage, params, earlier, verify, echo):
@@ -205,9 +243,10 @@ def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig()
         if decision.action == DONE:
             return out
         known = _known_files(out, decision, damaged)
+        plan = zoned.plan(inputs, cfg, quiet) if zoned else None  # before this pool: its own
         with WorkerPool(workers, _init_worker, inputs.worker_args(out, cfg),
                         _close_worker) as pool:
-            plan = _plan(pool, inputs, cfg, quiet)
+            plan = plan or _plan(pool, inputs, cfg, quiet)
             manifest = _start_manifest(out, inputs, params, plan, Path(workspace), known)
             results = _write_tiles(pool, plan, cfg, known, quiet)
         _finish(out, manifest, inputs, cfg, plan, results)
@@ -228,6 +267,7 @@ TILE_OPTIONS = {"export": "--export", "export_id": "--export (made again since)"
                 "export_completed_at": "--export (completed again since)",
                 "outlines_sha256": "--outlines (contents)", "outlines_layer": "--outlines-layer",
                 "split_algorithm": "the split's algorithm (this version's)",
+                "zoned_split.*": "zone {key}'s export or outlines (the zones split together)",
                 "config.min_area_km2": "--min-area", "config.val_fraction": "--val-fraction",
                 "config.block_tiles": "--block-tiles", "config.small_glaciers":
                 "--small-glaciers"}
@@ -279,6 +319,7 @@ def verify_tiles(workspace: Path, export_dir: Path | None = None, name: str | No
             workspace, name=zone.name, workers=workers, wait=wait, quiet=quiet, echo=echo),
             wait, echo)
     p = manifest["parameters"]
+    zoned = RecordedSplit(out, p["zoned_split"], workers) if p.get("zoned_split") else None
     outlines = manifest.get("outlines", {}).get("file")
     if outlines is None:
         raise StateError(f"{out / TILES_MANIFEST}: records no outlines file; cut the tiles "
@@ -286,7 +327,7 @@ def verify_tiles(workspace: Path, export_dir: Path | None = None, name: str | No
     return make_tiles(resolved_path(p["export"], out), workspace, TileConfig(**p["config"]),
                       resolved_path(outlines, out), out.name, workers, verify=True,
                       wait=wait, quiet=quiet, echo=echo, only_existing=True,
-                      outlines_layer=p.get("outlines_layer"))
+                      outlines_layer=p.get("outlines_layer"), zoned=zoned)
 
 
 def tiles_to_verify(workspace: Path, export_dir: Path | None, name: str | None,
@@ -369,6 +410,15 @@ class TilePlan:
 
 
 def _plan(pool: WorkerPool, inputs: TileInputs, cfg: TileConfig, quiet: bool) -> TilePlan:
+    n_windows, kept, fractions = scan_tiles(pool, inputs, cfg, quiet)
+    split, block = _split(kept, fractions, cfg)
+    return TilePlan(n_windows, kept, fractions, split, block)
+
+
+def scan_tiles(pool: WorkerPool, inputs: TileInputs, cfg: TileConfig, quiet: bool
+               ) -> tuple[int, list, list]:
+    """The first pass: the number of tile windows, the tiles kept (row, col, row_off,
+    col_off) and their (valid, glacier) fractions."""
     windows = list(tile_windows(inputs.grid, cfg.size, cfg.step))
     scans = dict(_progress(pool.map(_scan, [(ro, co, cfg.size) for _, _, ro, co in windows]),
                            len(windows), "scan", quiet))
@@ -381,8 +431,7 @@ def _plan(pool: WorkerPool, inputs: TileInputs, cfg: TileConfig, quiet: bool) ->
     if not kept:
         raise InputError(f"no tile of {cfg.size} px has a valid fraction >= {cfg.min_valid}; "
                          "lower --min-valid or --size")
-    split, block = _split(kept, fractions, cfg)
-    return TilePlan(len(windows), kept, fractions, split, block)
+    return len(windows), kept, fractions
 
 
 def _valid(scan: tuple[float, float], min_valid: float) -> bool:
@@ -407,14 +456,21 @@ def _split(kept: list, fractions: list, cfg: TileConfig) -> tuple[list[str], int
         return random_split(len(kept), cfg.val_fraction, cfg.seed), None
     rows, cols = np.array([w[0] for w in kept]), np.array([w[1] for w in kept])
     glacier = [v * g for v, g in fractions]
+    return choose_block(lambda block: spatial_split(rows, cols, cfg.val_fraction, cfg.seed,
+                                                    block, cfg.guard_positions, glacier),
+                        cfg, len(kept))
+
+
+def choose_block(split_in: Callable[[int], list[str]], cfg: TileConfig, n: int
+                 ) -> tuple[list[str], int]:
+    """The spatial split `split_in(block side)` with --block-tiles, or with auto the largest
+    block that lands within SHARE_TOLERANCE of --val-fraction, else the closest."""
     if cfg.block_tiles:
-        return spatial_split(rows, cols, cfg.val_fraction, cfg.seed, cfg.block_tiles,
-                             cfg.guard_positions, glacier), cfg.block_tiles
+        return split_in(cfg.block_tiles), cfg.block_tiles
     tried = []
     for block in AUTO_BLOCKS:
         try:
-            split = spatial_split(rows, cols, cfg.val_fraction, cfg.seed, block,
-                                  cfg.guard_positions, glacier)
+            split = split_in(block)
         except InputError:
             continue
         miss = abs(split.count(VAL) / (split.count(VAL) + split.count(TRAIN)) - cfg.val_fraction)
@@ -422,7 +478,7 @@ def _split(kept: list, fractions: list, cfg: TileConfig) -> tuple[list[str], int
             return split, block
         tried.append((miss, -block, split))
     if not tried:
-        raise InputError(f"a spatial split of {len(kept)} tiles leaves one side empty even in "
+        raise InputError(f"a spatial split of {n} tiles leaves one side empty even in "
                          "blocks of 1 tile (the guard gap takes the rest); use --split random, "
                          "a smaller --size, or a larger area")
     miss, block, split = min(tried, key=lambda t: t[:2])
@@ -494,8 +550,16 @@ def _finish(out: Path, manifest: dict, inputs: TileInputs, cfg: TileConfig, plan
         splits={k: v.report() for k, v in per_split.items()},
         split_distance_m=min_distance(per_split[TRAIN].boxes, per_split[VAL].boxes),
         label_area=label_area.report(), outlines=_outline_summary(inputs, cfg, out),
-        train_stats=train_stats.report(), files=dict(sorted(files.items())))
+        train_stats=_train_stats(train_stats, manifest), files=dict(sorted(files.items())))
     tiles_stage(out).complete(manifest)
+
+
+def _train_stats(stats: _BandStats, manifest: dict) -> dict:
+    """The training split's band statistics; of a zone of a zoned tile set, none when the
+    split made with the other zones left it no training tile (the zones' pool them)."""
+    if not stats.count and manifest["parameters"].get("zoned_split"):
+        return {"pixels": 0, "bands": {}}
+    return stats.report()
 
 
 def _footprint(grid: ExportGrid, row_off: int, col_off: int, size: int):

@@ -1,16 +1,21 @@
 """`prep tile` on an export of a region across UTM zones: one training set from every zone.
 
-Each zone is cut as any export is (its own tile set, its own 70/30 spatial split, on its own
-grid); the zoned tile set then lists them all as one: its images and labels are hard links to
-the zones' files under `images/<zone>/`, its index holds every tile (footprints in EPSG:4326,
+Each zone is cut as any export is (its own tile set on its own grid), but the split is made
+once for all zones (`ZonedSplit`): the zones' grids overlap by about 2 km across each zone
+line, so zones split apart would validate one zone on another zone's training ground. The
+blocks of the spatial split are laid out in one frame across the zone lines (each tile goes
+to the block its centre falls in), and the guard gap holds across the lines as within a zone:
+no training tile of any zone lies within one tile width of a validation tile of another.
+The zoned tile set then lists the zones as one: its images and labels are hard links to the
+zones' files under `images/<zone>/`, its index holds every tile (footprints in EPSG:4326,
 with the zone and the offsets on the zone's grid), and its band statistics pool the zones'.
-Training reads it like any tile set; evaluation finds each zone's training tiles on that
-zone's grid.
+Training reads it like any tile set; evaluation counts every zone's tiles, on any zone's grid.
 """
 from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -24,18 +29,149 @@ from gee_export.common.layout import (
     TILE_INDEX,
     TILES_MANIFEST,
     base_manifest,
+    export_identity,
+    file_sha256,
     read_manifest,
     stored_path,
 )
 from gee_export.common.stage import DONE, Stage
 from gee_export.common.tile_index import ZONE_COLUMN, tiles_id
-from gee_export.common.utm import part_name
+from gee_export.common.utm import METRES_PER_DEGREE, part_name
+from gee_export.common.workers import WorkerPool
 from gee_export.common.zoned import OUTPUT_CRS, Part
+
+from .split import GUARD, TRAIN, VAL, block_split, grid_neighbours, random_split
+from .tiles import (
+    TileConfig,
+    TileInputs,
+    TilePlan,
+    _close_worker,
+    _footprint,
+    _init_worker,
+    choose_block,
+    scan_tiles,
+)
 
 
 def zone_tile_id(zone: str, tile_id: str) -> str:
     """A tile of one zone in the zoned set: `<zone>/<id>`, so its files are images/<zone>/."""
     return f"{zone}/{tile_id}"
+
+
+@dataclass
+class ZoneTiles:
+    """The tiles kept in one zone: grid positions, footprints on the zone's grid, glacier."""
+    crs: str
+    res: float
+    rows: np.ndarray
+    cols: np.ndarray
+    boxes: np.ndarray  # shapely boxes in the zone's CRS
+    glacier: np.ndarray  # glacier pixels (fraction of the tile) per tile
+
+
+class ZonedSplit:
+    """The split of every zone of a zoned export, made once for all; each zone's
+    `make_tiles` asks for its plan (the first ask scans every zone)."""
+
+    def __init__(self, parts: list[Part], cfg: TileConfig, outlines: Path | None,
+                 outlines_layer: str | None, workers: int):
+        self.workers, self.plans = workers, None
+        self.inputs = {p.zone: TileInputs.open(p.path, cfg, outlines, lambda _: None,
+                                               outlines_layer) for p in parts}
+        self.parameters = {z: f"export {export_identity(i.export)} outlines "
+                              f"{file_sha256(i.outlines.path)[:16]}"
+                           for z, i in self.inputs.items()}
+
+    def plan(self, inputs: TileInputs, cfg: TileConfig, quiet: bool) -> TilePlan:
+        if self.plans is None:
+            self.plans = self._make(cfg, quiet)
+        here = Path(inputs.export_dir).resolve()
+        return next(self.plans[z] for z, i in self.inputs.items()
+                    if Path(i.export_dir).resolve() == here)
+
+    def _make(self, cfg: TileConfig, quiet: bool) -> dict[str, TilePlan]:
+        scans, zones = {}, []
+        for zone, inputs in self.inputs.items():
+            with WorkerPool(self.workers, _init_worker, inputs.worker_args(Path("."), cfg),
+                            _close_worker) as pool:
+                scans[zone] = scan_tiles(pool, inputs, cfg, quiet)
+            _, kept, fractions = scans[zone]
+            g = inputs.grid
+            zones.append(ZoneTiles(
+                g.crs, g.res, np.array([w[0] for w in kept]), np.array([w[1] for w in kept]),
+                np.array([_footprint(g, w[2], w[3], cfg.size) for w in kept]),
+                np.array([v * f for v, f in fractions])))
+        labels, block = joint_split(zones, cfg)
+        out, start = {}, 0
+        for zone, (n_windows, kept, fractions) in scans.items():
+            out[zone] = TilePlan(n_windows, kept, fractions, labels[start:start + len(kept)],
+                                 block)
+            start += len(kept)
+        return out
+
+
+def joint_split(zones: list[ZoneTiles], cfg: TileConfig) -> tuple[list[str], int | None]:
+    """The split of the zones' tiles (concatenated in order) as one: with --split spatial,
+    blocks in one frame across the zone lines and the guard ring within a zone by grid
+    positions, across a zone line by distance; with --split random, the tile-wise draw over
+    all zones, then the training tiles that meet another zone's validation tile are guard."""
+    across = _across(zones, cfg.size * max(z.res for z in zones))
+    if cfg.split == "random":
+        labels = random_split(sum(len(z.rows) for z in zones), cfg.val_fraction, cfg.seed)
+        for i, near in enumerate(across):
+            if labels[i] == VAL:
+                for j in near:
+                    labels[j] = GUARD if labels[j] == TRAIN else labels[j]
+        return labels, None
+    neighbours, start = [], 0
+    for z in zones:
+        neighbours += [[start + j for j in near]
+                       for near in grid_neighbours(z.rows, z.cols, cfg.guard_positions)]
+        start += len(z.rows)
+    neighbours = [a + b for a, b in zip(neighbours, across)]
+    centres = _frame_centres(zones)
+    glacier = np.concatenate([z.glacier for z in zones])
+    return choose_block(lambda block: block_split(
+        [tuple(k) for k in np.floor(centres / (block * cfg.step * zones[0].res)).astype(
+            np.int64).tolist()], neighbours, cfg.val_fraction, cfg.seed, glacier,
+        f"in blocks of {block} x {block} across the zones"), cfg, len(glacier))
+
+
+def _frame_centres(zones: list[ZoneTiles]) -> np.ndarray:
+    """The tiles' centres in one frame for all zones, (south, east) in metres: longitude and
+    latitude scaled as on the equirectangular projection true at the tiles' mean latitude."""
+    import shapely
+    from pyproj import Transformer
+
+    lonlat = []
+    for z in zones:
+        xy = shapely.get_coordinates(shapely.centroid(z.boxes))
+        lonlat.append(np.column_stack(Transformer.from_crs(
+            z.crs, "EPSG:4326", always_xy=True).transform(xy[:, 0], xy[:, 1])))
+    lonlat = np.concatenate(lonlat)
+    k = np.cos(np.radians(lonlat[:, 1].mean()))
+    return np.column_stack([-lonlat[:, 1], lonlat[:, 0] * k]) * METRES_PER_DEGREE
+
+
+def _across(zones: list[ZoneTiles], gap_m: float) -> list[list[int]]:
+    """For each tile (of all zones, concatenated), the tiles of other zones less than `gap_m`
+    (one tile width) away: each zone's tiles moved onto the other's grid, edges densified."""
+    import shapely
+    from pyproj import Transformer
+
+    starts = np.cumsum([0] + [len(z.rows) for z in zones])
+    out: list[list[int]] = [[] for _ in range(starts[-1])]
+    for i, a in enumerate(zones):
+        for j in range(i + 1, len(zones)):
+            b, t = zones[j], Transformer.from_crs(zones[j].crs, a.crs, always_xy=True)
+            moved = shapely.transform(shapely.segmentize(b.boxes, gap_m / 16),
+                                      lambda xy, t=t: np.column_stack(t.transform(*xy.T)))
+            near_a, near_b = shapely.STRtree(moved).query(
+                a.boxes, predicate="dwithin", distance=gap_m - a.res / 2)
+            for p, q in zip(near_a.tolist(), near_b.tolist()):
+                out[starts[i] + p].append(starts[j] + q)
+                out[starts[j] + q].append(starts[i] + p)
+    return out
 
 
 def make_zoned_tiles(export_dir: Path, parts: list[Part], out: Path, workspace: Path,
@@ -166,6 +302,7 @@ def pooled_stats(stats: list[dict]) -> dict:
     """The zones' training-pixel band statistics as one: means weighted by pixel counts, and
     the pooled standard deviation (within and between zones). Percentiles do not pool and
     are left out."""
+    stats = [s for s in stats if s["pixels"]]  # a zone may have no training tile
     n = np.array([s["pixels"] for s in stats], np.float64)
     out = {"pixels": int(n.sum()), "bands": {}}
     for band in stats[0]["bands"]:

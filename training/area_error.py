@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-PIECE_PX = 128  # the cell that cuts validation-ground outlines into pieces (one tile's side)
+PIECE_PX = 128  # the cell that cuts validation-ground outlines into pieces (half the demo's tile)
 MIN_PIECE_KM = 0.2  # shorter pieces are mostly pixel noise at their cell's edge
 MIN_PIECES = 6  # fewer cannot estimate three parameters with any spread to spare
 SAMPLE_M = 5.0  # spacing of the points that measure outline length on each kind of ground

@@ -32,8 +32,10 @@ from gee_export.common.layout import (
 from gee_export.common.outlines import MIN_GLACIER_AREA_KM2
 from gee_export.common.stage import DONE, Stage
 
-from .area_error import EdgePieces, divide_free_boundaries
+from .area_error import PIECE_PX, EdgePieces, divide_free_boundaries
 from .heldout import (
+    GROUND_NAMES,
+    GROUND_TRAINING,
     GROUND_VALIDATION,
     SAME_SCENE,
     UNKNOWN,
@@ -94,11 +96,13 @@ def boundary_distances(a: BaseGeometry, b: BaseGeometry, spacing: float,
 
 
 def _summary(d: np.ndarray) -> dict:
+    """The median and p95 first (a few far false positives pull the mean past the p95)."""
     if not d.size:
-        return {"mean_m": None, f"p{BOUNDARY_PERCENTILE}_m": None, "points": 0}
-    return {"mean_m": float(d.mean()),
+        return {"median_m": None, f"p{BOUNDARY_PERCENTILE}_m": None, "mean_m": None,
+                "points": 0}
+    return {"median_m": float(np.median(d)),
             f"p{BOUNDARY_PERCENTILE}_m": float(np.percentile(d, BOUNDARY_PERCENTILE)),
-            "points": int(d.size)}
+            "mean_m": float(d.mean()), "points": int(d.size)}
 
 
 def evaluate_prediction(pred_dir: Path, reference: Path, cfg: EvalConfig = EvalConfig(),
@@ -164,21 +168,29 @@ def check_report_name(name: str) -> None:
                          "use")
 
 
+# What each headline is called where it is printed (summary line, figure title).
+HEADLINES = {"validation": "HELD-OUT VALIDATION GROUND", "held_out": "HELD-OUT",
+             "all": "ALL PIXELS"}
+
+
 def summary_line(report: dict) -> str:
-    """What `train evaluate` prints: the headline scores first, named for what they cover."""
+    """What `train evaluate` prints: the headline scores first (the validation ground's
+    wherever the scene has some), named for what they cover, then the other kinds of ground."""
     p, a, split = report["pixels"], report["area"], report["pixels"]["split"]
     head = p[p["headline"]]
-    label = {"held_out": "HELD-OUT", "all": "ALL PIXELS"}[p["headline"]]
     empty = ("the prediction holds NO ICE anywhere (the scores describe a map without "
              "glaciers); " if not a["predicted_planar_km2"] else "")
     note = split["note"]
     if split["relation"] == "other year":
         note += f": {100 * split['under_training_tiles_share']:.0f} % of them"
-    line = (f"evaluation, {empty}{label} ({note}): OA {head['oa']:.4f}, mF1 "
-            f"{head['mf1']:.4f}, mIoU {head['miou']:.4f}")
-    if p["training"]:
-        line += (f"; in-sample (training tiles): mIoU {p['training']['miou']:.4f}; all pixels: "
-                 f"mIoU {p['all']['miou']:.4f}")
+    line = (f"evaluation, {empty}{HEADLINES[p['headline']]} ({note}): OA {head['oa']:.4f}, "
+            f"mF1 {head['mf1']:.4f}, mIoU {head['miou']:.4f}")
+    seen = ("in-sample (training tiles)" if split["relation"] != "other year" else
+            f"on {split['trained_on']}'s training ground (seen in another year)")
+    for key, what in (("guard", "guard ground"), ("untiled", "untiled"), ("training", seen),
+                      ("all", "all pixels")):
+        if p.get(key) and key != p["headline"]:
+            line += f"; {what}: mIoU {p[key]['miou']:.4f}"
     d = report["boundary_distance"][p["headline"]]
     return (line + f"; glacier area {a['predicted_km2']:.2f} km^2 predicted vs "
             f"{a['reference_km2']:.2f} km^2 reference (ellipsoidal, where the stack has data); "
@@ -190,7 +202,8 @@ def summary_line(report: dict) -> str:
 def _distance(s: dict) -> str:
     if not s["points"]:
         return "n/a (no boundary to measure)"
-    return f"mean {s['mean_m']:.1f} m, p{BOUNDARY_PERCENTILE} {s[f'p{BOUNDARY_PERCENTILE}_m']:.1f} m"
+    return (f"median {s['median_m']:.1f} m, p{BOUNDARY_PERCENTILE} "
+            f"{s[f'p{BOUNDARY_PERCENTILE}_m']:.1f} m (mean {s['mean_m']:.1f} m)")
 
 
 def _reference(reference: Path, src, cfg: EvalConfig):
@@ -210,11 +223,11 @@ def _reference(reference: Path, src, cfg: EvalConfig):
         cfg.min_area_km2)
 
 
-SPLITS = ("held_out", "training")
+GROUNDS = tuple(GROUND_NAMES.values())  # untiled, training, validation, guard: by ground code
 AREA_ERROR_NOTE = (
     "area error E = mu P + e, Var(e) = a P + b P^2, fitted by maximum likelihood on pieces "
     "of the reference outlines on validation ground (each glacier's outline less its ice "
-    "divides, within one cell of 256 pixels): P the outline's length (km), E the predicted "
+    f"divides, within one cell of {PIECE_PX} pixels): P the outline's length (km), E the predicted "
     "ice of the glacier's zone less its reference ice (km^2); offset_m = mu, the edges' mean "
     "outward displacement. train change removes the bias mu L from each glacier's area (L its "
     "predicted outline less divides) and takes sqrt(a L + b L^2) as its level error")
@@ -222,14 +235,14 @@ AREA_ERROR_NOTE = (
 
 @dataclass
 class SceneScores:
-    confusion: dict[str, np.ndarray]  # split -> cm[true, predicted] over valid pixels
+    confusion: dict[str, np.ndarray]  # kind of ground (and held_out) -> cm[true, predicted]
     zones: ZoneCounts
-    reference_in_training: np.ndarray  # reference pixels with data in training tiles, by glacier
+    reference_on: dict[int, np.ndarray]  # ground code -> reference pixels with data, by glacier
     valid_area: object  # polygon of the pixels with data (for boundary distances)
     predicted_union: object  # the predicted ice as polygons
     pixel_area_m2: float
     footprint: TrainingFootprint
-    training_area: object  # the training tiles as a polygon (empty when none)
+    ground_areas: dict  # ground code -> its polygon in map coordinates (empty when none)
     under_training_tiles: float  # share of the pixels with data under a training tile, any year
     edge_pieces: EdgePieces | None = None  # validation-ground pieces for the area error model
 
@@ -239,8 +252,8 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
                 buffer_m: float = ZONE_BUFFER_M,
                 footprint: TrainingFootprint | None = None,
                 strip: Strip | None = None) -> SceneScores:
-    """One pass over the probability raster, block by block: the confusion matrices of the
-    held-out and training pixels, the per-zone counts, and the polygons of valid data and
+    """One pass over the probability raster, block by block: the confusion matrices of each
+    kind of ground (heldout.GROUND_*), the per-zone counts, and the polygons of valid data and
     predicted ice. A prediction without a single pixel with data is refused: its scores
     would be zeros that look like a result. With `strip` (a zone of a zoned region), only the
     pixels of its strip count."""
@@ -254,8 +267,8 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
     zones = zones_of(src, ref_geoms, buffer_m, strip)
     small = OutlineRasterizer(small_geoms, src.transform) if len(small_geoms) else None
     counts = ZoneCounts(len(ref_geoms))
-    in_training = np.zeros(len(ref_geoms) + 1, np.int64)
-    cm = {k: np.zeros((2, 2), np.int64) for k in SPLITS}
+    on = {c: np.zeros(len(ref_geoms) + 1, np.int64) for c in (GROUND_TRAINING, GROUND_VALIDATION)}
+    cm = {k: np.zeros((2, 2), np.int64) for k in GROUNDS}
     under_tiles = with_data = 0  # pixels with data under a training tile (any year)
     areas = GlacierPieces()  # 1: valid, no ice; 2: ice
     edges = EdgePieces(len(ref_geoms), src.transform, divide_free_boundaries(ref_geoms)) \
@@ -267,37 +280,26 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
         counts.add_block(b, {"ice": ice}, ignore)
         truth = (ref > 0).astype(np.uint8)
         truth[~valid if ignore is None else ~valid | ignore] = LABEL_IGNORE
-        train = footprint.mask(b.row, b.col, h, w)
-        cm["training"] += confusion(ice[train], truth[train])
-        cm["held_out"] += confusion(ice[~train], truth[~train])
-        in_training += np.bincount(ref[valid & train].ravel(), minlength=len(in_training))
-        under_tiles += int((valid & footprint.footprint(b.row, b.col, h, w)).sum())
+        ground = footprint.ground(b.row, b.col, h, w)
+        for code, name in GROUND_NAMES.items():
+            cm[name] += confusion(ice[ground == code], truth[ground == code])
+        for code, n in on.items():
+            n += np.bincount(ref[valid & (ground == code)].ravel(), minlength=len(n))
+        under_tiles += int((valid & (ground == GROUND_TRAINING)).sum())
         with_data += int(valid.sum())
         areas.add(valid.astype(np.uint8) + ice, b.transform)
         if edges is not None:
-            edges.add(b.row, b.col, footprint.ground(b.row, b.col, h, w) == GROUND_VALIDATION,
-                      valid, ice, ref, b.zone)
+            edges.add(b.row, b.col, ground == GROUND_VALIDATION, valid, ice, ref, b.zone)
     if not sum(m.sum() for m in cm.values()):
         raise InputError(f"{src.name}: no pixel with data to score (the probabilities are "
                          "all no-data); remake the prediction rather than score it")
+    cm["held_out"] = sum(cm[k] for k in GROUNDS if k != "training")
     merged = areas.dissolved()
     empty = shapely.Polygon()
     ice_area = merged.get(2, empty)
-    return SceneScores(cm, counts, in_training, shapely.union(merged.get(1, empty), ice_area),
+    return SceneScores(cm, counts, on, shapely.union(merged.get(1, empty), ice_area),
                        ice_area, abs(src.res[0] * src.res[1]), footprint,
-                       _tiles_polygon(footprint, src.transform), under_tiles / with_data, edges)
-
-
-def _tiles_polygon(footprint: TrainingFootprint, transform) -> BaseGeometry:
-    """The training tiles of a scene as one polygon in map coordinates."""
-    import shapely
-
-    boxes = []
-    if footprint.in_sample_possible:
-        for r0, r1, c0, c1 in footprint.windows:
-            (x0, y0), (x1, y1) = transform * (c0, r1), transform * (c1, r0)
-            boxes.append(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
-    return shapely.union_all(boxes) if boxes else shapely.Polygon()
+                       footprint.areas(src.transform), under_tiles / with_data, edges)
 
 
 def _pixel_block(cm: np.ndarray) -> dict | None:
@@ -308,16 +310,34 @@ def _pixel_block(cm: np.ndarray) -> dict | None:
     return {"pixels": int(cm.sum()), "confusion_matrix": cm.tolist(), **scores(cm)}
 
 
+# What each kind of ground in report.json's `pixels` is.
+GROUND_NOTES = {
+    "validation": "under a validation tile and no training tile: ground the model never "
+                  "trained on (in any year); it chose the best epoch, so it is not wholly "
+                  "independent of the model",
+    "guard": "under a guard tile (beside training tiles) and no training or validation tile",
+    "untiled": "under no tile",
+    "training": "under a training tile (in another year: ground the model saw in the "
+                "training tiles' year)",
+    "held_out": "everything not under a training tile (validation, guard and untiled "
+                "together; kept for compatibility)",
+    "all": "every pixel with data"}
+
+
 def pixel_scores(scene: SceneScores) -> dict:
-    """report.json's `pixels`: held-out, training and all, and which one is the headline."""
-    fp = scene.footprint
-    everything = sum(scene.confusion.values())
-    held_out = None if fp.relation == UNKNOWN else _pixel_block(scene.confusion["held_out"])
+    """report.json's `pixels`: each kind of ground (validation, guard, untiled, training),
+    held-out (all but training) and all, and the headline: the validation ground wherever
+    the scene has some, else the held-out pixels, else (the split unknown) all."""
+    fp, cm = scene.footprint, scene.confusion
+    known = fp.relation != UNKNOWN
+    blocks = {k: _pixel_block(cm[k]) if known else None for k in GROUNDS}
+    held_out = _pixel_block(cm["held_out"]) if known else None
+    headline = "validation" if blocks["validation"] else "held_out" if held_out else "all"
     split = {**fp.to_dict(), "under_training_tiles_share": round(scene.under_training_tiles, 4)}
-    return {"headline": "held_out" if held_out else "all", "split": split,
-            "held_out": held_out,
-            "training": _pixel_block(scene.confusion["training"]),
-            "all": _pixel_block(everything)}
+    return {"headline": headline, "split": split, "notes": GROUND_NOTES,
+            "validation": blocks["validation"], "guard": blocks["guard"],
+            "untiled": blocks["untiled"], "training": blocks["training"],
+            "held_out": held_out, "all": _pixel_block(sum(cm[k] for k in GROUNDS))}
 
 
 def _report(pred_dir: Path, reference: Path, ref, small, scene: SceneScores, threshold: float,
@@ -377,18 +397,24 @@ def per_glacier(ref: Outlines, scene: SceneScores) -> tuple[list[dict], float]:
                     "relative_error": (a_pred - a_ref) / a_ref if a_ref else None,
                     "observed_fraction": (z.reference[i] / z.reference_all[i]
                                           if z.reference_all[i] else 0.0),
-                    "training_fraction": (None if scene.footprint.relation == UNKNOWN
-                                          else float(scene.reference_in_training[i]
-                                                     / z.reference[i]) if z.reference[i]
-                                          else 0.0),
+                    "training_fraction": _share(scene, GROUND_TRAINING, i),
+                    "validation_fraction": _share(scene, GROUND_VALIDATION, i),
                     "inventory_km2": float(ref.frame["area_km2"].iloc[i - 1])})
     return out, float(ratios[0])
+
+
+def _share(scene: SceneScores, code: int, i: int) -> float | None:
+    """The share of glacier i's reference pixels (with data) on one kind of ground."""
+    if scene.footprint.relation == UNKNOWN:
+        return None
+    n = scene.zones.reference[i]
+    return float(scene.reference_on[code][i] / n) if n else 0.0
 
 
 def _boundaries(ref, scene: SceneScores) -> dict:
     """Distances between the outer outlines, at points with data on both sides (one pixel in
     from any data gap or the scene's edge); divides inside the reference are not counted.
-    Split like the pixels: points in no training tile (held out), in one, and all."""
+    Split like the pixels, by the kind of ground each point lies on."""
     import shapely
 
     res = float(np.sqrt(scene.pixel_area_m2))
@@ -396,20 +422,21 @@ def _boundaries(ref, scene: SceneScores) -> dict:
     outer = shapely.union_all(ref.geometries)
     divides = shapely.length(shapely.union_all(shapely.boundary(ref.geometries))) - \
         shapely.length(shapely.boundary(outer))
-    out: dict = {k: {} for k in ("held_out", "training", "all")}
+    out: dict = {k: {} for k in (*GROUNDS, "held_out", "all")}
     for direction, a, b in (("predicted_to_reference", scene.predicted_union, outer),
                             ("reference_to_predicted", outer, scene.predicted_union)):
         pts = boundary_points([a], res, keep)
         d = nearest_boundary(pts, [b])
-        inside = (shapely.contains(scene.training_area, pts) if len(d)
-                  else np.zeros(0, bool))
-        for split, sel in (("held_out", ~inside), ("training", inside),
-                           ("all", np.ones(len(d), bool))):
-            out[split][direction] = _summary(d[sel])
+        code = np.zeros(len(d), np.uint8)  # the ground's polygons are disjoint
+        for c, area in scene.ground_areas.items():
+            if len(d) and not area.is_empty:
+                code[shapely.contains(area, pts)] = c
+        for name, sel in ((*((n, code == c) for c, n in GROUND_NAMES.items()),
+                           ("held_out", code != GROUND_TRAINING),
+                           ("all", np.ones(len(d), bool)))):
+            out[name][direction] = _summary(d[sel])
     if scene.footprint.relation == UNKNOWN:
-        out["held_out"] = None
-    if not scene.footprint.in_sample_possible:
-        out["training"] = None
+        out.update({k: None for k in (*GROUNDS, "held_out")})
     return {**out, "divides_excluded_km": max(0.0, float(divides) / 1e3)}
 
 
@@ -455,31 +482,48 @@ def agreement_png(path: Path, prob_tif: Path, ref_geoms: Sequence[BaseGeometry],
               vmax=len(_CLASSES) - 1, interpolation="nearest",
               extent=(left / 1e3, right / 1e3, bottom / 1e3, top / 1e3))
     handles = [Patch(color=c, label=n) for n, c in _CLASSES]
-    if footprint is not None and footprint.in_sample_possible and len(footprint.windows):
-        import shapely
+    if footprint is not None:
         from affine import Affine
 
-        # The outline of the tiles' union: neighbouring tiles share no line of their own.
-        area = _tiles_polygon(footprint, Affine(res / 1e3, 0, left / 1e3, 0, -res / 1e3,
-                                                top / 1e3))
-        for poly in shapely.get_parts(area):
-            ax.fill(*poly.exterior.xy, facecolor="none", edgecolor="#555555", hatch="///",
-                    linewidth=0.0)
-            for ring in [poly.exterior, *poly.interiors]:
-                ax.plot(*ring.xy, color="black", linewidth=1.2, linestyle="--")
-        handles.append(Patch(facecolor="none", edgecolor="black", linestyle="--", hatch="///",
-                             label="training tiles (in-sample)"))
+        handles += _draw_ground(ax, footprint, Affine(res / 1e3, 0, left / 1e3, 0, -res / 1e3,
+                                                      top / 1e3))
     ax.set_xlabel(f"easting (km, {crs})")
     ax.set_ylabel("northing (km)")
     px = report["pixels"]
     head = px[px["headline"]]
-    title = (f"{'held-out' if px['headline'] == 'held_out' else 'all pixels'}: mIoU "
-             f"{head['miou']:.3f}, glacier F1 {head['f1_glacier']:.3f}")
+    title = (f"{HEADLINES[px['headline']].lower()}: mIoU {head['miou']:.3f}, glacier F1 "
+             f"{head['f1_glacier']:.3f}")
     if px["training"]:
-        title += f"   (training tiles: mIoU {px['training']['miou']:.3f})"
+        title += f"   (training ground: mIoU {px['training']['miou']:.3f})"
     import textwrap
 
     ax.set_title(title + "\n" + "\n".join(textwrap.wrap(px["split"]["note"], 110)), fontsize=8)
     ax.legend(handles=handles, loc="lower right", fontsize=7)
     fig.tight_layout()
     save_png(fig, path)
+
+
+def _draw_ground(ax, footprint: TrainingFootprint, transform) -> list:
+    """The outlines of the training ground (hatched) and the validation ground (dotted) on
+    the figure (`transform`: pixels to its km); their legend entries."""
+    import shapely
+    from matplotlib.patches import Patch
+
+    areas = footprint.areas(transform)
+    seen = ("in-sample" if footprint.in_sample_possible
+            else f"{footprint.trained_on}, seen in another year")
+    handles = []
+    for code, colour, style, hatch, label in (
+            (GROUND_TRAINING, "black", "--", "///", f"training tiles ({seen})"),
+            (GROUND_VALIDATION, "#1a9850", ":", None, "validation ground (held out)")):
+        parts = shapely.get_parts(areas.get(code, shapely.Polygon()))
+        for poly in parts:  # the union's outline: neighbouring tiles share no line
+            if hatch:
+                ax.fill(*poly.exterior.xy, facecolor="none", edgecolor="#555555",
+                        hatch=hatch, linewidth=0.0)
+            for ring in [poly.exterior, *poly.interiors]:
+                ax.plot(*ring.xy, color=colour, linewidth=1.2, linestyle=style)
+        if len(parts):
+            handles.append(Patch(facecolor="none", edgecolor=colour, linestyle=style,
+                                 hatch=hatch, label=label))
+    return handles

@@ -181,14 +181,17 @@ def training_footprint(pred_dir: Path, prediction: dict) -> TrainingFootprint:
               "foreign": foreign}
     if tiles.get("year") != prediction.get("year"):
         return TrainingFootprint(OTHER_YEAR, windows, trained_on,
-                                 f"held out in time: the model trained on {trained_on}; every "
-                                 f"pixel of {prediction.get('year')} is held out, though "
-                                 "those under training tiles show ground it saw in another "
+                                 f"held out in time: the model trained on {trained_on}; "
+                                 f"{prediction.get('year')} is split by that tile set's ground: "
+                                 "validation ground it never trained on in any year (it chose "
+                                 "the best epoch), and training ground it saw in another "
                                  "year", recorded_id, **others)
     return TrainingFootprint(SAME_SCENE, windows, trained_on,
                              f"the model trained on {len(windows)} tiles of this scene; "
-                             "held-out scores leave their pixels out (the validation tiles "
-                             "among them chose the best epoch)", recorded_id, **others)
+                             "held-out scores leave their pixels out, and the validation "
+                             "ground (never trained on; it chose the best epoch) is scored "
+                             "apart from the guard ground beside the training tiles",
+                             recorded_id, **others)
 
 
 def _or_none(windows: np.ndarray | None) -> np.ndarray:

@@ -142,11 +142,13 @@ def evaluate_zoned(parts: Sequence[Part], out: Path, evaluate_part: Callable[[Pa
 
 def zoned_summary(report: dict) -> str:
     """The zoned report in one line: the headline pixels first, as for one zone."""
+    from .evaluation import HEADLINES
+
     px, area = report["pixels"], report["area"]
-    parts = [f"{'HELD-OUT' if px['headline'] == 'held_out' else 'ALL PIXELS'} mIoU "
-             f"{px[px['headline']]['miou']:.4f}"]
+    parts = [f"{HEADLINES[px['headline']]} mIoU {px[px['headline']]['miou']:.4f}"]
     parts += [f"{what} mIoU {px[key]['miou']:.4f}" for key, what in
-              (("training", "in-sample (training tiles)"), ("all", "all pixels"))
+              (("guard", "guard ground"), ("untiled", "untiled"),
+               ("training", "training ground (every zone's)"), ("all", "all pixels"))
               if px.get(key) and key != px["headline"]]
     return (f"zoned evaluation over {len(report['zones'])} UTM zones, each on its own strip: "
             + "; ".join(parts) + f"; glacier area {area['predicted_km2']:.2f} km^2 predicted "
@@ -155,7 +157,7 @@ def zoned_summary(report: dict) -> str:
 
 def _pixels(reports: list[dict]) -> dict:
     out = {"headline": reports[0]["pixels"]["headline"]}
-    for key in ("held_out", "training", "all"):
+    for key in ("validation", "guard", "untiled", "training", "held_out", "all"):
         cms = [np.array(r["pixels"][key]["confusion_matrix"]) for r in reports
                if r["pixels"].get(key)]
         if cms:
@@ -163,8 +165,10 @@ def _pixels(reports: list[dict]) -> dict:
             out[key] = {"pixels": int(cm.sum()), "confusion_matrix": cm.tolist(), **scores(cm)}
         else:
             out[key] = None
-    if out["headline"] == "held_out" and out["held_out"] is None:
+    if out["headline"] != "all" and out["held_out"] is None:
         out["headline"] = "all"
+    elif out["validation"] is not None and out["headline"] != "all":
+        out["headline"] = "validation"  # wherever any zone has validation ground
     return out
 
 
