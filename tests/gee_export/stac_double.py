@@ -6,7 +6,8 @@ injected by counters: 503s, a slow search, a token that stops being accepted.
 Items are published item JSON (tests/data/stac_items, see its README: asset keys,
 properties, scaling) with the demo scene's ids, footprints, dates and hrefs; their assets are
 the demo's sources rewritten as each provider ships them: one band per file, Sentinel-2 DN
-with the processing baseline 04.00 offset of +1000, Sentinel-1 RTC as linear power with -32768 as no data, GLO-30 as float32 heights.
+with the processing baseline 04.00 offset of +1000, Sentinel-1 RTC as linear power with -32768
+as no data, GLO-30 as float32 heights.
 """
 from __future__ import annotations
 
