@@ -118,7 +118,7 @@ def _verify(ws: Path, export_dir: Path | None, name: str | None, workers: int, w
     """--verify: only verify one existing tile set, with the parameters it was cut with."""
     from click.core import ParameterSource
 
-    from .tiles import verify_tiles
+    from .verify import verify_tiles
 
     ctx = click.get_current_context()
     given = [f"--{p.replace('_', '-')}" for p in CUTTING

@@ -129,7 +129,7 @@ class YearEstimate:
     year: int
     area: np.ndarray
     sigma_ensemble: np.ndarray
-    sigma_tta: np.ndarray  # the TTA part of the model term (0 without --tta)
+    sigma_tta: np.ndarray  # the TTA part of the model term (NaN: not estimated, without --tta)
     sigma_unobserved: np.ndarray
     buffer_km2: np.ndarray  # the buffer method (Paul et al. 2013), where no error model is
     edge_km: np.ndarray
@@ -478,7 +478,7 @@ def estimate_year(members: list[YearAreas], min_observed: float) -> YearEstimate
 
     each = np.array([filled(m.km2["ice"][1:]) for m in members])
     sigma_ens = each.std(axis=0, ddof=1) if len(members) > 1 else np.full(len(seen), np.nan)
-    sigma_tta = np.zeros(len(seen))
+    sigma_tta = np.full(len(seen), np.nan)  # not estimated without --tta
     if first.bounds == "tta spread":  # half the distance between mean -/+ spread, averaged
         sigma_tta = np.mean([(m.km2["high"][1:] - m.km2["low"][1:]) / 2 for m in members],
                             axis=0) * keep
@@ -537,8 +537,8 @@ def _series(ref: Outlines, estimates: list[YearEstimate]) -> Series:
 
     tta = _stack(estimates, "sigma_tta")
     ens = _stack(estimates, "sigma_ensemble")
-    model = np.hypot(ens, tta) if np.isfinite(ens).any() else \
-        np.where(tta > 0, tta, np.nan)
+    model = np.where(np.isnan(ens) & np.isnan(tta), np.nan,
+                     np.hypot(np.nan_to_num(ens), np.nan_to_num(tta)))
     divide_km, outline_km = shared_divides(ref.geometries)
     return Series(np.array([e.year for e in estimates], float), _stack(estimates, "area"),
                   _stack(estimates, "edge_km"), divide_km, outline_km,
@@ -711,8 +711,6 @@ def imagery(per_year: list[YearAreas], manifests: list[dict]) -> list[dict]:
     """Each year's imagery as its export recorded it: the windows (dates) of each sensor,
     the sensors and the pixel size."""
     out = []
-    from gee_export.config import RecipeConfig
-
     for y, m in zip(per_year, manifests):
         exp = {}
         if m.get("export") and m.get("kind") == "prediction":
@@ -720,14 +718,16 @@ def imagery(per_year: list[YearAreas], manifests: list[dict]) -> list[dict]:
                 exp = read_manifest(resolved_path(m["export"], y.prediction), "export")
             except (InputError, OSError):
                 exp = {}
-        recipe = (exp.get("parameters") or {}).get("recipe")
-        cfg = RecipeConfig.from_dict(recipe) if recipe else None
+        recipe = (exp.get("parameters") or {}).get("recipe") or exp.get("recipe") or {}
         out.append({"year": y.year, "pixel_m": round(math.sqrt(y.pixel_km2) * 1e3, 6),
-                    "sentinel1_dates": list(cfg.s1_dates) if cfg else None,
-                    "sentinel2_dates": list(cfg.s2_dates) if cfg else None,
+                    "sentinel1_dates": recipe.get("s1_dates"),
+                    "sentinel2_dates": recipe.get("s2_dates"),
                     "dates_note": "[first day, day after the last)",
-                    "sensors": ["Sentinel-1 GRD (VV, VH)", f"Sentinel-2 {cfg.s2_level.upper()}",
-                                "DEM (HMA mosaic, SRTM fallback)"] if cfg else None})
+                    "sentinel2_collection": recipe.get("s2_collection"),
+                    "sensors": ["Sentinel-1 GRD (VV, VH)", "Sentinel-2 "
+                                f"{str(recipe.get('s2_level', '')).upper()}",
+                                "DEM (HMA mosaic, SRTM fallback)"] if recipe else None,
+                    "source": exp.get("source")})
     return out
 
 

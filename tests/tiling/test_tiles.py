@@ -373,7 +373,7 @@ def test_verify_only_verifies_and_says_which_set(tmp_path):
 def test_verify_refuses_tiles_whose_inputs_changed(tmp_path):
     import geopandas as gpd
 
-    from tiling.tiles import verify_tiles
+    from tiling.verify import verify_tiles
 
     ws, exp = make_export(tmp_path, [box(GRID.x0 + 100, GRID.y0 - 2000, GRID.x0 + 2000,
                                          GRID.y0 - 100)])
@@ -393,7 +393,7 @@ def test_outlines_of_several_layers_and_stray_points(tmp_path):
     from shapely.geometry import Point
 
     from gee_export.common.vectors import write_gpkg_layers
-    from tiling.tiles import verify_tiles
+    from tiling.verify import verify_tiles
 
     ws, exp = make_export(tmp_path, [box(GRID.x0 + 100, GRID.y0 - 2000, GRID.x0 + 2000,
                                          GRID.y0 - 100)])

@@ -471,7 +471,8 @@ def test_the_table_corrects_the_bias_and_keeps_the_level_error_out_of_the_rate()
     measured = np.vstack([measured, 0.012 * np.array([2, 1.4, 0.8, 0]) + [0.3, 0.15, 0.05, 0]])
     edge = np.vstack([edge, [2, 1.4, 0.8, 0]])
     zeros = np.zeros(4)
-    estimates = [YearEstimate(int(y), measured[:, j], np.full(4, np.nan), zeros, zeros,
+    nan = np.full(4, np.nan)  # no ensemble, no TTA: the model term is not estimated
+    estimates = [YearEstimate(int(y), measured[:, j], nan, nan, zeros,
                               np.full(4, 0.01), edge[:, j], np.ones(4), 1.0,
                               measured[:, j] - 0.02, measured[:, j] + 0.02, measured[None, :, j])
                  for j, y in enumerate(years)]

@@ -17,6 +17,7 @@ from tests.training.test_evaluation import (
     in_tiles,
     perfect_prediction,
     record_training,
+    scene_root,
     tile_set,
 )
 from training.evaluation import EvalConfig, evaluate_prediction, summary_line
@@ -30,8 +31,8 @@ SPLIT = {0: "val", 1: "guard"}  # WINDOWS[2:] train
 def wrong_on_validation(tmp_path, year=2018):
     """The prediction is perfect except on the validation tile, where it is inverted; the
     reference rasterized by pixel centres; the masks of each kind of ground."""
-    pred = perfect_prediction(tmp_path, RGI7)
-    tiles, tm = tile_set(tmp_path, WINDOWS, split_of=SPLIT)
+    pred = perfect_prediction(scene_root(tmp_path), RGI7)
+    tiles, tm = tile_set(pred.parent, WINDOWS, split_of=SPLIT)
     record_training(pred, tiles, tm, year=year)
     with rasterio.open(pred / "probability.tif", "r+") as f:
         p = f.read(1)

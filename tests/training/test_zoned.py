@@ -86,6 +86,7 @@ class Year:
     outlines: dict
     reference_km2: np.ndarray
     boundary_km2: np.ndarray
+    edge_km: np.ndarray = None
 
 
 def lonlat_box(w, e, crs):
@@ -105,17 +106,18 @@ def test_merge_years_weighs_observed_shares_by_the_area_each_zone_owns():
     crs = ["EPSG:32646", "EPSG:32647"]
     west = Year(2019, Path("w"), {"ice": np.array([0.1, 2.0, 0.0])}, np.array([0.5, 0.0]), 0.5,
                 {1: lonlat_box(95.99, 96.01, crs[0])}, np.array([2.0, 0.0]),
-                np.array([0.1, 0.0]))
+                np.array([0.1, 0.0]), np.array([0.5, 0.0]))
     east = Year(2019, Path("e"), {"ice": np.array([0.2, 3.1, 1.0])}, np.array([1.0, 0.6]),
                 (3.0 + 0.6) / 4.0, {1: lonlat_box(95.995, 96.02, crs[1]),
                                     2: lonlat_box(96.1, 96.11, crs[1])},
-                np.array([3.0, 1.0]), np.array([0.2, 0.05]))
+                np.array([3.0, 1.0]), np.array([0.2, 0.05]), np.array([0.7, 0.3]))
     m = merge_years([west, east], [Strip(None, 96.0), Strip(96.0, None)], crs)
     assert m.observed == pytest.approx([(0.5 * 2 + 1.0 * 3) / 5, 0.6])  # not [0.75, 0.3]
     assert m.observed_all == pytest.approx((0.5 * 2 + 3.6) / 6)  # seen over all 6 km^2
     assert m.km2["ice"] == pytest.approx([0.3, 5.1, 1.0])
     assert m.reference_km2 == pytest.approx([5.0, 1.0])
     assert m.boundary_km2 == pytest.approx([0.3, 0.05])
+    assert m.edge_km == pytest.approx([1.2, 0.3])  # each zone's outline within its strip
     assert m.prediction == Path("e")  # the zone that owns the most
     # glacier 1: the west zone's piece west of the line, the east zone's east of it
     g1 = m.outlines[1]
