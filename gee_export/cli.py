@@ -10,6 +10,7 @@ from gee_export.common.cli import (
     CONTEXT,
     AutoInt,
     FiniteFloat,
+    Name,
     force_option,
     multiple_of,
     quiet_option,
@@ -47,7 +48,8 @@ def _this_year() -> int:
 @click.option("--crs", default=None, help="One grid CRS for all of --bbox/--region-file. "
               "[default: the UTM zone of the region; a region across zones is exported in "
               "one part per zone, each on its zone's grid]")
-@click.option("--name", default=None, help="Export directory name. [default: REGION-YEAR]")
+@click.option("--name", type=Name(), default=None,
+              help="Export directory name. [default: REGION-YEAR]")
 @click.option("--outlines", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Glacier outlines that choose the cells to export and serve the DEM offset "
                    "and tiling. [default: outlines.gpkg of the source dir; on Earth Engine "
@@ -237,7 +239,8 @@ def _export_options(on_earth_engine: bool, cell_size: int, hma_asset, norm, targ
 
 def _finish_zoned(ws: Path, base: str, reg, year: int, done: list) -> None:
     """The zoned export's own manifest, once every zone is complete."""
-    from gee_export.common.layout import EXPORTS_DIR, OUTLINES_FILE
+    from gee_export.common.layout import EXPORTS_DIR, OUTLINES_FILE, ZONES_MANIFEST
+    from gee_export.common.stage import Stage
     from gee_export.common.zoned import Part, write_zoned
     from gee_export.export import merge_zone_outlines
 
@@ -245,6 +248,7 @@ def _finish_zoned(ws: Path, base: str, reg, year: int, done: list) -> None:
         raise NoOutlinesHere(f"region {reg.name}: no glacier outline lies in any of its UTM "
                              "zones")
     out = ws / EXPORTS_DIR / base
+    Stage("zoned export", out / ZONES_MANIFEST).check_own()  # not into a plain export
     glaciers = merge_zone_outlines(out, [d for _, d in done])  # before the manifest: complete
     write_zoned(out, "export", [Part(p.zone, p.strip, d) for p, d in done], ws,
                 region=reg.to_dict(), year=year,

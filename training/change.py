@@ -24,6 +24,7 @@ from gee_export.common.layout import (
     PROBABILITY_TIF,
     ZONES_MANIFEST,
     base_manifest,
+    check_name,
     file_sha256,
     now_iso,
     read_manifest,
@@ -358,6 +359,7 @@ CHANGE_OPTIONS = {"predictions": "--predictions", "completed": "--predictions (r
 
 
 def _out_dir(workspace: Path, first: Path, manifest: dict, name: str | None) -> Path:
+    check_name(name, "--name")
     run = first.resolve().parent.name
     return workspace / PREDICTIONS_DIR / run / (name or f"{manifest.get('region')}-change")
 

@@ -12,6 +12,7 @@ from gee_export.common.cli import (
     AutoInt,
     Device,
     FiniteFloat,
+    Name,
     force_option,
     multiple_of,
     quiet_option,
@@ -115,7 +116,8 @@ workers_option = click.option(
                    "stops the run, naming it. No measurable cost on a CPU (see the README).")
 @click.option("--no-augment", is_flag=True, help="Disable the 8 rotations/flips.")
 @workers_option
-@click.option("--name", default=None, help="Run name. [default: TILES-MODEL-PRESET-BANDS]")
+@click.option("--name", type=Name(), default=None,
+              help="Run name. [default: TILES-MODEL-PRESET-BANDS]")
 @click.option("--resume", is_flag=True, help="Only continue an interrupted run (the same "
               "command without it continues one too, or starts it).")
 @wait_option
@@ -181,7 +183,8 @@ def predict_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--format", "outline_format", type=click.Choice(["gpkg", "parquet", "both"]),
               default="gpkg", show_default=True, help="Outlines as glaciers.gpkg (every "
               "layer), glaciers.parquet (GeoParquet, the glaciers layer) or both.")
-@click.option("--name", default=None, help="Output name under predictions/RUN/. "
+@click.option("--name", type=Name(), default=None,
+              help="Output name under predictions/RUN/. "
                                            "[default: the export's name]")
 @force_option
 @wait_option
@@ -233,7 +236,8 @@ def predict(checkpoint: Path, export_dir: Path | None, window: int | None, overl
 @click.option("--zone-buffer", type=FiniteFloat(min=0), default=ZONE_BUFFER_M,
               help="Predicted ice within this distance (m) of a reference glacier counts for "
                    "the nearest one.")
-@click.option("--name", default="report", help="Report name: NAME.json and its figure "
+@click.option("--name", type=Name(), default="report",
+              help="Report name: NAME.json and its figure "
               "(report.json and agreement.png by default).")
 @click.option("--force", is_flag=True, help="Replace a report of this name made otherwise.")
 @user_errors
@@ -293,7 +297,8 @@ def evaluate(prediction: Path, reference: Path | None, min_area: float, id_field
               help="A glacier seen (with data) over less than this share of its reference "
                    "outline in a year gets no area that year: the year is left out of its "
                    "fit, and flagged.")
-@click.option("--name", default=None, help="Output name under predictions/RUN/. [default: "
+@click.option("--name", type=Name(), default=None,
+              help="Output name under predictions/RUN/. [default: "
               "REGION-change]")
 @force_option
 @wait_option
@@ -372,7 +377,8 @@ def change(checkpoint: tuple[Path, ...], region: str | None, years: str | None,
 @device_option
 @amp_option
 @workers_option
-@click.option("--name", default="compare", help="Comparison name: runs are NAME-MODEL-... and "
+@click.option("--name", type=Name(), default="compare",
+              help="Comparison name: runs are NAME-MODEL-... and "
                                                 "the table goes to comparisons/NAME/.")
 @quiet_option
 @workspace_option

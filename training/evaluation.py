@@ -21,9 +21,9 @@ from gee_export.common.bands import LABEL_IGNORE
 from gee_export.common.errors import InputError
 from gee_export.common.layout import (
     DEFAULT_REPORT,
-    GLACIERS_GPKG,
     PREDICTION_MANIFEST,
     PROBABILITY_TIF,
+    check_name,
     file_sha256,
     now_iso,
     report_files,
@@ -145,15 +145,9 @@ EVALUATION_OPTIONS = {"reference": "--reference", "reference_sha256": "--referen
 
 
 def check_report_name(name: str) -> None:
-    """A report name is a plain file stem that names no other file of the prediction."""
-    import re
-
-    taken = {Path(f).stem for f in (PREDICTION_MANIFEST, PROBABILITY_TIF, GLACIERS_GPKG)}
-    taken |= {Path(report_files(DEFAULT_REPORT)[1]).stem}  # agreement.png
-    if name in taken or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise InputError(f"--name {name!r}: use a plain name (letters, digits, . _ -) other "
-                         f"than {', '.join(sorted(taken))}, which the prediction's own files "
-                         "use")
+    """A report name is a plain file stem that names no other file of the prediction
+    (zones.json, prediction.json, agreement.png, ...): layout.check_name."""
+    check_name(name, "--name", zone_part=True)
 
 
 def summary_line(report: dict) -> str:

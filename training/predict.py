@@ -437,8 +437,10 @@ def predict(checkpoint: Path, export_dir: Path, workspace: Path,
     many CPU threads as the one process (the thread count changes the order of the model's
     sums on the CPU).
     """
+    from gee_export.common.layout import check_name
     from training.runtime import Processes, fast_matmul, resolve_device
 
+    check_name(name, "--name", zone_part=True)  # a zoned prediction names its zones' so
     # Prediction exchanges only small decisions, on the CPU: gloo also beside GPUs.
     procs = Processes.start("gloo", RANKS_TIMEOUT)
     procs.leave_at_exit()

@@ -31,6 +31,7 @@ from gee_export.common.layout import (
     SAMPLES_PNG,
     base_manifest,
     check_files,
+    check_name,
     describe_problems,
     file_sha256,
     now_iso,
@@ -145,6 +146,7 @@ def train(tile_dir: Path, workspace: Path, cfg: TrainConfig, run_name: str | Non
           echo: Callable[[str], None] = print, wait: bool = False) -> Path:
     """Train (or finish training) a run; returns its directory. With `wait`, a run another
     process is writing is waited for instead of refused."""
+    check_name(run_name, "--name")
     procs = Processes.start()
     tile_dir = Path(tile_dir)
     run_dir = Path(workspace) / RUNS_DIR / (run_name or default_run_name(tile_dir.name, cfg))
@@ -218,6 +220,7 @@ def _claim(run: _Run, resume: bool, echo) -> str:
     if not stage.manifest.is_file():
         if resume:
             raise StateError(f"--resume: {run.run_dir} holds no run; drop --resume to start it")
+        stage.check_own()
         shutil.rmtree(run.run_dir, ignore_errors=True)  # files of no known run
         return "start"
     try:

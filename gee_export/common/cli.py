@@ -191,6 +191,27 @@ workspace_option = click.option(
          "[default: $GLACIER_WORKSPACE, else ./workspace]")
 
 
+class Name(click.ParamType):
+    """A product's --name: one plain path component of its own (layout.check_name), refused
+    at parse time, before anything is read or removed. `zone_part` lets it name a zone's part
+    of a zoned product (to choose an existing one, not to make one)."""
+    name = "name"
+
+    def __init__(self, zone_part: bool = False):
+        self.zone_part = zone_part
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        from .errors import InputError
+        from .layout import check_name
+
+        try:
+            check_name(str(value), "", self.zone_part)
+        except InputError as e:
+            self.fail(str(e), param, ctx)
+        return str(value)
+
+
 class AutoInt(click.ParamType):
     """'auto' or an integer of at least `minimum` (the command decides what auto means)."""
     name = "auto|integer"
