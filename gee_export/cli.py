@@ -20,7 +20,7 @@ from gee_export.common.cli import (
 )
 from gee_export.common.errors import InputError, InputNotFoundError
 from gee_export.common.layout import resolve_workspace
-from gee_export.config import FIRST_YEAR, ORBITS
+from gee_export.config import DEM_SOURCE_HMA, DEM_SOURCE_SRTM, FIRST_YEAR, ORBITS
 from gee_export.export import NoOutlinesHere
 
 
@@ -90,7 +90,8 @@ def _this_year() -> int:
 @click.option("--hma-asset", default=None,
               help="Earth Engine asset id of the HMA 8 m DEM mosaic (ellipsoidal heights).")
 @click.option("--dem-source-map", is_flag=True,
-              help="Also write dem_source/<cell>.tif: 1 where HMA, 2 where SRTM filled.")
+              help=f"Also write dem_source/<cell>.tif: {DEM_SOURCE_HMA} where HMA, "
+                   f"{DEM_SOURCE_SRTM} where SRTM filled.")
 @click.option("--to", "target", type=click.Choice(["download", "gcs", "drive"]),
               default="download", help="Earth Engine: computePixels download, or batch tasks "
                                        "to Cloud Storage or Drive.")

@@ -31,7 +31,7 @@ from gee_export.common.locks import output_lock
 from gee_export.common.outlines import read_outlines
 from gee_export.common.rasters import bounded_gdal_cache
 from gee_export.common.workers import WorkerPool, cpu_workers
-from gee_export.config import DEM_OFFSET_SCALE_M, Normalization, RecipeConfig
+from gee_export.config import DEM_OFFSET_SCALE_M, DEM_SOURCE_HMA, DEM_SOURCE_SRTM, Normalization, RecipeConfig
 from gee_export.export import (
     Plan,
     ensure_normalization,
@@ -333,8 +333,9 @@ def _write_cell(cell: Cell, path: Path, offset: float, norm: Normalization,
     recipe: LocalRecipe = _RECIPE["recipe"]
     res = recipe.cell(cell, offset, norm)
     info = {"valid_fraction": round(float(np.isfinite(res.stack[0]).mean()), 4),
-            "dem_fraction": {"hma": round(float((res.dem_source == 1).mean()), 4),
-                             "srtm": round(float((res.dem_source == 2).mean()), 4)},
+            "dem_fraction": {"hma": round(float((res.dem_source == DEM_SOURCE_HMA).mean()), 4),
+                             "srtm": round(float((res.dem_source == DEM_SOURCE_SRTM).mean()),
+                                           4)},
             "glacier_pixels_masked": res.glacier_removed, "removed_pixels": res.removed}
     if dem_dir is not None:
         write_cell_tif(dem_dir / tif_name(cell.id), recipe.grid, cell,
