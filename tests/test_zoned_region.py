@@ -229,7 +229,8 @@ def test_evaluation_adds_the_zones_up_once(chain):
     assert row["reference_km2"] == pytest.approx(truth, rel=0.005)
     assert row["predicted_km2"] == pytest.approx(truth, rel=0.005)
     assert row["observed_fraction"] == pytest.approx(1.0)
-    zone_reports = [json.loads(Path(z["report"]).read_text()) for z in report["zones"]]
+    assert not any(Path(z["report"]).is_absolute() for z in report["zones"])  # relocatable
+    zone_reports = [json.loads((pred / z["report"]).read_text()) for z in report["zones"]]
     sides = [z["per_glacier"]["glaciers"][0]["reference_km2"] for z in zone_reports]
     assert min(sides) > 2 and sum(sides) == pytest.approx(row["reference_km2"])
     cms = sum(np.array(z["pixels"]["all"]["confusion_matrix"]) for z in zone_reports)
@@ -238,6 +239,36 @@ def test_evaluation_adds_the_zones_up_once(chain):
     # each zone found its own training tiles in the zoned tile set, on its own grid
     assert all(z["pixels"]["split"]["relation"] == "same scene" for z in zone_reports)
     assert report["pixels"]["training"]["pixels"] > 0 and report["pixels"]["held_out"]
+
+
+def test_the_catalog_holds_every_zoned_product(chain):
+    """The zoned export, tile set, predictions and change are items of their own (the merged
+    glaciers.gpkg, with its QGIS style beside it, among the prediction's assets), derived from
+    their zones' items; every href resolves."""
+    import pystac
+
+    ws, pred, _, _ = chain
+    assert (pred / "glaciers.qml").is_file()
+    cat = pystac.Catalog.from_file(str(ws / "stac" / "catalog.json"))
+    items = {(i.collection_id, i.id): i for i in cat.get_items(recursive=True)}
+    zoned = {("exports", "straddle-2018"): "outlines", ("tiles", "straddle-2018"): "index",
+             ("predictions", "oracle-straddle-2018"): "outlines",
+             ("predictions", "oracle-straddle-2019"): "outlines",
+             ("changes", "oracle-straddle-change"): "change.csv".split(".")[0]}
+    for key, asset in zoned.items():
+        assert key in items, (key, sorted(items))
+        item = items[key]
+        assert Path(item.assets[asset].get_absolute_href()).is_file()
+        w, _, e, _ = item.bbox
+        assert w < LINE < e  # over both zones
+        assert len([link for link in item.links if link.rel == "derived_from"]) >= 2
+    assert "style_glaciers" in items[("predictions", "oracle-straddle-2018")].assets
+    for item in items.values():
+        for key, a in item.assets.items():
+            assert Path(a.get_absolute_href()).is_file(), (item.id, key)
+        for link in item.links:
+            if link.rel == "derived_from":
+                assert Path(link.get_absolute_href()).is_file(), (item.id, link.href)
 
 
 def test_zone_parts_of_boxes():
