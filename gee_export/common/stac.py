@@ -487,8 +487,9 @@ def _change_item(workspace: Path, d: Path, m: dict, predictions: dict) -> pystac
         if f.suffix == ".tif":
             _raster_asset(item, f.stem, href(f), f, ["data"], f.name)
         elif f.suffix in kinds and not f.name.startswith("."):
-            roles, kind = kinds[f.suffix]
-            key = f"style_{f.stem}" if f.suffix == ".qml" else f.stem
+            roles, kind = kinds[f.suffix]  # keys apart from the map's (change.tif: change)
+            key = f"style_{f.stem}" if f.suffix == ".qml" else "manifest" if \
+                f.name == CHANGE_FILES[0] else f"{f.stem}_{f.suffix[1:]}"
             item.add_asset(key, pystac.Asset(href(f), f.name, media_type=kind, roles=roles))
     _derived_from(item, members)
     return item
