@@ -316,8 +316,10 @@ def change(checkpoint: tuple[Path, ...], region: str | None, years: str | None,
 
     With --checkpoint, each year is first predicted into predictions/RUN/REGION-YEAR/ (RUN:
     the checkpoint's run directory; an existing prediction made with the same options is
-    reused); with several, every checkpoint predicts every year. Writes
-    predictions/RUN/REGION-change/ (RUN and REGION of the first checkpoint or prediction):
+    reused; with --tta, --threshold, --window, --overlap or --amp, into
+    REGION-YEAR-tta-threshold0.6 and so on, beside the plain ones); with several, every
+    checkpoint predicts every year. Writes predictions/RUN/REGION-change/ (-tta... likewise;
+    RUN and REGION of the first checkpoint or prediction):
     change.csv (one row per glacier and a `total` row: area_km2_YEAR and its 1-sigma
     sigma_km2_YEAR with its terms sigma_model/boundary/unobserved_YEAR, observed_YEAR, the
     weighted least-squares rate_km2_per_year with rate_se_km2_per_year and
@@ -326,7 +328,7 @@ def change(checkpoint: tuple[Path, ...], region: str | None, years: str | None,
     lost and gained on a map) and change.json (parameters, the method, and on the demo the
     check against the truth). Areas are ellipsoidal. The intervals do not cover errors the
     model repeats every year alike, such as debris cover it never sees (see the README)."""
-    from .change import ChangeConfig, parse_years, predict_years, run_change
+    from .change import ChangeConfig, check_members, parse_years, predict_years, run_change, variant_name
     from .predict import PredictConfig
 
     ws = resolve_workspace(workspace)
@@ -353,6 +355,9 @@ def change(checkpoint: tuple[Path, ...], region: str | None, years: str | None,
         if len(set(checkpoint)) != len(checkpoint):
             raise InputError("--checkpoint: the same file twice; an ensemble needs "
                              "different checkpoints")
+        if len(checkpoint) > 1:
+            check_members([Path(c) for c in checkpoint])  # before any member predicts
+        name = name or variant_name(f"{region}-change", cfg)  # beside a plain change
         members = [predict_years(Path(c), ws, region, parse_years(years), cfg, quiet,
                                  click.echo, wait) for c in checkpoint]
     else:
