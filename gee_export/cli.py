@@ -288,9 +288,15 @@ def _dry_run(parts: list, outlines: Path | None, source_dir: Path | None, buffer
     total = {k: sum(s[k] for s in summaries) for k in ("cells", "pixels", "bytes_float32",
                                                        "area_km2")}
     if len(parts) > 1:
-        click.echo(f"total over {len(plans)} UTM zones with glaciers: {total['cells']} cells, "
-                   f"{total['pixels'] / 1e6:.1f} Mpx, {total['bytes_float32'] / 1e9:.2f} GB as "
-                   f"11 float32 bands, {total['area_km2']:.0f} km^2")
+        chosen = parts[0].synthetic or path is not None and Path(path).is_file()
+        total["region_km2"] = _region_km2(parts)
+        click.echo(f"total over {len(plans)} UTM zones "
+                   f"{'with glaciers' if chosen else 'of the box (no outlines to choose them)'}"
+                   f": {total['cells']} cells, {total['pixels'] / 1e6:.1f} Mpx, "
+                   f"{total['bytes_float32'] / 1e9:.2f} GB as 11 float32 bands, "
+                   f"{total['area_km2']:.0f} km^2 of planned cells (planar, on the zones' UTM "
+                   "grids, which overlap past each zone line); the region itself is "
+                   f"{total['region_km2']:.0f} km^2 on the ellipsoid")
     estimate = earth_engine_estimate(total["cells"], earth_engine.target,
                                      earth_engine.workers) if earth_engine else None
     if estimate:
@@ -303,6 +309,25 @@ def _dry_run(parts: list, outlines: Path | None, source_dir: Path | None, buffer
     out = summaries[0] if len(parts) == 1 else {"zones": summaries, "total": total}
     click.echo(json.dumps({**out, **({"earth_engine": estimate} if estimate else {})},
                           indent=2))
+
+
+def _region_km2(parts: list) -> float:
+    """The region's own area on the WGS84 ellipsoid: its polygon, else its lon/lat box
+    (edges along the parallels, not geodesics), which its zones' parts cover together."""
+    import numpy as np
+    import shapely
+    from shapely import wkt
+    from shapely.geometry import box
+
+    from gee_export.common.outlines import ellipsoidal_area_km2
+
+    if parts[0].geometry_wkt:
+        shape = wkt.loads(parts[0].geometry_wkt)
+    else:
+        bounds = np.array([p.lonlat_bounds for p in parts])
+        shape = box(bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(),
+                    bounds[:, 3].max())
+    return float(ellipsoidal_area_km2([shapely.segmentize(shape, 0.01)], "EPSG:4326")[0])
 
 
 def _dry_run_outlines(part, path: Path | None, layer: str | None):

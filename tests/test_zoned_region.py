@@ -307,10 +307,18 @@ def test_hma_dry_run_prints_a_plan_per_zone_and_in_total(cli, tmp_path):
                    "--workspace", tmp_path])
     for z in range(41, 49):
         assert f"UTM zone {z}N: plan for hma on EPSG:326{z}" in r.output
-    assert "total over 8 UTM zones with glaciers" in r.output and "upper bound" in r.output
+    # without outlines no zone is known to hold glaciers, and the planned cells' planar km^2
+    # (the zones' overlapping grids) are not the region's: each said for what it is
+    assert "total over 8 UTM zones of the box (no outlines to choose them)" in r.output
+    assert "upper bound" in r.output and "with glaciers" not in r.output
+    assert "km^2 of planned cells (planar, on the zones' UTM grids" in r.output
     assert "computePixels requests" in r.output
     plan = json.loads(r.output[r.output.index("{"):])
     assert plan["total"]["cells"] == sum(z["cells"] for z in plan["zones"])
+    assert plan["total"]["region_km2"] == pytest.approx(7.96e6, rel=0.005)  # the box's
+    assert plan["total"]["area_km2"] > 1.1 * plan["total"]["region_km2"]  # the grids'
+    assert f"the region itself is {plan['total']['region_km2']:.0f} km^2 on the ellipsoid" \
+        in r.output
     assert plan["earth_engine"]["requests"] == plan["total"]["cells"]
 
 
