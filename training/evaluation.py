@@ -28,6 +28,8 @@ from gee_export.common.layout import (
     now_iso,
     report_files,
     require_complete,
+    stored_path,
+    workspace_of,
 )
 from gee_export.common.outlines import MIN_GLACIER_AREA_KM2
 from gee_export.common.stage import DONE, Stage
@@ -305,7 +307,8 @@ def _report(pred_dir: Path, reference: Path, ref, small, scene: SceneScores, thr
     pred_planar = float((z.predicted["ice"][1:].sum() + z.outside["ice"]) * px)
     return base_manifest(
         "evaluation", parameters=as_stored(params), complete=True, evaluated_at=now_iso(),
-        prediction=str(pred_dir), reference=str(reference), id_field=ref.id_field,
+        prediction=".", reference=stored_path(reference, pred_dir, workspace_of(
+            pred_dir, "prediction")), id_field=ref.id_field,  # relative where in the workspace
         threshold=threshold, synthetic=prediction.get("synthetic"),
         pixels=pixel_scores(scene),
         area={"reference_km2": ref_planar * ratio, "predicted_km2": pred_planar * ratio,

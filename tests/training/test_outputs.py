@@ -153,9 +153,10 @@ def test_items_describe_cells_and_predictions(outputs, demo_export):
 
 
 def test_catalog_is_relative_and_survives_a_move(outputs, tmp_path):
-    ws, _ = outputs
-    for f in (ws / "stac").rglob("*.json"):
+    ws, pred = outputs
+    for f in ws.rglob("*.json"):  # the catalog, every manifest and every report
         assert str(ws) not in f.read_text(), f
+    assert json.loads((pred / "report.json").read_text())["prediction"] == "."
     moved = tmp_path / "moved"
     shutil.copytree(ws, moved, ignore=shutil.ignore_patterns("*.pt", "sources"))
     cat = _catalog(moved)
