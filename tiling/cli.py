@@ -60,7 +60,7 @@ UNIT = FiniteFloat(0, 1)
 @click.option("--seed", type=click.IntRange(min=0), default=0, help="Seed of the split.")
 @click.option("--name", type=Name(zone_part=True), default=None,
               help="Tile directory name. [default: the export's name]")
-@click.option("--workers", type=AutoInt(minimum=1), default="auto",
+@click.option("--workers", type=AutoInt(minimum=1, processes=True), default="auto",
               help="Processes writing tiles in parallel; auto: the CPUs available, up to 8.")
 @click.option("--verify", is_flag=True, help="Only verify: check every tile of one complete "
               "set (--name, else the one cut from --export, else the only one) against the "

@@ -85,7 +85,7 @@ batch_option = click.option("--batch-size", type=click.IntRange(min=1), default=
                             help="Tiles per (global) batch (paper: 4); under torchrun it is "
                                  "shared among the processes.")
 workers_option = click.option(
-    "--workers", type=AutoInt(minimum=0), default="auto",
+    "--workers", type=AutoInt(minimum=0, processes=True), default="auto",
     help="Loader processes per training process; auto: on CUDA the CPUs available (up to 8 "
          "per process), on CPU none (the model already uses every core).")
 

@@ -43,7 +43,7 @@ from gee_export.common.layout import (
 from gee_export.common.locks import output_lock
 from gee_export.common.stage import DONE, START, Stage
 from gee_export.common.tile_index import tiles_id
-from gee_export.common.workers import cpu_workers
+from gee_export.common.workers import check_processes, cpu_workers
 
 from .data import CACHE_MB, GlobalBatches, NormStats, TileCache, TileDataset, loader_worker_init
 from .losses import dice_ce_loss, loss_from_sums, loss_sums
@@ -103,7 +103,7 @@ def loader_workers(requested: int | str, device: torch.device, world: int) -> in
     to 8 each), so decoding keeps up with the GPU; on CPU none, since the model already uses
     every core and extra processes only compete with it (benchmarks/bench_train.py)."""
     if requested != "auto":
-        return int(requested)
+        return check_processes(int(requested))
     if device.type != "cuda":
         return 0
     return max(1, cpu_workers("auto", cap=8 * world) // world)

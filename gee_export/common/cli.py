@@ -251,14 +251,28 @@ class Name(click.ParamType):
 
 
 class AutoInt(click.ParamType):
-    """'auto' or an integer of at least `minimum` (the command decides what auto means)."""
+    """'auto' or an integer of at least `minimum` (the command decides what auto means); with
+    `processes`, a number of processes, at most what the machine runs (check_processes)."""
     name = "auto|integer"
 
-    def __init__(self, minimum: int = 0):
-        self.minimum = minimum
+    def __init__(self, minimum: int = 0, processes: bool = False):
+        self.minimum, self.processes = minimum, processes
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> int | str | None:
+        n = self._convert(value, param, ctx)
+        if self.processes and isinstance(n, int):
+            from .errors import InputError
+            from .workers import check_processes
+
+            try:
+                check_processes(n, "")
+            except InputError as e:
+                self.fail(str(e).strip(), param, ctx)
+        return n
+
+    def _convert(self, value: Any, param: click.Parameter | None,
+                 ctx: click.Context | None) -> int | str | None:
         if value is None or value == "auto" or isinstance(value, int):
             if isinstance(value, int) and value < self.minimum:
                 self.fail(f"{value} is below the minimum {self.minimum}", param, ctx)
