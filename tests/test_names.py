@@ -93,3 +93,35 @@ def test_no_stage_starts_in_a_directory_another_product_owns(tmp_path, kind, man
         assert (d / "data.tif").read_text() == "kept"
     empty = tmp_path / "fresh"
     assert Stage(kind, empty / manifest).decide({"a": 1}, False, print).action == "start"
+
+
+def test_a_good_name_of_another_kind_of_product_is_refused_and_kept(demo_export, tiny_run,
+                                                                    tmp_path, cli):
+    """`train predict --name` of a change's (or a zoned prediction's) directory, and `prep
+    export --name` of a zoned export's: each refused in one line, the other product whole
+    (predict used to remove such a directory before writing its own)."""
+    import shutil
+
+    shared, run = tiny_run
+    ws = tmp_path / "ws"
+    shutil.copytree(shared, ws, ignore=shutil.ignore_patterns("predictions", "comparisons",
+                                                              "stac", "tiles"))
+    ck, exp = ws / "runs" / run.name / "best.pt", ws / "exports" / demo_export[1].name
+    cases = [(train, ["predict", "--checkpoint", ck, "--export", exp, "--name", "taken"],
+              ws / "predictions" / run.name / "taken", "change.json"),
+             (train, ["predict", "--checkpoint", ck, "--export", exp, "--name", "zoned"],
+              ws / "predictions" / run.name / "zoned", "zones.json"),
+             (prep, ["export", "--region", "demo", "--year", 2018, "--demo-size", 512,
+                     "--cell-size", 256, "--name", "zoned"], ws / "exports" / "zoned",
+              "zones.json")]
+    for group, args, other, manifest in cases:
+        other.mkdir(parents=True)
+        (other / manifest).write_text('{"complete": true}')
+        (other / "data.csv").write_text("kept")
+        before = _tree(other)
+        res = cli(group, [*args, "--workspace", ws, "--quiet"], ok=False)
+        lines = [line for line in res.output.splitlines() if line.strip()]
+        assert res.exit_code == 1 and "holds a" in lines[-1] and manifest in lines[-1], \
+            res.output
+        assert lines[-1].startswith("Error:") and res.output.count("Error:") == 1
+        assert _tree(other) == before
