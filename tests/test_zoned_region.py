@@ -249,6 +249,8 @@ def test_the_catalog_holds_every_zoned_product(chain):
 
     ws, pred, _, _ = chain
     assert (pred / "glaciers.qml").is_file()
+    for f in ws.rglob("*.json"):  # every manifest and report: relative within the workspace
+        assert str(ws) not in f.read_text(), f
     cat = pystac.Catalog.from_file(str(ws / "stac" / "catalog.json"))
     items = {(i.collection_id, i.id): i for i in cat.get_items(recursive=True)}
     zoned = {("exports", "straddle-2018"): "outlines", ("tiles", "straddle-2018"): "index",
