@@ -243,8 +243,9 @@ def read_manifest(path: Path, kind: str) -> dict:
         raise InputError(f"{path}: format_version {v!r} is newer than this toolkit reads "
                          f"({FORMAT_VERSION}); upgrade glacier-mapping")
     if m.get("kind") != kind:
+        again = f"; make the {kind} again with `{MAKER[kind]} --force`" if kind in MAKER else ""
         raise InputError(f"{path}: a {m.get('kind')!r} manifest where a {kind!r} one was "
-                         "expected")
+                         f"expected{again}")
     return m
 
 
