@@ -10,6 +10,7 @@ from gee_export.common.cli import (
     CONTEXT,
     AutoInt,
     FiniteFloat,
+    Name,
     force_option,
     multiple_of,
     quiet_option,
@@ -19,7 +20,7 @@ from gee_export.common.cli import (
 )
 from gee_export.common.errors import InputError, InputNotFoundError
 from gee_export.common.layout import resolve_workspace
-from gee_export.config import FIRST_YEAR, ORBITS
+from gee_export.config import DEM_SOURCE_HMA, DEM_SOURCE_SRTM, FIRST_YEAR, ORBITS
 from gee_export.demo.scene import DEMO_SEED, DEMO_SIZE
 from gee_export.export import NoOutlinesHere
 from gee_export.remote.options import source_kind_of, stac_options
@@ -49,7 +50,8 @@ def _this_year() -> int:
 @click.option("--crs", default=None, help="One grid CRS for all of --bbox/--region-file. "
               "[default: the UTM zone of the region; a region across zones is exported in "
               "one part per zone, each on its zone's grid]")
-@click.option("--name", default=None, help="Export directory name. [default: REGION-YEAR]")
+@click.option("--name", type=Name(), default=None,
+              help="Export directory name. [default: REGION-YEAR]")
 @click.option("--outlines", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Glacier outlines that choose the cells to export and serve the DEM offset "
                    "and tiling. [default: outlines.gpkg of the source dir; on Earth Engine "
@@ -107,7 +109,8 @@ def _this_year() -> int:
 @click.option("--hma-asset", default=None,
               help="Earth Engine asset id of the HMA 8 m DEM mosaic (ellipsoidal heights).")
 @click.option("--dem-source-map", is_flag=True,
-              help="Also write dem_source/<cell>.tif: 1 where HMA, 2 where SRTM filled.")
+              help=f"Also write dem_source/<cell>.tif: {DEM_SOURCE_HMA} where HMA, "
+                   f"{DEM_SOURCE_SRTM} where SRTM filled.")
 @click.option("--to", "target", type=click.Choice(["download", "gcs", "drive"]),
               default="download", help="Earth Engine: computePixels download, or batch tasks "
                                        "to Cloud Storage or Drive.")
@@ -278,7 +281,8 @@ def _export_options(on_earth_engine: bool, cell_size: int, hma_asset, norm, targ
 
 def _finish_zoned(ws: Path, base: str, reg, year: int, done: list) -> None:
     """The zoned export's own manifest, once every zone is complete."""
-    from gee_export.common.layout import EXPORTS_DIR, OUTLINES_FILE
+    from gee_export.common.layout import EXPORTS_DIR, OUTLINES_FILE, ZONES_MANIFEST
+    from gee_export.common.stage import Stage
     from gee_export.common.zoned import Part, write_zoned
     from gee_export.export import merge_zone_outlines
 
@@ -286,6 +290,7 @@ def _finish_zoned(ws: Path, base: str, reg, year: int, done: list) -> None:
         raise NoOutlinesHere(f"region {reg.name}: no glacier outline lies in any of its UTM "
                              "zones")
     out = ws / EXPORTS_DIR / base
+    Stage("zoned export", out / ZONES_MANIFEST).check_own()  # not into a plain export
     glaciers = merge_zone_outlines(out, [d for _, d in done])  # before the manifest: complete
     write_zoned(out, "export", [Part(p.zone, p.strip, d) for p, d in done], ws,
                 region=reg.to_dict(), year=year,
@@ -324,9 +329,15 @@ def _dry_run(parts: list, outlines: Path | None, source_dir: Path | None, buffer
     total = {k: sum(s[k] for s in summaries) for k in ("cells", "pixels", "bytes_float32",
                                                        "area_km2")}
     if len(parts) > 1:
-        click.echo(f"total over {len(plans)} UTM zones with glaciers: {total['cells']} cells, "
-                   f"{total['pixels'] / 1e6:.1f} Mpx, {total['bytes_float32'] / 1e9:.2f} GB as "
-                   f"11 float32 bands, {total['area_km2']:.0f} km^2")
+        chosen = parts[0].synthetic or path is not None and Path(path).is_file()
+        total["region_km2"] = _region_km2(parts)
+        click.echo(f"total over {len(plans)} UTM zones "
+                   f"{'with glaciers' if chosen else 'of the box (no outlines to choose them)'}"
+                   f": {total['cells']} cells, {total['pixels'] / 1e6:.1f} Mpx, "
+                   f"{total['bytes_float32'] / 1e9:.2f} GB as 11 float32 bands, "
+                   f"{total['area_km2']:.0f} km^2 of planned cells (planar, on the zones' UTM "
+                   "grids, which overlap past each zone line); the region itself is "
+                   f"{total['region_km2']:.0f} km^2 on the ellipsoid")
     estimate = earth_engine_estimate(total["cells"], earth_engine.target,
                                      earth_engine.workers) if earth_engine else None
     if estimate:
@@ -344,6 +355,25 @@ def _dry_run(parts: list, outlines: Path | None, source_dir: Path | None, buffer
 
         dry_run_scenes(plans, *stac, click.echo)
 
+
+
+def _region_km2(parts: list) -> float:
+    """The region's own area on the WGS84 ellipsoid: its polygon, else its lon/lat box
+    (edges along the parallels, not geodesics), which its zones' parts cover together."""
+    import numpy as np
+    import shapely
+    from shapely import wkt
+    from shapely.geometry import box
+
+    from gee_export.common.outlines import ellipsoidal_area_km2
+
+    if parts[0].geometry_wkt:
+        shape = wkt.loads(parts[0].geometry_wkt)
+    else:
+        bounds = np.array([p.lonlat_bounds for p in parts])
+        shape = box(bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(),
+                    bounds[:, 3].max())
+    return float(ellipsoidal_area_km2([shapely.segmentize(shape, 0.01)], "EPSG:4326")[0])
 
 
 def _dry_run_outlines(part, path: Path | None, layer: str | None):

@@ -27,6 +27,8 @@ CLOUD_SCORE_COLLECTION = "GOOGLE/CLOUD_SCORE_PLUS/V1/S2_HARMONIZED"
 SRTM_ASSET = "USGS/SRTMGL1_003"
 GLIMS_COLLECTION = "GLIMS/current"
 ORBITS = ("both", "ascending", "descending")
+# --dem-source-map's codes, as the README states them: which DEM gave each pixel's height.
+DEM_SOURCE_NONE, DEM_SOURCE_HMA, DEM_SOURCE_SRTM = 0, 1, 2
 # The HMA - SRTM offset is a statistic, not pixels: measured at SRTM's native 30 m on the export
 # grid's lattice, on both paths (nine times fewer pixels than at 10 m, the same median).
 DEM_OFFSET_SCALE_M = 30.0

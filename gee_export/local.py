@@ -28,7 +28,15 @@ from gee_export.common.bands import BAND_NAMES, S1_BANDS, S2_BANDS
 from gee_export.common.errors import InputError, InputNotFoundError
 from gee_export.common.grid import Cell, ExportGrid, coarse_cell, coarse_grid
 from gee_export.common.outlines import OutlineRasterizer
-from gee_export.config import DEM_OFFSET_SCALE_M, Normalization, RecipeConfig, normalize
+from gee_export.config import (
+    DEM_OFFSET_SCALE_M,
+    DEM_SOURCE_HMA,
+    DEM_SOURCE_NONE,
+    DEM_SOURCE_SRTM,
+    Normalization,
+    RecipeConfig,
+    normalize,
+)
 
 if TYPE_CHECKING:
     from affine import Affine
@@ -136,11 +144,13 @@ def nan_median(stack: np.ndarray) -> np.ndarray:
 def fuse_dem(hma: np.ndarray, srtm: np.ndarray, offset: float) -> tuple[np.ndarray, np.ndarray]:
     """Elevation on SRTM's EGM96 datum: HMA minus the offset where HMA has data, else SRTM.
 
-    Returns the elevation and which source filled each pixel (1 HMA, 2 SRTM, 0 none).
+    Returns the elevation and which source filled each pixel (DEM_SOURCE_HMA 1, _SRTM 2,
+    _NONE 0).
     """
     has_hma = np.isfinite(hma)
     elev = np.where(has_hma, hma - np.float32(offset), srtm).astype(np.float32)
-    source = np.where(has_hma, 1, np.where(np.isfinite(srtm), 2, 0)).astype(np.uint8)
+    source = np.where(has_hma, DEM_SOURCE_HMA, np.where(np.isfinite(srtm), DEM_SOURCE_SRTM,
+                                                        DEM_SOURCE_NONE)).astype(np.uint8)
     return elev, source
 
 

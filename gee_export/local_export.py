@@ -28,10 +28,10 @@ from gee_export.common.layout import (
     tif_name,
 )
 from gee_export.common.locks import output_lock
-from gee_export.common.outlines import read_outlines
+from gee_export.common.outlines import features_id, read_outlines
 from gee_export.common.rasters import bounded_gdal_cache
 from gee_export.common.workers import WorkerPool, cpu_workers
-from gee_export.config import DEM_OFFSET_SCALE_M, Normalization, RecipeConfig
+from gee_export.config import DEM_OFFSET_SCALE_M, DEM_SOURCE_HMA, DEM_SOURCE_SRTM, Normalization, RecipeConfig
 from gee_export.export import (
     Plan,
     ensure_normalization,
@@ -134,8 +134,7 @@ class _LocalJob:
                 "cloud_mask": self.recipe.cloud_mask,
                 "norm_from": o.norm_from.to_dict() if o.norm_from else None,
                 "inputs": {n: r["sha256"] for n, r in inputs.items()},
-                "outlines": (file_sha256(self.outlines.path) if self.outlines else None),
-                **layer}
+                "outlines": features_id(self.outlines) if self.outlines else None, **layer}
 
     def finished(self, workspace: Path, name: str, echo) -> ExportDir | None:
         """The export of these parameters when it is complete and intact (every cell on its
@@ -143,19 +142,25 @@ class _LocalJob:
         exp_dir = workspace / EXPORTS_DIR / name
         inputs = source_identities(self.sources.all_files(), _recorded_inputs(exp_dir))
         decision = export_stage(exp_dir).done_without_lock(
-            self.parameters(inputs), echo, [self.earlier_parameters(exp_dir)],
+            self.parameters(inputs), echo, self.earlier_parameters(exp_dir, inputs),
             broken_note(exp_dir))
         return ExportDir(exp_dir, decision.old, decision) if decision else None
 
-    def earlier_parameters(self, exp_dir: Path) -> dict | None:
-        """For an export made before sources were identified by their whole content (it
-        records no input_files): its parameters as they were then, with the checksums of each
-        source's first 4 MiB. Such an export is resumed, not refused, and upgraded."""
+    def earlier_parameters(self, exp_dir: Path, inputs: dict[str, dict]) -> list[dict]:
+        """The parameters of this export as older versions recorded them, so that such an
+        export is resumed, not refused, and upgraded: before outlines were identified by
+        their features (by the file's checksum), and before sources were identified by their
+        whole content (no input_files recorded: the checksums of each source's first 4 MiB)."""
+        def by_bytes(params: dict) -> dict:
+            return as_stored({**params, "outlines": file_sha256(self.outlines.path)
+                              if self.outlines else None})
+
+        out = [by_bytes(self.parameters(inputs))]
         if (exp_dir / EXPORT_MANIFEST).is_file() and not _recorded_inputs(exp_dir):
-            return as_stored(self.parameters(
-                {f.name: {"sha256": file_sha256(f, EARLIER_PREFIX)}
-                 for f in self.sources.all_files()}))
-        return None
+            prefix = self.parameters({f.name: {"sha256": file_sha256(f, EARLIER_PREFIX)}
+                                      for f in self.sources.all_files()})
+            out += [as_stored(prefix), by_bytes(prefix)]
+        return out
 
     def open(self, workspace: Path, name: str, force: bool, echo) -> ExportDir:
         exp_dir = workspace / EXPORTS_DIR / name
@@ -168,7 +173,7 @@ class _LocalJob:
                   "images": self.recipe.report(), "input_files": inputs,
                   **self._synthetic_truth()}
         return ExportDir.open_or_create(workspace, name, self.parameters(inputs), fields, force,
-                                        echo, self.earlier_parameters(exp_dir),
+                                        echo, self.earlier_parameters(exp_dir, inputs),
                                         {"input_files": inputs})
 
     def _synthetic_truth(self) -> dict:
@@ -356,8 +361,9 @@ def _write_cell(cell: Cell, path: Path, offset: float, norm: Normalization,
     recipe: LocalRecipe = _RECIPE["recipe"]
     res = recipe.cell(cell, offset, norm)
     info = {"valid_fraction": round(float(np.isfinite(res.stack[0]).mean()), 4),
-            "dem_fraction": {"hma": round(float((res.dem_source == 1).mean()), 4),
-                             "srtm": round(float((res.dem_source == 2).mean()), 4)},
+            "dem_fraction": {"hma": round(float((res.dem_source == DEM_SOURCE_HMA).mean()), 4),
+                             "srtm": round(float((res.dem_source == DEM_SOURCE_SRTM).mean()),
+                                           4)},
             "glacier_pixels_masked": res.glacier_removed, "removed_pixels": res.removed}
     if dem_dir is not None:
         write_cell_tif(dem_dir / tif_name(cell.id), recipe.grid, cell,

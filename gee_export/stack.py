@@ -117,7 +117,7 @@ class ExportDir:
     @classmethod
     def open_or_create(cls, workspace: Path, name: str, parameters: dict, fields: dict,
                        force: bool = False, echo: Callable[[str], None] = print,
-                       earlier: dict | None = None, upgrade: dict | None = None
+                       earlier: dict | list | None = None, upgrade: dict | None = None
                        ) -> "ExportDir":
         """Reopen an export with the same parameters (resume, repair, or nothing to do: its
         `decision`) or start a new one, by the stage contract.
@@ -131,7 +131,8 @@ class ExportDir:
         path = Path(workspace) / EXPORTS_DIR / name
         parameters = as_stored(parameters)
         decision = export_stage(path).decide(
-            parameters, force, echo, [earlier], intact=broken_note(path),
+            parameters, force, echo, earlier if isinstance(earlier, list) else [earlier],
+            intact=broken_note(path),
             nothing_lost=lambda old: None if old.get("complete") or any(
                 (path / STACK_DIR).glob("*.tif")) else "it finished no cell")
         if decision.action != START:
@@ -247,7 +248,7 @@ class ExportDir:
 # prep export's parameters as its options (the stage contract names differences so).
 EXPORT_OPTIONS = {"inputs.*": "--source-dir file {key}", "recipe.*": "the recipe's {key}",
                   "grid.*": "the region's grid ({key}; --region, --bbox, --region-file, --crs)",
-                  "outlines": "--outlines (contents)", "norm_from": "--norm-from",
+                  "outlines": "--outlines (ids and geometries)", "norm_from": "--norm-from",
                   "cloud_mask": "--cloud-mask", "target": "--to",
                   **{f"recipe.{key}": option for key, option in (
                       ("s1_window", "--s1-window"), ("s1_dates", "--s1-window (dates)"),

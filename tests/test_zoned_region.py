@@ -229,7 +229,8 @@ def test_evaluation_adds_the_zones_up_once(chain):
     assert row["reference_km2"] == pytest.approx(truth, rel=0.005)
     assert row["predicted_km2"] == pytest.approx(truth, rel=0.005)
     assert row["observed_fraction"] == pytest.approx(1.0)
-    zone_reports = [json.loads(Path(z["report"]).read_text()) for z in report["zones"]]
+    assert not any(Path(z["report"]).is_absolute() for z in report["zones"])  # relocatable
+    zone_reports = [json.loads((pred / z["report"]).read_text()) for z in report["zones"]]
     sides = [z["per_glacier"]["glaciers"][0]["reference_km2"] for z in zone_reports]
     assert min(sides) > 2 and sum(sides) == pytest.approx(row["reference_km2"])
     cms = sum(np.array(z["pixels"]["all"]["confusion_matrix"]) for z in zone_reports)
@@ -238,6 +239,38 @@ def test_evaluation_adds_the_zones_up_once(chain):
     # each zone found its own training tiles in the zoned tile set, on its own grid
     assert all(z["pixels"]["split"]["relation"] == "same scene" for z in zone_reports)
     assert report["pixels"]["training"]["pixels"] > 0 and report["pixels"]["held_out"]
+
+
+def test_the_catalog_holds_every_zoned_product(chain):
+    """The zoned export, tile set, predictions and change are items of their own (the merged
+    glaciers.gpkg, with its QGIS style beside it, among the prediction's assets), derived from
+    their zones' items; every href resolves."""
+    import pystac
+
+    ws, pred, _, _ = chain
+    assert (pred / "glaciers.qml").is_file()
+    for f in ws.rglob("*.json"):  # every manifest and report: relative within the workspace
+        assert str(ws) not in f.read_text(), f
+    cat = pystac.Catalog.from_file(str(ws / "stac" / "catalog.json"))
+    items = {(i.collection_id, i.id): i for i in cat.get_items(recursive=True)}
+    zoned = {("exports", "straddle-2018"): "outlines", ("tiles", "straddle-2018"): "index",
+             ("predictions", "oracle-straddle-2018"): "outlines",
+             ("predictions", "oracle-straddle-2019"): "outlines",
+             ("changes", "oracle-straddle-change"): "change_csv"}
+    for key, asset in zoned.items():
+        assert key in items, (key, sorted(items))
+        item = items[key]
+        assert Path(item.assets[asset].get_absolute_href()).is_file()
+        w, _, e, _ = item.bbox
+        assert w < LINE < e  # over both zones
+        assert len([link for link in item.links if link.rel == "derived_from"]) >= 2
+    assert "style_glaciers" in items[("predictions", "oracle-straddle-2018")].assets
+    for item in items.values():
+        for key, a in item.assets.items():
+            assert Path(a.get_absolute_href()).is_file(), (item.id, key)
+        for link in item.links:
+            if link.rel == "derived_from":
+                assert Path(link.get_absolute_href()).is_file(), (item.id, link.href)
 
 
 def test_zone_parts_of_boxes():
@@ -276,10 +309,18 @@ def test_hma_dry_run_prints_a_plan_per_zone_and_in_total(cli, tmp_path):
                    "--workspace", tmp_path])
     for z in range(41, 49):
         assert f"UTM zone {z}N: plan for hma on EPSG:326{z}" in r.output
-    assert "total over 8 UTM zones with glaciers" in r.output and "upper bound" in r.output
+    # without outlines no zone is known to hold glaciers, and the planned cells' planar km^2
+    # (the zones' overlapping grids) are not the region's: each said for what it is
+    assert "total over 8 UTM zones of the box (no outlines to choose them)" in r.output
+    assert "upper bound" in r.output and "with glaciers" not in r.output
+    assert "km^2 of planned cells (planar, on the zones' UTM grids" in r.output
     assert "computePixels requests" in r.output
     plan = json.loads(r.output[r.output.index("{"):])
     assert plan["total"]["cells"] == sum(z["cells"] for z in plan["zones"])
+    assert plan["total"]["region_km2"] == pytest.approx(7.96e6, rel=0.005)  # the box's
+    assert plan["total"]["area_km2"] > 1.1 * plan["total"]["region_km2"]  # the grids'
+    assert f"the region itself is {plan['total']['region_km2']:.0f} km^2 on the ellipsoid" \
+        in r.output
     assert plan["earth_engine"]["requests"] == plan["total"]["cells"]
 
 

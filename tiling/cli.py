@@ -9,6 +9,7 @@ from gee_export.common.cli import (
     CONTEXT,
     AutoInt,
     FiniteFloat,
+    Name,
     force_option,
     multiple_of,
     quiet_option,
@@ -17,7 +18,7 @@ from gee_export.common.cli import (
     workspace_option,
 )
 from gee_export.common.errors import InputError
-from gee_export.common.layout import TILES_DIR, newest_complete, resolve_workspace
+from gee_export.common.layout import TILES_DIR, check_name, newest_complete, resolve_workspace
 from gee_export.common.outlines import MIN_GLACIER_AREA_KM2
 from gee_export.common.zoned import zoned_parts
 
@@ -57,8 +58,9 @@ UNIT = FiniteFloat(0, 1)
               help="Spatial split: blocks of N x N tiles go to one side together; auto: the "
                    f"largest of {', '.join(map(str, AUTO_BLOCKS))} that leaves both sides tiles.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, help="Seed of the split.")
-@click.option("--name", default=None, help="Tile directory name. [default: the export's name]")
-@click.option("--workers", type=AutoInt(minimum=1), default="auto",
+@click.option("--name", type=Name(zone_part=True), default=None,
+              help="Tile directory name. [default: the export's name]")
+@click.option("--workers", type=AutoInt(minimum=1, processes=True), default="auto",
               help="Processes writing tiles in parallel; auto: the CPUs available, up to 8.")
 @click.option("--verify", is_flag=True, help="Only verify: check every tile of one complete "
               "set (--name, else the one cut from --export, else the only one) against the "
@@ -85,6 +87,7 @@ def tile(export_dir: Path | None, outlines: Path | None, outlines_layer: str | N
     ws = resolve_workspace(workspace)
     if verify:
         return _verify(ws, export_dir, name, cpu_workers(workers), wait, quiet)
+    check_name(name, "--name")  # a zone's part is chosen (--verify), not cut, by its name
     export_dir = Path(export_dir) if export_dir else newest_complete(ws, "export", "--export",
                                                                      click.echo)
     cfg = TileConfig(size=size, stride=stride, min_valid=min_valid,

@@ -43,7 +43,13 @@ from gee_export.common.layout import (
     workspace_of,
     write_manifest,
 )
-from gee_export.common.outlines import MIN_GLACIER_AREA_KM2, OutlineRasterizer, Outlines, read_outlines
+from gee_export.common.outlines import (
+    MIN_GLACIER_AREA_KM2,
+    OutlineRasterizer,
+    Outlines,
+    features_id,
+    read_outlines,
+)
 from gee_export.common.rasters import bounded_gdal_cache, check_stack, geotiff_profile, write_geotiff
 from gee_export.common.stac import update_catalog
 from gee_export.common.stage import DONE, START, Decision, Stage
@@ -167,17 +173,22 @@ class TileInputs:
         algorithm = SPLIT_ALGORITHM if zoned_split else SINGLE_ZONE_SPLIT_ALGORITHM
         return as_stored({"export": stored_path(self.export_dir, out, workspace),
                           "export_id": export_identity(self.export),
-                          "outlines_sha256": file_sha256(self.outlines.path),
+                          "outlines_features": features_id(self.outlines, self.small),
                           "config": asdict(cfg), "split_algorithm": algorithm,
                           **({"outlines_layer": self.outlines.layer} if self.outlines.layer
                              else {}),
                           **({"zoned_split": zoned_split} if zoned_split else {})})
 
-    def earlier_parameters(self, params: dict) -> dict:
-        """`params` as tile sets made before export_id recorded them (by the export's
-        completion time): still current while the export has not completed again since."""
-        old = {k: v for k, v in params.items() if k != "export_id"}
-        return as_stored({**old, "export_completed_at": self.export.get("completed_at")})
+    def earlier_parameters(self, params: dict) -> list[dict]:
+        """`params` as tile sets made before this version recorded them: before export_id
+        (by the export's completion time: current while the export has not completed again
+        since) and before outlines_features (by the outlines file's checksum: current while
+        its bytes are the same)."""
+        by_bytes = {**{k: v for k, v in params.items() if k != "outlines_features"},
+                    "outlines_sha256": file_sha256(self.outlines.path)}
+        return [as_stored(by_bytes)] + [as_stored(
+            {**{k: v for k, v in p.items() if k != "export_id"},
+             "export_completed_at": self.export.get("completed_at")}) for p in (params, by_bytes)]
 
     def worker_args(self, out: Path, cfg: TileConfig) -> tuple:
         return (str(self.export_dir / STACK_VRT), self.outlines.geometries,
@@ -230,7 +241,7 @@ def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig()
     inputs = TileInputs.open(export_dir, cfg, outlines_path, echo, outlines_layer)
     out = Path(workspace) / TILES_DIR / (name or Path(export_dir).name)
     params = inputs.parameters(out, Path(workspace), cfg, zoned.parameters if zoned else None)
-    earlier = [inputs.earlier_parameters(params)]
+    earlier = inputs.earlier_parameters(params)
     stage = tiles_stage(out)
     if not force and _intact(stage, params, earlier, verify, echo):
         return out  # found without the lock: a read-only workspace reruns too
@@ -265,7 +276,9 @@ def make_tiles(export_dir: Path, workspace: Path, cfg: TileConfig = TileConfig()
 # prep tile's parameters as its options (the stage contract names differences so).
 TILE_OPTIONS = {"export": "--export", "export_id": "--export (made again since)",
                 "export_completed_at": "--export (completed again since)",
-                "outlines_sha256": "--outlines (contents)", "outlines_layer": "--outlines-layer",
+                "outlines_sha256": "--outlines (contents)",
+                "outlines_features": "--outlines (ids and geometries)",
+                "outlines_layer": "--outlines-layer",
                 "split_algorithm": "the split's algorithm (this version's)",
                 "zoned_split.*": "zone {key}'s export or outlines (the zones split together)",
                 "config.min_area_km2": "--min-area", "config.val_fraction": "--val-fraction",

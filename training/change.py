@@ -24,6 +24,7 @@ from gee_export.common.layout import (
     PROBABILITY_TIF,
     ZONES_MANIFEST,
     base_manifest,
+    check_name,
     file_sha256,
     now_iso,
     read_manifest,
@@ -158,10 +159,69 @@ def parse_years(spec: str) -> list[int]:
     return years
 
 
+# Prediction options that change what a prediction is (--batch-size and --device change only
+# how fast it is made): predictions made with others are a variant, named apart.
+VARIANT_OPTIONS = ("tta", "threshold", "window", "overlap", "amp")
+
+
+def _variant(cfg: PredictConfig) -> list[tuple[str, object]]:
+    from .predict import PredictConfig
+
+    default = PredictConfig()
+    return [(k, getattr(cfg, k)) for k in VARIANT_OPTIONS
+            if getattr(cfg, k) != getattr(default, k)]
+
+
+def variant_flags(cfg: PredictConfig) -> list[str]:
+    """The options of `cfg` that differ from train predict's defaults, as it takes them."""
+    return [a for k, v in _variant(cfg) for a in ([f"--{k}"] if isinstance(v, bool)
+                                                   else [f"--{k}", f"{v:g}"])]
+
+
+def variant_name(name: str, cfg: PredictConfig) -> str:
+    """NAME, or NAME-tta-threshold0.6 for predictions (and the change measured on them) made
+    with other options than the defaults, so that each variant lives beside the others."""
+    return "-".join([name] + [k if isinstance(v, bool) else f"{k}{v:g}"
+                              for k, v in _variant(cfg)])
+
+
+def check_members(checkpoints: Sequence[Path]) -> None:
+    """An ensemble's checkpoints, before any of them predicts: the same bands and training
+    tiles (another --seed), and different weights.
+
+    Raises:
+        InputError: naming the member at fault and how it differs from the first.
+    """
+    from gee_export.common.layout import file_sha256
+
+    from .predict import checkpoint_tiles
+    from .runtime import load_checkpoint
+
+    seen: dict[str, Path] = {}
+    first = None
+    for c in checkpoints:
+        ck = load_checkpoint(c)
+        recipe = {"bands": ck["meta"].get("band_names"),
+                  "tiles": (checkpoint_tiles(c, ck.get("config") or {}) or {}).get("tiles_id")}
+        sha = file_sha256(c)
+        if sha in seen:
+            raise InputError(f"--checkpoint: {c} and {seen[sha]} are the same checkpoint; an "
+                             "ensemble needs different ones")
+        seen[sha] = c
+        first = first or (c, recipe)
+        diff = [f"{k}: {first[1][k]} -> {v}" for k, v in recipe.items() if v != first[1][k]]
+        if diff:
+            raise InputError(f"--checkpoint: {c} was trained otherwise than {first[0]} "
+                             f"({', '.join(diff)}); an ensemble's members differ in their "
+                             "weights only (the same recipe and tiles, another --seed)")
+
+
 def predict_years(checkpoint: Path, workspace: Path, region: str, years: list[int],
                   predict_cfg: PredictConfig, quiet: bool,
                   echo: Callable[[str], None], wait: bool = False) -> list[Path]:
     """Run (or resume) `train predict` for every year whose export exists; name the others."""
+    import shlex
+
     from gee_export.common.layout import EXPORTS_DIR, prediction_dir, product_name
     from gee_export.common.zoned import zoned_parts
 
@@ -183,12 +243,13 @@ def predict_years(checkpoint: Path, workspace: Path, region: str, years: list[in
     out = []
     for year, exp in found:
         echo(f"{year}: predicting {exp}")
+        name = variant_name(exp.name, predict_cfg)  # a variant beside the plain predictions
         try:
             if zoned_parts(exp, "export") is None:
-                out.append(predict(checkpoint, exp, workspace, predict_cfg, quiet=quiet,
+                out.append(predict(checkpoint, exp, workspace, predict_cfg, name, quiet=quiet,
                                    echo=echo, wait=wait))
             else:
-                out.append(predict_zoned(exp, prediction_dir(workspace, checkpoint, exp.name),
+                out.append(predict_zoned(exp, prediction_dir(workspace, checkpoint, name),
                                          workspace, lambda part, name: predict(
                                              checkpoint, part, workspace, predict_cfg, name,
                                              quiet=quiet, echo=echo, wait=wait),
@@ -196,10 +257,13 @@ def predict_years(checkpoint: Path, workspace: Path, region: str, years: list[in
         except StateError as e:
             if "was made with other options" not in str(e):
                 raise
+            remake = shlex.join(["train", "predict", "--checkpoint", str(checkpoint),
+                                 "--export", str(exp), "--name", name,
+                                 *variant_flags(predict_cfg), "--workspace", str(workspace),
+                                 "--force"])
             raise StateError(f"{str(e).split('; use --force')[0]}; train change reuses that "
                              "prediction: rerun with the options it was made with, or remake "
-                             f"it first with `train predict --export {exp} --force` and "
-                             "these options") from None
+                             f"it first with `{remake}`") from None
     return out
 
 
@@ -372,6 +436,7 @@ CHANGE_OPTIONS = {"predictions": "--predictions", "completed": "--predictions (r
 
 
 def _out_dir(workspace: Path, first: Path, manifest: dict, name: str | None) -> Path:
+    check_name(name, "--name")
     run = first.resolve().parent.name
     return workspace / PREDICTIONS_DIR / run / (name or f"{manifest.get('region')}-change")
 

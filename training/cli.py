@@ -12,6 +12,7 @@ from gee_export.common.cli import (
     AutoInt,
     Device,
     FiniteFloat,
+    Name,
     force_option,
     multiple_of,
     quiet_option,
@@ -84,7 +85,7 @@ batch_option = click.option("--batch-size", type=click.IntRange(min=1), default=
                             help="Tiles per (global) batch (paper: 4); under torchrun it is "
                                  "shared among the processes.")
 workers_option = click.option(
-    "--workers", type=AutoInt(minimum=0), default="auto",
+    "--workers", type=AutoInt(minimum=0, processes=True), default="auto",
     help="Loader processes per training process; auto: on CUDA the CPUs available (up to 8 "
          "per process), on CPU none (the model already uses every core).")
 
@@ -115,7 +116,8 @@ workers_option = click.option(
                    "stops the run, naming it. No measurable cost on a CPU (see the README).")
 @click.option("--no-augment", is_flag=True, help="Disable the 8 rotations/flips.")
 @workers_option
-@click.option("--name", default=None, help="Run name. [default: TILES-MODEL-PRESET-BANDS]")
+@click.option("--name", type=Name(), default=None,
+              help="Run name. [default: TILES-MODEL-PRESET-BANDS]")
 @click.option("--resume", is_flag=True, help="Only continue an interrupted run (the same "
               "command without it continues one too, or starts it).")
 @wait_option
@@ -181,7 +183,8 @@ def predict_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--format", "outline_format", type=click.Choice(["gpkg", "parquet", "both"]),
               default="gpkg", show_default=True, help="Outlines as glaciers.gpkg (every "
               "layer), glaciers.parquet (GeoParquet, the glaciers layer) or both.")
-@click.option("--name", default=None, help="Output name under predictions/RUN/. "
+@click.option("--name", type=Name(), default=None,
+              help="Output name under predictions/RUN/. "
                                            "[default: the export's name]")
 @force_option
 @wait_option
@@ -233,7 +236,8 @@ def predict(checkpoint: Path, export_dir: Path | None, window: int | None, overl
 @click.option("--zone-buffer", type=FiniteFloat(min=0), default=ZONE_BUFFER_M,
               help="Predicted ice within this distance (m) of a reference glacier counts for "
                    "the nearest one.")
-@click.option("--name", default="report", help="Report name: NAME.json and its figure "
+@click.option("--name", type=Name(), default="report",
+              help="Report name: NAME.json and its figure "
               "(report.json and agreement.png by default).")
 @click.option("--force", is_flag=True, help="Replace a report of this name made otherwise.")
 @user_errors
@@ -293,7 +297,8 @@ def evaluate(prediction: Path, reference: Path | None, min_area: float, id_field
               help="A glacier seen (with data) over less than this share of its reference "
                    "outline in a year gets no area that year: the year is left out of its "
                    "fit, and flagged.")
-@click.option("--name", default=None, help="Output name under predictions/RUN/. [default: "
+@click.option("--name", type=Name(), default=None,
+              help="Output name under predictions/RUN/. [default: "
               "REGION-change]")
 @force_option
 @wait_option
@@ -311,8 +316,10 @@ def change(checkpoint: tuple[Path, ...], region: str | None, years: str | None,
 
     With --checkpoint, each year is first predicted into predictions/RUN/REGION-YEAR/ (RUN:
     the checkpoint's run directory; an existing prediction made with the same options is
-    reused); with several, every checkpoint predicts every year. Writes
-    predictions/RUN/REGION-change/ (RUN and REGION of the first checkpoint or prediction):
+    reused; with --tta, --threshold, --window, --overlap or --amp, into
+    REGION-YEAR-tta-threshold0.6 and so on, beside the plain ones); with several, every
+    checkpoint predicts every year. Writes predictions/RUN/REGION-change/ (-tta... likewise;
+    RUN and REGION of the first checkpoint or prediction):
     change.csv (one row per glacier and a `total` row: the measured area_km2_YEAR, the
     bias-corrected area_best_km2_YEAR with its 1-sigma area_sigma_km2_YEAR, its 90 % interval
     area_ci90_low/high_YEAR and its terms sigma_level/common/year/unobserved/model/divide_YEAR,
@@ -326,7 +333,7 @@ def change(checkpoint: tuple[Path, ...], region: str | None, years: str | None,
     from: evaluate that prediction first. The intervals cover errors of the kinds of edge the
     validation ground holds, not those of ground unlike it, such as debris cover the
     validation tiles hold little of (see the README)."""
-    from .change import ChangeConfig, parse_years, predict_years, run_change
+    from .change import ChangeConfig, check_members, parse_years, predict_years, run_change, variant_name
     from .predict import PredictConfig
 
     ws = resolve_workspace(workspace)
@@ -353,6 +360,9 @@ def change(checkpoint: tuple[Path, ...], region: str | None, years: str | None,
         if len(set(checkpoint)) != len(checkpoint):
             raise InputError("--checkpoint: the same file twice; an ensemble needs "
                              "different checkpoints")
+        if len(checkpoint) > 1:
+            check_members([Path(c) for c in checkpoint])  # before any member predicts
+        name = name or variant_name(f"{region}-change", cfg)  # beside a plain change
         members = [predict_years(Path(c), ws, region, parse_years(years), cfg, quiet,
                                  click.echo, wait) for c in checkpoint]
     else:
@@ -377,7 +387,8 @@ def change(checkpoint: tuple[Path, ...], region: str | None, years: str | None,
 @device_option
 @amp_option
 @workers_option
-@click.option("--name", default="compare", help="Comparison name: runs are NAME-MODEL-... and "
+@click.option("--name", type=Name(), default="compare",
+              help="Comparison name: runs are NAME-MODEL-... and "
                                                 "the table goes to comparisons/NAME/.")
 @quiet_option
 @workspace_option

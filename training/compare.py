@@ -15,7 +15,15 @@ import numpy as np
 from gee_export.common.atomic import write_bytes, write_json
 from gee_export.common.bands import parse_bands
 from gee_export.common.errors import InputError
-from gee_export.common.layout import COMPARISONS_DIR, METRICS_CSV, RUN_CONFIG, RUNS_DIR, base_manifest, now_iso
+from gee_export.common.layout import (
+    COMPARISONS_DIR,
+    METRICS_CSV,
+    RUN_CONFIG,
+    RUNS_DIR,
+    base_manifest,
+    check_name,
+    now_iso,
+)
 
 from .models import paper_params_m, resolve
 from .trainer import TrainConfig, default_run_name, train
@@ -40,6 +48,7 @@ def run_comparison(tile_dir: Path, workspace: Path, models: list[str], band_sets
             raise InputError(str(e).replace("--model ", "--models: ", 1)) from None
     for b in band_sets:
         parse_bands(b)
+    check_name(name, "--name")
     out = Path(workspace) / COMPARISONS_DIR / name
     rows = []
     grid = [(m, b.upper()) for m in models for b in band_sets]

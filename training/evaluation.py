@@ -21,13 +21,15 @@ from gee_export.common.bands import LABEL_IGNORE
 from gee_export.common.errors import InputError
 from gee_export.common.layout import (
     DEFAULT_REPORT,
-    GLACIERS_GPKG,
     PREDICTION_MANIFEST,
     PROBABILITY_TIF,
+    check_name,
     file_sha256,
     now_iso,
     report_files,
     require_complete,
+    stored_path,
+    workspace_of,
 )
 from gee_export.common.outlines import MIN_GLACIER_AREA_KM2
 from gee_export.common.stage import DONE, Stage
@@ -157,15 +159,9 @@ EVALUATION_OPTIONS = {"reference": "--reference", "reference_sha256": "--referen
 
 
 def check_report_name(name: str) -> None:
-    """A report name is a plain file stem that names no other file of the prediction."""
-    import re
-
-    taken = {Path(f).stem for f in (PREDICTION_MANIFEST, PROBABILITY_TIF, GLACIERS_GPKG)}
-    taken |= {Path(report_files(DEFAULT_REPORT)[1]).stem}  # agreement.png
-    if name in taken or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise InputError(f"--name {name!r}: use a plain name (letters, digits, . _ -) other "
-                         f"than {', '.join(sorted(taken))}, which the prediction's own files "
-                         "use")
+    """A report name is a plain file stem that names no other file of the prediction
+    (zones.json, prediction.json, agreement.png, ...): layout.check_name."""
+    check_name(name, "--name", zone_part=True)
 
 
 # What each headline is called where it is printed (summary line, figure title).
@@ -352,7 +348,8 @@ def _report(pred_dir: Path, reference: Path, ref, small, scene: SceneScores, thr
     pred_planar = float((z.predicted["ice"][1:].sum() + z.outside["ice"]) * px)
     return base_manifest(
         "evaluation", parameters=as_stored(params), complete=True, evaluated_at=now_iso(),
-        prediction=str(pred_dir), reference=str(reference), id_field=ref.id_field,
+        prediction=".", reference=stored_path(reference, pred_dir, workspace_of(
+            pred_dir, "prediction")), id_field=ref.id_field,  # relative where in the workspace
         threshold=threshold, synthetic=prediction.get("synthetic"),
         pixels=pixel_scores(scene),
         area={"reference_km2": ref_planar * ratio, "predicted_km2": pred_planar * ratio,

@@ -437,8 +437,10 @@ def predict(checkpoint: Path, export_dir: Path, workspace: Path,
     many CPU threads as the one process (the thread count changes the order of the model's
     sums on the CPU).
     """
+    from gee_export.common.layout import check_name
     from training.runtime import Processes, fast_matmul, resolve_device
 
+    check_name(name, "--name", zone_part=True)  # a zoned prediction names its zones' so
     # Prediction exchanges only small decisions, on the CPU: gloo also beside GPUs.
     procs = Processes.start("gloo", RANKS_TIMEOUT)
     procs.leave_at_exit()
@@ -561,6 +563,12 @@ class _PredictJob:
         if window % 32 or window < 32:
             raise InputError(f"--window {window}: must be a multiple of 32 (the encoder's "
                              "stride)")
+        scene = max(export["grid"]["width"], export["grid"]["height"])
+        most = max(-(-scene // 32) * 32, meta["tile_size"])  # the scene in one window
+        if cfg.window and window > most:
+            raise InputError(f"--window {window}: larger than the scene needs ({scene} px on "
+                             f"its longer side: at most {most}); a larger one only holds more "
+                             "empty pixels in memory")
         overlap = window // 4 if cfg.overlap is None else cfg.overlap
         if not 0 <= overlap < window:
             raise InputError(f"--overlap {overlap} must lie in [0, window {window})")

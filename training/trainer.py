@@ -31,6 +31,7 @@ from gee_export.common.layout import (
     SAMPLES_PNG,
     base_manifest,
     check_files,
+    check_name,
     describe_problems,
     file_sha256,
     now_iso,
@@ -42,7 +43,7 @@ from gee_export.common.layout import (
 from gee_export.common.locks import output_lock
 from gee_export.common.stage import DONE, START, Stage
 from gee_export.common.tile_index import tiles_id
-from gee_export.common.workers import cpu_workers
+from gee_export.common.workers import check_processes, cpu_workers
 
 from .data import CACHE_MB, GlobalBatches, NormStats, TileCache, TileDataset, loader_worker_init
 from .losses import dice_ce_loss, loss_from_sums, loss_sums
@@ -102,7 +103,7 @@ def loader_workers(requested: int | str, device: torch.device, world: int) -> in
     to 8 each), so decoding keeps up with the GPU; on CPU none, since the model already uses
     every core and extra processes only compete with it (benchmarks/bench_train.py)."""
     if requested != "auto":
-        return int(requested)
+        return check_processes(int(requested))
     if device.type != "cuda":
         return 0
     return max(1, cpu_workers("auto", cap=8 * world) // world)
@@ -145,6 +146,7 @@ def train(tile_dir: Path, workspace: Path, cfg: TrainConfig, run_name: str | Non
           echo: Callable[[str], None] = print, wait: bool = False) -> Path:
     """Train (or finish training) a run; returns its directory. With `wait`, a run another
     process is writing is waited for instead of refused."""
+    check_name(run_name, "--name")
     procs = Processes.start()
     tile_dir = Path(tile_dir)
     run_dir = Path(workspace) / RUNS_DIR / (run_name or default_run_name(tile_dir.name, cfg))
@@ -218,6 +220,7 @@ def _claim(run: _Run, resume: bool, echo) -> str:
     if not stage.manifest.is_file():
         if resume:
             raise StateError(f"--resume: {run.run_dir} holds no run; drop --resume to start it")
+        stage.check_own()
         shutil.rmtree(run.run_dir, ignore_errors=True)  # files of no known run
         return "start"
     try:

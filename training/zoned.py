@@ -17,6 +17,7 @@ import numpy as np
 from gee_export.common.errors import InputError
 from gee_export.common.layout import (
     GLACIERS_GPKG,
+    GLACIERS_QML,
     OUTLINE_FILES,
     OUTLINES_FILE,
     PREDICTION_MANIFEST,
@@ -38,6 +39,7 @@ def predict_zoned(export_dir: Path, out: Path, workspace: Path,
                   echo: Callable[[str], None]) -> Path:
     """Predict every zone of a zoned export with `predict_part(export_dir, name)`, then merge
     their outlines into `out`."""
+    from gee_export.common.qml import write_outlines_qml
     from gee_export.common.vectors import write_outline_files
 
     parts = zoned_parts(export_dir, "export")
@@ -50,7 +52,8 @@ def predict_zoned(export_dir: Path, out: Path, workspace: Path,
         "completed_at") for p in done}
     stage = Stage("zoned prediction", out / ZONES_MANIFEST, "zoned prediction",
                   {"zones.*": "the prediction of zone {key} (made again since)"})
-    formats_done = all((out / OUTLINE_FILES[f]).is_file() for f in formats)
+    formats_done = all((out / f).is_file() for f in [OUTLINE_FILES[f] for f in formats]
+                       + [GLACIERS_QML])
     with stage.lock(False, echo):
         decision = stage.decide({"zones": made}, False, echo,
                                 nothing_lost=lambda old: "it only merges the zones' predictions",
@@ -61,6 +64,7 @@ def predict_zoned(export_dir: Path, out: Path, workspace: Path,
         out.mkdir(parents=True, exist_ok=True)
         stage.manifest.unlink(missing_ok=True)  # incomplete while its outlines change
         write_outline_files(layers, out, formats)
+        write_outlines_qml(out / GLACIERS_QML)  # as beside a prediction of one zone
         g = layers["glaciers"]
         first = read_manifest(done[0].path / PREDICTION_MANIFEST, "prediction")
         write_zoned(out, "prediction", done, workspace, parameters={"zones": made},
@@ -113,7 +117,7 @@ def evaluate_zoned(parts: Sequence[Part], out: Path, evaluate_part: Callable[[Pa
                    report_name: str, echo: Callable[[str], None]) -> dict:
     """Score every zone on its own strip, then add the zones up into one report."""
     from gee_export.common.atomic import write_json
-    from gee_export.common.layout import base_manifest, now_iso, report_files
+    from gee_export.common.layout import base_manifest, now_iso, report_files, workspace_of
 
     require_complete(out / ZONES_MANIFEST, "zoned prediction",
                      "rerun `train predict` to finish it")
@@ -128,8 +132,9 @@ def evaluate_zoned(parts: Sequence[Part], out: Path, evaluate_part: Callable[[Pa
             return decision.old
         report = base_manifest("evaluation", parameters={"zones": made}, complete=True,
                                evaluated_at=now_iso(),
-                               zones=[{"zone": p.zone, "report": str(p.path / report_files(
-                                   report_name)[0])} for p in parts],
+                               zones=[{"zone": p.zone, "report": stored_path(
+                                   p.path / report_files(report_name)[0], out,
+                                   workspace_of(out, "prediction"))} for p in parts],
                                pixels=_pixels(reports), area=_areas(reports),
                                per_glacier=_per_glacier(reports),
                                note="the sum of the zones' reports, each scored on the pixels "

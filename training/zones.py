@@ -40,6 +40,16 @@ class ZoneRaster:
         res = abs(transform.a)
         self.buffer_px = buffer_m / res
         self.margin = math.ceil(self.buffer_px) + 1  # a glacier in reach lies in the margin
+        self.reach = _pixel_bounds(self.raster.geoms, transform)
+
+    def _padded(self, row_off: int, col_off: int, height: int,
+                width: int) -> tuple[int, int, int, int]:
+        """The window with the margin (rows r0:r1, columns c0:c1), cut where no outline lies
+        beyond: a buffer wider than the outlines' reach costs no more memory than theirs."""
+        m, (gr0, gc0, gr1, gc1) = self.margin, self.reach
+        return (max(row_off - m, min(row_off, gr0)), max(col_off - m, min(col_off, gc0)),
+                min(row_off + height + m, max(row_off + height, gr1)),
+                min(col_off + width + m, max(col_off + width, gc1)))
 
     def window(self, row_off: int, col_off: int, height: int,
                width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -47,9 +57,10 @@ class ZoneRaster:
         the nearest outline's index within the buffer."""
         from scipy.ndimage import distance_transform_edt
 
-        m = self.margin
-        idx = self.raster.index(row_off - m, col_off - m, height + 2 * m, width + 2 * m)
-        inner = (slice(m, m + height), slice(m, m + width))
+        r0, c0, r1, c1 = self._padded(row_off, col_off, height, width)
+        idx = self.raster.index(r0, c0, r1 - r0, c1 - c0)
+        inner = (slice(row_off - r0, row_off - r0 + height),
+                 slice(col_off - c0, col_off - c0 + width))
         if not idx.any():
             return idx[inner], np.zeros((height, width), np.int32)
         dist, (iy, ix) = distance_transform_edt(idx == 0, return_indices=True)
@@ -66,6 +77,19 @@ class ZoneRaster:
         if self.owned is None:
             return valid
         return valid & self.owned.window(row_off, col_off, height, width)
+
+
+def _pixel_bounds(geometries, transform) -> tuple[int, int, int, int]:
+    """Rows r0:r1 and columns c0:c1 of the grid that hold every outline (a pixel more on each
+    side); an empty window where there is none."""
+    import shapely
+
+    if not len(geometries):
+        return 0, 0, 0, 0
+    x0, y0, x1, y1 = shapely.total_bounds(geometries)
+    cols, rows = zip(*(~transform * xy for xy in ((x0, y0), (x0, y1), (x1, y0), (x1, y1))))
+    return (math.floor(min(rows)) - 1, math.floor(min(cols)) - 1, math.ceil(max(rows)) + 1,
+            math.ceil(max(cols)) + 1)
 
 
 @dataclass

@@ -141,7 +141,8 @@ def failure_line(exc: BaseException, where: Path | None = None) -> str:
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn any failure into one 'Error: ...' line and exit status 1; Ctrl-C into 130.
     libtiff's own error lines are kept for that line instead of printed before it; a busy
-    output's message suggests --wait only where the command offers it."""
+    output's message suggests --wait only where the command offers it. A command that ends
+    well rebuilds its workspace's STAC catalog (`catalog_after`)."""
     @functools.wraps(fn)
     def wrapper(*a, **kw):
         from .gdal_errors import clear_messages, keep_libtiff_errors
@@ -149,7 +150,9 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         keep_libtiff_errors()
         clear_messages()
         try:
-            return fn(*a, **kw)
+            result = fn(*a, **kw)
+            catalog_after(kw)
+            return result
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt:
@@ -164,6 +167,41 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 line += ", or rerun with --wait"
             raise click.ClickException(line) from None
     return wrapper
+
+
+def catalog_after(kw: dict) -> None:
+    """Rebuild the STAC catalog of the workspace a command ran on, a rerun with nothing to do
+    included, so that a product deleted by hand leaves no item (and no dangling href) behind
+    and a product across UTM zones, listed after its zones, is in it. Nothing where there is
+    no workspace yet, where it is read-only, and under torchrun but on rank 0."""
+    from .layout import EXPORTS_DIR, PREDICTIONS_DIR, STAC_DIR, TILES_DIR
+    from .stac import update_catalog
+
+    ws = _catalogued_workspace(kw)
+    if ws is None or os.environ.get("RANK", "0") != "0" or not any(
+            (ws / d).is_dir() for d in (EXPORTS_DIR, TILES_DIR, PREDICTIONS_DIR)):
+        return
+    stac = ws / STAC_DIR
+    if os.access(ws, os.W_OK) and (not stac.exists() or os.access(stac, os.W_OK)):
+        update_catalog(ws, click.echo)
+
+
+def _catalogued_workspace(kw: dict) -> Path | None:
+    """The workspace a command wrote to: --workspace (or its default), else that of the
+    predictions it was given (train evaluate; train change --predictions)."""
+    from .layout import WORKSPACE_ENV, resolve_workspace, workspace_of
+
+    given = [Path(p) for p in (kw.get("predictions") or ())] + (
+        [Path(kw["prediction"])] if kw.get("prediction") else [])
+    if given and ("workspace" not in kw or kw["workspace"] is None
+                  and not os.environ.get(WORKSPACE_ENV)):
+        return workspace_of(given[0], "prediction")
+    if "workspace" not in kw:
+        return None  # a command of no workspace (train models)
+    try:
+        return resolve_workspace(kw["workspace"])
+    except GlacierError:
+        return None
 
 
 def _workspace_of(kw: dict) -> Path | None:
@@ -191,15 +229,50 @@ workspace_option = click.option(
          "[default: $GLACIER_WORKSPACE, else ./workspace]")
 
 
+class Name(click.ParamType):
+    """A product's --name: one plain path component of its own (layout.check_name), refused
+    at parse time, before anything is read or removed. `zone_part` lets it name a zone's part
+    of a zoned product (to choose an existing one, not to make one)."""
+    name = "name"
+
+    def __init__(self, zone_part: bool = False):
+        self.zone_part = zone_part
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        from .errors import InputError
+        from .layout import check_name
+
+        try:
+            check_name(str(value), "", self.zone_part)
+        except InputError as e:
+            self.fail(str(e), param, ctx)
+        return str(value)
+
+
 class AutoInt(click.ParamType):
-    """'auto' or an integer of at least `minimum` (the command decides what auto means)."""
+    """'auto' or an integer of at least `minimum` (the command decides what auto means); with
+    `processes`, a number of processes, at most what the machine runs (check_processes)."""
     name = "auto|integer"
 
-    def __init__(self, minimum: int = 0):
-        self.minimum = minimum
+    def __init__(self, minimum: int = 0, processes: bool = False):
+        self.minimum, self.processes = minimum, processes
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> int | str | None:
+        n = self._convert(value, param, ctx)
+        if self.processes and isinstance(n, int):
+            from .errors import InputError
+            from .workers import check_processes
+
+            try:
+                check_processes(n, "")
+            except InputError as e:
+                self.fail(str(e).strip(), param, ctx)
+        return n
+
+    def _convert(self, value: Any, param: click.Parameter | None,
+                 ctx: click.Context | None) -> int | str | None:
         if value is None or value == "auto" or isinstance(value, int):
             if isinstance(value, int) and value < self.minimum:
                 self.fail(f"{value} is below the minimum {self.minimum}", param, ctx)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -96,10 +97,61 @@ def change_map_files(zone: str | None = None) -> tuple[str, str]:
     return f"change-{zone}.tif", f"change-{zone}.qml"
 
 
+AGREEMENT_PNG = "agreement.png"  # the default report's figure
+
+
 def report_files(name: str) -> tuple[str, str]:
     """train evaluate's report and figure for a report name (default `report`)."""
-    return f"{name}.json", ("agreement.png" if name == DEFAULT_REPORT else f"{name}.png")
+    return f"{name}.json", (AGREEMENT_PNG if name == DEFAULT_REPORT else f"{name}.png")
 
+
+# -- names users give products (--name) -----------------------------------------------------------
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# A zone's product of a zoned one, NAME-utmZONE (utm.part_name): made by the zoned product.
+ZONE_PART = re.compile(r".*-utm\d{1,2}[NS]")
+# The names this toolkit itself gives files and directories in a workspace, and their stems:
+# a product named so would be taken for (or written over) one of them.
+OWN_NAMES = frozenset(n for f in (
+    EXPORTS_DIR, TILES_DIR, RUNS_DIR, PREDICTIONS_DIR, SOURCES_DIR, COMPARISONS_DIR, STAC_DIR,
+    STAC_CATALOG, ZONES_MANIFEST, SOURCES_MANIFEST, EXPORT_MANIFEST, STACK_DIR, STACK_VRT,
+    OUTLINES_FILE, TRUTH_OUTLINES_FILE, DEM_SOURCE_DIR, TILES_MANIFEST, TILE_INDEX, IMAGES_DIR,
+    LABELS_DIR, OVERVIEW_PNG, RUN_CONFIG, METRICS_CSV, BEST_CKPT, LAST_CKPT, CURVES_PNG,
+    SAMPLES_PNG, PREDICTION_MANIFEST, PROBABILITY_TIF, GLACIERS_GPKG, GLACIERS_PARQUET,
+    PROBABILITY_QML, GLACIERS_QML, AGREEMENT_PNG, *COMPARISON_FILES, *CHANGE_FILES, CHANGE_TIF,
+    CHANGE_QML) for n in (f, f.split(".")[0]))
+
+
+def check_name(name: str | None, option: str = "--name", zone_part: bool = False) -> None:
+    """Refuse a product name that is not one plain path component of its own: empty, `.`,
+    `..`, absolute, holding a separator, hidden (`.NAME`, like the locks beside products), a
+    name the toolkit gives its own files (zones.json, prediction, ...) or, unless `zone_part`
+    (choosing an existing product), a zone's part of a zoned product (NAME-utm47N). None (the
+    default name) passes.
+
+    Raises:
+        InputError: one line naming `option` (where given) and what a name may be.
+    """
+    if name is None:
+        return
+    said = f"{option} {name!r}" if option else repr(name)
+    rule = (f"{said}: a name is one plain file name (1-100 letters, digits, . _ -, starting "
+            "with a letter or digit)")
+    if not NAME_PATTERN.fullmatch(name):
+        raise InputError(rule)
+    if name in OWN_NAMES or name.split(".")[0] in OWN_NAMES:
+        raise InputError(f"{rule} other than the toolkit's own file names; "
+                         f"{name!r} is one of them")
+    if not zone_part and ZONE_PART.fullmatch(name):
+        raise InputError(f"{rule}; NAME-utmZONE is the name of a zone's part of a product "
+                         "across UTM zones, which that product makes")
+
+
+# The manifests of the products that own a directory each: a directory holding one of them is
+# that product's, and no other stage writes into it or removes it.
+DIRECTORY_MANIFESTS = {EXPORT_MANIFEST: "export", TILES_MANIFEST: "tile set", RUN_CONFIG: "run",
+                       PREDICTION_MANIFEST: "prediction", ZONES_MANIFEST: "zoned product",
+                       SOURCES_MANIFEST: "demo sources", CHANGE_FILES[0]: "change"}
 
 MANIFEST_OF = {"export": EXPORT_MANIFEST, "tiles": TILES_MANIFEST, "run": RUN_CONFIG,
                "prediction": PREDICTION_MANIFEST, "sources": SOURCES_MANIFEST,
@@ -191,8 +243,9 @@ def read_manifest(path: Path, kind: str) -> dict:
         raise InputError(f"{path}: format_version {v!r} is newer than this toolkit reads "
                          f"({FORMAT_VERSION}); upgrade glacier-mapping")
     if m.get("kind") != kind:
+        again = f"; make the {kind} again with `{MAKER[kind]} --force`" if kind in MAKER else ""
         raise InputError(f"{path}: a {m.get('kind')!r} manifest where a {kind!r} one was "
-                         "expected")
+                         f"expected{again}")
     return m
 
 

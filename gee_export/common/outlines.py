@@ -73,6 +73,23 @@ class Outlines:
         return out
 
 
+def features_id(*parts: Outlines) -> str:
+    """What identifies outlines: their glaciers' ids and geometries (normalized, as read in
+    the grid's CRS), in a fixed order, not the file's bytes, so a file written again with the
+    same features (a GeoPackage's new timestamps after `prep export --force`) is the same."""
+    import hashlib
+
+    import shapely
+
+    h = hashlib.sha256()
+    for part in parts:
+        wkb = shapely.to_wkb(shapely.normalize(part.geometries))
+        for gid, geom in sorted(zip(part.ids, wkb)):
+            h.update(f"{len(gid)}:{gid}:{len(geom)}:".encode() + geom)
+        h.update(b"|")
+    return h.hexdigest()
+
+
 def ellipsoidal_area_km2(geoms: Sequence[BaseGeometry], crs: str | CRS) -> np.ndarray:
     """Area of each geometry on the WGS84 ellipsoid, in km^2 (what inventories quote)."""
     import geopandas as gpd

@@ -1,19 +1,24 @@
 """A STAC catalog of the workspace, written with pystac: what each file is, where it lies, in
 which projection, when its images were taken, and what it was made from.
 
-`stac/catalog.json` holds four collections: `exports` (an item per stack cell), `tiles` (an
-item per tile set), `predictions` (an item per predicted scene) and `changes` (an item per
-change). Items carry the `proj` and `raster` extensions, `start_datetime`/`end_datetime`
-(the composite windows of the images), `synthetic: true` on the demo, and `derived_from`
-links to what they were made from (export cells, tile sets, predictions, model checkpoints
-and source files), so provenance can be walked in any STAC browser.
+`stac/catalog.json` holds four collections: `exports` (an item per stack cell, and one per
+export across UTM zones with its merged outlines), `tiles` (an item per tile set),
+`predictions` (an item per predicted scene) and `changes` (an item per change). A product
+across UTM zones (zones.json, or a tile set listing its zones') is an item of its own beside
+its zones' items: its footprint their union in WGS84, derived from them. A complete product
+the catalog cannot describe is named in a warning, never left out silently. Items carry the
+`proj` and `raster` extensions, `start_datetime`/`end_datetime` (the composite windows of the
+images), `synthetic: true` on the demo, and `derived_from` links to what they were made from
+(export cells, tile sets, predictions, model checkpoints and source files), so provenance can
+be walked in any STAC browser.
 
-Every stage calls `update_catalog(workspace)` when it completes. The catalog is rebuilt
-from the stages' manifests (they are the record; the catalog is a view of them), so it never
-disagrees with them: it is written by pystac into a scratch directory, then copied file by
-file under temporary names and renamed (a reader sees whole files, `catalog.json` last),
-under the workspace's catalog lock. Every href is relative, so the workspace stays
-relocatable.
+Every command that writes to a workspace rebuilds the catalog when it ends, a rerun with
+nothing to do included (common/cli.user_errors), so a product deleted by hand leaves no item
+behind. The catalog is rebuilt from the stages' manifests (they are the record; the catalog
+is a view of them), so it never disagrees with them: it is written by pystac into a scratch
+directory, then copied file by file under temporary names and renamed (a reader sees whole
+files, `catalog.json` last), under the workspace's catalog lock. Every href is relative, so
+the workspace stays relocatable.
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ from .layout import (
     TILES_DIR,
     TILES_MANIFEST,
     TRUTH_OUTLINES_FILE,
+    ZONES_MANIFEST,
     resolved_path,
     tif_name,
 )
@@ -162,27 +168,34 @@ def build_catalog(workspace: Path, left_out: list[str] | None = None) -> pystac.
                              "predictions and glacier change", title="glacier-mapping")
     cols = {name: _collection(name, text) for name, text in COLLECTIONS.items()}
     exports = {}  # export dir -> its cell items
-    for d, m in _products(workspace / EXPORTS_DIR, EXPORT_MANIFEST):
+    for d, m in _products(workspace / EXPORTS_DIR, EXPORT_MANIFEST, left_out):
         items = made(d, lambda: _export_items(workspace, d, m))
         if items is not None:
             exports[d] = items
             cols["exports"].add_items(items)
+    for d, m in _products(workspace / EXPORTS_DIR, ZONES_MANIFEST, left_out):
+        item = made(d, lambda: _zoned_export_item(workspace, d, m, exports))
+        if item is not None:
+            cols["exports"].add_item(item)
     tiles = {}
-    for d, m in _products(workspace / TILES_DIR, TILES_MANIFEST):
-        if m.get("zones"):  # a tile set of several UTM zones: each zone's own set is an item
-            continue
-        item = made(d, lambda: _tiles_item(workspace, d, m, exports))
+    sets = _products(workspace / TILES_DIR, TILES_MANIFEST, left_out)
+    for d, m in sorted(sets, key=lambda p: bool(p[1].get("zones"))):  # the zones' sets first
+        item = made(d, lambda: _zoned_tiles_item(workspace, d, m, tiles) if m.get("zones")
+                    else _tiles_item(workspace, d, m, exports))
         if item is not None:
             cols["tiles"].add_item(item)
             tiles[d] = item
     predictions = {}
     pred_dirs = sorted((workspace / PREDICTIONS_DIR).glob("*/*"))
-    for d, m in _products(pred_dirs, PREDICTION_MANIFEST):
-        item = made(d, lambda: _prediction_item(workspace, d, m, exports, tiles))
-        if item is not None:
-            cols["predictions"].add_item(item)
-            predictions[d] = item
-    for d, m in _products(pred_dirs, CHANGE_FILES[0]):
+    for manifest in (PREDICTION_MANIFEST, ZONES_MANIFEST):  # the zones' predictions first
+        for d, m in _products(pred_dirs, manifest, left_out):
+            item = made(d, lambda: _prediction_item(workspace, d, m, exports, tiles)
+                        if manifest == PREDICTION_MANIFEST
+                        else _zoned_prediction_item(workspace, d, m, predictions))
+            if item is not None:
+                cols["predictions"].add_item(item)
+                predictions[d] = item
+    for d, m in _products(pred_dirs, CHANGE_FILES[0], left_out):
         item = made(d, lambda: _change_item(workspace, d, m, predictions))
         if item is not None:
             cols["changes"].add_item(item)
@@ -192,16 +205,21 @@ def build_catalog(workspace: Path, left_out: list[str] | None = None) -> pystac.
     return catalog
 
 
-def _products(parent: Path | Iterable[Path], manifest: str) -> list[tuple[Path, dict]]:
+def _products(parent: Path | Iterable[Path], manifest: str,
+              left_out: list[str] | None = None) -> list[tuple[Path, dict]]:
     """Complete products (directory, manifest) under `parent` (or among the directories given),
-    by name; unreadable manifests are left out."""
+    by name; unreadable manifests are left out, and named in `left_out`."""
     dirs = sorted(parent.iterdir()) if isinstance(parent, Path) and parent.is_dir() else (
         [] if isinstance(parent, Path) else list(parent))
     found = []
     for d in dirs:
         try:
             m = json.loads((d / manifest).read_text())
-        except (OSError, ValueError):
+        except OSError:
+            continue
+        except ValueError as e:
+            if left_out is not None:
+                left_out.append(f"{d} ({manifest} is not JSON: {e})")
             continue
         if isinstance(m, dict) and m.get("complete"):
             found.append((d, m))
@@ -328,22 +346,7 @@ def _prediction_item(workspace: Path, d: Path, m: dict, exports: dict,
         _raster_asset(item, "probability", href(prob), prob, ["data"],
                       "glacier probability" + (" and TTA spread" if len(
                           m.get("probability_bands") or []) > 1 else ""))
-    assets = [("outlines", d / GLACIERS_GPKG, ["data"], "glacier outlines", GPKG),
-              ("outlines_parquet", d / GLACIERS_PARQUET, ["data"],
-               "glacier outlines (GeoParquet)", PARQUET),
-              ("manifest", d / PREDICTION_MANIFEST, ["metadata"], "prediction.json",
-               pystac.MediaType.JSON)]
-    assets += [(f"style_{f.stem}", f, ["style"], f"QGIS style of {f.stem}", QML)
-               for f in sorted(d.glob("*.qml"))]
-    for f in sorted(d.glob("*.json")):
-        if f.name != PREDICTION_MANIFEST:  # train evaluate's reports, with their figures
-            assets.append((f"report_{f.stem}", f, ["metadata"], f"evaluation {f.stem}",
-                           pystac.MediaType.JSON))
-    assets += [(f"figure_{f.stem}", f, ["overview"], f.name, pystac.MediaType.PNG)
-               for f in sorted(d.glob("*.png"))]
-    for key, f, roles, title, kind in assets:
-        if f.is_file():
-            item.add_asset(key, pystac.Asset(href(f), title, media_type=kind, roles=roles))
+    _prediction_assets(item, d, href, PREDICTION_MANIFEST)
     _derived_from(item, exports.get(export_dir, []))
     trained = (m.get("trained_on") or {}).get("tiles")
     if trained and resolved_path(trained, d) in tiles:
@@ -355,22 +358,127 @@ def _prediction_item(workspace: Path, d: Path, m: dict, exports: dict,
     return item
 
 
-def _change_item(workspace: Path, d: Path, m: dict, predictions: dict) -> pystac.Item | None:
+def _prediction_assets(item: pystac.Item, d: Path, href: Callable[[Path], str],
+                       manifest: str) -> None:
+    """A prediction's outlines, manifest, styles, and train evaluate's reports and figures."""
     import pystac
 
-    sources = [resolved_path(p, d) for p in (m.get("parameters") or {}).get("predictions", [])]
-    members = [predictions[p] for p in sources if p in predictions]
+    assets = [("outlines", d / GLACIERS_GPKG, ["data"], "glacier outlines", GPKG),
+              ("outlines_parquet", d / GLACIERS_PARQUET, ["data"],
+               "glacier outlines (GeoParquet)", PARQUET),
+              ("manifest", d / manifest, ["metadata"], manifest, pystac.MediaType.JSON)]
+    assets += [(f"style_{f.stem}", f, ["style"], f"QGIS style of {f.stem}", QML)
+               for f in sorted(d.glob("*.qml"))]
+    for f in sorted(d.glob("*.json")):
+        if f.name != manifest:  # train evaluate's reports, with their figures
+            assets.append((f"report_{f.stem}", f, ["metadata"], f"evaluation {f.stem}",
+                           pystac.MediaType.JSON))
+    assets += [(f"figure_{f.stem}", f, ["overview"], f.name, pystac.MediaType.PNG)
+               for f in sorted(d.glob("*.png"))]
+    for key, f, roles, title, kind in assets:
+        if f.is_file():
+            item.add_asset(key, pystac.Asset(href(f), title, media_type=kind, roles=roles))
+
+
+# -- products across UTM zones: an item over their zones' items ----------------------------------
+
+def _union_item(item_id: str, members: list[pystac.Item], props: dict) -> pystac.Item:
+    """An item over several (a product across UTM zones): its footprint their union in WGS84,
+    its dates theirs, and no one projection."""
+    import pystac
+    import shapely
+    from shapely.geometry import shape
+
     if not members:
-        return None
-    pm = _manifest(sources[0], PREDICTION_MANIFEST) or {}
-    grid = ExportGrid.from_dict(pm["grid"])
+        raise ValueError("none of its zones' products is in the catalog")
+    union = shapely.union_all([shape(i.geometry) for i in members])
+    starts = [i.common_metadata.start_datetime or i.datetime for i in members]
+    ends = [i.common_metadata.end_datetime or i.datetime for i in members]
+    return pystac.Item(item_id, json.loads(shapely.to_geojson(union)), list(union.bounds),
+                       None, {k: v for k, v in props.items() if v is not None},
+                       start_datetime=min(starts), end_datetime=max(ends))
+
+
+def _zone_members(d: Path, paths: Iterable[str], known: dict) -> list:
+    """The catalog's items of a zoned product's zones (recorded `paths`), each required."""
+    out = []
+    for p in paths:
+        path = resolved_path(p, d)
+        if path not in known:
+            raise ValueError(f"its zone's product {path} is not a complete one")
+        out.append(known[path])
+    return out
+
+
+def _add_files(item: pystac.Item, href: Callable[[Path], str], files: list[tuple]) -> None:
+    import pystac
+
+    for key, f, roles, title, kind in files:
+        if f.is_file():
+            item.add_asset(key, pystac.Asset(href(f), title, media_type=kind, roles=roles))
+
+
+def _zoned_export_item(workspace: Path, d: Path, m: dict, exports: dict) -> pystac.Item:
+    import pystac
+
+    cells = _zone_members(d, [p["path"] for p in m["parts"]], exports)
+    item = _union_item(d.name, [c for cs in cells for c in cs],
+                       {**_common_props(m, d, workspace),
+                        "glacier:zones": [p["zone"] for p in m["parts"]]})
+    _add_files(item, _href(workspace, "exports", d.name), [
+        ("outlines", d / OUTLINES_FILE, ["metadata"], "every zone's outlines, in EPSG:4326",
+         GPKG),
+        ("manifest", d / ZONES_MANIFEST, ["metadata"], ZONES_MANIFEST, pystac.MediaType.JSON)])
+    _derived_from(item, [c for cs in cells for c in cs])
+    return item
+
+
+def _zoned_tiles_item(workspace: Path, d: Path, m: dict, tiles: dict) -> pystac.Item:
+    import pystac
+
+    members = _zone_members(d, [z["tiles"] for z in m["zones"]], tiles)
+    item = _union_item(d.name, members, {
+        **_common_props(m, d, workspace), "glacier:tile_size": m.get("tile_size"),
+        "glacier:counts": m.get("counts"), "glacier:bands": m.get("bands"),
+        "glacier:zones": [z["zone"] for z in m["zones"]]})
+    _add_files(item, _href(workspace, "tiles", d.name), [
+        ("index", d / TILE_INDEX, ["metadata"], "tile footprints, zones, splits", GPKG),
+        ("manifest", d / TILES_MANIFEST, ["metadata"], "manifest.json", pystac.MediaType.JSON)])
+    _derived_from(item, members)
+    return item
+
+
+def _zoned_prediction_item(workspace: Path, d: Path, m: dict,
+                           predictions: dict) -> pystac.Item:
+    members = _zone_members(d, [p["path"] for p in m["parts"]], predictions)
     item_id = f"{d.parent.name}-{d.name}"
-    starts = [i.common_metadata.start_datetime for i in members]
-    ends = [i.common_metadata.end_datetime for i in members]
-    item = _item(item_id, grid, grid.bounds, (grid.height, grid.width), grid.transform,
-                 (min(starts), max(ends)),
-                 {**_common_props({**pm, **m}, d, workspace), "glacier:years": m.get("years"),
-                  "glacier:glaciers": m.get("glaciers")})
+    item = _union_item(item_id, members, {
+        **_common_props(m, d, workspace), "glacier:run": d.parent.name,
+        "glacier:glaciers": m.get("glaciers"), "glacier:glacier_area_km2":
+        m.get("glacier_area_km2"), "glacier:zones": [p["zone"] for p in m["parts"]]})
+    _prediction_assets(item, d, _href(workspace, "predictions", item_id), ZONES_MANIFEST)
+    _derived_from(item, members)
+    return item
+
+
+def _change_item(workspace: Path, d: Path, m: dict, predictions: dict) -> pystac.Item:
+    import pystac
+
+    members = _zone_members(d, (m.get("parameters") or {}).get("predictions", []),
+                            predictions)
+    first = resolved_path(m["parameters"]["predictions"][0], d)
+    pm = _manifest(first, PREDICTION_MANIFEST) or _manifest(first, ZONES_MANIFEST) or {}
+    item_id = f"{d.parent.name}-{d.name}"
+    props = {**_common_props({**pm, **m}, d, workspace), "glacier:years": m.get("years"),
+             "glacier:glaciers": m.get("glaciers")}
+    if "grid" not in pm:  # a change across UTM zones: over its predictions' footprints
+        item = _union_item(item_id, members, props)
+    else:
+        grid = ExportGrid.from_dict(pm["grid"])
+        starts = [i.common_metadata.start_datetime for i in members]
+        ends = [i.common_metadata.end_datetime for i in members]
+        item = _item(item_id, grid, grid.bounds, (grid.height, grid.width), grid.transform,
+                     (min(starts), max(ends)), props)
     href = _href(workspace, "changes", item_id)
     kinds = {".json": (["metadata"], pystac.MediaType.JSON), ".csv": (["data"], CSV),
              ".gpkg": (["data"], GPKG), ".png": (["overview"], pystac.MediaType.PNG),
@@ -379,8 +487,9 @@ def _change_item(workspace: Path, d: Path, m: dict, predictions: dict) -> pystac
         if f.suffix == ".tif":
             _raster_asset(item, f.stem, href(f), f, ["data"], f.name)
         elif f.suffix in kinds and not f.name.startswith("."):
-            roles, kind = kinds[f.suffix]
-            key = f"style_{f.stem}" if f.suffix == ".qml" else f.stem
+            roles, kind = kinds[f.suffix]  # keys apart from the map's (change.tif: change)
+            key = f"style_{f.stem}" if f.suffix == ".qml" else "manifest" if \
+                f.name == CHANGE_FILES[0] else f"{f.stem}_{f.suffix[1:]}"
             item.add_asset(key, pystac.Asset(href(f), f.name, media_type=kind, roles=roles))
     _derived_from(item, members)
     return item

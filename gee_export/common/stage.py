@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .atomic import as_stored
 from .errors import InputError, StateError
-from .layout import now_iso, read_manifest, write_manifest
+from .layout import DIRECTORY_MANIFESTS, now_iso, read_manifest, write_manifest
 
 START, RESUME, DONE = "start", "resume", "done"
 
@@ -115,6 +115,7 @@ class Stage:
                 manifest, without --force.
         """
         if not self.manifest.is_file():
+            self.check_own()
             return Decision(START)
         try:
             old = read_manifest(self.manifest, self.kind)
@@ -137,6 +138,21 @@ class Stage:
             echo(f"replacing {self.dir} (made with {diff}): {why}")
             return Decision(START, old, diff)
         raise StateError(f"{self.dir} was made with other options ({diff}); {self.hint}")
+
+    def check_own(self) -> None:
+        """Refuse a product's directory that holds another product (its manifest), which
+        this stage would write into or remove: a --name given to one kind of product that
+        another kind already has.
+
+        Raises:
+            StateError: naming the other product and its manifest.
+        """
+        if self.manifest.name not in DIRECTORY_MANIFESTS:
+            return  # a product inside another's directory (a report beside its prediction)
+        for name, other in DIRECTORY_MANIFESTS.items():
+            if name != self.manifest.name and (self.dir / name).is_file():
+                raise StateError(f"{self.dir} holds a {other} ({name}), not this command's "
+                                 f"{self.noun}; it is left as it is: give another --name")
 
     def _same(self, old: dict, force: bool, echo: Callable[[str], None],
               intact: Callable[[dict], str | None] | None,

@@ -42,15 +42,39 @@ def process_pool(workers: int, initializer: Callable | None = None,
     return ProcessPoolExecutor(workers, initializer=_init, initargs=(initializer, initargs))
 
 
+PROCESSES_PER_CPU = 4  # more processes than this per CPU only hold more memory
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def cpu_workers(requested: int | str | None, cap: int = 8) -> int:
-    """'auto' (or None): the CPUs this process may use, at most `cap`; else the number given."""
+    """'auto' (or None): the CPUs this process may use, at most `cap`; else the number given,
+    within what the machine can run (check_processes)."""
     if requested in (None, "auto"):
-        try:
-            n = len(os.sched_getaffinity(0))
-        except AttributeError:
-            n = os.cpu_count() or 1
-        return max(1, min(cap, n))
-    return max(1, int(requested))
+        return max(1, min(cap, available_cpus()))
+    return max(1, check_processes(int(requested)))
+
+
+def check_processes(n: int, option: str = "--workers") -> int:
+    """`n` worker processes, refused where they are more than PROCESSES_PER_CPU per CPU this
+    process may use: each holds its own memory, and none of them would run any faster.
+
+    Raises:
+        InputError: naming `option` and the most it may be here.
+    """
+    from .errors import InputError
+
+    most = PROCESSES_PER_CPU * available_cpus()
+    if n > most:
+        raise InputError(f"{option} {n}: more processes than this machine runs at once "
+                         f"({available_cpus()} CPUs; at most {most}), each holding its own "
+                         "memory")
+    return n
 
 
 class WorkerPool:

@@ -19,6 +19,8 @@ from gee_export.common.grid import Cell, ExportGrid
 from gee_export.config import (
     CLOUD_SCORE_COLLECTION,
     DEM_OFFSET_SCALE_M,
+    DEM_SOURCE_HMA,
+    DEM_SOURCE_SRTM,
     GLIMS_COLLECTION,
     S1_COLLECTION,
     SRTM_ASSET,
@@ -263,11 +265,12 @@ def elevation(hma_asset: str | None, offset: float) -> ee.Image:
 
 
 def dem_source(hma_asset: str | None) -> ee.Image:
-    """1 where HMA gave the height, 2 where SRTM filled, masked where neither has data."""
-    fill = ee.Image(2).byte().updateMask(srtm().mask())
+    """DEM_SOURCE_HMA (1) where HMA gave the height, DEM_SOURCE_SRTM (2) where SRTM filled,
+    masked where neither has data."""
+    fill = ee.Image(DEM_SOURCE_SRTM).byte().updateMask(srtm().mask())
     if not hma_asset:
         return fill.rename("dem_source")
-    return ee.Image(1).byte().updateMask(hma(hma_asset).mask()).unmask(fill, False) \
+    return ee.Image(DEM_SOURCE_HMA).byte().updateMask(hma(hma_asset).mask()).unmask(fill, False) \
         .rename("dem_source")
 
 

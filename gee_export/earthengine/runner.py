@@ -466,8 +466,11 @@ def check_coverage(counts: dict[str, dict[str, int]], cfg: RecipeConfig) -> None
                     "training set)")
         elif sensor == "s2":
             hint = " Widen --s2-window or raise --max-scene-cloud."
+        elif cfg.s1_orbit != "both":
+            hint = (f" --orbit {cfg.s1_orbit} kept none of the window's scenes: use --orbit "
+                    "both or widen --s1-window.")
         else:
-            hint = " Widen --s1-window or use --orbit both."
+            hint = " Widen --s1-window."
         raise StateError(
             f"{len(empty)} cell(s) have 0 {sensor.upper()} images after filtering, e.g. "
             f"{', '.join(empty[:5])}.{hint}")

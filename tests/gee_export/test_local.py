@@ -520,3 +520,34 @@ def test_an_export_identified_by_4_mib_checksums_is_resumed_and_upgraded(demo_ex
     assert upgraded["parameters"]["inputs"] == {n: r["sha256"] for n, r in
                                                 upgraded["input_files"].items()}
     assert "nothing to do" in cli(prep, args).output
+
+
+def test_outlines_are_identified_by_their_features_not_their_bytes(demo_export, tmp_path, cli):
+    """issue 31, item 6: the source outlines written again with the same features (new bytes)
+    leave the export current; grown by 5 m they do not, and are named."""
+    import shutil
+
+    import geopandas as gpd
+    import pyogrio
+
+    from gee_export.common.cli import prep
+    from gee_export.common.layout import file_sha256
+
+    ws = tmp_path / "ws"
+    shutil.copytree(demo_export[0], ws, ignore=shutil.ignore_patterns("tiles", "runs",
+                                                                      "predictions"))
+    args = ["export", "--region", "demo", "--year", "2018", "--demo-size", "512",
+            "--cell-size", "256", "--workspace", str(ws), "--quiet"]
+    outlines = ws / "sources" / "demo512-2018" / "outlines.gpkg"
+    (layer, _), = pyogrio.list_layers(outlines)
+    frame, before = gpd.read_file(outlines), file_sha256(outlines)
+    outlines.unlink()
+    frame.iloc[::-1].to_file(outlines, layer=layer)  # the same features, in another order
+    assert file_sha256(outlines) != before
+    assert "nothing to do" in cli(prep, args).output
+    utm = frame.estimate_utm_crs()
+    outlines.unlink()
+    frame.set_geometry(frame.to_crs(utm).buffer(5).to_crs(frame.crs)).to_file(outlines,
+                                                                              layer=layer)
+    res = cli(prep, args, ok=False)
+    assert res.exit_code == 1 and "--outlines (ids and geometries)" in res.output, res.output

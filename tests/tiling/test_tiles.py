@@ -309,6 +309,41 @@ def test_tiles_made_before_the_export_id_are_still_current(tmp_path):
     said = []
     make_tiles(exp, ws, cfg, echo=said.append, quiet=True)
     assert said[0].endswith("are complete; nothing to do")
+    # and before the outlines were identified by their features (by the file's checksum)
+    from gee_export.common.layout import file_sha256
+
+    p["outlines_sha256"] = file_sha256(exp / "outlines.gpkg")
+    del p["outlines_features"]
+    (out / "manifest.json").write_text(json.dumps(m))
+    make_tiles(exp, ws, cfg, echo=said.append, quiet=True)
+    assert said[-1].endswith("are complete; nothing to do")
+
+
+def test_outlines_are_the_same_by_their_features_not_their_bytes(tmp_path):
+    """issue 31, item 6: the export's outlines written again with the same features (new
+    bytes, as `prep export --force` writes them) leave the tiles current; another id or
+    another geometry does not, and is named."""
+    import geopandas as gpd
+
+    from gee_export.common.layout import file_sha256
+
+    polygons = [box(GRID.x0 + 100, GRID.y0 - 2000, GRID.x0 + 2000, GRID.y0 - 100),
+                box(GRID.x0 + 1500, GRID.y0 - 2400, GRID.x0 + 2300, GRID.y0 - 1900)]
+    ws, exp = make_export(tmp_path, polygons)
+    cfg = TileConfig(size=64, split="random", min_area_km2=0)
+    make_tiles(exp, ws, cfg, **QUIET)
+    frame, before = gpd.read_file(exp / "outlines.gpkg"), file_sha256(exp / "outlines.gpkg")
+    (exp / "outlines.gpkg").unlink()
+    frame.iloc[::-1].to_file(exp / "outlines.gpkg")  # the same features, in another order
+    assert file_sha256(exp / "outlines.gpkg") != before
+    said = []
+    make_tiles(exp, ws, cfg, echo=said.append, quiet=True)
+    assert said[-1].endswith("are complete; nothing to do"), said
+    for changed in (frame.assign(id=[0, 7]), frame.set_geometry(frame.geometry.translate(10))):
+        (exp / "outlines.gpkg").unlink()
+        changed.to_file(exp / "outlines.gpkg")
+        with pytest.raises(GlacierError, match=r"--outlines \(ids and geometries\)"):
+            make_tiles(exp, ws, cfg, **QUIET)
 
 
 def test_partial_tiles_left_by_a_kill_are_cleaned_by_the_next_run(tmp_path):
@@ -382,7 +417,8 @@ def test_verify_refuses_tiles_whose_inputs_changed(tmp_path):
     gpd.GeoDataFrame({"id": [0]}, geometry=[box(GRID.x0, GRID.y0 - 900, GRID.x0 + 900, GRID.y0)],
                      crs=CRS).to_file(exp / "outlines.gpkg")
     with pytest.raises(GlacierError, match=r"inputs changed since the tiles were cut "
-                                           r"\(--outlines \(contents\): \w{12} -> \w{12}\).*"
+                                           r"\(--outlines \(ids and geometries\): \w{12} -> "
+                                           r"\w{12}\).*"
                                            r"prep tile --force"):
         verify_tiles(ws, **QUIET)
     assert json.loads((out / "manifest.json").read_text()) == before

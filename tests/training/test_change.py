@@ -258,11 +258,7 @@ def test_train_change_on_the_demo_recovers_the_change(demo_years, demo_tiles):
     again = invoke(train, ["change", "--checkpoint", ckpt, "--region", "demo", "--years",
                            "2018-2020", "--workspace", ws])
     assert again.output.count("nothing to do") == 4  # three predictions and the change
-    other = invoke(train, ["change", "--checkpoint", ckpt, "--region", "demo", "--years",
-                           "2018-2020", "--tta", "--workspace", ws], ok=False)
-    error = other.output.strip().splitlines()[-1]
-    assert other.exit_code == 1 and "other options (--tta: off -> on)" in error and \
-        "train predict --export" in error
+    # --tta lives beside it: test_a_tta_change_lives_beside_the_plain_one
     # With the error model of the 2018 scene's validation ground the areas are corrected, and
     # their intervals hold the truth far more often than the uncorrected ones did.
     before = check["area_coverage90"]
@@ -507,3 +503,75 @@ def test_the_table_corrects_the_bias_and_keeps_the_level_error_out_of_the_rate()
         assert row["rate_percent_per_year"] == pytest.approx(
             100 * row["rate_km2_per_year"] / best[i, 0])
     assert rows[2]["sigma_divide_2019"] == 0 and rows[0]["sigma_model_2018"] is None
+def _own_workspace(shared: Path, tmp_path: Path) -> Path:
+    """A copy of the session's workspace without the products other tests make."""
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(shared, ws, ignore=shutil.ignore_patterns("predictions", "comparisons",
+                                                              "stac"))
+    return ws
+
+
+def test_a_tta_change_lives_beside_the_plain_one(demo_years, tiny_run, tmp_path):
+    """issue 31, item 5: --tta predicts into REGION-YEAR-tta and measures REGION-change-tta,
+    leaving the plain predictions and change as they were; a refusal gives the whole command
+    that remakes the prediction, and that command works as given."""
+    import shlex
+
+    from gee_export.common.cli import train
+    from gee_export.common.layout import file_sha256
+
+    shared, run = tiny_run
+    ws = _own_workspace(shared, tmp_path)
+    base = ["change", "--checkpoint", ws / "runs" / run.name / "best.pt", "--region", "demo",
+            "--years", "2018-2019", "--workspace", ws]
+    invoke(train, base + ["--quiet"])
+    preds = ws / "predictions" / run.name
+    plain = {p: file_sha256(p) for p in sorted(preds.glob("demo-*/*")) if p.is_file()}
+    invoke(train, base + ["--tta", "--quiet"])
+    assert {"demo-2018", "demo-2019", "demo-change", "demo-2018-tta", "demo-2019-tta",
+            "demo-change-tta"} <= {p.name for p in preds.iterdir()}
+    assert {p: file_sha256(p) for p in plain} == plain  # the plain change's ground kept
+    made = json.loads((preds / "demo-2018-tta" / "prediction.json").read_text())
+    assert made["parameters"]["config"]["tta"] is True
+    assert invoke(train, base).output.count("nothing to do") == 3
+    assert invoke(train, base + ["--tta"]).output.count("nothing to do") == 3
+    # a prediction made otherwise (here: by other weights) is refused with a whole command
+    made["parameters"]["checkpoint_sha256"] = "0" * 64
+    (preds / "demo-2018-tta" / "prediction.json").write_text(json.dumps(made))
+    res = invoke(train, base + ["--tta"], ok=False)
+    line = res.output.strip().splitlines()[-1]
+    assert res.exit_code == 1 and line.startswith("Error:") and res.output.count("Error:") == 1
+    command = shlex.split(line.split("`")[1])
+    assert command[:2] == ["train", "predict"] and "--tta" in command
+    assert command[command.index("--name") + 1] == "demo-2018-tta"
+    invoke(train, command[1:] + ["--quiet"])
+    invoke(train, base + ["--tta", "--force", "--quiet"])  # the change of the remade year
+    assert {p: file_sha256(p) for p in plain} == plain
+
+
+def test_an_ensemble_is_checked_before_any_member_predicts(demo_years, tiny_run, tmp_path):
+    import shutil
+
+    import torch
+
+    from gee_export.common.cli import train
+
+    shared, run = tiny_run
+    ws = _own_workspace(shared, tmp_path)
+    first = ws / "runs" / run.name / "best.pt"
+    ck = torch.load(first, weights_only=True)
+    ck["config"]["tiles_id"] = "another tile set"
+    (ws / "runs" / "other-tiles").mkdir()
+    torch.save(ck, ws / "runs" / "other-tiles" / "best.pt")
+    (ws / "runs" / "copy").mkdir()
+    shutil.copy(first, ws / "runs" / "copy" / "best.pt")
+    for other, said in (("other-tiles", "tiles: "), ("copy", "same checkpoint")):
+        res = invoke(train, ["change", "--checkpoint", first, "--checkpoint",
+                             ws / "runs" / other / "best.pt", "--region", "demo", "--years",
+                             "2018-2019", "--workspace", ws, "--quiet"], ok=False)
+        lines = [x for x in res.output.splitlines() if x.strip()]
+        assert res.exit_code == 1 and len(lines) == 1, res.output
+        assert "--checkpoint" in lines[0] and said in lines[0], lines[0]
+        assert not (ws / "predictions").exists()  # nothing predicted first

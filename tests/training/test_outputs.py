@@ -153,9 +153,10 @@ def test_items_describe_cells_and_predictions(outputs, demo_export):
 
 
 def test_catalog_is_relative_and_survives_a_move(outputs, tmp_path):
-    ws, _ = outputs
-    for f in (ws / "stac").rglob("*.json"):
+    ws, pred = outputs
+    for f in ws.rglob("*.json"):  # the catalog, every manifest and every report
         assert str(ws) not in f.read_text(), f
+    assert json.loads((pred / "report.json").read_text())["prediction"] == "."
     moved = tmp_path / "moved"
     shutil.copytree(ws, moved, ignore=shutil.ignore_patterns("*.pt", "sources"))
     cat = _catalog(moved)
@@ -218,6 +219,28 @@ def test_rewrite_removes_what_is_gone_and_keeps_the_rest(outputs, tmp_path):
     assert not (moved / "stac" / "tiles" / "demo-2018").exists()
     assert (moved / "stac" / "exports" / "collection.json").stat().st_mtime_ns == before
     assert not list(moved.glob(".stac-*"))
+
+
+def test_a_rerun_with_nothing_to_do_drops_a_product_deleted_by_hand(outputs, tmp_path, cli):
+    """No dangling href: a prediction removed by hand is gone from the catalog after any
+    command on the workspace, a rerun with nothing to do included."""
+    from gee_export.common.cli import prep
+
+    ws, pred = outputs
+    moved = tmp_path / "ws"
+    shutil.copytree(ws, moved, ignore=shutil.ignore_patterns("sources"))
+    gone = moved / "predictions" / pred.parent.name / pred.name
+    assert f"{pred.parent.name}-{pred.name}" in {i.id for i in _catalog(moved).get_items(
+        recursive=True)}
+    shutil.rmtree(gone)
+    said = cli(prep, ["tile", "--export", moved / "exports" / "demo-2018", "--size", 128,
+                      "--block-tiles", 1, "--workspace", moved, "--quiet"]).output
+    assert "nothing to do" in said
+    items = list(_catalog(moved).get_items(recursive=True))
+    assert f"{pred.parent.name}-{pred.name}" not in {i.id for i in items}
+    for item in items:
+        for asset in item.assets.values():
+            assert Path(asset.get_absolute_href()).is_file(), (item.id, asset.href)
 
 
 # -- QGIS styles --------------------------------------------------------------------------------
@@ -290,7 +313,8 @@ def test_change_writes_a_class_cog_its_style_and_a_catalog_item(outputs, demo_ye
         CHANGE_STABLE: "ice in both years (stable)", CHANGE_LOST: "ice lost",
         CHANGE_GAINED: "ice gained"}
     item = _catalog(ws).get_child("changes").get_item(f"{run.name}-outputs-change")
-    assert {"change", "style_change"} <= set(item.assets)
+    assert {"change", "style_change", "manifest", "change_csv", "change_gpkg",
+            "change_png"} <= set(item.assets)  # each file its own asset
     assert item.properties["start_datetime"] == "2018-07-01T00:00:00Z"
     assert item.properties["end_datetime"] == "2020-09-30T23:59:59Z"
     sources = {link.get_target_str().split("/")[-2] for link in item.links

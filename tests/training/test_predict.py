@@ -288,6 +288,11 @@ def test_predict_refuses_incomplete_export_and_bad_window(tiny_run, demo_export,
     with pytest.raises(GlacierError, match="--overlap 128 must lie"):
         predict(run / "best.pt", exp, tmp_path, PredictConfig(overlap=128), quiet=True,
                 echo=lambda *a: None)
+    # a memory-sizing option is bounded by the scene (512 px): issue 31, item 3
+    with pytest.raises(GlacierError, match=r"--window 1048576: larger than the scene needs "
+                       r"\(512 px on its longer side: at most 512\)"):
+        predict(run / "best.pt", exp, tmp_path, PredictConfig(window=2**20), quiet=True,
+                echo=lambda *a: None)
     assert not (tmp_path / "predictions").exists()  # nothing half-made
     with pytest.raises(GlacierError, match="no such file"):
         predict(tmp_path / "none.pt", exp, tmp_path, PredictConfig(), quiet=True,

@@ -79,7 +79,9 @@ def test_read_manifest_rejects_future_and_foreign(tmp_path):
         L.read_manifest(tmp_path / "y", "export")
     _manifest(tmp_path / "z", "tiles", True, "t")
     (tmp_path / "z" / L.EXPORT_MANIFEST).write_text((tmp_path / "z" / L.TILES_MANIFEST).read_text())
-    with pytest.raises(GlacierError, match="'tiles' manifest where a 'export'"):
+    with pytest.raises(GlacierError, match="'tiles' manifest where a 'export' one was "
+                       "expected; make the export again with `prep export --region REGION "
+                       "--year YEAR --force`"):  # how to recover, e.g. from a report over it
         L.read_manifest(tmp_path / "z", "export")
 
 

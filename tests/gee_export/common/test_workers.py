@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gee_export.common.errors import InputError
 from gee_export.common.workers import WorkerPool, cpu_workers
 
 PARENT = """
@@ -65,4 +66,24 @@ def test_one_worker_runs_in_process_and_auto_uses_the_cpus():
     with WorkerPool(1) as pool:
         assert [r for _, r in pool.map(abs, [-1, -2])] == [1, 2]
     assert cpu_workers(3) == 3
+    # a number of processes that could only exhaust memory: refused, naming the option
+    most = 4 * len(os.sched_getaffinity(0))
+    assert cpu_workers(most) == most
+    with pytest.raises(InputError, match=rf"--workers {most + 1}: .*at most {most}"):
+        cpu_workers(most + 1)
     assert 1 <= cpu_workers("auto") <= min(8, len(os.sched_getaffinity(0)))
+
+
+@pytest.mark.parametrize("group,command", [("prep", "tile"), ("train", "run"),
+                                           ("train", "compare")])
+def test_a_number_of_processes_past_the_machine_is_refused_naming_it(group, command, tmp_path,
+                                                                     cli):
+    """issue 31, item 3: options that size memory are bounded by what the machine can use."""
+    from gee_export.common import cli as commands
+
+    res = cli(getattr(commands, group), [command, "--workers", 10**6, "--workspace", tmp_path],
+              ok=False)
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and "'--workers'" in lines[0] and \
+        "at most" in lines[0], res.output
+    assert not list(tmp_path.iterdir())

@@ -73,13 +73,13 @@ def test_earth_engine_recipe_equals_local_path(double, local_stack, demo_sources
             "Reducer.fixedHistogram", "Image.paint"} <= double.evaluator.used
 
 
-def cell_stack(double, offset: float) -> np.ndarray:
+def cell_stack(double, offset: float, cfg: RecipeConfig = CFG) -> np.ndarray:
     """The export image over the whole 512 px demo as one cell, landed as the runner does."""
     from gee_export.earthengine.runner import structured_to_bands
 
     grid = demo_region(512).grid
     cell = Cell(0, 0, 0, 0, grid.height, grid.width)
-    image = export_image_for(grid, CFG, HMA, offset, Normalization.fixed())
+    image = export_image_for(grid, cfg, HMA, offset, Normalization.fixed())
     arr = double.compute_pixels({"expression": image, "fileFormat": "NUMPY_NDARRAY",
                                  "grid": R.cell_grid(grid, cell),
                                  "bandIds": list(R.EXPORT_BANDS)})
