@@ -59,15 +59,17 @@ class AreaErrorModel:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
 
-def fit_error_model(errors_km2: np.ndarray, lengths_km: np.ndarray,
-                    threshold: float) -> AreaErrorModel | None:
+def fit_error_model(errors_km2: np.ndarray, lengths_km: np.ndarray, threshold: float,
+                    glaciers: np.ndarray | None = None) -> AreaErrorModel | None:
     """Maximum likelihood of E ~ N(mu P, a P + b P^2) over the pieces (None with fewer than
-    MIN_PIECES); the standard error of mu from the fit's weights."""
+    MIN_PIECES); the standard error of mu from the fit's weights or, where larger, robust to
+    the pieces of one glacier sharing an error (clustered by `glaciers`)."""
     from scipy.optimize import minimize
 
     e, p = np.asarray(errors_km2, float), np.asarray(lengths_km, float)
     keep = p >= MIN_PIECE_KM
     e, p = e[keep], p[keep]
+    groups = None if glaciers is None else np.asarray(glaciers)[keep]
     if len(p) < MIN_PIECES:
         return None
 
@@ -88,8 +90,23 @@ def fit_error_model(errors_km2: np.ndarray, lengths_km: np.ndarray,
                 for s in (1e-3, 1e-1, 10.0)), key=lambda r: r.fun)
     v = variance(best.x)
     a, b = np.exp(best.x)
-    return AreaErrorModel(mu_of(v), float(math.sqrt(1 / (p * p / v).sum())), float(a), float(b),
+    mu = mu_of(v)
+    return AreaErrorModel(mu, _offset_se(e, p, v, mu, groups), float(a), float(b),
                           int(len(p)), float(p.sum()), float(threshold))
+
+
+def _offset_se(e: np.ndarray, p: np.ndarray, v: np.ndarray, mu: float,
+               groups: np.ndarray | None) -> float:
+    """The standard error of mu: from the weights, or the cluster-robust (sandwich) one over
+    the glaciers where it is larger (with G/(G - 1) for few clusters)."""
+    info = float((p * p / v).sum())
+    model = math.sqrt(1 / info)
+    if groups is None or len(set(groups.tolist())) < 2:
+        return model
+    score = p * (e - mu * p) / v
+    per = np.array([score[groups == g].sum() for g in np.unique(groups)])
+    robust = math.sqrt((per ** 2).sum() * len(per) / (len(per) - 1)) / info
+    return max(model, robust)
 
 
 def divide_free_boundaries(geometries: Sequence) -> list:
@@ -190,4 +207,4 @@ class EdgePieces:
         vals = np.array(list(self.cells.values()), float)
         glacier = keys >> 40
         errors = vals[:, 0] * pixel_km2 * ratios[glacier]
-        return fit_error_model(errors, vals[:, 1] / 1e3, threshold)
+        return fit_error_model(errors, vals[:, 1] / 1e3, threshold, glacier)

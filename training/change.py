@@ -303,6 +303,10 @@ def run_change(predictions: list[Path], workspace: Path, reference: Path | None 
     if len(members) > 1:
         params["ensemble"] = as_stored([[stored_path(p, out, workspace) for p in ps]
                                         for ps, _ in members[1:]])
+    # A zoned prediction's parts are predictions of the one model: the first zone's say it.
+    model, source = ensemble_error_model(members if zones is None else by_zone[zones[0][0]],
+                                         echo)
+    params["error_model"] = source  # a model evaluated again since makes this change stale
     stage = Stage("change", out / CHANGE_FILES[0], names=CHANGE_OPTIONS)
     with stage.lock(wait, echo):
         if stage.decide(params, force, echo).action == DONE:
@@ -316,7 +320,6 @@ def run_change(predictions: list[Path], workspace: Path, reference: Path | None 
             ref, per_year = _measure_zones(reference, by_zone, zones, cfg, out)
         estimates = [estimate_year(list(models), cfg.min_observed)
                      for models in zip(*per_year)]
-        model, source = find_error_model(predictions[0], manifests[0], echo)
         table, pooled = change_table(ref, estimates, SIGMA_FLOOR_KM2, model)
         _write(out, params, ref, per_year[0], table, manifests, len(members),
                {**pooled, "error_model_source": source}, echo)
@@ -432,7 +435,8 @@ CHANGE_OPTIONS = {"predictions": "--predictions", "completed": "--predictions (r
                   "reference": "--reference", "reference_sha256": "--reference (contents)",
                   "ensemble": "--checkpoint (further models)",
                   "config.zone_buffer_m": "--zone-buffer", "config.id_field": "--id-field",
-                  "config.min_observed": "--min-observed"}
+                  "config.min_observed": "--min-observed",
+                  "error_model": "the area error model (train evaluate, made since)"}
 
 
 def _out_dir(workspace: Path, first: Path, manifest: dict, name: str | None) -> Path:
@@ -484,20 +488,37 @@ def measure_year(prediction: Path, manifest: dict, ref: Outlines, cfg: ChangeCon
                      edge_km(outlines, len(ref), ratio[1:]), px)
 
 
+# Islands and holes of predicted ice under this area are speckle, not glacier margins: their
+# pixel edges would take a bias per km of outline that the error model fitted on margins.
+SPECKLE_KM2 = MIN_GLACIER_AREA_KM2 / 10
+
+
 def edge_km(outlines: dict[int, object], n: int, ratio: np.ndarray) -> np.ndarray:
-    """Per glacier, the outline of its predicted ice less the stretches it shares with a
-    neighbour's (ice divides, which no image shows), as the smooth line its pixel staircase
-    follows (pi/4 of it), in km, ellipsoidal like the areas."""
+    """Per glacier, the outline of its predicted ice (islands and holes under SPECKLE_KM2
+    left out) less the stretches it shares with a neighbour's (ice divides, which no image
+    shows), as the smooth line its pixel staircase follows (pi/4 of it), in km, ellipsoidal
+    like the areas."""
     import shapely
 
     from .area_error import divide_free_boundaries
 
     keys = [k for k in sorted(outlines) if 1 <= k <= n]
-    lines = divide_free_boundaries([outlines[k] for k in keys])
+    margins = [_without_speckle(outlines[k], SPECKLE_KM2 * 1e6 / ratio[k - 1]) for k in keys]
+    lines = divide_free_boundaries(margins)
     out = np.zeros(n)
     for k, line in zip(keys, lines):
         out[k - 1] = shapely.length(line) / 1e3 * STAIRCASE_TO_LINE * math.sqrt(ratio[k - 1])
     return out
+
+
+def _without_speckle(geom, min_m2: float):
+    """The parts and holes of a (multi)polygon of at least min_m2 (planar m^2)."""
+    import shapely
+    from shapely.geometry import Polygon
+
+    parts = [Polygon(p.exterior, [h for h in p.interiors if Polygon(h).area >= min_m2])
+             for p in shapely.get_parts(geom) if p.area >= min_m2]
+    return shapely.union_all(parts) if parts else Polygon()
 
 
 def boundary_km2(outlines: dict[int, object], n: int, pixel_km: float,
@@ -569,7 +590,9 @@ def change_table(ref: Outlines, estimates: list[YearEstimate], sigma_floor: floa
     best = lv.best(s.area)
     known = np.hypot(np.nan_to_num(s.sigma_unobserved),
                      np.where(best == 0, DETECTION_LIMIT_KM2, 0.0))
-    steady = np.all(np.isfinite(best) <= (best >= MIN_GLACIER_AREA_KM2), axis=1)
+    # The scatter is pooled over glaciers above the size limit in every year seen: one that
+    # vanishes shrinks far from a line, and its years say nothing of the mapping's noise.
+    steady = np.all(~np.isfinite(best) | (best >= MIN_GLACIER_AREA_KM2), axis=1)
     sigma_eta, dof = pooled_year_sigma(years, best, known, steady, sigma_floor)
     # Two years of each glacier leave no scatter to pool: the buffer method stands in.
     sigma_year = np.hypot(sigma_eta if dof else np.nan_to_num(s.buffer_km2), known)
@@ -652,7 +675,7 @@ def _row(gid: str, years: np.ndarray, area: np.ndarray, best: np.ndarray, sigma:
     row.update({f"area_km2_{t}": num(round(float(a), 6)) for t, a in zip(y, area)})
     row.update({f"area_best_km2_{t}": num(round(float(a), 6)) for t, a in zip(y, best)})
     row.update({f"area_sigma_km2_{t}": num(v) for t, v in zip(y, sigma)})
-    row.update({f"area_ci90_low_{t}": num(a - q * v) for t, a, v in zip(y, best, sigma)})
+    row.update({f"area_ci90_low_{t}": num(max(a - q * v, 0.0)) for t, a, v in zip(y, best, sigma)})
     row.update({f"area_ci90_high_{t}": num(a + q * v) for t, a, v in zip(y, best, sigma)})
     row.update({f"bias_km2_{t}": num(b) if k else None for t, b, k in zip(y, bias, ok)})
     for name, term in terms.items():
@@ -742,34 +765,50 @@ def _say_total(out: Path, total: dict, per_year: list[YearAreas], table: list[di
             if flagged else "") + ")")
 
 
-def find_error_model(prediction: Path, manifest: dict, echo: Callable[[str], None]
-                     ) -> tuple[AreaErrorModel | None, str]:
-    """The area error model of this prediction's model: from the evaluations beside the
-    run's predictions (train evaluate on the scene its tiles were cut from) that were made at
-    this prediction's threshold against the tile set it trained on; the one of most pieces."""
+def find_error_model(prediction: Path, manifest: dict) -> tuple[AreaErrorModel | None, str]:
+    """The area error model of the model that made `prediction`: from an evaluation beside
+    the run's predictions (train evaluate on the scene its tiles were cut from) of a
+    prediction made alike (the same checkpoint, by content, and the same options: threshold,
+    TTA, window...) and not remade since it was evaluated; the most recent of them."""
     import json
 
-    tiles_id = (manifest.get("trained_on") or {}).get("tiles_id")
-    threshold = (manifest.get("parameters") or {}).get("config", {}).get("threshold")
     found = []
     for path in sorted(Path(prediction).resolve().parent.glob("*/*.json")):
         try:
             report = json.loads(path.read_text())
+            evaluated = json.loads((path.parent / PREDICTION_MANIFEST).read_text())
         except (OSError, ValueError):
             continue
         fitted = report.get("area_error_model") if isinstance(report, dict) else None
-        if report.get("kind") == "evaluation" and fitted and tiles_id and \
-                (report.get("parameters") or {}).get("training_tiles") == tiles_id and \
-                fitted.get("threshold") == threshold:
-            found.append((fitted["pieces"], str(path), AreaErrorModel.from_dict(fitted)))
+        if report.get("kind") == "evaluation" and fitted and \
+                (report.get("parameters") or {}).get("prediction_completed_at") == \
+                evaluated.get("completed_at") and not _made_differently(manifest, evaluated):
+            found.append((str(report.get("evaluated_at")), path, fitted))
     if not found:
-        echo("note: no area error model for this model (make one with `train evaluate` on the "
-             "prediction of the scene its tiles were cut from, then rerun with --force): areas "
-             "are not corrected and their uncertainty falls back to the buffer method, which is "
-             "known to be too small")
         return None, "none found: buffer method, not corrected"
-    pieces, path, model = max(found, key=lambda f: f[:2])
-    return model, f"{Path(path).parent.name}/{Path(path).name} ({pieces} pieces)"
+    when, path, fitted = max(found, key=lambda f: f[:2])
+    return AreaErrorModel.from_dict(fitted), f"{path.parent.name}/{path.name} ({when})"
+
+
+def ensemble_error_model(members: list[tuple[list[Path], list[dict]]],
+                         echo: Callable[[str], None]) -> tuple[AreaErrorModel | None, str]:
+    """Every member's own error model, their mean for the ensemble's mean areas (their
+    offsets and variances averaged, the offset's error of their mean); none unless every
+    member has one, said in one line."""
+    found = [find_error_model(ps[0], ms[0]) for ps, ms in members]
+    if any(m is None for m, _ in found):
+        missing = [str(ps[0]) for (ps, _), (m, _) in zip(members, found) if m is None]
+        echo("note: no area error model for " + ", ".join(missing) + " (make one with `train "
+             "evaluate` on the prediction of the scene its model's tiles were cut from, then "
+             "rerun with --force): areas are not corrected and their uncertainty falls back "
+             "to the buffer method, which is known to be too small")
+        return None, "none found: buffer method, not corrected"
+    models = [m for m, _ in found]
+    mean = lambda k: float(np.mean([getattr(m, k) for m in models]))  # noqa: E731
+    se = math.sqrt(sum(m.offset_se_km ** 2 for m in models)) / len(models)
+    return (AreaErrorModel(mean("offset_km"), se, mean("var_per_km"), mean("var_per_km2"),
+                           sum(m.pieces for m in models), mean("length_km"), models[0].threshold),
+            "; ".join(source for _, source in found))
 
 
 def imagery(per_year: list[YearAreas], manifests: list[dict]) -> list[dict]:

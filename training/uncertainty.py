@@ -83,21 +83,29 @@ def levels(s: Series, model: AreaErrorModel | None) -> Levels:
     too small: say so) and nothing is corrected."""
     seen = np.isfinite(s.area)
     edge = np.where(seen, s.edge_km, 0.0)
-    divide = divide_sigma(s, np.nan_to_num(np.abs(s.area - s.reference_km2[:, None])))
+    unseen = lambda a: np.where(seen, a, np.nan)  # noqa: E731  (no term where no area)
     if model is None:
         zero = np.zeros_like(s.area)
-        return Levels(zero, np.where(seen, s.buffer_km2, np.nan), zero, divide, False)
-    return Levels(model.bias_km2(edge), model.level_sigma_km2(edge),
-                  model.offset_se_km * edge, divide, True)
+        divide = divide_sigma(s, np.nan_to_num(np.abs(s.area - s.reference_km2[:, None])))
+        return Levels(zero, unseen(s.buffer_km2), unseen(zero), unseen(divide), False)
+    # The bias never takes more than the ice mapped: a speckled or vanishing glacier's best
+    # area is at least 0.
+    bias = np.minimum(model.bias_km2(edge), np.nan_to_num(s.area))
+    best = s.area - bias
+    divide = divide_sigma(s, np.nan_to_num(np.abs(best - s.reference_km2[:, None])))
+    return Levels(bias, unseen(model.level_sigma_km2(edge)),
+                  unseen(model.offset_se_km * edge), unseen(divide), True)
 
 
 def divide_sigma(s: Series, change_km2: np.ndarray) -> np.ndarray:
     """What may cross each glacier's ice divides: along a divide shared with glacier j, the
     margins of both move by their change over their outline (a mean displacement), and the
     ice between may fall on either side: uniform within that band, so its sd is the band /
-    sqrt(3). `change_km2` is (n, ...) per glacier: the change since the inventory, or a rate."""
+    sqrt(3). `change_km2` is (n, ...) per glacier: the change since the inventory, or a rate;
+    its margins' shift is that over the outline less its divides."""
     per_glacier = (-1,) + (1,) * (np.ndim(change_km2) - 1)
-    shift = change_km2 / np.maximum(s.outline_km, 1e-9).reshape(per_glacier)
+    free = s.outline_km - s.divide_km.sum(1)  # only the margins that are no divide move
+    shift = change_km2 / np.maximum(free, 1e-9).reshape(per_glacier)
     band = s.divide_km @ shift + s.divide_km.sum(1).reshape(per_glacier) * shift
     return band * 2 * UNIFORM_SIGMA
 
@@ -179,8 +187,8 @@ class Total:
     each: np.ndarray  # (kept, T) their best areas, filled from their fits where unseen
 
     @property
-    def sigma(self) -> np.ndarray:
-        return np.sqrt(sum(t ** 2 for t in self.terms.values()))
+    def sigma(self) -> np.ndarray:  # a term not estimated (NaN) adds nothing
+        return np.sqrt(sum(np.nan_to_num(t) ** 2 for t in self.terms.values()))
 
 
 def total(years: np.ndarray, best: np.ndarray, sigma_year: np.ndarray, lv: Levels,
@@ -205,9 +213,11 @@ def total(years: np.ndarray, best: np.ndarray, sigma_year: np.ndarray, lv: Level
     totals = each.sum(axis=1)  # per member
     tta = np.nansum(np.nan_to_num(s.sigma_tta[keep]), axis=0)
     ens = totals.std(axis=0, ddof=1) if len(totals) > 1 else np.zeros(len(years))
+    estimated = len(totals) > 1 or np.isfinite(s.sigma_tta[keep]).any()
     year = np.sqrt(quad(np.where(gaps, np.nan, sigma_year[keep])) ** 2 + quad(fill_se) ** 2)
     terms = {"level": quad(fill_each(lv.level)), "common": np.nansum(fill_each(lv.common), 0),
-             "year": year, "model": np.hypot(ens, tta)}
+             "year": year, "model": np.hypot(ens, tta) if estimated else
+             np.full(len(years), np.nan)}
     tot = filled.sum(axis=0)
     fit = wls_rate(years, tot, year, floor)
     if fit is not None:

@@ -107,3 +107,23 @@ def test_pieces_of_a_scene_give_its_displacement():
     model = pieces.fit(1e-4, np.ones(len(glaciers) + 1), 0.5)
     assert model is not None and model.pieces >= MIN_PIECES
     assert model.offset_km * 1e3 == pytest.approx(10.0, abs=0.3)
+
+
+def test_pieces_of_one_glacier_sharing_an_offset_widen_its_standard_error():
+    """Eight glaciers of five pieces each, every glacier's pieces sharing one offset: the
+    standard error of mu is statsmodels' cluster-robust one (by glacier), larger than the
+    one that takes the pieces as independent."""
+    rng = np.random.default_rng(4)
+    glaciers = np.repeat(np.arange(8), 5)
+    p = rng.uniform(0.3, 1.5, 40)
+    e = (0.010 + 0.008 * rng.standard_normal(8)[glaciers]) * p + 0.001 * rng.standard_normal(40)
+    model = fit_error_model(e, p, 0.5, glaciers)
+    v = model.var_per_km * p + model.var_per_km2 * p ** 2
+    wls = sm.WLS(e, p, weights=1 / v)
+    naive = wls.fit(cov_type="fixed scale", cov_kwds={"scale": 1.0}).bse[0]
+    clustered = wls.fit(cov_type="cluster", cov_kwds={"groups": glaciers,
+                                                      "use_correction": False}).bse[0]
+    assert model.offset_se_km == pytest.approx(clustered * math.sqrt(8 / 7), rel=1e-6)
+    assert model.offset_se_km > 1.2 * naive
+    # Without the glaciers, or with each piece its own glacier, the weights' error.
+    assert fit_error_model(e, p, 0.5).offset_se_km == pytest.approx(naive, rel=1e-9)

@@ -575,3 +575,52 @@ def test_an_ensemble_is_checked_before_any_member_predicts(demo_years, tiny_run,
         assert res.exit_code == 1 and len(lines) == 1, res.output
         assert "--checkpoint" in lines[0] and said in lines[0], lines[0]
         assert not (ws / "predictions").exists()  # nothing predicted first
+
+
+def test_the_outline_that_takes_the_bias_leaves_speckle_and_divides_out():
+    """A 1 km square glacier with a one-pixel hole and a one-pixel island, touching a
+    neighbour over 1 km: its margin is its three free sides, pi/4 of them as a smooth line."""
+    from training.change import SPECKLE_KM2, edge_km
+
+    glacier = shapely.box(0, 0, 1000, 1000).difference(shapely.box(500, 500, 510, 510))
+    speckled = shapely.union(glacier, shapely.box(3000, 0, 3010, 10))
+    neighbour = shapely.box(1000, 0, 1500, 1000)
+    km = edge_km({1: speckled, 2: neighbour}, 2, np.ones(2))
+    assert km == pytest.approx([3.0 * np.pi / 4, 2.0 * np.pi / 4], abs=0.003)  # 1 m snap
+    big_hole = shapely.box(0, 0, 1000, 1000).difference(shapely.box(400, 400, 600, 600))
+    assert 0.04 > SPECKLE_KM2  # a 0.04 km^2 hole is a margin (a nunatak)
+    assert edge_km({1: big_hole}, 1, np.ones(1))[0] == pytest.approx(4.8 * np.pi / 4)
+
+
+def test_the_error_model_comes_from_a_prediction_made_alike_and_not_remade(tmp_path):
+    """Beside a plain and a --tta prediction of the same model, each evaluated: a change of
+    plain predictions takes the plain one's model, a --tta change the --tta one's, another
+    checkpoint's neither; a prediction remade since its evaluation gives none."""
+    from training.change import find_error_model
+
+    run = tmp_path / "predictions" / "run"
+
+    def product(name: str, sha: str, tta: bool, offset: float, evaluated_at: str = "1") -> dict:
+        d = run / name
+        d.mkdir(parents=True)
+        m = {"kind": "prediction", "completed_at": "t1", "year": 2018, "parameters": {
+            "checkpoint": "best.pt", "checkpoint_sha256": sha,
+            "config": {"threshold": 0.5, "tta": tta, "device": "cpu"}}}
+        (d / "prediction.json").write_text(json.dumps(m))
+        model = {"offset_km": offset, "offset_se_km": 0.001, "var_per_km": 1e-5,
+                 "var_per_km2": 1e-5, "pieces": 9, "length_km": 5.0, "threshold": 0.5}
+        (d / "report.json").write_text(json.dumps({
+            "kind": "evaluation", "evaluated_at": evaluated_at, "area_error_model": model,
+            "parameters": {"prediction_completed_at": "t1"}}))
+        return m
+
+    plain = product("demo-2018", "a", False, 0.020)
+    tta = product("demo-2018-tta", "a", True, 0.005)
+    other = {**plain, "parameters": {**plain["parameters"], "checkpoint_sha256": "b"}}
+    assert find_error_model(run / "demo-2019", plain)[0].offset_km == 0.020
+    assert find_error_model(run / "demo-2019", plain)[1].startswith("demo-2018/report.json")
+    assert find_error_model(run / "demo-2019-tta", tta)[0].offset_km == 0.005
+    assert find_error_model(run / "x", other)[0] is None
+    remade = json.loads((run / "demo-2018" / "prediction.json").read_text())
+    (run / "demo-2018" / "prediction.json").write_text(json.dumps({**remade, "completed_at": "t2"}))
+    assert find_error_model(run / "demo-2019", plain)[0] is None

@@ -122,7 +122,7 @@ def test_a_divide_moves_with_both_neighbours_rates():
     year = np.full_like(measured, 0.02)
     fits = with_divides([glacier_rate(YEARS, measured, year, s, lv, i, None, 9, FLOOR)
                          for i in range(3)], s)
-    band = 0.5 * (abs(fits[0].rate) / 6 + abs(fits[1].rate) / 3)
+    band = 0.5 * (abs(fits[0].rate) / 5.5 + abs(fits[1].rate) / 2.5)  # outlines less divide
     assert fits[0].terms["divide"] == fits[1].terms["divide"] == pytest.approx(
         band / math.sqrt(3))
     assert fits[2].terms["divide"] == 0
@@ -151,10 +151,16 @@ def test_levels_and_the_area_sigma_compose_as_stated():
     assert lv.level[1, 1] == pytest.approx(math.sqrt(4e-5 * 2.9 + 9e-6 * 2.9 ** 2))
     assert lv.common[0, 1] == pytest.approx(0.002 * 11)
     # Ice across a divide: along it, both margins' mean displacements since the inventory
-    # (change / outline), the band uniform: / sqrt(3). Glacier 0 is unseen in year 2.
-    assert lv.divide[1, 2] == pytest.approx(0.8 * (0.15 / 2.0 + 0) * 2 * UNIFORM_SIGMA)
-    assert lv.divide[1, 1] == pytest.approx(0.8 * (0.1 / 2.0 + 0.3 / 10) * 2 * UNIFORM_SIGMA)
+    # (best area's change / the outline less its divides), the band uniform: / sqrt(3).
+    # Glacier 0 is unseen in year 2: no term there, and no shift of its margin.
+    best = lv.best(area)
+    assert best[1, 2] == pytest.approx(0.85 - 0.01 * 2.8)
+    shift1 = abs(best[1] - 1.0) / (2.0 - 0.8)
+    shift0 = abs(best[0] - 5.1) / (10.0 - 0.8)
+    assert lv.divide[1, 2] == pytest.approx(0.8 * shift1[2] * 2 * UNIFORM_SIGMA)
+    assert lv.divide[1, 1] == pytest.approx(0.8 * (shift1[1] + shift0[1]) * 2 * UNIFORM_SIGMA)
     assert lv.divide[0, 1] == lv.divide[1, 1]  # the same band on both sides
+    assert np.isnan([lv.divide[0, 2], lv.level[0, 2], lv.common[0, 2]]).all()
     year = np.array([[0.01, np.hypot(0.01, 0.03), 0.01], [0.01, 0.01, 0.01]])
     sigma = area_sigma(lv, year, s)
     want = math.sqrt(lv.level[0, 1] ** 2 + 0.022 ** 2 + 0.01 ** 2 + 0.03 ** 2 + 0.02 ** 2 +
