@@ -117,8 +117,8 @@ def prediction_on(root, zone, tiles, manifest, outlines):
     t = Affine(g["res"], 0, g["x0"], 0, -g["res"], g["y0"])
     ref = gpd.read_file(outlines).to_crs(g["crs"])
     prob = rasterize(ref.geometry, out_shape=(g["height"], g["width"]), transform=t)
-    out = root / f"prediction-{zone['zone']}"
-    out.mkdir()
+    out = root / "predictions" / "run" / f"prediction-{zone['zone']}"  # root: the workspace
+    out.mkdir(parents=True)
     with rasterio.open(out / "probability.tif", "w", driver="GTiff", width=g["width"],
                        height=g["height"], count=1, dtype="float32", crs=g["crs"],
                        transform=t, nodata=np.nan) as f:
@@ -203,8 +203,10 @@ def test_a_single_zone_split_is_algorithm_4s():
     assert SINGLE_ZONE_SPLIT_ALGORITHM == 4
     inputs = TileInputs.__new__(TileInputs)
     inputs.export_dir, inputs.export = Path("/ws/exports/x"), {"parameters": {}}
-    inputs.outlines = type("O", (), {"path": DATA / "Hintereisferner_RGI6.shp",
-                                     "layer": None})()
+    from gee_export.common.outlines import read_outlines
+
+    inputs.outlines, inputs.small = read_outlines(
+        DATA / "Hintereisferner_RGI6.shp", "EPSG:32632").split_by_area(0.05)
     params = inputs.parameters(Path("/ws/tiles/x"), Path("/ws"), TileConfig())
     assert params["split_algorithm"] == 4 and "zoned_split" not in params
     zoned = inputs.parameters(Path("/ws/tiles/x"), Path("/ws"), TileConfig(), {"46N": "a"})
