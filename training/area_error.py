@@ -195,6 +195,10 @@ class EdgePieces:
         for k, c in zip(keys.tolist(), counts.tolist()):
             self._cell(k)[1] += c * SAMPLE_M
 
+    def usable(self) -> int:
+        """How many pieces are long enough to fit on."""
+        return sum(length / 1e3 >= MIN_PIECE_KM for _, length in self.cells.values())
+
     def _cell(self, key: int) -> list:
         return self.cells.setdefault(key, [0, 0.0])
 

@@ -780,7 +780,7 @@ def find_error_model(prediction: Path, manifest: dict) -> tuple[AreaErrorModel |
         except (OSError, ValueError):
             continue
         fitted = report.get("area_error_model") if isinstance(report, dict) else None
-        if report.get("kind") == "evaluation" and fitted and \
+        if report.get("kind") == "evaluation" and fitted and fitted.get("fitted", True) and \
                 (report.get("parameters") or {}).get("prediction_completed_at") == \
                 evaluated.get("completed_at") and not _made_differently(manifest, evaluated):
             found.append((str(report.get("evaluated_at")), path, fitted))

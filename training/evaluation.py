@@ -34,7 +34,7 @@ from gee_export.common.layout import (
 from gee_export.common.outlines import MIN_GLACIER_AREA_KM2
 from gee_export.common.stage import DONE, Stage
 
-from .area_error import PIECE_PX, EdgePieces, divide_free_boundaries
+from .area_error import MIN_PIECE_KM, MIN_PIECES, PIECE_PX, EdgePieces, divide_free_boundaries
 from .heldout import (
     GROUND_NAMES,
     GROUND_TRAINING,
@@ -376,8 +376,11 @@ def _error_model(ref: Outlines, scene: SceneScores, threshold: float) -> dict | 
         return None
     model = scene.edge_pieces.fit(scene.pixel_area_m2 / 1e6, ellipsoidal_ratios(ref),
                                   threshold)
-    return None if model is None else {
-        **model.to_dict(), "ground": "validation", "note": AREA_ERROR_NOTE}
+    if model is None:
+        return {"fitted": False, "note": f"too few pieces of reference outline on validation "
+                f"ground ({scene.edge_pieces.usable()} of at least {MIN_PIECES} over "
+                f"{MIN_PIECE_KM} km): no area error model"}
+    return {**model.to_dict(), "fitted": True, "ground": "validation", "note": AREA_ERROR_NOTE}
 
 
 def per_glacier(ref: Outlines, scene: SceneScores) -> tuple[list[dict], float]:
