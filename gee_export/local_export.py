@@ -184,13 +184,17 @@ class _LocalJob:
         truth = read_manifest(mf, "sources").get("synthetic_truth")
         return {"synthetic_truth": truth} if truth else {}
 
-    def record(self, exp: ExportDir) -> None:
+    def record_outlines(self, exp: ExportDir) -> None:
+        """The outlines the export was cut by, beside it (with what reading them repaired)."""
         if self.outlines is not None:
             record_outlines(exp, self.outlines.frame, stored_path(
                 self.outlines.path, exp.path, exp.path.parents[1]),
                 sha256=file_sha256(self.outlines.path), id_field=self.outlines.id_field,
                 repaired=self.outlines.repaired, layer=self.outlines.layer,
                 ignored=self.outlines.ignored)
+
+    def record(self, exp: ExportDir) -> None:
+        self.record_outlines(exp)
         record_truth_outlines(exp, self.source_dir)
         exp.set_plan(self.plan.cells)
 

@@ -15,10 +15,10 @@ from gee_export.common.atomic import write_json
 from gee_export.common.bands import BAND_NAMES
 from gee_export.common.errors import InputError, InputNotFoundError, StateError
 from gee_export.common.grid import Cell, ExportGrid, Region
-from gee_export.common.layout import EXPORTS_DIR, file_sha256, product_name, stored_path
+from gee_export.common.layout import EXPORTS_DIR, file_sha256, product_name
 from gee_export.common.outlines import read_outlines
 from gee_export.config import RecipeConfig
-from gee_export.export import plan_cells, record_outlines
+from gee_export.export import plan_cells
 from gee_export.local import LocalRecipe, LocalSources
 from gee_export.local_export import (
     _RECIPE,
@@ -130,12 +130,7 @@ class _StacJob(_LocalJob):
     def record(self, exp: ExportDir) -> None:
         """The outlines and plan, and each cell's scenes: searched on the first run, read
         back from stac_items.json on a resumed one (the catalogue may have grown since)."""
-        if self.outlines is not None:
-            record_outlines(exp, self.outlines.frame, stored_path(
-                self.outlines.path, exp.path, exp.path.parents[1]),
-                            sha256=file_sha256(self.outlines.path), id_field=self.outlines.id_field,
-                            repaired=self.outlines.repaired, layer=self.outlines.layer,
-                            ignored=self.outlines.ignored)
+        self.record_outlines(exp)
         exp.set_plan(self.plan.cells)
         self.catalogue = load_or_search(exp, self.stac, self.cfg, self.plan.grid, self.plan.cells)
         exp.manifest["images"] = scene_counts(self.catalogue)
