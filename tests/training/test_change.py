@@ -506,6 +506,9 @@ def test_the_table_corrects_the_bias_and_keeps_the_level_error_out_of_the_rate()
         assert row["rate_percent_per_year"] == pytest.approx(
             100 * row["rate_km2_per_year"] / best[i, 0])
     assert rows[2]["sigma_divide_2019"] == 0 and rows[0]["sigma_model_2018"] is None
+    # D has vanished: its interval starts at no ice, not below it.
+    assert rows[3]["area_best_km2_2021"] == 0 and rows[3]["area_ci90_low_2021"] == 0
+    assert rows[3]["area_ci90_high_2021"] > 0.025
 def _own_workspace(shared: Path, tmp_path: Path) -> Path:
     """A copy of the session's workspace without the products other tests make."""
     import shutil
