@@ -261,17 +261,22 @@ def test_train_change_on_the_demo_recovers_the_change(demo_years, demo_tiles):
     # --tta lives beside it: test_a_tta_change_lives_beside_the_plain_one
     # With the error model of the 2018 scene's validation ground the areas are corrected, and
     # their intervals hold the truth far more often than the uncorrected ones did.
-    # This small scene's validation ground holds too few outline pieces for an area error
-    # model: the report says so, and the change, made again, still corrects nothing. (The
-    # full demo's has enough: benchmarks/calibration.py, test_evaluation_ground.)
+    # With the error model of the 2018 scene's held-out ground the areas are corrected, and
+    # their intervals hold the truth at least as often as the uncorrected ones did.
+    before = check["area_coverage90"]
     invoke(train, ["evaluate", "--prediction", out.parent / "demo-2018"])
     fitted = json.loads((out.parent / "demo-2018" / "report.json").read_text())[
         "area_error_model"]
-    assert not fitted["fitted"] and "too few pieces" in fitted["note"], fitted
-    res = invoke(train, ["change", "--checkpoint", ckpt, "--region", "demo", "--years",
-                         "2018-2020", "--workspace", ws, "--force", "--quiet"])
-    assert "no area error model" in res.output
-    assert not json.loads((out / "change.json").read_text())["uncertainty"]["bias_corrected"]
+    assert fitted["fitted"] and fitted["ground"] == "validation and guard", fitted
+    stale = invoke(train, ["change", "--checkpoint", ckpt, "--region", "demo", "--years",
+                           "2018-2020", "--workspace", ws], ok=False)
+    assert "the area error model (train evaluate, made since)" in stale.output  # refused
+    invoke(train, ["change", "--checkpoint", ckpt, "--region", "demo", "--years", "2018-2020",
+                   "--workspace", ws, "--force", "--quiet"])
+    report = json.loads((out / "change.json").read_text())
+    assert report["uncertainty"]["bias_corrected"], report["uncertainty"]
+    assert report["uncertainty"]["error_model_source"].startswith("demo-2018/report.json")
+    assert report["truth_check"]["area_coverage90"] >= max(0.6, before), report["truth_check"]
 
 
 def test_predictions_on_other_grids_are_refused_and_gaps_show_in_the_total(demo_years,

@@ -103,14 +103,17 @@ HOLD_AND_FORK = """
 import multiprocessing as mp, sys, time
 from gee_export.common.locks import output_lock
 
-def child():
+def child(started):
+    started.set()  # the fork's handlers have run (a worker that is up, as a loader's is)
     time.sleep(60)
 
 if __name__ == "__main__":
     mp.set_start_method("fork")
     with output_lock(sys.argv[1]):
-        c = mp.Process(target=child)
+        started = mp.Event()
+        c = mp.Process(target=child, args=(started,))
         c.start()
+        started.wait(60)
         print(c.pid, flush=True)
         sys.stdin.readline()
 """
