@@ -635,3 +635,17 @@ def test_the_error_model_comes_from_a_prediction_made_alike_and_not_remade(tmp_p
     remade = json.loads((run / "demo-2018" / "prediction.json").read_text())
     (run / "demo-2018" / "prediction.json").write_text(json.dumps({**remade, "completed_at": "t2"}))
     assert find_error_model(run / "demo-2019", plain)[0] is None
+
+
+def test_the_truth_check_fits_the_true_areas_over_the_years_the_estimate_used():
+    """A glacier left out in 2021 (seen too little) is judged against the true rate over
+    2018-2020, as its estimate was fitted, not over every year (-1.0 against -2.5 here)."""
+    from training.change import _true_rate
+
+    years = np.array([2018, 2019, 2020, 2021], float)
+    truth = np.array([10.0, 9.0, 8.0, 2.0])
+    row = {**{f"area_km2_{y}": 1.0 for y in (2018, 2019, 2020)}, "area_km2_2021": None,
+           **{f"sigma_year_{y}": 0.1 for y in (2018, 2019, 2020, 2021)},
+           **{f"sigma_unobserved_{y}": 0.0 for y in (2018, 2019, 2020, 2021)}}
+    assert _true_rate(years, truth, row) == pytest.approx(-1.0)
+    assert slope(years, truth) == pytest.approx(-2.5)
