@@ -157,6 +157,8 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
     if region is None and bbox is None and region_file is None:
         raise InputError("give --region NAME, --bbox W S E N or --region-file FILE")
     reg = resolve_region(region, bbox, region_file, crs)
+    if not reg.synthetic and (demo_seed != DEMO_SEED or demo_size != DEMO_SIZE):
+        raise InputError("--demo-seed and --demo-size are for --region demo")
     parts = region_parts(reg, crs is not None)
     stretched = scale_warning(reg) if len(parts) == 1 else None
     if stretched and not quiet:
@@ -165,8 +167,6 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
         from gee_export.demo.scene import demo_region
 
         reg = parts[0] = demo_region(demo_size, demo_seed)
-    elif demo_seed != DEMO_SEED or demo_size != DEMO_SIZE:
-        raise InputError("--demo-seed and --demo-size are for --region demo")
     cfg = RecipeConfig(year=year, s1_window=tuple(s1_window) if s1_window else None,
                        s2_window=tuple(s2_window), s1_orbit=orbit,
                        s2_max_scene_cloud=max_scene_cloud,

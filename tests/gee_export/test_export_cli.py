@@ -92,6 +92,8 @@ def test_dry_run_qilian_needs_no_network(tmp_path, cli):
      "spans 359 degrees of longitude"),
     (["--region", "demo", "--year", 2018, "--orbit", "ascending"],
      "--orbit ascending: local Sentinel-1 files (S1_<date>*.tif) do not record their orbit"),
+    (["--region", "qilian", "--year", 2018, "--demo-seed", 7, "--dry-run"],
+     "--demo-seed and --demo-size are for --region demo"),
 ])
 def test_export_bad_input_one_line(tmp_path, args, msg):
     res = CliRunner().invoke(prep, ["export", *map(str, args), "--workspace", str(tmp_path)])
@@ -282,3 +284,18 @@ def test_a_grid_stretched_far_from_its_meridian_says_so(cli):
     res = cli(prep, ["export", "--region", "qilian", "--year", 2018, "--dry-run"])
     assert res.output.startswith("warning: region qilian: its west edge lies 5.6 degrees")
 
+
+
+def test_another_demo_seed_is_another_region_with_its_own_truth(tmp_path, cli):
+    """--demo-seed 7 makes region demo-s7: its own sources and export beside the default
+    scene's, whose glaciers and true areas are the seed's own."""
+    from gee_export.demo.scene import DemoScene
+
+    cli(prep, ["export", "--region", "demo", "--demo-seed", 7, "--demo-size", 512, "--year",
+               2019, "--workspace", tmp_path, "--quiet"])
+    exp = json.loads((tmp_path / "exports" / "demo-s7-2019" / "export.json").read_text())
+    assert exp["region"]["name"] == "demo-s7"
+    assert (tmp_path / "sources" / "demo512-s7-2019").is_dir()
+    truth = exp["synthetic_truth"]["glacier_area_km2"]
+    assert truth == DemoScene(7, 512).glacier_area_km2(2019)
+    assert truth != DemoScene(size=512).glacier_area_km2(2019)
