@@ -1,7 +1,8 @@
 # Two entry points, each works on a fresh machine with only Python 3.10+ installed:
 #   make demo       install into .venv, then export -> tile -> train -> predict -> evaluate on
-#                   the synthetic demo region (scores held out from the training tiles), the
-#                   glacier change over 2018-2020, and 2020 scored against 2020's own ice
+#                   the synthetic demo region (led by validation ground, never trained on; its
+#                   area error model), the glacier change over 2018-2020 with bias-corrected
+#                   areas and their intervals, and 2020 scored against 2020's own ice
 #   make test       install into .venv (with test extras), then run the whole test suite
 #   make test-fast  the same without the tests marked slow (for development)
 PYTHON ?= python3
