@@ -135,8 +135,9 @@ def pooled_year_sigma(years: np.ndarray, best: np.ndarray, known: np.ndarray,
 def glacier_rate(years: np.ndarray, best: np.ndarray, sigma_year: np.ndarray, s: Series,
                  lv: Levels, i: int, model: AreaErrorModel | None, dof: int,
                  floor: float) -> RateFit | None:
-    """One glacier's rate of its best areas with its terms: drift (the shared bias error as
-    its outline changes), divide, and an ensemble's spread of its members' rates."""
+    """One glacier's rate of its best areas with its terms: threshold, drift (the shared bias
+    error as its outline changes) and an ensemble's spread of its members' rates (the divide
+    term needs every glacier's rate: with_divides)."""
     fit = wls_rate(years, best[i], sigma_year[i], floor)
     if fit is None:
         return None
