@@ -340,3 +340,16 @@ def _s1_item(year: int, d: str, i: int, f: Path, hrefs: dict) -> dict:
         it["assets"][key].update(type="image/tiff; application=geotiff; profile=cloud-optimized",
                                  **{"raster:bands": [{"nodata": -32768, "data_type": "float32"}]})
     return {**it, "collection": "sentinel-1-rtc"}
+
+
+def serve_demo(root: Path, year: int, size: int, providers: tuple[str, ...]
+               ) -> tuple[StacDouble, Path]:
+    """The demo's sources of `year` written under root and published by a double for each
+    provider layout given; the caller closes the double."""
+    from gee_export.demo.sources import write_demo_sources
+
+    demo = write_demo_sources(root / "demo", year, size=size)
+    double = StacDouble(root / "served")
+    for provider in providers:
+        publish(double, demo, provider, year)
+    return double, demo

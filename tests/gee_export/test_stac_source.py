@@ -10,7 +10,7 @@ import pytest
 import rasterio
 
 from gee_export.common.bands import BAND_NAMES
-from tests.gee_export.stac_double import StacDouble, publish
+from tests.gee_export.stac_double import serve_demo
 from tests.helpers import DEMO_TEST_SIZE, invoke
 
 pytest.importorskip("pystac_client")
@@ -21,13 +21,8 @@ COMMON = ["--region", "demo", "--year", YEAR, "--demo-size", DEMO_TEST_SIZE, "--
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from gee_export.demo.sources import write_demo_sources
-
-    root = tmp_path_factory.mktemp("stac")
-    demo = write_demo_sources(root / "demo", YEAR, size=DEMO_TEST_SIZE)
-    double = StacDouble(root / "served")
-    publish(double, demo, "pc", YEAR)
-    publish(double, demo, "es", YEAR)
+    double, demo = serve_demo(tmp_path_factory.mktemp("stac"), YEAR, DEMO_TEST_SIZE,
+                              ("pc", "es"))
     yield double, demo
     double.close()
 

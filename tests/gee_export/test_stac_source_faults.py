@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gee_export.stac_double import StacDouble, publish
+from tests.gee_export.stac_double import serve_demo
 from tests.helpers import DEMO_TEST_SIZE, invoke
 
 pytest.importorskip("pystac_client")
@@ -20,12 +20,8 @@ QUICK = None  # NetConfig for the tests: short backoff and timeout, set in the f
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from gee_export.demo.sources import write_demo_sources
-
-    root = tmp_path_factory.mktemp("stac-faults")
-    demo = write_demo_sources(root / "demo", YEAR, size=DEMO_TEST_SIZE)
-    double = StacDouble(root / "served")
-    publish(double, demo, "pc", YEAR)
+    double, demo = serve_demo(tmp_path_factory.mktemp("stac-faults"), YEAR, DEMO_TEST_SIZE,
+                              ("pc",))
     yield double, demo
     double.close()
 
