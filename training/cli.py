@@ -88,6 +88,22 @@ workers_option = click.option(
     "--workers", type=AutoInt(minimum=0, processes=True), default="auto",
     help="Loader processes per training process; auto: on CUDA the CPUs available (up to 8 "
          "per process), on CPU none (the model already uses every core).")
+zone_buffer_option = click.option(
+    "--zone-buffer", type=FiniteFloat(min=0), default=ZONE_BUFFER_M,
+    help="Predicted ice within this distance (m) of a reference glacier counts for the nearest "
+         "one.")
+
+
+def _options(fn: Callable[..., Any], options: list[Callable[..., Any]]) -> Callable[..., Any]:
+    """`fn` with `options` in the order listed (as if each decorated it, the first on top)."""
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def stage_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """How a command that makes a product runs: --force, --wait, --quiet and --workspace."""
+    return _options(fn, [force_option, wait_option, quiet_option, workspace_option])
 
 
 @click.command(context_settings=CONTEXT)
@@ -149,7 +165,7 @@ checkpoint_option = click.option(
 
 def predict_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The options of train predict that train change passes on to it."""
-    for option in reversed([
+    return _options(fn, [
         click.option("--window", type=click.IntRange(min=32), default=None,
                      callback=multiple_of(32), help="Window side in px, a multiple of 32. "
                      "[default: the training tile size]"),
@@ -162,9 +178,7 @@ def predict_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      default=0.5, help="Glacier probability threshold."),
         click.option("--tta", is_flag=True, help="Average over the 8 rotations and flips; "
                      "probability.tif then has the spread as band 2."),
-        device_option, amp_option]):
-        fn = option(fn)
-    return fn
+        device_option, amp_option])
 
 
 @click.command(context_settings=CONTEXT)
@@ -186,10 +200,7 @@ def predict_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--name", type=Name(), default=None,
               help="Output name under predictions/RUN/. "
                                            "[default: the export's name]")
-@force_option
-@wait_option
-@quiet_option
-@workspace_option
+@stage_options
 @user_errors
 def predict(checkpoint: Path, export_dir: Path | None, window: int | None, overlap: int | None,
             batch_size: int, threshold: float, tta: bool, device: str, amp: bool,
@@ -233,9 +244,7 @@ def predict(checkpoint: Path, export_dir: Path | None, window: int | None, overl
                    "prep tile labels them 255.")
 @click.option("--id-field", default=None, help="Field of the reference holding glacier ids. "
               "[default: the first of glac_id, rgi_id, RGIId, GLIMSId, ... present]")
-@click.option("--zone-buffer", type=FiniteFloat(min=0), default=ZONE_BUFFER_M,
-              help="Predicted ice within this distance (m) of a reference glacier counts for "
-                   "the nearest one.")
+@zone_buffer_option
 @click.option("--name", type=Name(), default="report",
               help="Report name: NAME.json and its figure "
               "(report.json and agreement.png by default).")
@@ -272,38 +281,62 @@ def evaluate(prediction: Path, reference: Path | None, min_area: float, id_field
         part.path, ref, cfg, name, force, click.echo, strip=part.strip), name, click.echo)
 
 
+def change_source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of train change that choose what it measures: the years each checkpoint
+    predicts, or predictions made before."""
+    return _options(fn, [
+        click.option("--checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+                     multiple=True, help="Predict every year with this checkpoint of `train run` "
+                     "(resumable), then measure the change. Repeat it (e.g. the same recipe with "
+                     "other --seed) for an ensemble whose spread is the model term of the "
+                     "uncertainty."),
+        click.option("--region", default=None, help="With --checkpoint: the exports "
+                     "REGION-YEAR of the workspace."),
+        click.option("--years", default=None, help="With --checkpoint: FIRST-LAST (2018-2024) "
+                     "or a list (2018,2020,2024); years without a complete export are named and "
+                     "skipped."),
+        click.option("--predictions", type=click.Path(path_type=Path, exists=True,
+                                                      file_okay=False),
+                     multiple=True, help="Instead of --checkpoint: existing `train predict` "
+                     "outputs, one per year (repeat the option).")])
+
+
+def change_zone_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of train change that say how a year is measured: the zones' outlines and
+    ids, their buffer, and how much of a glacier must be seen."""
+    return _options(fn, [
+        click.option("--reference", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+                     default=None, help="Glacier outlines that define the zones and ids. "
+                     "[default: the outlines of the first year's export]"),
+        click.option("--id-field", default=None,
+                     help="Field of the reference holding glacier ids."),
+        zone_buffer_option,
+        click.option("--min-observed", type=FiniteFloat(0, 1), default=0.9,
+                     help="A glacier seen (with data) over less than this share of its "
+                          "reference outline in a year gets no area that year: the year is "
+                          "left out of its fit, and flagged.")])
+
+
+# The options that choose and make predictions: --predictions, measured as made, refuses them.
+MAKING_OPTIONS = ("region", "years", "window", "overlap", "batch_size", "threshold", "tta",
+                  "device", "amp")
+
+
+def _given(names: tuple[str, ...]) -> list[str]:
+    """Those of the running command's options `names` that its command line gave, as flags."""
+    ctx = click.get_current_context()
+    return [f"--{n.replace('_', '-')}" for n in names
+            if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]
+
+
 @click.command(context_settings=CONTEXT)
-@click.option("--checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              multiple=True, help="Predict every year with this checkpoint of `train run` "
-              "(resumable), then measure the change. Repeat it (e.g. the same recipe with "
-              "other --seed) for an ensemble whose spread is the model term of the "
-              "uncertainty.")
-@click.option("--region", default=None, help="With --checkpoint: the exports "
-              "REGION-YEAR of the workspace.")
-@click.option("--years", default=None, help="With --checkpoint: FIRST-LAST (2018-2024) or a "
-              "list (2018,2020,2024); years without a complete export are named and skipped.")
-@click.option("--predictions", type=click.Path(path_type=Path, exists=True, file_okay=False),
-              multiple=True, help="Instead of --checkpoint: existing `train predict` outputs, "
-              "one per year (repeat the option).")
+@change_source_options
 @predict_options
-@click.option("--reference", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              default=None, help="Glacier outlines that define the zones and ids. [default: "
-              "the outlines of the first year's export]")
-@click.option("--id-field", default=None, help="Field of the reference holding glacier ids.")
-@click.option("--zone-buffer", type=FiniteFloat(min=0), default=ZONE_BUFFER_M,
-              help="Predicted ice within this distance (m) of a reference glacier counts for "
-                   "the nearest one.")
-@click.option("--min-observed", type=FiniteFloat(0, 1), default=0.9,
-              help="A glacier seen (with data) over less than this share of its reference "
-                   "outline in a year gets no area that year: the year is left out of its "
-                   "fit, and flagged.")
+@change_zone_options
 @click.option("--name", type=Name(), default=None,
               help="Output name under predictions/RUN/. [default: "
               "REGION-change]")
-@force_option
-@wait_option
-@quiet_option
-@workspace_option
+@stage_options
 @user_errors
 def change(checkpoint: tuple[Path, ...], region: str | None, years: str | None,
            predictions: tuple[Path, ...], window: int | None, overlap: int | None,
@@ -333,43 +366,20 @@ def change(checkpoint: tuple[Path, ...], region: str | None, years: str | None,
     from: evaluate that prediction first. The intervals cover errors of the kinds of edge the
     validation ground holds, not those of ground unlike it, such as debris cover the
     validation tiles hold little of (see the README)."""
-    from .change import ChangeConfig, check_members, parse_years, predict_years, run_change, variant_name
+    from .change import ChangeConfig, predictions_to_measure, run_change, variant_name
     from .predict import PredictConfig
 
     ws = resolve_workspace(workspace)
     if predictions and workspace is None and not os.environ.get(WORKSPACE_ENV):
         ws = workspace_of(Path(predictions[0]), "prediction")  # the predictions' own
-    if bool(checkpoint) == bool(predictions):
-        raise InputError("give either --checkpoint with --region and --years, or "
-                         "--predictions DIR (repeated)")
-    if predictions:
-        ctx = click.get_current_context()
-        given = [f"--{n.replace('_', '-')}" for n in ("region", "years", "window", "overlap",
-                                                      "batch_size", "threshold", "tta",
-                                                      "device", "amp")
-                 if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]
-        if given:
-            raise InputError(f"{', '.join(given)}: these choose and make predictions, "
-                             "so they go with --checkpoint; --predictions are measured "
-                             "as they were made")
+    cfg = PredictConfig(window=window, overlap=overlap, batch_size=batch_size,
+                        threshold=threshold, device=device, amp=amp, tta=tta)
+    members = predictions_to_measure(checkpoint, predictions, region, years, cfg,
+                                     _given(MAKING_OPTIONS), ws, quiet, click.echo, wait)
     if checkpoint:
-        if not region or not years:
-            raise InputError("--checkpoint needs --region and --years")
-        cfg = PredictConfig(window=window, overlap=overlap, batch_size=batch_size,
-                            threshold=threshold, device=device, amp=amp, tta=tta)
-        if len(set(checkpoint)) != len(checkpoint):
-            raise InputError("--checkpoint: the same file twice; an ensemble needs "
-                             "different checkpoints")
-        if len(checkpoint) > 1:
-            check_members([Path(c) for c in checkpoint])  # before any member predicts
         name = name or variant_name(f"{region}-change", cfg)  # beside a plain change
-        members = [predict_years(Path(c), ws, region, parse_years(years), cfg, quiet,
-                                 click.echo, wait) for c in checkpoint]
-    else:
-        members = [list(predictions)]
-    run_change(list(members[0]), ws, reference,
-               ChangeConfig(zone_buffer, id_field, min_observed), name, force, click.echo,
-               ensemble=[list(m) for m in members[1:]], wait=wait)
+    run_change(members[0], ws, reference, ChangeConfig(zone_buffer, id_field, min_observed),
+               name, force, click.echo, ensemble=members[1:], wait=wait)
 
 
 @click.command(context_settings=CONTEXT)

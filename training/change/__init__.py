@@ -12,7 +12,14 @@ from __future__ import annotations
 from .error_model import ensemble_error_model, find_error_model
 from .estimate import DETECTION_LIMIT_KM2, SIGMA_FLOOR_KM2, YearEstimate, estimate_year
 from .measure import SPECKLE_KM2, ChangeConfig, YearAreas, boundary_km2, edge_km, measure_year
-from .predictions import check_members, parse_years, predict_years, variant_flags, variant_name
+from .predictions import (
+    check_members,
+    parse_years,
+    predict_years,
+    predictions_to_measure,
+    variant_flags,
+    variant_name,
+)
 from .run import run_change
 from .table import change_table, slope, slope_bounds
 from .truth import _true_rate, truth_check
@@ -21,6 +28,6 @@ __all__ = [
     "DETECTION_LIMIT_KM2", "SIGMA_FLOOR_KM2", "SPECKLE_KM2", "ChangeConfig", "YearAreas",
     "YearEstimate", "_true_rate", "boundary_km2", "change_table", "check_members", "edge_km",
     "ensemble_error_model", "estimate_year", "find_error_model", "measure_year", "parse_years",
-    "predict_years", "run_change", "slope", "slope_bounds",
+    "predict_years", "predictions_to_measure", "run_change", "slope", "slope_bounds",
     "truth_check", "variant_flags", "variant_name",
 ]

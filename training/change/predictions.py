@@ -138,3 +138,37 @@ def predict_years(checkpoint: Path, workspace: Path, region: str, years: list[in
     return out
 
 
+
+def predictions_to_measure(checkpoints: Sequence[Path], predictions: Sequence[Path],
+                           region: str | None, years: str | None, predict_cfg: PredictConfig,
+                           given: Sequence[str], workspace: Path, quiet: bool,
+                           echo: Callable[[str], None], wait: bool = False) -> list[list[Path]]:
+    """Each model's predictions of every year, the first model's first: --predictions as
+    they were made, or those every --checkpoint makes (or reuses) of REGION's exports.
+
+    Args:
+        given: the options given on the command line that choose and make predictions
+            (--region, --years and train predict's), which --predictions do not take.
+
+    Raises:
+        InputError: neither or both of --checkpoint and --predictions, an option that goes
+            with the other, --checkpoint without --region and --years, or a member twice.
+    """
+    if bool(checkpoints) == bool(predictions):
+        raise InputError("give either --checkpoint with --region and --years, or "
+                         "--predictions DIR (repeated)")
+    if predictions:
+        if given:
+            raise InputError(f"{', '.join(given)}: these choose and make predictions, "
+                             "so they go with --checkpoint; --predictions are measured "
+                             "as they were made")
+        return [list(predictions)]
+    if not region or not years:
+        raise InputError("--checkpoint needs --region and --years")
+    if len(set(checkpoints)) != len(checkpoints):
+        raise InputError("--checkpoint: the same file twice; an ensemble needs "
+                         "different checkpoints")
+    if len(checkpoints) > 1:
+        check_members([Path(c) for c in checkpoints])  # before any member predicts
+    return [predict_years(Path(c), workspace, region, parse_years(years), predict_cfg, quiet,
+                          echo, wait) for c in checkpoints]
