@@ -866,7 +866,7 @@ def ice_by_glacier(prob: DatasetReader, inventory: Outlines, threshold: float
 
     from gee_export.common.outlines import ellipsoidal_area_km2
 
-    from .zones import GlacierPieces, zone_blocks, zones_of
+    from training.zones import GlacierPieces, zone_blocks, zones_of
 
     pieces = GlacierPieces()
     for b in zone_blocks(prob, zones_of(prob, inventory.geometries)):
