@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import training.predict as P
+import training.predict.streaming as streaming
 from gee_export.common.cli import train
 
 RANK = int(os.environ["RANK"])
@@ -30,14 +31,14 @@ if "PLANT_BAND_WIDTH" in ENV:
     P.predict = _banded
 
 if "PLANT_LOG" in ENV:
-    _band = P._stream_band
+    _band = streaming._stream_band
 
     def _logged_band(*args):
         with open(Path(ENV["PLANT_LOG"]) / f"rank-{RANK}", "a") as f:
             f.write(f"{args[7]}\n")  # c0
         return _band(*args)
 
-    P._stream_band = _logged_band
+    streaming._stream_band = _logged_band
 
 if ENV.get("PLANT_KILL") == str(RANK):
     _write_json = P.write_json

@@ -48,10 +48,13 @@ from gee_export.common.stage import DONE, RESUME, Stage
 from gee_export.common.vectors import write_outline_files
 from gee_export.common.zoned import is_zoned
 
+from .streaming import STREAM_CACHE_MB, ModelFn, NonFiniteProbability, stream_probability
+from .windows import blend_weights, row_shares, window_rows, window_starts, windows_in_share  # noqa: F401
+
 if TYPE_CHECKING:
     import torch
     from geopandas import GeoDataFrame
-    from rasterio.io import DatasetReader, DatasetWriter
+    from rasterio.io import DatasetReader
 
     from gee_export.common.outlines import Outlines
     from training.runtime import Processes
@@ -62,7 +65,6 @@ PARTS_DIR = PROBABILITY_TIF + ".parts"  # under torchrun: each rank's rows, and 
 # longer than any share takes, since a rank that dies is not waited for (torchrun stops every
 # rank then); only a rank that hangs is.
 RANKS_TIMEOUT = timedelta(hours=24)
-MIN_WEIGHT = 1e-3  # floor of the blending weight, so scene-edge pixels are never divided by 0
 
 
 @dataclass(frozen=True)
@@ -78,161 +80,6 @@ class PredictConfig:
     device: str = "auto"
     amp: bool = False  # bf16 autocast on CUDA (see TrainConfig.amp)
     tta: bool = False  # average over the 8 rotations and flips; band 2 holds their spread
-
-
-# -- windows and blending (pure) -------------------------------------------------------------
-
-def window_starts(n: int, window: int, step: int) -> list[int]:
-    """Window offsets covering 0..n: every `step`, the last one flush with the end."""
-    if n <= window:
-        return [0]
-    starts = list(range(0, n - window + 1, step))
-    if starts[-1] + window < n:
-        starts.append(n - window)
-    return starts
-
-
-def blend_weights(window: int) -> np.ndarray:
-    """A separable sin^2 bump: full weight at the centre, falling towards the window's edges
-    where the model sees least context; floored so a scene edge still gets a value."""
-    t = (np.arange(window) + 0.5) / window
-    w = np.maximum(np.sin(np.pi * t) ** 2, MIN_WEIGHT)
-    return np.outer(w, w).astype(np.float32)
-
-
-# (B, C, w, w) standardized -> (B, w, w) glacier probability, or (B, K, w, w) with more bands
-# (with --tta: the mean and the spread over the 8 rotations and flips).
-ModelFn = Callable[[np.ndarray], np.ndarray]
-
-
-def _read_block(src, band_idx, row: int, col: int, height: int, width: int) -> np.ndarray:
-    """The bands of a block of `src`, NaN where it reaches past the scene."""
-    from rasterio.windows import Window
-
-    win = Window(col, row, width, height)
-    inside = row + height <= src.height and col + width <= src.width
-    return src.read(band_idx, window=win, boundless=not inside, fill_value=np.nan,
-                    out_dtype="float32")
-
-
-def row_shares(height: int, window: int, step: int, parts: int) -> list[tuple[int, int]]:
-    """The output rows of each of `parts` processes: the rows of windows cut into `parts` runs
-    of consecutive rows, as equal as they come; each process owns the pixel rows from the top
-    of its first row of windows to the top of the next process's. A process left without a
-    row of windows gets an empty range.
-
-    Args:
-        height: the scene's height in px.
-        window: window side in px.
-        step: window minus overlap.
-        parts: the number of processes.
-
-    Returns:
-        (first row, end row) per process, in rank order: together they tile 0..height.
-    """
-    starts = window_starts(height, window, step)
-    tops = [starts[g[0]] if len(g) else height
-            for g in np.array_split(np.arange(len(starts)), parts)]
-    return [(int(a), int(b)) for a, b in zip(tops, tops[1:] + [height])]
-
-
-def window_rows(height: int, window: int, step: int, rows: tuple[int, int]) -> list[int]:
-    """The tops of the rows of windows that reach output rows rows[0]..rows[1]: the share's
-    own and the ones above it that overlap it (run again, so that every pixel sums the same
-    windows in the same order as a whole-scene run)."""
-    y0, y1 = rows
-    return [r for r in window_starts(height, window, step) if r < y1 and r + window > y0]
-
-
-def stream_probability(src: DatasetReader, dst: DatasetWriter, model_fn: ModelFn,
-                       band_idx: list[int], standardize: Callable[[np.ndarray], np.ndarray],
-                       window: int, overlap: int, batch_size: int, band_width: int,
-                       done_bands: set[int] = frozenset(),
-                       on_band: Callable[[int], None] | None = None,
-                       progress: Callable[[int], None] | None = None,
-                       rows: tuple[int, int] | None = None) -> None:
-    """Blend model outputs over overlapping windows of `src` into the bands of `dst` (same
-    grid), one per output band of the model.
-
-    Every pixel gets sum(w * p) / sum(w) over the windows covering it, with w zero where the
-    stack is nodata (so nodata stays NaN). Windows sit on one global lattice whatever the
-    column band, so the result does not depend on `band_width`. With `rows` (y0, y1), only
-    those rows are made, written from row 0 of `dst` (a process's share of the scene): the
-    same values as in a whole-scene run, bit for bit.
-    """
-    if not 0 <= overlap < window:
-        raise InputError(f"--overlap {overlap} must lie in [0, window {window})")
-    step = window - overlap
-    rows = rows or (0, src.height)
-    tops = window_rows(src.height, window, step, rows)
-    cols = window_starts(src.width, window, step)
-    for c0 in range(0, src.width, band_width):
-        bcols = [c for c in cols if c < min(src.width, c0 + band_width) and c + window > c0]
-        if c0 not in done_bands:
-            if tops:
-                _stream_band(src, dst, model_fn, band_idx, standardize, window, batch_size, c0,
-                             min(src.width, c0 + band_width), tops, bcols, rows, progress)
-            if on_band:
-                on_band(c0)
-        elif progress:
-            progress(len(tops) * len(bcols))
-
-
-def _stream_band(src, dst, model_fn, band_idx, standardize, window, batch_size, c0, c1, tops,
-                 bcols, rows, progress) -> None:
-    """One column band: a rolling buffer one window tall, flushed as rows are finished."""
-    from rasterio.windows import Window
-
-    weight = blend_weights(window)
-    x0 = bcols[0]
-    y0, y1 = rows
-    num = np.zeros((dst.count, window, bcols[-1] + window - x0), np.float32)
-    den = np.zeros(num.shape[1:], np.float32)
-    r0 = tops[0]
-
-    def flush(upto: int) -> int:
-        upto = min(upto, y1)
-        if upto <= r0:
-            return r0
-        n = upto - r0
-        top = max(r0, y0)  # rows above y0 lack the windows above them: another share's
-        if upto > top:
-            d = den[top - r0:n, c0 - x0:c1 - x0]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                p = np.where(d > 0, num[:, top - r0:n, c0 - x0:c1 - x0] / d, np.nan
-                             ).astype(np.float32)
-            dst.write(p, window=Window(c0, top - y0, c1 - c0, upto - top))
-        num[:, :-n], den[:-n] = num[:, n:].copy(), den[n:].copy()
-        num[:, -n:], den[-n:] = 0, 0
-        return upto
-
-    for r in tops:
-        r0 = flush(r)
-        # One read per row of windows, not per window (a GDAL call each, and every
-        # horizontal overlap decoded again); vertical overlaps come from the block cache,
-        # sized for them (STREAM_CACHE_MB). At 4096^2: reading 4.8 s per window, 1.6 s per row.
-        strip = _read_block(src, band_idx, r, x0, window, num.shape[2])
-        valid = np.isfinite(strip).all(axis=0)
-        strip = standardize(strip)
-        for i in range(0, len(bcols), batch_size):
-            batch = bcols[i:i + batch_size]
-            prob = model_fn(np.stack([strip[:, :, c - x0:c - x0 + window] for c in batch]))
-            prob = prob[:, None] if prob.ndim == 3 else prob
-            for c, p in zip(batch, prob):
-                w = weight * valid[:, c - x0:c - x0 + window]
-                if not np.isfinite(p[:, w > 0]).all():
-                    raise NonFiniteProbability(
-                        f"the model's output is not finite (nan or inf) where the stack has "
-                        f"data, in the window at row {r}, column {c}")
-                num[:, :, c - x0:c - x0 + window] += w * p
-                den[:, c - x0:c - x0 + window] += w
-            if progress:
-                progress(len(batch))
-    flush(y1)
-
-
-class NonFiniteProbability(StateError):
-    """The model gave nan or inf for pixels with data: no result can be made from it."""
 
 
 # -- outlines (pure on arrays and geometries) --------------------------------------------------
@@ -787,12 +634,9 @@ class _PredictJob:
             device = resolve_device(cfg.device, local_rank)  # under torchrun: its own GPU
             model, _ = load_model(self.checkpoint, device)
             model_fn = torch_model_fn(model, device, amp_dtype_for(device, cfg.amp), cfg.tta)
-        step = self.window - self.overlap
-        cols = window_starts(src.width, self.window, step)
         band_idx = [BAND_NAMES.index(b) + 1 for b in self.meta["band_names"]]
-        total = len(window_rows(src.height, self.window, step, rows)) * sum(
-            len([c for c in cols if c < c0 + cfg.band_width and c + self.window > c0])
-            for c0 in range(0, src.width, cfg.band_width))
+        total = windows_in_share(src.width, src.height, self.window, self.window - self.overlap,
+                                 rows, cfg.band_width)
         with tqdm(total=total, desc="predict", unit="window", disable=quiet,
                   leave=False) as bar:
             stream_probability(src, dst, model_fn, band_idx,
@@ -851,10 +695,6 @@ PREDICTION_OPTIONS = {"checkpoint": "--checkpoint", "checkpoint_sha256":
                       "config.simplify_m": "--simplify"}
 
 
-# Two rows of 256 px blocks of a 4096 px column band of 11 float32 bands (92 MB), so that
-# each block is decoded once although consecutive rows of windows overlap; GDAL's default
-# 64 MB decoded the overlaps again (reading took 2.6x as long at 4096^2).
-STREAM_CACHE_MB = 160
 PROBABILITY_BANDS = ("glacier_probability", "tta_spread")
 
 
@@ -865,7 +705,6 @@ def ice_by_glacier(prob: DatasetReader, inventory: Outlines, threshold: float
     import geopandas as gpd
 
     from gee_export.common.outlines import ellipsoidal_area_km2
-
     from training.zones import GlacierPieces, zone_blocks, zones_of
 
     pieces = GlacierPieces()
