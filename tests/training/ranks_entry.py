@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import training.predict as P
+import training.predict.model as model
 import training.predict.streaming as streaming
 from gee_export.common.cli import train
 
@@ -51,7 +52,7 @@ if ENV.get("PLANT_KILL") == str(RANK):
     P.write_json = _then_die
 
 if ENV.get("PLANT_NAN") == str(RANK):
-    P.torch_model_fn = lambda *a, **k: (lambda x: np.full((len(x),) + x.shape[2:], np.nan,
-                                                          np.float32))
+    model.torch_model_fn = lambda *a, **k: (lambda x: np.full((len(x),) + x.shape[2:], np.nan,
+                                                              np.float32))
 
 sys.exit(train.main(args=sys.argv[1:], prog_name="train"))

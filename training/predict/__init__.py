@@ -31,12 +31,10 @@ from gee_export.common.layout import (
     PROBABILITY_TIF,
     STACK_VRT,
     base_manifest,
-    complete_products,
     file_sha256,
     prediction_dir,
     read_manifest,
     require_complete,
-    resolved_path,
     stored_path,
     write_manifest,
 )
@@ -46,17 +44,18 @@ from gee_export.common.rasters import bounded_gdal_cache, geotiff_profile
 from gee_export.common.stac import update_catalog
 from gee_export.common.stage import DONE, RESUME, Stage
 from gee_export.common.vectors import write_outline_files
-from gee_export.common.zoned import is_zoned
 
+from .config import PredictConfig
+from .inputs import checkpoint_tiles, prediction_export, reference_default, training_export  # noqa: F401
+from .model import checkpoint_model_fn, dihedral_view, load_model, torch_model_fn, undo_dihedral  # noqa: F401
+from .normalization import normalization_warnings, sample_band_means
+from .outlines import clean_polygons, outline_layers, polygonize_blocks  # noqa: F401
 from .streaming import STREAM_CACHE_MB, ModelFn, NonFiniteProbability, stream_probability
 from .windows import blend_weights, row_shares, window_rows, window_starts, windows_in_share  # noqa: F401
 
 if TYPE_CHECKING:
-    import torch
-    from geopandas import GeoDataFrame
     from rasterio.io import DatasetReader
 
-    from gee_export.common.outlines import Outlines
     from training.runtime import Processes
 
 RAW_SUFFIX = ".raw.tif"  # uncompressed working copy, kept between runs for resume
@@ -66,207 +65,6 @@ PARTS_DIR = PROBABILITY_TIF + ".parts"  # under torchrun: each rank's rows, and 
 # rank then); only a rank that hangs is.
 RANKS_TIMEOUT = timedelta(hours=24)
 
-
-@dataclass(frozen=True)
-class PredictConfig:
-    window: int | None = None  # default: the checkpoint's tile size (what the model saw)
-    overlap: int | None = None  # default: a quarter of the window
-    batch_size: int = 4
-    threshold: float = 0.5
-    min_area_km2: float = 0.05  # paper: glaciers over 0.05 km^2 (2072 in Qilian)
-    max_hole_km2: float = 0.01  # holes smaller than this are filled (1 ha: 100 pixels)
-    simplify_m: float = 0.0  # 0 keeps the pixel staircase exactly
-    band_width: int = 4096  # columns per streamed band: bounds memory on wide scenes
-    device: str = "auto"
-    amp: bool = False  # bf16 autocast on CUDA (see TrainConfig.amp)
-    tta: bool = False  # average over the 8 rotations and flips; band 2 holds their spread
-
-
-# -- outlines (pure on arrays and geometries) --------------------------------------------------
-
-def polygonize_blocks(src: DatasetReader, threshold: float, block: int = 1024) -> tuple[list, int]:
-    """Glacier polygons (probability >= threshold, 4-connected) of a probability raster, read
-    block by block; pieces cut by block borders are dissolved back into one polygon. Also
-    returns the number of valid (non-NaN) pixels, counted in the same pass."""
-    import shapely
-    from rasterio import features
-    from rasterio.windows import Window
-    from shapely.geometry import shape
-
-    final, edge, valid = [], [], 0
-    for r in range(0, src.height, block):
-        for c in range(0, src.width, block):
-            win = Window(c, r, min(block, src.width - c), min(block, src.height - r))
-            p = src.read(1, window=win)
-            valid += int(np.isfinite(p).sum())
-            mask = np.nan_to_num(p, nan=0.0) >= threshold
-            if not mask.any():
-                continue
-            t = src.window_transform(win)
-            x0, y1 = t * (0, 0)
-            x1, y0 = t * (win.width, win.height)
-            for geom, _ in features.shapes(mask.astype(np.uint8), mask=mask, transform=t):
-                poly = shape(geom)
-                b = poly.bounds
-                touches = ((b[0] <= x0 and c > 0) or (b[2] >= x1 and c + win.width < src.width)
-                           or (b[3] >= y1 and r > 0) or (b[1] <= y0 and r + win.height <
-                                                          src.height))
-                (edge if touches else final).append(poly)
-    if edge:
-        merged = shapely.union_all(edge)
-        final.extend(shapely.get_parts(merged).tolist())
-    return final, valid
-
-
-def clean_polygons(polys: list, min_area_m2: float, max_hole_m2: float,
-                   simplify_m: float = 0.0) -> list:
-    """Fill holes smaller than max_hole_m2, drop polygons smaller than min_area_m2 (after
-    filling, so a glacier is judged by its outline), optionally simplify."""
-    from shapely.geometry import Polygon
-
-    out = []
-    for p in polys:
-        holes = [h for h in p.interiors if Polygon(h).area >= max_hole_m2]
-        q = Polygon(p.exterior, holes)
-        if q.area < min_area_m2:
-            continue
-        if simplify_m > 0:
-            q = q.simplify(simplify_m, preserve_topology=True)
-        out.append(q)
-    return out
-
-
-def mean_probability(src: DatasetReader, polys: list, block: int = 1024) -> list[float]:
-    """Mean probability inside each polygon (pixel-centre rule), accumulated block by block so
-    a glacier as big as the scene costs no more memory than a small one."""
-    import shapely
-    from rasterio import features
-    from rasterio.windows import Window
-    from rasterio.windows import bounds as window_bounds
-    from shapely.geometry import box
-
-    n = len(polys)
-    if n == 0:
-        return []
-    geoms = np.asarray(polys)
-    tree = shapely.STRtree(geoms)
-    sums, counts = np.zeros(n + 1), np.zeros(n + 1)
-    for r in range(0, src.height, block):
-        for c in range(0, src.width, block):
-            win = Window(c, r, min(block, src.width - c), min(block, src.height - r))
-            t = src.window_transform(win)
-            idx = tree.query(box(*window_bounds(win, src.transform)))
-            if not len(idx):
-                continue
-            p = src.read(1, window=win)
-            lab = features.rasterize(((geoms[i], int(i) + 1) for i in idx),
-                                     out_shape=p.shape, transform=t, fill=0, dtype="int32")
-            ok = (lab > 0) & np.isfinite(p)
-            sums += np.bincount(lab[ok], weights=p[ok], minlength=n + 1)
-            counts += np.bincount(lab[ok], minlength=n + 1)
-    with np.errstate(invalid="ignore"):
-        return [float(v) for v in np.where(counts > 0, sums / np.maximum(counts, 1),
-                                           np.nan)[1:]]
-
-
-# -- checks against the checkpoint ------------------------------------------------------------
-
-def normalization_warnings(meta: dict, export: dict, sample_mean: dict[str, float],
-                           sigmas: float = 3.0) -> list[str]:
-    """Why this scene may not be comparable with the training data, band by band."""
-    warnings = []
-    trained = meta.get("export_normalization") or {}
-    here = export.get("normalization") or {}
-    if trained and here:
-        differ = [b for b in BAND_NAMES
-                  if trained.get("ranges", {}).get(b) != here.get("ranges", {}).get(b)]
-        if differ or trained.get("mode") != here.get("mode"):
-            warnings.append(
-                f"the export is normalized differently from the training data ({here.get('mode')}"
-                f" vs {trained.get('mode')}; bands {', '.join(differ) or 'none'} differ): "
-                "re-export with --norm-from the training export")
-    stats = meta["norm_stats"]
-    far = []
-    for b, m, s in zip(stats["bands"], stats["mean"], stats["std"]):
-        if b in sample_mean and np.isfinite(sample_mean[b]) and \
-                abs(sample_mean[b] - m) > sigmas * s:
-            far.append(f"{b} (mean {sample_mean[b]:.3f}, training {m:.3f} +- {s:.3f})")
-    if far:
-        warnings.append("band statistics far outside the training range: " + "; ".join(far))
-    return warnings
-
-
-def sample_band_means(src: DatasetReader, band_idx: list[int], names: list[str], n: int = 16,
-                      size: int = 128, seed: int = 0) -> dict[str, float]:
-    """Per-band mean over n random small windows: a bounded look at the scene (few, larger
-    windows: each read through the VRT costs a fixed few milliseconds)."""
-    from rasterio.windows import Window
-
-    rng = np.random.default_rng(seed)
-    sums, counts = np.zeros(len(band_idx)), np.zeros(len(band_idx))
-    for _ in range(n):
-        r = int(rng.integers(0, max(1, src.height - size)))
-        c = int(rng.integers(0, max(1, src.width - size)))
-        a = src.read(band_idx, window=Window(c, r, min(size, src.width), min(size, src.height)))
-        ok = np.isfinite(a)
-        sums += np.where(ok, a, 0).sum(axis=(1, 2))
-        counts += ok.sum(axis=(1, 2))
-    with np.errstate(invalid="ignore"):
-        return {b: float(s / k) if k else float("nan") for b, s, k in zip(names, sums, counts)}
-
-
-# -- the model as a function of arrays ------------------------------------------------------------
-
-def torch_model_fn(model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None,
-                   tta: bool = False) -> ModelFn:
-    """The model as ModelFn; with `tta`, the mean and the spread (standard deviation) of its
-    probabilities over the 8 rotations and flips, each mapped back before averaging."""
-    import torch
-
-    from training.runtime import forward
-
-    def prob(x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(forward(model, x, amp_dtype).float(), 1)[:, 1]
-
-    @torch.no_grad()
-    def fn(x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-        if not tta:
-            return prob(t).cpu().numpy()
-        views = torch.stack([undo_dihedral(prob(dihedral_view(t, k)), k) for k in range(8)])
-        return torch.stack([views.mean(0), views.std(0, unbiased=False)], 1).cpu().numpy()
-
-    return fn
-
-
-def dihedral_view(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th of the 8 rotations and flips of a (..., h, w) tensor (k in 0..7)."""
-    import torch
-
-    x = x.flip(-1) if k >= 4 else x
-    return torch.rot90(x, k % 4, (-2, -1))
-
-
-def undo_dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The inverse of dihedral_view(., k)."""
-    import torch
-
-    x = torch.rot90(x, -(k % 4), (-2, -1))
-    return x.flip(-1) if k >= 4 else x
-
-
-def load_model(checkpoint: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    from training.models import build_model
-    from training.runtime import load_checkpoint, prepared
-
-    ck = load_checkpoint(checkpoint, map_location="cpu")
-    meta = ck["meta"]
-    model = build_model(meta["model"], meta["preset"], len(meta["band_names"]))
-    model.load_state_dict(ck["model_state"])
-    return prepared(model, device).eval(), meta
-
-
-# -- the command ------------------------------------------------------------------------------
 
 def predict(checkpoint: Path, export_dir: Path, workspace: Path,
             cfg: PredictConfig = PredictConfig(), name: str | None = None, force: bool = False,
@@ -368,15 +166,6 @@ def _together(procs: Processes, step: Callable[[], None]) -> None:
         raise error
     if first is not None:
         raise OtherProcessFailed(f"rank {first} stopped with an error")
-
-
-def checkpoint_tiles(checkpoint: Path, config: dict) -> dict | None:
-    """The tile set a checkpoint trained on: where it is (its run records it relative to its
-    own directory) and its identity; None when the checkpoint does not record it."""
-    if "tiles" not in config:
-        return None
-    return {"tiles": str(resolved_path(config["tiles"], Path(checkpoint).resolve().parent)),
-            "tiles_id": config.get("tiles_id")}
 
 
 @dataclass
@@ -626,14 +415,11 @@ class _PredictJob:
         from tqdm import tqdm
 
         from training.data import NormStats
-        from training.runtime import amp_dtype_for, resolve_device
 
         cfg = self.cfg
         model_fn = self.model_fn
         if model_fn is None:
-            device = resolve_device(cfg.device, local_rank)  # under torchrun: its own GPU
-            model, _ = load_model(self.checkpoint, device)
-            model_fn = torch_model_fn(model, device, amp_dtype_for(device, cfg.amp), cfg.tta)
+            model_fn = checkpoint_model_fn(self.checkpoint, cfg, local_rank)
         band_idx = [BAND_NAMES.index(b) + 1 for b in self.meta["band_names"]]
         total = windows_in_share(src.width, src.height, self.window, self.window - self.overlap,
                                  rows, cfg.band_width)
@@ -648,22 +434,9 @@ class _PredictJob:
         """glaciers.gpkg: the predicted glaciers and, where the export recorded an inventory,
         the predicted ice of each inventory glacier (by zones); glaciers.parquet: the
         predicted glaciers (`formats`)."""
-        import rasterio
-
-        cfg = self.cfg
         echo("polygonizing")
         inventory = self._inventory()
-        with rasterio.open(self.out / PROBABILITY_TIF) as prob:
-            raw_polys, valid_px = polygonize_blocks(prob, cfg.threshold)
-            polys = clean_polygons(raw_polys, cfg.min_area_km2 * 1e6, cfg.max_hole_km2 * 1e6,
-                                   cfg.simplify_m)
-            layers = {"glaciers": _glacier_frame(polys, mean_probability(prob, polys),
-                                                 prob.crs)}
-            if inventory is not None:
-                layers["by_glacier"] = ice_by_glacier(prob, inventory, cfg.threshold)
-                layers["glaciers"] = _with_inventory_ids(layers["glaciers"],
-                                                         layers["by_glacier"])
-            valid_km2 = valid_px * abs(prob.res[0] * prob.res[1]) / 1e6
+        layers, valid_km2 = outline_layers(self.out / PROBABILITY_TIF, self.cfg, inventory)
         write_outline_files(layers, self.out, formats)
         g = layers["glaciers"]
         prediction_stage(self.out).complete(
@@ -696,51 +469,6 @@ PREDICTION_OPTIONS = {"checkpoint": "--checkpoint", "checkpoint_sha256":
 
 
 PROBABILITY_BANDS = ("glacier_probability", "tta_spread")
-
-
-def ice_by_glacier(prob: DatasetReader, inventory: Outlines, threshold: float
-                   ) -> GeoDataFrame:
-    """The predicted ice of each inventory glacier: the pixels at or over the threshold in
-    its zone, as a polygon, with the glacier's id and the ellipsoidal area."""
-    import geopandas as gpd
-
-    from gee_export.common.outlines import ellipsoidal_area_km2
-    from training.zones import GlacierPieces, zone_blocks, zones_of
-
-    pieces = GlacierPieces()
-    for b in zone_blocks(prob, zones_of(prob, inventory.geometries)):
-        pieces.add(np.where(b.at_least(threshold), b.zone, 0), b.transform)
-    merged = pieces.dissolved()
-    ids = inventory.ids
-    keys = sorted(merged)
-    geoms = [merged[k] for k in keys]
-    return gpd.GeoDataFrame(
-        {"glacier_id": [ids[k - 1] for k in keys],
-         "area_km2": ellipsoidal_area_km2(geoms, prob.crs) if geoms else []},
-        geometry=geoms, crs=prob.crs)
-
-
-def _glacier_frame(polys: list, means: list[float], crs):
-    import geopandas as gpd
-
-    from gee_export.common.outlines import ellipsoidal_area_km2
-
-    return gpd.GeoDataFrame(
-        {"polygon_id": np.arange(1, len(polys) + 1, dtype=np.int64),
-         "area_km2": ellipsoidal_area_km2(polys, crs) if polys else [],
-         "mean_probability": means}, geometry=list(polys), crs=crs)
-
-
-def _with_inventory_ids(glaciers, by_glacier):
-    """Each predicted polygon with the ids of the inventory glaciers whose ice it holds
-    (several where glaciers touch)."""
-    import geopandas as gpd
-
-    pairs = gpd.sjoin(glaciers[["polygon_id", "geometry"]], by_glacier[["glacier_id",
-                                                                         "geometry"]],
-                      predicate="intersects")
-    ids = pairs.groupby("polygon_id")["glacier_id"].apply(lambda v: ",".join(sorted(set(v))))
-    return glaciers.assign(glacier_ids=glaciers["polygon_id"].map(ids).fillna(""))
 
 
 class _BandByBand:
@@ -834,47 +562,6 @@ def _band_sha256(path: Path, c0: int, c1: int) -> str:
     return h.hexdigest()
 
 
-def training_export(checkpoint: Path, workspace: Path, echo: Callable[[str], None]) -> Path:
-    """The export a `train predict` without --export takes: the one of the model's training
-    region and year (from the checkpoint, else its run's tiles), said in one line; refused,
-    with the candidates, where no export or several hold that region and year."""
-    from training.runtime import load_checkpoint
-
-    ck = load_checkpoint(checkpoint)
-    meta, config = ck.get("meta") or {}, ck.get("config") or {}
-    region, year, trained = meta.get("region"), meta.get("year"), None
-    recorded = checkpoint_tiles(checkpoint, config)
-    if recorded:
-        tiles_dir = Path(recorded["tiles"])
-        try:
-            tiles = read_manifest(tiles_dir, "tiles")
-            region, year = region or tiles.get("region"), year or tiles.get("year")
-            trained = resolved_path(tiles["export"], tiles_dir).resolve()
-        except (GlacierError, KeyError):
-            pass
-    if trained is not None and is_zoned(trained):  # a region across UTM zones: all of them
-        echo(f"--export: {trained} (the model's training region and year, {region} {year}, "
-             "in every UTM zone; give --export to predict another)")
-        return trained
-    exports = complete_products(workspace, "export")
-    listed = ", ".join(str(d) for d, _ in exports) or "none"
-    if region is None or year is None:
-        raise InputError(f"--export not given, and {checkpoint} does not record the region "
-                         f"and year it was trained on; give --export (complete exports: "
-                         f"{listed})")
-    same = [d for d, m in exports
-            if (m.get("region") or {}).get("name") == region and m.get("year") == year]
-    chosen = [d for d in same if d.resolve() == trained] or same
-    if len(chosen) != 1:
-        found = (f"{len(chosen)} complete exports hold it: {', '.join(map(str, chosen))}"
-                 if chosen else f"no complete export holds it (complete exports: {listed})")
-        raise InputError(f"--export not given: the model was trained on {region} {year}, and "
-                         f"{found}; give --export")
-    echo(f"--export: {chosen[0]} (the model's training region and year, {region} {year}; "
-         "give --export to predict another)")
-    return chosen[0]
-
-
 def _compress(raw: Path, dest: Path, names: list[str]) -> None:
     """The working file as a compressed cloud-optimized GeoTIFF with average overviews
     (built into the working file first), renamed when done."""
@@ -888,12 +575,3 @@ def _compress(raw: Path, dest: Path, names: list[str]) -> None:
     copy_as_cog(raw, dest, profile, "average", names)
 
 
-def reference_default(prediction_dir: Path) -> Path:
-    """The outlines the predicted export recorded, for `train evaluate` without --reference."""
-    return prediction_export(prediction_dir) / OUTLINES_FILE
-
-
-def prediction_export(prediction_dir: Path) -> Path:
-    """The export a prediction was made from (stored relative to the prediction)."""
-    m = read_manifest(Path(prediction_dir) / PREDICTION_MANIFEST, "prediction")
-    return resolved_path(m["export"], Path(prediction_dir))
