@@ -16,6 +16,7 @@ import numpy as np
 
 import training.predict as P
 import training.predict.model as model
+import training.predict.shares as shares
 import training.predict.streaming as streaming
 from gee_export.common.cli import train
 
@@ -42,14 +43,14 @@ if "PLANT_LOG" in ENV:
     streaming._stream_band = _logged_band
 
 if ENV.get("PLANT_KILL") == str(RANK):
-    _write_json = P.write_json
+    _write_json = shares.write_json
 
     def _then_die(path, record):
         _write_json(path, record)
         if record["bands_done"]:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    P.write_json = _then_die
+    shares.write_json = _then_die
 
 if ENV.get("PLANT_NAN") == str(RANK):
     model.torch_model_fn = lambda *a, **k: (lambda x: np.full((len(x),) + x.shape[2:], np.nan,
