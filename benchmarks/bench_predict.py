@@ -50,9 +50,10 @@ def predict(ws: str, exp: str, ckpt: str, device: str, window: str):
     import rasterio
 
     import training.predict as P
+    import training.predict.model as M
 
     shapes, model_fns = [], []
-    made = P.torch_model_fn
+    made = M.torch_model_fn
 
     def recording_model_fn(*args, **kwargs):
         fn = made(*args, **kwargs)
@@ -63,7 +64,7 @@ def predict(ws: str, exp: str, ckpt: str, device: str, window: str):
             return fn(x)
         return recorded
 
-    P.torch_model_fn = recording_model_fn
+    M.torch_model_fn = recording_model_fn
     t = time.perf_counter()
     times = {}
     out = P.predict(Path(ckpt), Path(exp), Path(ws), P.PredictConfig(device=device,

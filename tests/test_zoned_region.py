@@ -85,7 +85,7 @@ def chain(straddling):
     the glacier's nunataks are part of its RGI area."""
     from click.testing import CliRunner
 
-    import training.predict as predict_module
+    import training.predict.model as predict_module
     from training.models import build_model  # noqa: F401 (the checkpoint's real model)
 
     root, sources, moved, box, _ = straddling

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 
 import training.predict as P
+import training.predict.model as model
+import training.predict.shares as shares
+import training.predict.streaming as streaming
 from gee_export.common.cli import train
 
 RANK = int(os.environ["RANK"])
@@ -30,27 +33,27 @@ if "PLANT_BAND_WIDTH" in ENV:
     P.predict = _banded
 
 if "PLANT_LOG" in ENV:
-    _band = P._stream_band
+    _band = streaming._stream_band
 
     def _logged_band(*args):
         with open(Path(ENV["PLANT_LOG"]) / f"rank-{RANK}", "a") as f:
             f.write(f"{args[7]}\n")  # c0
         return _band(*args)
 
-    P._stream_band = _logged_band
+    streaming._stream_band = _logged_band
 
 if ENV.get("PLANT_KILL") == str(RANK):
-    _write_json = P.write_json
+    _write_json = shares.write_json
 
     def _then_die(path, record):
         _write_json(path, record)
         if record["bands_done"]:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    P.write_json = _then_die
+    shares.write_json = _then_die
 
 if ENV.get("PLANT_NAN") == str(RANK):
-    P.torch_model_fn = lambda *a, **k: (lambda x: np.full((len(x),) + x.shape[2:], np.nan,
-                                                          np.float32))
+    model.torch_model_fn = lambda *a, **k: (lambda x: np.full((len(x),) + x.shape[2:], np.nan,
+                                                              np.float32))
 
 sys.exit(train.main(args=sys.argv[1:], prog_name="train"))
