@@ -1,7 +1,9 @@
-"""`prep tile`: a thin command over tiling.tiles.make_tiles."""
+"""`prep tile`: a thin command over tiling.cut.cut_tiles (tiling.tiles.make_tiles per export
+or zone) and tiling.verify.verify_tiles."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 
@@ -18,46 +20,71 @@ from gee_export.common.cli import (
     workspace_option,
 )
 from gee_export.common.errors import InputError
-from gee_export.common.layout import TILES_DIR, check_name, newest_complete, resolve_workspace
+from gee_export.common.layout import check_name, newest_complete, resolve_workspace
 from gee_export.common.outlines import MIN_GLACIER_AREA_KM2
-from gee_export.common.zoned import zoned_parts
 
-from .tiles import AUTO_BLOCKS, SMALL_GLACIER_LABELS, TileConfig
+from .config import SMALL_GLACIER_LABELS, TileConfig
+from .plan import AUTO_BLOCKS
 
 UNIT = FiniteFloat(0, 1)
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def option_group(*options: Decorator) -> Decorator:
+    """The click options given, as one decorator: listed in --help in the order given, as
+    the same options stacked one above the other would be."""
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return apply
+
+
+# The outlines and what they label.
+outline_options = option_group(
+    click.option("--outlines", type=click.Path(path_type=Path), default=None,
+                 help="Glacier outlines (any format GDAL reads, any CRS). "
+                      "[default: the outlines the export recorded]"),
+    click.option("--outlines-layer", default=None,
+                 help="The layer of --outlines that holds the glacier polygons, in a file of "
+                      "several. [default: the file's only polygon layer]"),
+    click.option("--min-area", type=FiniteFloat(min=0), default=MIN_GLACIER_AREA_KM2,
+                 help="Glaciers smaller than this, in km^2 (ellipsoidal), get the --small-glaciers "
+                      "label (paper: 0.05)."),
+    click.option("--small-glaciers", type=click.Choice(list(SMALL_GLACIER_LABELS)),
+                 default="ignore", help="Label of glaciers under --min-area: ignore (255, left out "
+                 "of loss and metrics), background (the paper: dropped outlines), or glacier."),
+)
+# Which windows become tiles.
+window_options = option_group(
+    click.option("--size", type=click.IntRange(min=32), default=512, callback=multiple_of(32),
+                 help="Tile side in pixels, a multiple of 32 (paper: 512)."),
+    click.option("--stride", type=click.IntRange(min=1), default=None,
+                 help="Step between tiles in pixels, at most --size. [default: --size, no overlap]"),
+    click.option("--min-valid", type=UNIT, default=0.5,
+                 help="Drop tiles whose valid (non-nodata) fraction is below this (0-1)."),
+    click.option("--background-ratio", type=FiniteFloat(min=0), default=None,
+                 help="Keep at most this many glacier-free tiles per glacier tile. [default: all]"),
+)
+# How the tiles split into training and validation.
+split_options = option_group(
+    click.option("--split", type=click.Choice(["spatial", "random"]), default="spatial",
+                 help="spatial: blocks with a one-tile guard gap; random: the paper's split."),
+    click.option("--val-fraction", type=FiniteFloat(0, 1, min_open=True, max_open=True),
+                 default=0.3, help="Validation share (paper: 0.3)."),
+    click.option("--block-tiles", type=AutoInt(minimum=1), default="auto",
+                 help="Spatial split: blocks of N x N tiles go to one side together; auto: the "
+                      f"largest of {', '.join(map(str, AUTO_BLOCKS))} that leaves both sides tiles."),
+    click.option("--seed", type=click.IntRange(min=0), default=0, help="Seed of the split."),
+)
 
 
 @click.command(context_settings=CONTEXT)
 @click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
               help="Export directory. [default: the newest complete export in the workspace]")
-@click.option("--outlines", type=click.Path(path_type=Path), default=None,
-              help="Glacier outlines (any format GDAL reads, any CRS). "
-                   "[default: the outlines the export recorded]")
-@click.option("--outlines-layer", default=None,
-              help="The layer of --outlines that holds the glacier polygons, in a file of "
-                   "several. [default: the file's only polygon layer]")
-@click.option("--min-area", type=FiniteFloat(min=0), default=MIN_GLACIER_AREA_KM2,
-              help="Glaciers smaller than this, in km^2 (ellipsoidal), get the --small-glaciers "
-                   "label (paper: 0.05).")
-@click.option("--small-glaciers", type=click.Choice(list(SMALL_GLACIER_LABELS)),
-              default="ignore", help="Label of glaciers under --min-area: ignore (255, left out "
-              "of loss and metrics), background (the paper: dropped outlines), or glacier.")
-@click.option("--size", type=click.IntRange(min=32), default=512, callback=multiple_of(32),
-              help="Tile side in pixels, a multiple of 32 (paper: 512).")
-@click.option("--stride", type=click.IntRange(min=1), default=None,
-              help="Step between tiles in pixels, at most --size. [default: --size, no overlap]")
-@click.option("--min-valid", type=UNIT, default=0.5,
-              help="Drop tiles whose valid (non-nodata) fraction is below this (0-1).")
-@click.option("--background-ratio", type=FiniteFloat(min=0), default=None,
-              help="Keep at most this many glacier-free tiles per glacier tile. [default: all]")
-@click.option("--split", type=click.Choice(["spatial", "random"]), default="spatial",
-              help="spatial: blocks with a one-tile guard gap; random: the paper's split.")
-@click.option("--val-fraction", type=FiniteFloat(0, 1, min_open=True, max_open=True),
-              default=0.3, help="Validation share (paper: 0.3).")
-@click.option("--block-tiles", type=AutoInt(minimum=1), default="auto",
-              help="Spatial split: blocks of N x N tiles go to one side together; auto: the "
-                   f"largest of {', '.join(map(str, AUTO_BLOCKS))} that leaves both sides tiles.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, help="Seed of the split.")
+@outline_options
+@window_options
+@split_options
 @click.option("--name", type=Name(zone_part=True), default=None,
               help="Tile directory name. [default: the export's name]")
 @click.option("--workers", type=AutoInt(minimum=1, processes=True), default="auto",
@@ -80,7 +107,7 @@ def tile(export_dir: Path | None, outlines: Path | None, outlines_layer: str | N
     """Rasterize outlines into labels and cut labelled tiles with a train/val split."""
     from gee_export.common.workers import cpu_workers
 
-    from .tiles import make_tiles
+    from .cut import cut_tiles
 
     if stride is not None and stride > size:
         raise InputError(f"--stride {stride}: larger than --size {size}")
@@ -94,20 +121,8 @@ def tile(export_dir: Path | None, outlines: Path | None, outlines_layer: str | N
                      background_ratio=background_ratio, split=split, val_fraction=val_fraction,
                      block_tiles=None if block_tiles == "auto" else block_tiles, seed=seed,
                      min_area_km2=min_area, small_glaciers=small_glaciers)
-    parts = zoned_parts(export_dir, "export")
-    if parts is None:
-        make_tiles(export_dir, ws, cfg, outlines, name, cpu_workers(workers), force, verify,
-                   wait, quiet, click.echo, outlines_layer=outlines_layer)
-        return
-    from .zoned import ZonedSplit, make_zoned_tiles
-
-    split = ZonedSplit(parts, cfg, outlines, outlines_layer, cpu_workers(workers))  # one for all
-    make_zoned_tiles(export_dir, parts, ws / TILES_DIR / (name or export_dir.name), ws,
-                     lambda part, part_name: make_tiles(
-                         part, ws, cfg, outlines, part_name, cpu_workers(workers), force,
-                         verify, wait, quiet, click.echo, outlines_layer=outlines_layer,
-                         zoned=split),
-                     wait, click.echo)
+    cut_tiles(export_dir, ws, cfg, outlines, outlines_layer, name, workers, force, wait, quiet,
+              click.echo)
 
 
 # Options that decide how tiles are cut: --verify checks a tile set as it was cut.
