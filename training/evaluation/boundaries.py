@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .heldout import GROUND_NAMES, GROUND_TRAINING, UNKNOWN
-from .scene_scores import GROUNDS, SceneScores
+from ..heldout import GROUND_NAMES, GROUND_TRAINING, UNKNOWN
+from .scoring import GROUNDS, SceneScores
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .evaluation_report import HEADLINES
-from .heldout import GROUND_TRAINING, GROUND_VALIDATION, TrainingFootprint
+from ..heldout import GROUND_TRAINING, GROUND_VALIDATION, TrainingFootprint
+from .report import HEADLINES
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry

@@ -8,11 +8,6 @@ glaciers are scored apart. Boundary distances use the outer outline of the refer
 union: ice divides are not boundaries an image shows) and only where both sides have data.
 Areas are given planar (in the grid's CRS, as pixels count them) and ellipsoidal (what
 inventories quote); the ellipsoidal one is the one to compare with an inventory.
-
-This module is the command, from the prediction and reference read to the report written;
-the scoring pass is in scene_scores, the boundary distances in boundary_distance, the report
-and summary line in evaluation_report, the figure in agreement_figure. Their names used
-elsewhere are importable from here too.
 """
 from __future__ import annotations
 
@@ -33,23 +28,14 @@ from gee_export.common.layout import (
 from gee_export.common.outlines import MIN_GLACIER_AREA_KM2
 from gee_export.common.stage import DONE, Stage
 
-from .agreement_figure import agreement_png
-from .boundary_distance import BOUNDARY_PERCENTILE, _summary, boundary_distances, boundary_points, nearest_boundary
-from .evaluation_report import HEADLINES, _report, per_glacier, pixel_scores, summary_line
-from .heldout import training_footprint
-from .scene_scores import GROUNDS, HELD_OUT_GROUND, SceneScores, score_scene
-from .zones import ZONE_BUFFER_M
+from ..heldout import training_footprint
+from ..zones import ZONE_BUFFER_M
+from .figure import agreement_png
+from .report import _report, summary_line
+from .scoring import score_scene
 
 if TYPE_CHECKING:
     from gee_export.common.utm import Strip
-
-__all__ = [  # the names other modules and tests import from here
-    "BOUNDARY_PERCENTILE", "EVALUATION_OPTIONS", "GROUNDS", "HEADLINES", "HELD_OUT_GROUND",
-    "EvalConfig", "SceneScores", "_summary", "agreement_png", "boundary_distances",
-    "boundary_points", "check_report_name", "evaluate_prediction", "nearest_boundary",
-    "per_glacier", "pixel_scores", "score_scene", "summary_line",
-]
-
 
 @dataclass(frozen=True)
 class EvalConfig:

@@ -12,8 +12,8 @@ import numpy as np
 from gee_export.common.bands import LABEL_IGNORE
 from gee_export.common.errors import InputError
 
-from .area_error import EdgePieces, divide_free_boundaries
-from .heldout import (
+from ..area_error import EdgePieces, divide_free_boundaries
+from ..heldout import (
     GROUND_GUARD,
     GROUND_NAMES,
     GROUND_TRAINING,
@@ -22,8 +22,8 @@ from .heldout import (
     TrainingFootprint,
     unknown_footprint,
 )
-from .metrics import confusion
-from .zones import ZONE_BUFFER_M, ZoneCounts
+from ..metrics import confusion
+from ..zones import ZONE_BUFFER_M, ZoneCounts
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
@@ -67,7 +67,7 @@ def score_scene(src: DatasetReader, ref_geoms: Sequence[BaseGeometry],
 
     from gee_export.common.outlines import OutlineRasterizer
 
-    from .zones import GlacierPieces, zone_blocks, zones_of
+    from ..zones import GlacierPieces, zone_blocks, zones_of
 
     footprint = footprint or unknown_footprint("not given")
     zones = zones_of(src, ref_geoms, buffer_m, strip)

@@ -10,12 +10,12 @@ import numpy as np
 
 from gee_export.common.layout import now_iso, stored_path, workspace_of
 
-from .area_error import MIN_PIECE_KM, MIN_PIECES, PIECE_PX
-from .boundary_distance import BOUNDARY_PERCENTILE, _boundaries
-from .heldout import GROUND_TRAINING, GROUND_VALIDATION, UNKNOWN
-from .metrics import scores
-from .scene_scores import GROUNDS, SceneScores
-from .zones import ellipsoidal_ratios
+from ..area_error import MIN_PIECE_KM, MIN_PIECES, PIECE_PX
+from ..heldout import GROUND_TRAINING, GROUND_VALIDATION, UNKNOWN
+from ..metrics import scores
+from ..zones import ellipsoidal_ratios
+from .boundaries import BOUNDARY_PERCENTILE, _boundaries
+from .scoring import GROUNDS, SceneScores
 
 if TYPE_CHECKING:
     from gee_export.common.outlines import Outlines
