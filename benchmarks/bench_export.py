@@ -29,10 +29,10 @@ def switch_off_optimizations() -> None:
     """The reference: the recipe as it ran before the export was made faster."""
     import numpy as np
 
-    from gee_export import local
     from gee_export.common import rasters
+    from gee_export.local import cell_reads, placing, recipe
 
-    one_file = local.read_source
+    one_file = cell_reads.read_source
 
     def per_band(path, kind, grid, cell, bands, resampling="bilinear", native_rule=None):
         if bands is None or native_rule is not None:  # the noise rule needs both bands
@@ -52,10 +52,10 @@ def switch_off_optimizations() -> None:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 return np.nanmedian(stack, axis=0).astype(np.float32)
 
-    local.read_source = per_band
-    local._aligned_offset = lambda *a: None
-    local._axis_sampling = lambda *a: None
-    local.nan_median = numpy_median
+    cell_reads.read_source = per_band
+    placing._aligned_offset = lambda *a: None
+    placing._axis_sampling = lambda *a: None
+    recipe.nan_median = numpy_median
     rasters.COMPRESSION = {"compress": "deflate"}
 
 

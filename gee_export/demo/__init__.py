@@ -15,8 +15,9 @@ Every field is a pure function of map coordinates, so any window of any source g
 generated on its own: the generator never holds a whole scene, and larger scenes (benchmarks)
 cost memory per window only.
 
-The package is split by concern: `scene` (what the world is each year), `sensors` (what
-Sentinel-1, Sentinel-2 and the DEMs make of it), `sources` (the files the local recipe reads),
-and `noise` (the coordinate-pure noise all of them draw on).
+The package is split by concern: `scene` (what the world is each year), made of `relief` (the
+rock), `glaciers` (the inventory's glaciers and their change) and `weather` (snow, clouds and
+cirrus); `sensors` (what Sentinel-1, Sentinel-2 and the DEMs make of it), `sources` (the files
+the local recipe reads), and `noise` (the coordinate-pure noise all of them draw on).
 """
 from __future__ import annotations

@@ -1,13 +1,14 @@
 """The demo scene: what the world is each year. Terrain, the glaciers of the inventory and how
 they change, lakes, seasonal snow, clouds and cirrus, as pure functions of map coordinates
-and the year. What the sensors make of it is gee_export.demo.sensors; the files written from
-it, gee_export.demo.sources.
+and the year. The scene composes its parts: the rock relief (gee_export.demo.relief), the
+glaciers (.glaciers) and the weather (.weather); it lays lakes and the DEMs' surface over
+them. What the sensors make of it is gee_export.demo.sensors; the files written from it,
+gee_export.demo.sources.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,7 +16,12 @@ import numpy as np
 from gee_export.common.errors import InputError
 from gee_export.common.grid import ExportGrid, Region
 
-from .noise import fbm, smoothstep, value_noise
+from .glaciers import INVENTORY_YEAR, Glacier, debris_polygon, ice_depth, inventory_glaciers, inventory_polygons
+from .noise import value_noise
+from .relief import Relief
+from .weather import GAP_YEAR as GAP_YEAR  # the hard years, importable from here as before
+from .weather import LATE_SNOW_YEAR as LATE_SNOW_YEAR
+from .weather import Weather
 
 if TYPE_CHECKING:
     from geopandas import GeoDataFrame
@@ -26,26 +32,10 @@ DEMO_CRS = "EPSG:32647"
 DEMO_X0, DEMO_Y0 = 385_000.0, 4_352_000.0  # around Qiyi glacier, Qilian Mountains
 DEMO_SIZE = 2048  # pixels at 10 m: 20.5 km, enough glaciers for a 70/30 split, small for CI
 ELA = 4750.0  # equilibrium-line altitude: snow above, bare ice below
-# The demo's inventory year: the outlines shipped with every year's sources are this year's,
-# as a real inventory's would be; the glaciers of other years differ by known amounts.
-INVENTORY_YEAR = 2018
 # The DEMs' date: like SRTM (February 2000), older than any imagery year, so their surface
 # shows the larger glaciers of that date and no step at any imagery year's outline. (The real
 # HMA mosaic's strips date from 2002-2016; here both DEMs share the one surface of DEM_YEAR.)
 DEM_YEAR = 2000
-# Before the inventory, glaciers shrink at rates of real Qilian glaciers (about 0.5-1 % of
-# their area a year since 2000), not at the demo's fast rates after it: every radius
-# was larger by PAST_SHRINK_PER_YEAR of itself plus PAST_MARGIN_M_PER_YEAR each year back,
-# and tongues reached PAST_FRONT_M_PER_YEAR further down-valley.
-PAST_SHRINK_PER_YEAR = 0.003
-PAST_MARGIN_M_PER_YEAR = 4.0
-PAST_FRONT_M_PER_YEAR = 25.0
-# Hard cases for measuring change: in GAP_YEAR a cloud stays over part of one glacier on every
-# date, so that year sees it only in part; in LATE_SNOW_YEAR seasonal snow lingers beside a
-# few glaciers all summer, as after a cold spring.
-GAP_YEAR = 2019
-LATE_SNOW_YEAR = 2020
-LATE_SNOW_REACH_M = 300.0  # how far beyond a glacier's head the lingering snow reaches
 
 
 def demo_grid(size: int = DEMO_SIZE) -> ExportGrid:
@@ -72,59 +62,6 @@ def check_demo_size(size: int) -> None:
 DEMO_REGION = demo_region()
 
 
-# --------------------------------------------------------------------------------------------
-# The scene
-
-
-@dataclass(frozen=True)
-class Glacier:
-    """A glacier as a chain of discs (centre x, y, radius) from head to tongue, optionally
-    with a nunatak hole, and how it changes each year after INVENTORY_YEAR."""
-    gid: str
-    discs: tuple[tuple[float, float, float], ...]
-    thickness: float
-    hole: tuple[float, float, float] | None = None
-    debris_from: float | None = None  # fraction of the disc chain from which debris covers it
-    front_m_per_year: float = 0.0  # tongue advance (+) or retreat (-) along the chain
-    shrink_per_year: float = 0.0  # fraction of every radius lost per year (thinning margins)
-
-    def at(self, year: int) -> "Glacier | None":
-        """This glacier's outline in `year` (None once it has vanished): after the inventory
-        at its own (fast) rates, before it at the slow rates of the past."""
-        dt = year - INVENTORY_YEAR
-        if dt < 0:
-            back = -dt
-            front = PAST_FRONT_M_PER_YEAR * back if self.front_m_per_year < 0 else 0.0
-            discs = tuple((x, y, r * (1 + PAST_SHRINK_PER_YEAR * back)
-                           + PAST_MARGIN_M_PER_YEAR * back)
-                          for x, y, r in _chain_to(self.discs, front))
-            return replace(self, discs=discs)
-        scale = 1.0 - self.shrink_per_year * dt
-        if scale <= 0.02:
-            return None
-        discs = _chain_to(self.discs, self.front_m_per_year * dt)
-        return replace(self, discs=tuple((x, y, r * scale) for x, y, r in discs))
-
-
-def _chain_to(discs, change_m: float):
-    """The disc chain with its tongue moved by change_m along the flow (cut or extended)."""
-    if len(discs) < 2 or change_m == 0:
-        return discs
-    pts = np.array(discs)
-    seg = np.hypot(*np.diff(pts[:, :2], axis=0).T)
-    dist = np.concatenate([[0.0], np.cumsum(seg)])
-    front = max(1.0, dist[-1] + change_m)
-    if front <= dist[-1]:
-        i = int(np.searchsorted(dist, front))  # dist[i - 1] < front <= dist[i]
-        t = (front - dist[i - 1]) / seg[i - 1]
-        last = pts[i - 1] + t * (pts[i] - pts[i - 1])
-        return tuple(map(tuple, pts[:i])) + (tuple(last),)
-    direction = (pts[-1, :2] - pts[-2, :2]) / seg[-1]
-    steps = np.arange(100.0, front - dist[-1] + 1e-9, 100.0)
-    ext = [(*(pts[-1, :2] + k * direction), pts[-1, 2]) for k in steps]
-    return tuple(map(tuple, pts)) + tuple(ext)
-
-
 class DemoScene:
     """The synthetic scene for one seed and size; fields are evaluated at map coordinates."""
 
@@ -132,90 +69,14 @@ class DemoScene:
         self.seed, self.size = seed, size
         self.grid = demo_grid(size)
         self.extent_m = size * self.grid.res
-        self.crest_v = self.extent_m / 2
+        self.relief = Relief(seed, self.grid, self.extent_m)
         self._cache: dict = {}
-
-    # -- terrain ------------------------------------------------------------------------------
-    def _local(self, x, y):
-        return x - self.grid.x0, self.grid.y0 - y  # u east, v south, metres from the NW corner
-
-    def _crest(self, u):
-        return self.crest_v + 0.035 * self.extent_m * np.sin(2 * math.pi * u / (0.45 * self.extent_m))
-
-    VALLEY_SPACING = 3400.0
-
-    def terrain(self, x: np.ndarray, y: np.ndarray, detail: bool = True) -> np.ndarray:
-        """Rock surface elevation (m, EGM96) before ice and lakes."""
-        u, v = self._local(x, y)
-        d = np.clip(np.abs(v - self._crest(u)) / (self.extent_m / 2), 0, 1.2)
-        base = 5350 - 2100 * d ** 1.15
-        side = np.where(v > self._crest(u), 0.5, 0.0)  # valleys on the two sides are staggered
-        phase = 2 * math.pi * (u / self.VALLEY_SPACING - side)
-        ridges = 320 * (0.5 + 0.5 * np.cos(phase)) * smoothstep(0.04, 0.35, d)
-        rough = 220 * fbm(x, y, 2500, self.seed, 2)
-        if detail:  # the small scales matter for texture, not for shading
-            rough = rough + 70 * fbm(x, y, 500, self.seed + 7, 2) + 18 * value_noise(
-                x, y, 120, self.seed + 9)
-        return base + ridges + rough
 
     # -- glaciers -----------------------------------------------------------------------------
     @cached_property
     def glaciers(self) -> tuple[Glacier, ...]:
         """The glaciers as the inventory of INVENTORY_YEAR has them, with their change rates."""
-        rng = np.random.default_rng(self.seed)
-        out, n = [], 0
-        L, E = self.VALLEY_SPACING, self.extent_m
-        for side, sign in ((0.0, -1), (0.5, 1)):  # north side flows to -v, south side to +v
-            k = 0
-            while (uc := (k + 0.5 + side) * L) < E - 600:
-                k += 1
-                if uc < 600 or rng.random() < 0.15:
-                    continue
-                length = rng.uniform(0.16, 0.30) * E
-                r_head = rng.uniform(550, 850)
-                v_head = float(self._crest(np.array(uc))) + sign * 0.4 * r_head
-                m = 24
-                discs = []
-                for i in range(m):
-                    t = i / (m - 1)
-                    discs.append((self.grid.x0 + uc + 120 * math.sin(3 * t + k),
-                                  self.grid.y0 - (v_head + sign * t * length),
-                                  r_head * (1 - t) + 130 * t))
-                n += 1
-                out.append(Glacier(f"DEMO{n:03d}", tuple(discs), rng.uniform(50, 90)))
-        # The longest valley glacier gets a debris-covered tongue and a nunatak.
-        longest = max(range(len(out)), key=lambda i: _chain_length(out[i].discs))
-        g = out[longest]
-        cx, cy, cr = g.discs[4]
-        out[longest] = replace(g, hole=(cx, cy, 0.35 * cr), debris_from=0.62)
-        # Cirque glaciers on inter-valley ridges near the crest, two of them below 0.05 km^2.
-        for j, (fu, r) in enumerate(((0.18, 330), (0.52, 380), (0.84, 300), (0.33, 110),
-                                     (0.69, 100))):
-            u = fu * E
-            v = float(self._crest(np.array(u))) + (260 if j % 2 else -260)
-            n += 1
-            out.append(Glacier(f"DEMO{n:03d}", ((self.grid.x0 + u, self.grid.y0 - v, r),), 30.0))
-        return self._with_change(out)
-
-    def _with_change(self, glaciers: list[Glacier]) -> tuple[Glacier, ...]:
-        """Seeded, known change per year: valley tongues retreat and margins thin, the second
-        valley glacier advances, cirques shrink and the two smallest vanish by 2020. Far
-        faster than real Qilian glaciers, so that two years show at 10 m."""
-        rng = np.random.default_rng(self.seed + 555)
-        valley = [i for i, g in enumerate(glaciers) if len(g.discs) > 1]
-        out = []
-        for i, g in enumerate(glaciers):
-            if i in valley:
-                change = dict(front_m_per_year=rng.uniform(-150, -60),
-                              shrink_per_year=rng.uniform(0.008, 0.016))
-                if len(valley) > 1 and i == valley[1]:
-                    change = dict(front_m_per_year=90.0, shrink_per_year=0.0)
-            elif g.discs[0][2] < 150:
-                change = dict(shrink_per_year=0.5)  # gone two years after the inventory
-            else:
-                change = dict(shrink_per_year=rng.uniform(0.02, 0.05))
-            out.append(replace(g, **change))
-        return tuple(out)
+        return inventory_glaciers(self.seed, self.relief)
 
     def glaciers_in(self, year: int) -> tuple[Glacier | None, ...]:
         return tuple(g.at(year) for g in self.glaciers)
@@ -224,21 +85,11 @@ class DemoScene:
         """One polygon per glacier of the inventory (empty once vanished) in `year`."""
         key = ("polygons", year)
         if key not in self._cache:
-            self._cache[key] = _inventory_polygons(self.glaciers_in(year))
+            self._cache[key] = inventory_polygons(self.glaciers_in(year))
         return self._cache[key]
 
     def debris_polygon(self, year: int = INVENTORY_YEAR) -> BaseGeometry:
-        import shapely
-        from shapely.geometry import Point
-
-        parts = []
-        for g, poly in zip(self.glaciers, self.glacier_polygons(year)):
-            if g.debris_from is not None:  # the debris zone stays where it was
-                i0 = int(g.debris_from * len(g.discs))
-                zone = shapely.union_all([Point(x, y).buffer(r * 1.3, 24)
-                                          for x, y, r in g.discs[i0:]])
-                parts.append(poly.intersection(zone))
-        return shapely.union_all(parts)
+        return debris_polygon(self.glaciers, self.glacier_polygons(year))
 
     def glacier_area_km2(self, year: int) -> dict[str, float]:
         """The true (ellipsoidal) area in `year` of every glacier of the inventory, 0 once it
@@ -261,7 +112,7 @@ class DemoScene:
         norm = math.hypot(dx, dy)
         out.append((x1 + dx / norm * 330, y1 + dy / norm * 330, 170.0))
         for fu, fv in ((0.40, 0.93), (0.75, 0.06)):
-            u = (round(fu * self.extent_m / self.VALLEY_SPACING - 0.5) + 0.5) * self.VALLEY_SPACING
+            u = (round(fu * self.extent_m / self.relief.VALLEY_SPACING - 0.5) + 0.5) * self.relief.VALLEY_SPACING
             out.append((self.grid.x0 + u, self.grid.y0 - fv * self.extent_m, 230.0))
         return tuple(out)
 
@@ -301,136 +152,44 @@ class DemoScene:
         for cx, cy, r in self.lakes:
             inl = (x - cx) ** 2 + (y - cy) ** 2 < r ** 2
             if inl.any():
-                level = float(self.terrain(np.array([cx]), np.array([cy]))[0]) - 5
+                level = float(self.relief.elevation(np.array([cx]), np.array([cy]))[0]) - 5
                 elevation = np.where(inl, level, elevation)
                 lake |= inl
         glacier &= ~lake
         return {"elevation": elevation, "glacier": glacier, "debris": debris & ~lake,
-                "lake": lake, "shade": self.hillshade(x, y)}
+                "lake": lake, "shade": self.relief.hillshade(x, y)}
 
     def dem_surface(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The surface of DEM_YEAR (m, EGM96): the glaciers of that year smooth the rock (the
         finest relief fades in over their margins, with no step) and add their ice."""
-        rock = self.terrain(x, y)
-        inside, ice = self._ice(x, y, DEM_YEAR)
+        rock = self.relief.elevation(x, y)
+        inside, ice = ice_depth(self.glaciers_in(DEM_YEAR), x, y)
         smoothing = np.clip(4 * inside, 0, 1)  # full from 87 % of a disc's radius inwards
         return rock - smoothing * 18 * value_noise(x, y, 120, self.seed + 9) + ice
 
-    def _ice(self, x, y, year: int) -> tuple[np.ndarray, np.ndarray]:
-        """How far inside the glaciers of `year` each point is (1 - (d/r)^2 of the deepest
-        disc, 0 outside) and their ice thickness there: a dome over each disc chain."""
-        ice, depth = np.zeros(np.shape(x)), np.zeros(np.shape(x))
-        for g in self.glaciers_in(year):
-            if g is None:
-                continue
-            xs, ys, rs = np.array(g.discs).T
-            gx0, gx1 = (xs - rs).min(), (xs + rs).max()
-            gy0, gy1 = (ys - rs).min(), (ys + rs).max()
-            near = (x >= gx0) & (x <= gx1) & (y >= gy0) & (y <= gy1)
-            if not near.any():
-                continue
-            px, py = x[near], y[near]
-            inside = np.zeros(px.shape)
-            for cx, cy, r in g.discs:
-                inside = np.maximum(inside, 1 - ((px - cx) ** 2 + (py - cy) ** 2) / r ** 2)
-            inside = np.clip(inside, 0, 1)
-            depth[near] = np.maximum(depth[near], inside)
-            ice[near] = np.maximum(ice[near], g.thickness * np.sqrt(inside))
-        return depth, ice
+    # -- weather and seasons: the scene's names for its Weather's fields ------------------------
+    @cached_property
+    def weather(self) -> Weather:
+        return Weather(self.seed, self.extent_m, self.glaciers,
+                       partial(self.glacier_polygons, INVENTORY_YEAR))
 
-    def hillshade(self, x: np.ndarray, y: np.ndarray, h: float = 10.0) -> np.ndarray:
-        """Illumination factor from a sun in the south-east at 50 degrees elevation."""
-        dzdx = (self.terrain(x + h, y, False) - self.terrain(x - h, y, False)) / (2 * h)
-        dzdy = (self.terrain(x, y + h, False) - self.terrain(x, y - h, False)) / (2 * h)
-        az, el = math.radians(135), math.radians(50)
-        sx, sy, sz = math.sin(az) * math.cos(el), math.cos(az) * math.cos(el), math.sin(el)
-        n = np.sqrt(dzdx ** 2 + dzdy ** 2 + 1)
-        return np.clip((-dzdx * sx - dzdy * sy + sz) / n / sz, 0.25, 1.4)
-
-    # -- weather and seasons --------------------------------------------------------------------
     def seasonal_snow(self, x: np.ndarray, y: np.ndarray, elevation: np.ndarray,
                       glacier: np.ndarray, year: int, date_i: int) -> np.ndarray:
-        """Snow patches outside glaciers; they shrink from July to September, except beside
-        the heads of a few glaciers in LATE_SNOW_YEAR."""
-        f = fbm(x, y, 900, self.seed + 31 + year, 3) + (elevation - 4300) / 1400
-        return ((f > 0.68 + 0.1 * date_i) | self.late_snow(x, y, year)) & ~glacier
+        return self.weather.seasonal_snow(x, y, elevation, glacier, year, date_i)
 
-    @cached_property
+    @property
     def late_snow_glaciers(self) -> tuple[str, ...]:
-        """The glaciers with lingering snow beside their heads in LATE_SNOW_YEAR: two valley
-        glaciers and a cirque."""
-        valley = [g for g in self.glaciers if len(g.discs) > 1]
-        cirques = [g for g in self.glaciers if len(g.discs) == 1 and g.discs[0][2] > 150]
-        picks = valley[1:2] + valley[-1:] + cirques[:1]  # small scenes have fewer
-        return tuple(dict.fromkeys(g.gid for g in picks))
+        return self.weather.late_snow_glaciers
 
-    def late_snow(self, x: np.ndarray, y: np.ndarray, year: int) -> np.ndarray:
-        out = np.zeros(np.shape(x), bool)
-        if year != LATE_SNOW_YEAR:
-            return out
-        for g in self.glaciers:
-            if g.gid in self.late_snow_glaciers:
-                hx, hy, hr = g.discs[0]
-                out |= (x - hx) ** 2 + (y - hy) ** 2 < (hr + LATE_SNOW_REACH_M) ** 2
-        return out
-
-    @cached_property
+    @property
     def cloud_gap(self) -> tuple[str, float, float, float]:
-        """(glacier id, x, y, radius) of the cloud that covers part of one glacier on every
-        date of GAP_YEAR: the second largest valley glacier (the largest when it is alone),
-        across the middle of its tongue."""
-        valley = sorted((g for g in self.glaciers if len(g.discs) > 1),
-                        key=lambda g: -self.glacier_polygons(INVENTORY_YEAR)[
-                            self.glaciers.index(g)].area)
-        g = valley[min(1, len(valley) - 1)]  # small scenes may have one valley glacier
-        x, y, r = g.discs[len(g.discs) // 2]
-        return g.gid, x, y, min(1.6 * r, 0.08 * self.extent_m)  # 2 % of the scene at most
+        return self.weather.cloud_gap
 
     def cloud(self, x: np.ndarray, y: np.ndarray, year: int, date_i: int) -> np.ndarray:
-        """Cloud opacity in [0, 1]: a few clouds in July (under the paper's 5 % scene limit),
-        none in August, many in September (a scene the limit rejects); in GAP_YEAR, one
-        cloud over part of a glacier on every date."""
-        op = np.zeros(np.shape(x))
-        if date_i != 1:
-            f = fbm(x, y, 2200, self.seed + 1000 * year + 17 * date_i, 3)
-            lo = 0.47 if date_i == 0 else 0.25
-            op = smoothstep(lo, lo + 0.15, f)
-        if year == GAP_YEAR:
-            _, cx, cy, r = self.cloud_gap
-            op = np.maximum(op, smoothstep(r, 0.8 * r, np.hypot(x - cx, y - cy)))
-        return op
+        return self.weather.cloud(x, y, year, date_i)
 
     def cirrus(self, x: np.ndarray, y: np.ndarray, year: int, date_i: int) -> np.ndarray:
-        """Thin cirrus (opacity up to 0.22) in July: SCL flags only its thickest core."""
-        if date_i != 0:
-            return np.zeros(np.shape(x))
-        return 0.22 * smoothstep(0.25, 0.75, fbm(x, y, 3000, self.seed + 2000 * year + 5, 2))
-
-
-def _inventory_polygons(glaciers) -> list:
-    """Polygons of disc-chain glaciers that do not overlap: where two meet, the first keeps
-    the ice (as in an inventory). A vanished glacier (None) gets an empty polygon."""
-    import shapely
-    from shapely.geometry import Point, Polygon
-
-    polys, taken = [], None
-    for g in glaciers:
-        if g is None:
-            polys.append(Polygon())
-            continue
-        shape = shapely.union_all([Point(x, y).buffer(r, 24) for x, y, r in g.discs])
-        if g.hole:
-            shape = shape.difference(Point(g.hole[0], g.hole[1]).buffer(g.hole[2], 24))
-        shape = shapely.simplify(shape, 2.0)
-        if taken is not None:
-            shape = shape.difference(taken)
-        taken = shape if taken is None else shapely.union(taken, shape)
-        polys.append(shape)
-    return polys
-
-
-def _chain_length(discs):
-    return sum(math.hypot(b[0] - a[0], b[1] - a[1]) for a, b in zip(discs, discs[1:]))
+        return self.weather.cirrus(x, y, year, date_i)
 
 
 def demo_outlines_frame(scene: DemoScene, year: int = INVENTORY_YEAR) -> GeoDataFrame:

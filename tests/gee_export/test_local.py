@@ -7,7 +7,6 @@ import pytest
 import rasterio
 from affine import Affine
 
-from gee_export import local
 from gee_export.common.bands import BAND_NAMES
 from gee_export.common.errors import GlacierError
 from gee_export.common.grid import Cell, ExportGrid
@@ -21,6 +20,7 @@ from gee_export.local import (
     mask_invalid_pixels,
     nan_median,
     normalized_difference,
+    placing,
     read_source,
     s1_noise_rule,
 )
@@ -359,8 +359,8 @@ def test_aligned_sources_are_copied_exactly_as_a_warp_would_resample(tmp_path, m
     f = _write(tmp_path / "aligned.tif", data, Affine(10, 0, GRID.x0 - 80, 0, -10, GRID.y0 + 50),
                names=("VV", "VH"))
     fast, _ = read_source(f, "s1", GRID, CELL, ["VV", "VH"])
-    monkeypatch.setattr(local, "_aligned_offset", lambda *a: None)
-    monkeypatch.setattr(local, "_axis_sampling", lambda *a: None)
+    monkeypatch.setattr(placing, "_aligned_offset", lambda *a: None)
+    monkeypatch.setattr(placing, "_axis_sampling", lambda *a: None)
     warped, _ = read_source(f, "s1", GRID, CELL, ["VV", "VH"])
     for b in ("VV", "VH"):
         np.testing.assert_allclose(fast[b], warped[b], rtol=0, atol=1e-6, equal_nan=True)
