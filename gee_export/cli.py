@@ -6,22 +6,22 @@ from pathlib import Path
 
 import click
 
-from gee_export.common.cli import (
-    CONTEXT,
-    AutoInt,
-    FiniteFloat,
-    Name,
-    force_option,
-    multiple_of,
-    quiet_option,
-    user_errors,
-    wait_option,
-    workspace_option,
+from gee_export.cli_options import (
+    cell_options,
+    demo_options,
+    dry_run_option,
+    earth_engine_options,
+    recipe_options,
+    region_options,
+    source_options,
 )
+from gee_export.common.cli import CONTEXT, force_option, quiet_option, user_errors, wait_option, workspace_option
 from gee_export.common.errors import InputError, InputNotFoundError
+from gee_export.common.grid import Region
 from gee_export.common.layout import resolve_workspace
-from gee_export.config import DEM_SOURCE_HMA, DEM_SOURCE_SRTM, FIRST_YEAR, ORBITS
+from gee_export.config import RecipeConfig
 from gee_export.demo.scene import DEMO_SEED, DEMO_SIZE
+from gee_export.dry_run import print_dry_run
 from gee_export.export import NoOutlinesHere
 from gee_export.remote.options import source_kind_of, stac_options
 
@@ -32,105 +32,14 @@ def _today():
     return date.today()
 
 
-def _this_year() -> int:
-    return _today().year
-
-
 @click.command(context_settings=CONTEXT)
-@click.option("--region", default=None,
-              help="Built-in region: qilian (the paper's study area), hma (High Mountain "
-                   "Asia, one part per UTM zone) or demo (synthetic, no Earth Engine needed). "
-                   "Not needed with --bbox or --region-file.")
-@click.option("--year", type=click.IntRange(FIRST_YEAR, _this_year()), required=True,
-              help="Year of the summer to composite.")
-@click.option("--bbox", type=FiniteFloat(), nargs=4, default=None, metavar="W S E N",
-              help="Any other region as a lon/lat box in degrees.")
-@click.option("--region-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Any other region as a polygon file (GeoJSON, GeoPackage).")
-@click.option("--crs", default=None, help="One grid CRS for all of --bbox/--region-file. "
-              "[default: the UTM zone of the region; a region across zones is exported in "
-              "one part per zone, each on its zone's grid]")
-@click.option("--name", type=Name(), default=None,
-              help="Export directory name. [default: REGION-YEAR]")
-@click.option("--outlines", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Glacier outlines that choose the cells to export and serve the DEM offset "
-                   "and tiling. [default: outlines.gpkg of the source dir; on Earth Engine "
-                   "GLIMS (GLIMS/current)]")
-@click.option("--outlines-layer", default=None,
-              help="The layer of the outlines file that holds the glacier polygons, in a file "
-                   "of several (e.g. a GeoPackage). [default: the file's only polygon layer]")
-@click.option("--buffer", "buffer_m", type=FiniteFloat(min=0), default=1000.0,
-              help="Margin around outlines within which cells are exported, in metres.")
-@click.option("--cell-size", type=click.IntRange(64, 4096), default=768,
-              help="Cell side in pixels; one request/task/file per cell (768 px x 11 float32 "
-                   "bands is 26 MB, half the 48 MB computePixels limit).")
-@click.option("--source-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Run the recipe locally on rasters in this directory instead of Earth "
-                   "Engine (see README, 'Local sources').")
-@click.option("--source", "source_kind", type=click.Choice(["earthengine", "local", "stac"]),
-              default=None, help="Where the scenes come from: Earth Engine, local rasters "
-              "(--source-dir) or public STAC APIs (see README, 'Without Earth Engine'). "
-              "[default: local with --source-dir or --region demo, else Earth Engine]")
-@click.option("--stac-provider", type=click.Choice(["planetary-computer", "earth-search"]),
-              default=None, help="--source stac: the API and collection layout to read.")
-@click.option("--stac-api", default=None, metavar="URL",
-              help="--source stac: search this STAC API instead (a mirror), with the layout "
-                   "of --stac-provider. [default layout: planetary-computer]")
-@click.option("--stac-collection", multiple=True, metavar="SENSOR=NAME",
-              help="--source stac: another collection name for s2, s1 or dem (repeatable).")
-@click.option("--hma-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="--source stac: the HMA 8 m DEM mosaic as a GeoTIFF (ellipsoidal heights); "
-                   "Copernicus GLO-30 fills where it has no data. [default: GLO-30 alone]")
-@click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
-              help="Local sources or STAC: run the cells on this Dask scheduler's workers "
-                   "(tcp://host:8786; the workspace on a file system they share).")
-@click.option("--cloud-mask", type=click.Choice(["auto", "cloudscore", "scl"]), default="auto",
-              help="Local sources: Cloud Score+ (CS_<date>*.tif, as on Earth Engine) or SCL; "
-                   "auto uses Cloud Score+ when every scene has it.")
-@click.option("--s1-window", nargs=2, default=None, metavar="MM-DD MM-DD",
-              help="Sentinel-1 date window (end exclusive). [default: July; mid-June to "
-                   "mid-August from 2022, after Sentinel-1B failed]")
-@click.option("--s2-window", nargs=2, default=("07-01", "10-01"), metavar="MM-DD MM-DD",
-              help="Sentinel-2 date window, end exclusive (paper: July-September).")
-@click.option("--orbit", type=click.Choice(ORBITS), default="both",
-              help="Sentinel-1 orbit direction(s).")
-@click.option("--max-scene-cloud", type=FiniteFloat(0, 100), default=5.0,
-              help="Scene-level cloud limit for Sentinel-2, in percent (paper: 5).")
-@click.option("--cloud-score-threshold", type=FiniteFloat(0, 1), default=0.5,
-              help="Cloud Score+ threshold; lower keeps more pixels.")
-@click.option("--cloud-score-band", type=click.Choice(["cs_cdf", "cs"]), default="cs_cdf",
-              help="Cloud Score+ band.")
-@click.option("--s2-level", type=click.Choice(["l2a", "l1c"]), default="l2a",
-              help="Sentinel-2 processing level; l1c only where L2A is missing (2017-2018).")
-@click.option("--norm", "norm_mode", type=click.Choice(["fixed", "percentile"]), default="fixed",
-              help="Normalization: fixed physical ranges or 2/98 percentiles over the region.")
-@click.option("--norm-from", type=click.Path(path_type=Path), default=None,
-              help="Reuse the normalization of another export (its export.json or directory).")
-@click.option("--hma-asset", default=None,
-              help="Earth Engine asset id of the HMA 8 m DEM mosaic (ellipsoidal heights).")
-@click.option("--dem-source-map", is_flag=True,
-              help=f"Also write dem_source/<cell>.tif: {DEM_SOURCE_HMA} where HMA, "
-                   f"{DEM_SOURCE_SRTM} where SRTM filled.")
-@click.option("--to", "target", type=click.Choice(["download", "gcs", "drive"]),
-              default="download", help="Earth Engine: computePixels download, or batch tasks "
-                                       "to Cloud Storage or Drive.")
-@click.option("--bucket", default=None, help="Cloud Storage bucket for --to gcs.")
-@click.option("--folder", default=None, help="Drive folder for --to drive.")
-@click.option("--project", default=None, help="Google Cloud project for Earth Engine. "
-              "[default: $EE_PROJECT]")
-@click.option("--workers", type=AutoInt(1), default="auto",
-              help="Local sources: processes (auto: the CPUs, up to 8). Earth Engine: "
-                   "requests in flight (auto: 8; the default quota allows about 40).")
-@click.option("--dry-run", is_flag=True, help="Print the plan (cells, pixels, bytes, area) and "
-                                              "stop; needs no network or credentials.")
-@click.option("--demo-size", type=click.IntRange(512, 16384), default=DEMO_SIZE,
-              callback=multiple_of(256),
-              help="Side of the synthetic demo scene in pixels (region demo only).")
-@click.option("--demo-seed", type=click.IntRange(0, 2 ** 31 - 1), default=DEMO_SEED,
-              help="Seed of the synthetic demo scene (region demo only): each seed is another "
-                   "scene with its own glaciers, touching pairs, debris tongue and known change. "
-                   "A seed other than the default names the region demo-sSEED (exports "
-                   "demo-sSEED-YEAR; `train change --region demo-sSEED`).")
+@region_options
+@cell_options
+@source_options
+@recipe_options
+@earth_engine_options
+@dry_run_option
+@demo_options
 @force_option
 @wait_option
 @quiet_option
@@ -144,16 +53,44 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
            demo_seed, force, wait, quiet, workspace):
     """Export the 11-band 10 m stack of a region and year: on Earth Engine, or with
     --source-dir on local rasters (--region demo generates synthetic ones)."""
-    from dataclasses import replace
-
-    from gee_export.common.grid import scale_warning
-    from gee_export.common.layout import EXPORTS_DIR, product_name
-    from gee_export.common.utm import part_name
-    from gee_export.config import RecipeConfig
+    from gee_export.common.layout import product_name
     from gee_export.export import load_norm_from
-    from gee_export.regions import region_parts, resolve_region
 
     ws = resolve_workspace(workspace)
+    reg, parts = _region_parts(region, bbox, region_file, crs, demo_size, demo_seed, quiet)
+    cfg = _recipe_config(year, s1_window, s2_window, orbit, max_scene_cloud,
+                         cloud_score_threshold, cloud_score_band, s2_level, norm_mode, buffer_m)
+    norm = load_norm_from(norm_from) if norm_from else None
+    kind = source_kind_of(source_kind, source_dir, reg.synthetic, dask_address)
+    stac = stac_options(kind, stac_provider, stac_api, stac_collection, hma_file, cloud_mask)
+    on_earth_engine = kind == "earthengine"
+    _check_outlines(outlines, outlines_layer, on_earth_engine)
+    _check_earth_engine_options(on_earth_engine, target, bucket, folder, orbit, kind == "stac")
+    options = _export_options(on_earth_engine, cell_size, hma_asset, norm, target, bucket,
+                              folder, workers, dem_source_map, cloud_mask, outlines_layer,
+                              dask_address)
+    if dry_run:
+        return print_dry_run(parts, outlines, source_dir, buffer_m, cell_size, outlines_layer,
+                             options if on_earth_engine else None,
+                             (stac, cfg) if stac else None, click.echo)
+    if stac is not None:
+        source_dir = stac
+    elif reg.synthetic and source_dir is None:
+        source_dir = _demo_sources(ws, reg, cfg, name, year, demo_size, demo_seed, quiet)
+        if source_dir is None:
+            return
+    _export_parts(ws, reg, parts, name or product_name(reg.name, year), cfg, options,
+                  source_dir, outlines, outlines_layer, project, force, wait, quiet)
+
+
+def _region_parts(region: str | None, bbox: tuple | None, region_file: Path | None,
+                  crs: str | None, demo_size: int, demo_seed: int,
+                  quiet: bool) -> tuple[Region, list[Region]]:
+    """The region asked for and its parts (one per UTM zone, or one on --crs), the demo's
+    scene generated for its size and seed; a grid that stretches lengths is warned of."""
+    from gee_export.common.grid import scale_warning
+    from gee_export.regions import region_parts, resolve_region
+
     if region is None and bbox is None and region_file is None:
         raise InputError("give --region NAME, --bbox W S E N or --region-file FILE")
     reg = resolve_region(region, bbox, region_file, crs)
@@ -167,6 +104,13 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
         from gee_export.demo.scene import demo_region
 
         reg = parts[0] = demo_region(demo_size, demo_seed)
+    return reg, parts
+
+
+def _recipe_config(year: int, s1_window: tuple | None, s2_window: tuple, orbit: str,
+                   max_scene_cloud: float, cloud_score_threshold: float, cloud_score_band: str,
+                   s2_level: str, norm_mode: str, buffer_m: float) -> RecipeConfig:
+    """The recipe the options ask for; a season still in progress is said."""
     cfg = RecipeConfig(year=year, s1_window=tuple(s1_window) if s1_window else None,
                        s2_window=tuple(s2_window), s1_orbit=orbit,
                        s2_max_scene_cloud=max_scene_cloud,
@@ -175,45 +119,7 @@ def export(region, year, bbox, region_file, crs, name, outlines, outlines_layer,
                        norm_mode=norm_mode, outline_buffer_m=buffer_m)
     if (season := cfg.incomplete_season(_today())) is not None:
         click.echo(season)
-    norm = load_norm_from(norm_from) if norm_from else None
-    kind = source_kind_of(source_kind, source_dir, reg.synthetic, dask_address)
-    stac = stac_options(kind, stac_provider, stac_api, stac_collection, hma_file, cloud_mask)
-    on_earth_engine = kind == "earthengine"
-    _check_outlines(outlines, outlines_layer, on_earth_engine)
-    _check_earth_engine_options(on_earth_engine, target, bucket, folder, orbit, kind == "stac")
-    options = _export_options(on_earth_engine, cell_size, hma_asset, norm, target, bucket,
-                              folder, workers, dem_source_map, cloud_mask, outlines_layer,
-                              dask_address)
-    if dry_run:
-        return _dry_run(parts, outlines, source_dir, buffer_m, cell_size, outlines_layer,
-                        options if on_earth_engine else None, (stac, cfg) if stac else None)
-    if stac is not None:
-        source_dir = stac
-    elif reg.synthetic and source_dir is None:
-        source_dir = _demo_sources(ws, reg, cfg, name, year, demo_size, demo_seed, quiet)
-        if source_dir is None:
-            return
-    base = name or product_name(reg.name, year)
-    if len(parts) == 1:
-        _export_one(ws, parts[0], base, cfg, options, source_dir, outlines, outlines_layer,
-                    project, force, wait, quiet)
-        return
-    done = []
-    for part in parts:
-        part_dir = ws / EXPORTS_DIR / part_name(base, part.zone)
-        click.echo(f"UTM zone {part.zone} ({part.crs}): {part_dir.name}")
-        try:
-            _export_one(ws, part, part_dir.name, cfg, options, source_dir, outlines,
-                        outlines_layer, project, force, wait, quiet)
-        except NoOutlinesHere:
-            click.echo(f"UTM zone {part.zone}: no glacier outline lies in it; nothing to export")
-            continue
-        done.append((part, part_dir))
-        if options.norm_from is None and norm_mode == "percentile":
-            options = replace(options, norm_from=load_norm_from(part_dir))
-            click.echo(f"note: every zone takes the percentiles of {part_dir.name}, so that "
-                       "one model reads every zone alike")
-    _finish_zoned(ws, base, reg, year, done)
+    return cfg
 
 
 def _check_outlines(outlines: Path | None, layer: str | None, on_earth_engine: bool) -> None:
@@ -279,6 +185,39 @@ def _export_options(on_earth_engine: bool, cell_size: int, hma_asset, norm, targ
                         dask_address)
 
 
+def _export_parts(ws: Path, reg: Region, parts: list[Region], base: str, cfg: RecipeConfig,
+                  options, source_dir, outlines: Path | None, outlines_layer: str | None,
+                  project: str | None, force: bool, wait: bool, quiet: bool) -> None:
+    """The region's export, or one per UTM zone with a glacier then the zoned export's own
+    manifest; with percentiles, every zone takes those of the first."""
+    from dataclasses import replace
+
+    from gee_export.common.layout import EXPORTS_DIR
+    from gee_export.common.utm import part_name
+    from gee_export.export import load_norm_from
+
+    if len(parts) == 1:
+        _export_one(ws, parts[0], base, cfg, options, source_dir, outlines, outlines_layer,
+                    project, force, wait, quiet)
+        return
+    done = []
+    for part in parts:
+        part_dir = ws / EXPORTS_DIR / part_name(base, part.zone)
+        click.echo(f"UTM zone {part.zone} ({part.crs}): {part_dir.name}")
+        try:
+            _export_one(ws, part, part_dir.name, cfg, options, source_dir, outlines,
+                        outlines_layer, project, force, wait, quiet)
+        except NoOutlinesHere:
+            click.echo(f"UTM zone {part.zone}: no glacier outline lies in it; nothing to export")
+            continue
+        done.append((part, part_dir))
+        if options.norm_from is None and cfg.norm_mode == "percentile":
+            options = replace(options, norm_from=load_norm_from(part_dir))
+            click.echo(f"note: every zone takes the percentiles of {part_dir.name}, so that "
+                       "one model reads every zone alike")
+    _finish_zoned(ws, base, reg, cfg.year, done)
+
+
 def _finish_zoned(ws: Path, base: str, reg, year: int, done: list) -> None:
     """The zoned export's own manifest, once every zone is complete."""
     from gee_export.common.layout import EXPORTS_DIR, OUTLINES_FILE, ZONES_MANIFEST
@@ -298,98 +237,6 @@ def _finish_zoned(ws: Path, base: str, reg, year: int, done: list) -> None:
     click.echo(f"zoned export complete: {ws / EXPORTS_DIR / base} ({len(done)} UTM zones: "
                f"{', '.join(p.zone for p, _ in done)}); give it as --export to `prep tile` and "
                "`train predict`")
-
-
-def _dry_run(parts: list, outlines: Path | None, source_dir: Path | None, buffer_m: float,
-             cell_size: int, layer: str | None, earth_engine, stac=None) -> None:
-    """Print what a real run would plan, per UTM zone and in total, without network or
-    credentials; with `earth_engine` (its EEOptions), the requests or tasks and hours."""
-    from gee_export.export import earth_engine_estimate, plan_cells
-
-    path = outlines or (Path(source_dir) / "outlines.gpkg" if source_dir else None)
-    plans = []
-    for part in parts:
-        frame, source = _dry_run_outlines(part, path, layer)
-        try:
-            plans.append(plan_cells(part, frame, buffer_m, cell_size,
-                                    f"{source} buffered by {buffer_m:g} m" if source else ""))
-        except NoOutlinesHere:
-            if len(parts) == 1:
-                raise
-            click.echo(f"UTM zone {part.zone}: no glacier outline lies in it; nothing to export")
-            continue
-        if len(parts) > 1:
-            click.echo(f"UTM zone {part.zone}: " + plans[-1].describe())
-        else:
-            click.echo(plans[-1].describe())
-    if not plans:
-        raise NoOutlinesHere("no glacier outline lies in any UTM zone of the region")
-    summaries = [{**p.summary(), **({"zone": p.region.zone} if p.region.zone else {})}
-                 for p in plans]
-    total = {k: sum(s[k] for s in summaries) for k in ("cells", "pixels", "bytes_float32",
-                                                       "area_km2")}
-    if len(parts) > 1:
-        chosen = parts[0].synthetic or path is not None and Path(path).is_file()
-        total["region_km2"] = _region_km2(parts)
-        click.echo(f"total over {len(plans)} UTM zones "
-                   f"{'with glaciers' if chosen else 'of the box (no outlines to choose them)'}"
-                   f": {total['cells']} cells, {total['pixels'] / 1e6:.1f} Mpx, "
-                   f"{total['bytes_float32'] / 1e9:.2f} GB as 11 float32 bands, "
-                   f"{total['area_km2']:.0f} km^2 of planned cells (planar, on the zones' UTM "
-                   "grids, which overlap past each zone line); the region itself is "
-                   f"{total['region_km2']:.0f} km^2 on the ellipsoid")
-    estimate = earth_engine_estimate(total["cells"], earth_engine.target,
-                                     earth_engine.workers) if earth_engine else None
-    if estimate:
-        click.echo(estimate["says"])
-    if path is None and source_dir is None and not parts[0].synthetic:
-        click.echo("note: an upper bound. A real Earth Engine run without --outlines chooses its "
-                   "cells near GLIMS outlines, which it fetches first; a dry run has no "
-                   "network, so the whole bounding box above is planned. Give --outlines to "
-                   "see the real plan.")
-    out = summaries[0] if len(parts) == 1 else {"zones": summaries, "total": total}
-    click.echo(json.dumps({**out, **({"earth_engine": estimate} if estimate else {})},
-                          indent=2))
-    if stac is not None:
-        from gee_export.remote.options import dry_run_scenes
-
-        dry_run_scenes(plans, *stac, click.echo)
-
-
-
-def _region_km2(parts: list) -> float:
-    """The region's own area on the WGS84 ellipsoid: its polygon, else its lon/lat box
-    (edges along the parallels, not geodesics), which its zones' parts cover together."""
-    import numpy as np
-    import shapely
-    from shapely import wkt
-    from shapely.geometry import box
-
-    from gee_export.common.outlines import ellipsoidal_area_km2
-
-    if parts[0].geometry_wkt:
-        shape = wkt.loads(parts[0].geometry_wkt)
-    else:
-        bounds = np.array([p.lonlat_bounds for p in parts])
-        shape = box(bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(),
-                    bounds[:, 3].max())
-    return float(ellipsoidal_area_km2([shapely.segmentize(shape, 0.01)], "EPSG:4326")[0])
-
-
-def _dry_run_outlines(part, path: Path | None, layer: str | None):
-    """The outlines that choose a part's cells, and their name; (None, "") without."""
-    from gee_export.common.outlines import read_outlines
-
-    if part.synthetic and path is None:
-        from gee_export.demo.scene import DemoScene, demo_outlines_frame
-
-        return demo_outlines_frame(DemoScene(size=part.grid.width)), "the demo's outlines"
-    if path is not None and Path(path).is_file():
-        found = read_outlines(path, part.crs, layer=layer)
-        for line in found.notes():
-            click.echo(line)
-        return found.frame, Path(path).name
-    return None, ""
 
 
 def _demo_sources(ws: Path, reg, cfg, name: str | None, year: int, size: int, seed: int,

@@ -229,6 +229,17 @@ workspace_option = click.option(
          "[default: $GLACIER_WORKSPACE, else ./workspace]")
 
 
+def option_group(*options: Callable[[Callable[..., Any]], Callable[..., Any]]
+                 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Several click options as one decorator, in `--help` in the order given: a group of
+    options that belong together keeps a command's decorators short."""
+    def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return apply
+
+
 class Name(click.ParamType):
     """A product's --name: one plain path component of its own (layout.check_name), refused
     at parse time, before anything is read or removed. `zone_part` lets it name a zone's part

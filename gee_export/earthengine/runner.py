@@ -1,5 +1,6 @@
-"""`prep export` on Earth Engine: outlines, image inventory, DEM offset, normalization, then the
-cells, downloaded with computePixels or written by batch tasks (`batch`).
+"""`prep export` on Earth Engine: outlines, image inventory (`inventory`), DEM offset,
+normalization, then the cells, downloaded with computePixels or written by batch tasks
+(`batch`).
 
 Every request is small and per cell, so none meets the service's limits on request size,
 payload, collection length or pixels per reduction; a cell that still runs out of memory or
@@ -11,7 +12,7 @@ from __future__ import annotations
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from gee_export.common.outlines import OutlineRasterizer, read_outlines
 from gee_export.config import DEM_OFFSET_SCALE_M, Normalization, RecipeConfig
 from gee_export.earthengine.cells import land_cell
 from gee_export.earthengine.client import EarthEngineClient, Retry, TooBig
+from gee_export.earthengine.inventory import fetch_glims, record_inventory
 from gee_export.earthengine.recipe import export_image_for
 from gee_export.export import Plan, ensure_normalization, open_for_work, plan_cells, record_outlines
 from gee_export.local import OffsetHistogram, PercentileAccumulator
@@ -32,13 +34,10 @@ from gee_export.stack import ExportDir, write_cell_tif
 
 if TYPE_CHECKING:
     import ee
-    from geopandas import GeoDataFrame
-    from shapely.geometry.base import BaseGeometry
 
 # computePixels refuses requests over 48 MiB; some clients count a mask byte per pixel.
 REQUEST_LIMIT_BYTES = 48 * 1024 * 1024
 PAYLOAD_LIMIT_BYTES = 10 * 1024 * 1024  # any request body, geometries included
-PAGE = 4000  # elements per computeValue of a collection: the service aborts over 5000
 MIN_SPLIT_SIDE = 32  # below this a cell that still runs out of memory is a real failure
 
 
@@ -81,7 +80,7 @@ def run_ee_export(workspace: Path, region: Region, cfg: RecipeConfig,
         exp, work = open_for_work(job, workspace, name, force, echo)
         if not work:
             return exp
-        job.inventory(exp, echo)
+        record_inventory(exp, client, job.plan, cfg, options.retry, echo)
         offset = job.dem_offset(exp, quiet)
         norm = ensure_normalization(exp, cfg, options.norm_from,
                                     lambda: job.percentiles(offset, quiet))
@@ -146,50 +145,6 @@ class EEJob:
         if self.outlines is not None:
             record_outlines(exp, self.outlines, self.outline_source)
         exp.set_plan(self.plan.cells)
-
-    def call(self, step: str, fn: Callable[..., Any], *args: Any) -> Any:
-        return self.options.retry.call(step, fn, *args)
-
-    def inventory(self, exp: ExportDir, echo: Callable[[str], None]) -> None:
-        """Every image id, date and footprint each filter kept; cells no image covers are
-        refused by name (the 2017-2018 L2A hole)."""
-        if "images" in exp.manifest:
-            return
-        from gee_export.earthengine import recipe as R
-
-        aoi, grid, cfg = R.grid_rectangle(self.plan.grid), self.plan.grid, self.cfg
-        sizes = self.call("image inventory", self.client.compute_value,
-                          R.inventory_sizes(aoi, cfg))
-        s1 = self.features("Sentinel-1 footprints", R.footprints(R.s1_collection(aoi, cfg)),
-                           sizes["s1"])
-        s2 = self.features("Sentinel-2 footprints", R.footprints(R.s2_collection(aoi, cfg)),
-                           sizes["s2"])
-        counts = {"s2": count_per_cell(s2, grid, self.plan.cells),  # the known L2A hole first
-                  "s1": count_per_cell(s1, grid, self.plan.cells)}
-        check_coverage(counts, cfg)
-        exp.manifest["images"] = {
-            "s1_collection": R.S1_COLLECTION, "s1_count": len(s1),
-            "s1_images": sorted(zip(s1["id"], s1["date"])) if len(s1) else [],
-            "s2_collection": cfg.s2_collection, "s2_scenes_in_window": int(sizes["s2_in_window"]),
-            "s2_count": len(s2), "s2_images": sorted(zip(s2["id"], s2["date"])) if len(s2) else [],
-            "cloud_mask": f"Cloud Score+ {cfg.cloud_score_band} >= {cfg.cloud_score_threshold}"
-                          " or spectral snow/ice" + (" or SCL 11" if cfg.s2_level == "l2a" else "")}
-        for cid, info in exp.cells.items():
-            info["images"] = {"s1": counts["s1"][cid], "s2": counts["s2"][cid]}
-        exp.save()
-        echo(f"images: {len(s1)} Sentinel-1, {len(s2)} of {sizes['s2_in_window']} Sentinel-2 "
-             f"scenes under {cfg.s2_max_scene_cloud:g} % scene cloud")
-
-    def features(self, step: str, collection: ee.FeatureCollection, size: int) -> list[dict]:
-        """A feature collection fetched in pages of PAGE elements, in the grid's CRS."""
-        from gee_export.earthengine import recipe as R
-
-        feats = []
-        for k, offset in enumerate(range(0, int(size), PAGE)):
-            fc = self.call(f"{step} (page {k + 1} of {-(-int(size) // PAGE)})",
-                           self.client.compute_value, R.page(collection, offset, PAGE))
-            feats += fc.get("features", []) if isinstance(fc, dict) else []
-        return _lonlat_frame(feats, self.plan.grid.crs)
 
     def dem_offset(self, exp: ExportDir, quiet: bool) -> float:
         """Once: the HMA - SRTM offset, from per-cell histograms at 30 m added up."""
@@ -412,65 +367,3 @@ def _download_dem_source(exp: ExportDir, client, dem_src, retry: Retry) -> None:
         if not path.is_file():
             data, _ = fetcher.fetch(cell)
             write_cell_tif(path, exp.grid, cell, data, names=("dem_source",))
-
-
-# -- outlines and footprints ------------------------------------------------------------------
-
-def fetch_glims(client: EarthEngineClient, region: Region, year: int, retry: Retry
-                ) -> GeoDataFrame:
-    """GLIMS outlines over the region in pages under the collection limit, one analysis per
-    glacier with its nunataks cut out, in the region's CRS (None when there is none)."""
-    from gee_export.earthengine import recipe as R
-
-    coll = R.glims_outlines(R.grid_rectangle(region.grid))
-    size = int(retry.call("GLIMS outlines (count)", client.compute_value, coll.size()))
-    feats = []
-    pages = -(-size // PAGE)
-    for k, offset in enumerate(range(0, size, PAGE)):
-        fc = retry.call(f"GLIMS outlines (page {k + 1} of {pages})", client.compute_value,
-                        R.page(coll, offset, PAGE))
-        feats += fc.get("features", [])
-    frame = _lonlat_frame(feats, region.crs)
-    return R.glims_glaciers(frame, year) if len(frame) else None
-
-
-def _lonlat_frame(features: list, crs: str):
-    import geopandas as gpd
-
-    if not features:
-        return gpd.GeoDataFrame({"id": [], "date": []}, geometry=[], crs=crs)
-    return gpd.GeoDataFrame.from_features(features, crs="EPSG:4326").to_crs(crs)
-
-
-def count_per_cell(footprints: Sequence[BaseGeometry], grid: ExportGrid, cells: list[Cell]) -> dict[str, int]:
-    """How many images' footprints touch each cell (footprints already in the grid CRS)."""
-    import shapely
-    from shapely.geometry import box
-
-    if len(footprints) == 0:
-        return {c.id: 0 for c in cells}
-    tree = shapely.STRtree(np.asarray(footprints.geometry.values))
-    return {c.id: int(len(tree.query(box(*c.bounds(grid)), predicate="intersects")))
-            for c in cells}
-
-
-def check_coverage(counts: dict[str, dict[str, int]], cfg: RecipeConfig) -> None:
-    """Refuse cells no image covers, naming them (the 2017-2018 L2A hole)."""
-    for sensor, per_cell in counts.items():
-        empty = sorted(cid for cid, n in per_cell.items() if n == 0)
-        if not empty:
-            continue
-        if sensor == "s2" and cfg.s2_level == "l2a":
-            hint = (" Earth Engine's L2A archive is thin before December 2018; --s2-level l1c "
-                    "uses top-of-atmosphere scenes (recorded; do not mix levels in one "
-                    "training set)")
-        elif sensor == "s2":
-            hint = " Widen --s2-window or raise --max-scene-cloud."
-        elif cfg.s1_orbit != "both":
-            hint = (f" --orbit {cfg.s1_orbit} kept none of the window's scenes: use --orbit "
-                    "both or widen --s1-window.")
-        else:
-            hint = " Widen --s1-window."
-        raise StateError(
-            f"{len(empty)} cell(s) have 0 {sensor.upper()} images after filtering, e.g. "
-            f"{', '.join(empty[:5])}.{hint}")
