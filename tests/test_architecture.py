@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.code_shape import over_limits, sizes
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("gee_export", "tiling", "training")
 # layer -> the layers it may import (besides itself)
@@ -189,3 +191,28 @@ def test_the_test_import_check_sees_a_conftest_and_a_bare_helper(tmp_path, monke
         test_tests_import_what_they_share_by_its_package_path()
     assert [ln.split(" imports ")[1] for ln in str(e.value).splitlines()[:3]] == \
         ["tests.conftest", "double", "double"]
+
+
+def test_rooms_stay_small_enough_to_read():
+    """Issue 33's limits: no module over 500 lines, no class over 150, no function over 60
+    (from its first decorator, so a click command carries its options)."""
+    over = over_limits(sizes(ROOT))
+    assert not over, "\n".join(over)
+
+
+def test_the_size_check_sees_a_long_function_a_long_class_and_a_long_module(tmp_path):
+    pkg = tmp_path / "training"
+    pkg.mkdir()
+    lines = [f"        x{i} = {i}" for i in range(58)]
+    # f: 2 decorators + def + 57 lines = 60 (at the limit); C.g: decorator + def + 58 = 60 + 1
+    (pkg / "short.py").write_text("\n".join(["@d", "@d", "def f():"] + lines[:57]) + "\n")
+    (pkg / "long.py").write_text("\n".join(
+        ["class C:", "    @d", "    @d", "    def g():"] + lines          # lines 1-62
+        + [f"    y{i} = {i}" for i in range(89)]                          # class ends at 151
+        + [""] * 349 + ["z = 1"]) + "\n")                                 # module: 501 lines
+    found = sizes(tmp_path)
+    assert over_limits(found) == [
+        "module training/long.py: 501 lines (limit 500)",
+        "class training/long.py:C: 151 lines (limit 150)",
+        "function training/long.py:C.g: 61 lines (limit 60)"]
+    assert (60, "training/short.py:f") in found["function"]

@@ -3,7 +3,6 @@ or zone) and tiling.verify.verify_tiles."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
 
 import click
 
@@ -14,6 +13,7 @@ from gee_export.common.cli import (
     Name,
     force_option,
     multiple_of,
+    option_group,
     quiet_option,
     user_errors,
     wait_option,
@@ -27,17 +27,6 @@ from .config import SMALL_GLACIER_LABELS, TileConfig
 from .plan import AUTO_BLOCKS
 
 UNIT = FiniteFloat(0, 1)
-Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
-
-
-def option_group(*options: Decorator) -> Decorator:
-    """The click options given, as one decorator: listed in --help in the order given, as
-    the same options stacked one above the other would be."""
-    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
-        for option in reversed(options):
-            command = option(command)
-        return command
-    return apply
 
 
 # The outlines and what they label.

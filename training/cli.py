@@ -15,6 +15,7 @@ from gee_export.common.cli import (
     Name,
     force_option,
     multiple_of,
+    option_group,
     quiet_option,
     user_errors,
     wait_option,
@@ -94,16 +95,9 @@ zone_buffer_option = click.option(
          "one.")
 
 
-def _options(fn: Callable[..., Any], options: list[Callable[..., Any]]) -> Callable[..., Any]:
-    """`fn` with `options` in the order listed (as if each decorated it, the first on top)."""
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
 def stage_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """How a command that makes a product runs: --force, --wait, --quiet and --workspace."""
-    return _options(fn, [force_option, wait_option, quiet_option, workspace_option])
+    return option_group(force_option, wait_option, quiet_option, workspace_option)(fn)
 
 
 @click.command(context_settings=CONTEXT)
@@ -165,7 +159,7 @@ checkpoint_option = click.option(
 
 def predict_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The options of train predict that train change passes on to it."""
-    return _options(fn, [
+    return option_group(
         click.option("--window", type=click.IntRange(min=32), default=None,
                      callback=multiple_of(32), help="Window side in px, a multiple of 32. "
                      "[default: the training tile size]"),
@@ -178,7 +172,7 @@ def predict_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      default=0.5, help="Glacier probability threshold."),
         click.option("--tta", is_flag=True, help="Average over the 8 rotations and flips; "
                      "probability.tif then has the spread as band 2."),
-        device_option, amp_option])
+        device_option, amp_option)(fn)
 
 
 @click.command(context_settings=CONTEXT)
@@ -284,7 +278,7 @@ def evaluate(prediction: Path, reference: Path | None, min_area: float, id_field
 def change_source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The options of train change that choose what it measures: the years each checkpoint
     predicts, or predictions made before."""
-    return _options(fn, [
+    return option_group(
         click.option("--checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False),
                      multiple=True, help="Predict every year with this checkpoint of `train run` "
                      "(resumable), then measure the change. Repeat it (e.g. the same recipe with "
@@ -298,13 +292,13 @@ def change_source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--predictions", type=click.Path(path_type=Path, exists=True,
                                                       file_okay=False),
                      multiple=True, help="Instead of --checkpoint: existing `train predict` "
-                     "outputs, one per year (repeat the option).")])
+                     "outputs, one per year (repeat the option)."))(fn)
 
 
 def change_zone_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The options of train change that say how a year is measured: the zones' outlines and
     ids, their buffer, and how much of a glacier must be seen."""
-    return _options(fn, [
+    return option_group(
         click.option("--reference", type=click.Path(path_type=Path, exists=True, dir_okay=False),
                      default=None, help="Glacier outlines that define the zones and ids. "
                      "[default: the outlines of the first year's export]"),
@@ -314,7 +308,7 @@ def change_zone_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--min-observed", type=FiniteFloat(0, 1), default=0.9,
                      help="A glacier seen (with data) over less than this share of its "
                           "reference outline in a year gets no area that year: the year is "
-                          "left out of its fit, and flagged.")])
+                          "left out of its fit, and flagged."))(fn)
 
 
 # The options that choose and make predictions: --predictions, measured as made, refuses them.

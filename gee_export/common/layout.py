@@ -39,7 +39,7 @@ DEFAULT_WORKSPACE = "workspace"
 EXPORTS_DIR, TILES_DIR, RUNS_DIR, PREDICTIONS_DIR, SOURCES_DIR = (
     "exports", "tiles", "runs", "predictions", "sources")
 COMPARISONS_DIR = "comparisons"
-STAC_DIR, STAC_CATALOG = "stac", "catalog.json"  # the workspace's STAC catalog (stac.py)
+STAC_DIR, STAC_CATALOG = "stac", "catalog.json"  # the workspace's STAC catalog (common/stac/)
 # A product of a region across UTM zones: one product per zone (utm.part_name) and, in the
 # product's own directory, this manifest naming them (zoned.py).
 ZONES_MANIFEST = "zones.json"
