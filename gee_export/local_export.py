@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from gee_export.cell_passes import _RECIPE as _RECIPE  # re-exported: gee_export.remote
-from gee_export.cell_passes import WORKER_CACHE_MB as WORKER_CACHE_MB  # imports both from here
 from gee_export.cell_passes import CellPasses, _init_worker, _teardown_worker
 from gee_export.common.atomic import as_stored, clean_partials
 from gee_export.common.bands import BAND_NAMES

@@ -11,6 +11,8 @@ from typing import Callable
 
 import numpy as np
 
+from gee_export import cell_passes
+from gee_export.cell_passes import _RECIPE, _teardown_worker
 from gee_export.common.atomic import write_json
 from gee_export.common.bands import BAND_NAMES
 from gee_export.common.errors import InputError, InputNotFoundError, StateError
@@ -21,11 +23,9 @@ from gee_export.config import RecipeConfig
 from gee_export.export import plan_cells
 from gee_export.local import LocalRecipe, LocalSources
 from gee_export.local_export import (
-    _RECIPE,
     LocalOptions,
     _LocalJob,
     _recorded_inputs,
-    _teardown_worker,
     cell_pool,
     run_job,
     source_identities,
@@ -170,7 +170,7 @@ def scene_counts(cat: Catalogue) -> dict:
 
 class StacRecipe:
     """The local recipe per cell, on that cell's scenes (a worker's recipe: the interface
-    local_export's worker functions use)."""
+    the worker functions of gee_export/cell_passes.py use)."""
 
     def __init__(self, catalogue: Catalogue, stac: StacOptions, grid: ExportGrid,
                  cfg: RecipeConfig, glaciers=None):
@@ -205,8 +205,7 @@ class StacRecipe:
 def _init_stac_worker(catalogue: Catalogue, stac: StacOptions, grid: ExportGrid,
                       cfg: RecipeConfig, glaciers) -> None:
     from gee_export.common.rasters import bounded_gdal_cache
-    from gee_export.local_export import WORKER_CACHE_MB
 
-    env = bounded_gdal_cache(WORKER_CACHE_MB)
+    env = bounded_gdal_cache(cell_passes.WORKER_CACHE_MB)
     env.__enter__()  # for the worker's lifetime
     _RECIPE.update(env=env, recipe=StacRecipe(catalogue, stac, grid, cfg, glaciers))

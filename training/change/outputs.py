@@ -12,7 +12,7 @@ from gee_export.common.layout import CHANGE_FILES, base_manifest, now_iso
 
 from ..trend import METHOD as RATE_METHOD
 from ..uncertainty import CORRELATION_MODEL
-from .imagery import imagery
+from .imagery_record import imagery
 from .measure import YearAreas
 from .method import AREAS_METHOD, TOTAL_METHOD, UNCERTAINTY_METHOD
 from .truth import truth_check

@@ -22,11 +22,12 @@ from gee_export.common.rasters import bounded_gdal_cache
 from gee_export.common.stac import update_catalog
 from gee_export.common.vectors import write_outline_files
 
+from . import shares
 from .config import PredictConfig
 from .job import PredictJob, prediction_stage
 from .outlines import outline_layers
 from .probability import prepare, probability
-from .shares import RANKS_TIMEOUT, follow
+from .shares import follow
 from .streaming import STREAM_CACHE_MB, ModelFn
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def predict(checkpoint: Path, export_dir: Path, workspace: Path,
 
     check_name(name, "--name", zone_part=True)  # a zoned prediction names its zones' so
     # Prediction exchanges only small decisions, on the CPU: gloo also beside GPUs.
-    procs = Processes.start("gloo", RANKS_TIMEOUT)
+    procs = Processes.start("gloo", shares.RANKS_TIMEOUT)
     procs.leave_at_exit()
     with ExitStack() as held, bounded_gdal_cache(STREAM_CACHE_MB):
         job, manifest, todo = follow(procs, lambda: _claimed(
